@@ -1,0 +1,232 @@
+"""The contract every tier implements, and the value types it speaks.
+
+A repository stores JSON documents (as ``str``) under string keys. It knows
+nothing of domain states. Every stored value carries :class:`StateMetadata`.
+
+Versions: when a write passes ``version=None`` the repository assigns the
+previous version of that key in this tier plus one (1 for a new key). A write
+that passes a version stores it as given; tier moves use this to carry a
+value's version from the source tier to the target. ``expected_version`` makes a
+write compare-and-set: it raises :class:`~flask_tiered_state.errors.ConcurrencyError`
+unless the key's current version in this tier equals it (``0`` means "must not exist").
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "StateCategory",
+    "StateMetadata",
+    "StateRepositories",
+    "StateRepository",
+    "StoredValue",
+    "TierStats",
+    "WriteRequest",
+    "checksum_of",
+    "make_metadata",
+]
+
+
+class StateCategory(str, enum.Enum):
+    """The three tiers, hottest first."""
+
+    HOT = "hot"
+    WARM = "warm"
+    COLD = "cold"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def checksum_of(value: str) -> str:
+    """The sha256 hex digest of a value's UTF-8 bytes."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StateMetadata:
+    """What a tier knows about one stored value."""
+
+    checksum: str
+    size: int
+    version: int
+    category: StateCategory
+    stored_at: float  # seconds since the epoch (UTC)
+    ttl_seconds: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checksum": self.checksum,
+            "size": self.size,
+            "version": self.version,
+            "category": self.category.value,
+            "stored_at": self.stored_at,
+            "ttl_seconds": self.ttl_seconds,
+        }
+
+
+def make_metadata(
+    value: str,
+    *,
+    version: int,
+    category: StateCategory,
+    ttl_seconds: int | None = None,
+    stored_at: float | None = None,
+) -> StateMetadata:
+    """Metadata for ``value`` as written now."""
+    encoded = value.encode("utf-8")
+    return StateMetadata(
+        checksum=hashlib.sha256(encoded).hexdigest(),
+        size=len(encoded),
+        version=version,
+        category=category,
+        stored_at=time.time() if stored_at is None else stored_at,
+        ttl_seconds=ttl_seconds,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    """A value read from a tier, already verified against its checksum."""
+
+    key: str
+    value: str
+    metadata: StateMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """One item of :meth:`StateRepository.store_many`."""
+
+    key: str
+    value: str
+    version: int | None = None
+    ttl_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TierStats:
+    """A tier's size and health, as :meth:`StateRepository.stats` reports it."""
+
+    backend: str
+    category: StateCategory
+    key_count: int
+    bytes: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "category": self.category.value,
+            "key_count": self.key_count,
+            "bytes": self.bytes,
+            **self.extra,
+        }
+
+
+@runtime_checkable
+class StateRepository(Protocol):
+    """The contract of every tier (memory, Redis, SQL, S3, filesystem).
+
+    Errors: a driver failure is raised as
+    :class:`~flask_tiered_state.errors.TierUnavailableError`; a checksum mismatch
+    as :class:`~flask_tiered_state.errors.IntegrityError`; a bad key or pattern as
+    :class:`~flask_tiered_state.errors.InvalidKeyError` /
+    :class:`~flask_tiered_state.errors.InvalidPatternError`.
+    """
+
+    #: Short backend name: "memory", "redis", "postgresql", "sqlite", "s3", "filesystem".
+    backend: str
+    #: The tier this repository serves.
+    category: StateCategory
+
+    def fetch(self, key: str) -> StoredValue | None:
+        """The value under ``key``, or None."""
+        ...
+
+    def fetch_many(self, keys: Sequence[str]) -> dict[str, StoredValue]:
+        """The values present among ``keys`` (absent keys are left out), in one round trip
+        per chunk."""
+        ...
+
+    def store(
+        self,
+        key: str,
+        value: str,
+        *,
+        version: int | None = None,
+        ttl_seconds: int | None = None,
+        expected_version: int | None = None,
+    ) -> StateMetadata:
+        """Store ``value`` under ``key`` and return its metadata."""
+        ...
+
+    def store_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        """Store every item (one round trip per chunk); all or nothing where the tier has
+        transactions."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed."""
+        ...
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        """Delete ``keys`` in chunks; the number that existed."""
+        ...
+
+    def keys(self, pattern: str = "*") -> Iterator[str]:
+        """Keys matching a glob of ``*`` and ``?``; every other character is literal."""
+        ...
+
+    def stats(self) -> TierStats:
+        """Key count, bytes where cheap, backend-specific figures."""
+        ...
+
+    def ping(self) -> bool:
+        """True when the backend answers."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StateRepositories:
+    """The repositories behind a store, for direct tier access (backups, recovery).
+
+    ``redis``, ``postgres`` and ``s3`` are the seeds' names: the real backend where one
+    is configured, else None. ``hot``, ``warm`` and ``cold`` are whatever backs each tier.
+    """
+
+    hot: StateRepository
+    warm: StateRepository
+    cold: StateRepository
+
+    @property
+    def redis(self) -> StateRepository | None:
+        return self.hot if self.hot.backend == "redis" else None
+
+    @property
+    def postgres(self) -> StateRepository | None:
+        return self.warm if self.warm.backend == "postgresql" else None
+
+    @property
+    def s3(self) -> StateRepository | None:
+        return self.cold if self.cold.backend == "s3" else None
+
+    def by_category(self, category: StateCategory) -> StateRepository:
+        return {
+            StateCategory.HOT: self.hot,
+            StateCategory.WARM: self.warm,
+            StateCategory.COLD: self.cold,
+        }[category]
+
+    def __iter__(self) -> Iterator[StateRepository]:
+        return iter((self.hot, self.warm, self.cold))
