@@ -1,0 +1,232 @@
+"""The StateRepository contract, run against every backend on its real server."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flask_tiered_state.errors import ConcurrencyError, InvalidKeyError, InvalidPatternError
+from flask_tiered_state.storage.base import (
+    StateCategory,
+    StateMetadata,
+    StateRepository,
+    StoredValue,
+    TierStats,
+    WriteRequest,
+    checksum_of,
+)
+from flask_tiered_state.storage.keys import glob_to_regex
+
+IO_SETTINGS = settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+json_documents = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
+    | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def doc(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fresh_key(prefix: str = "k") -> str:
+    return f"{prefix}:{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_store_then_fetch_returns_value_and_metadata(repository: StateRepository) -> None:
+    value = doc({"name": "alice", "balance": 12.5, "tags": ["a", "ü"]})
+    before = time.time()
+    written = repository.store("user:1", value)
+    got = repository.fetch("user:1")
+
+    assert isinstance(got, StoredValue)
+    assert got.key == "user:1"
+    assert got.value == value
+    assert isinstance(written, StateMetadata)
+    assert got.metadata.checksum == checksum_of(value) == written.checksum
+    assert got.metadata.size == len(value.encode()) == written.size
+    assert got.metadata.version == written.version == 1
+    assert got.metadata.category is repository.category
+    assert before - 1 <= got.metadata.stored_at <= time.time() + 1
+
+
+def test_fetch_missing_key_returns_none(repository: StateRepository) -> None:
+    assert repository.fetch("absent:key") is None
+
+
+def test_version_increments_when_not_given(repository: StateRepository) -> None:
+    assert repository.store("v:1", doc(1)).version == 1
+    assert repository.store("v:1", doc(2)).version == 2
+    assert repository.store("v:1", doc(3)).version == 3
+    fetched = repository.fetch("v:1")
+    assert fetched is not None and fetched.metadata.version == 3 and fetched.value == doc(3)
+
+
+def test_explicit_version_is_stored_as_given(repository: StateRepository) -> None:
+    assert repository.store("moved", doc({"a": 1}), version=42).version == 42
+    fetched = repository.fetch("moved")
+    assert fetched is not None and fetched.metadata.version == 42
+    assert repository.store("moved", doc({"a": 2})).version == 43
+
+
+def test_expected_version_is_compare_and_set(repository: StateRepository) -> None:
+    assert repository.store("cas", doc("a"), expected_version=0).version == 1
+    with pytest.raises(ConcurrencyError) as info:
+        repository.store("cas", doc("b"), expected_version=0)
+    assert info.value.actual == 1
+    assert repository.store("cas", doc("b"), expected_version=1).version == 2
+    with pytest.raises(ConcurrencyError):
+        repository.store("cas", doc("c"), expected_version=1)
+    fetched = repository.fetch("cas")
+    assert fetched is not None and fetched.value == doc("b")
+
+
+def test_fetch_many_returns_only_present_keys(repository: StateRepository) -> None:
+    for i in range(5):
+        repository.store(f"many:{i}", doc({"i": i}))
+    got = repository.fetch_many(["many:0", "many:3", "nope", "many:4"])
+    assert set(got) == {"many:0", "many:3", "many:4"}
+    assert got["many:3"].value == doc({"i": 3})
+    assert repository.fetch_many([]) == {}
+
+
+def test_store_many_stores_every_item_with_its_version(repository: StateRepository) -> None:
+    items = [WriteRequest(f"batch:{i:03}", doc({"i": i})) for i in range(250)]
+    items.append(WriteRequest("batch:explicit", doc("x"), version=7))
+    written = repository.store_many(items)
+    assert len(written) == 251
+    assert written["batch:explicit"].version == 7
+    assert written["batch:000"].version == 1
+    got = repository.fetch_many([i.key for i in items])
+    assert {k: v.value for k, v in got.items()} == {i.key: i.value for i in items}
+    again = repository.store_many([WriteRequest("batch:000", doc("new"))])
+    assert again["batch:000"].version == 2
+
+
+def test_delete_reports_existence(repository: StateRepository) -> None:
+    repository.store("gone", doc(1))
+    assert repository.delete("gone") is True
+    assert repository.fetch("gone") is None
+    assert repository.delete("gone") is False
+
+
+def test_delete_many_counts_existing(repository: StateRepository) -> None:
+    keys = [f"del:{i}" for i in range(30)]
+    repository.store_many([WriteRequest(k, doc(k)) for k in keys])
+    assert repository.delete_many([*keys[:20], "del:missing"]) == 20
+    assert set(repository.keys("del:*")) == set(keys[20:])
+    assert repository.delete_many([]) == 0
+
+
+def test_stats_counts_keys(repository: StateRepository) -> None:
+    repository.store_many([WriteRequest(f"s:{i}", doc(i)) for i in range(7)])
+    stats = repository.stats()
+    assert isinstance(stats, TierStats)
+    assert stats.key_count == 7
+    assert stats.category is repository.category
+    assert stats.backend == repository.backend
+
+
+def test_ping_answers(repository: StateRepository) -> None:
+    assert repository.ping() is True
+
+
+# --------------------------------------------------------------------------- patterns
+
+
+def test_keys_glob_semantics(repository: StateRepository) -> None:
+    keys = ["user:1", "user:12", "user:2", "user_x", "userAx", "a.b", "aXb", "p+q/r=s@t"]
+    repository.store_many([WriteRequest(k, doc(k)) for k in keys])
+    assert sorted(repository.keys("user:?")) == ["user:1", "user:2"]
+    assert sorted(repository.keys("user:*")) == ["user:1", "user:12", "user:2"]
+    # '_' and '.' are literal, unlike in SQL LIKE and regexes
+    assert sorted(repository.keys("user_*")) == ["user_x"]
+    assert sorted(repository.keys("a.b")) == ["a.b"]
+    assert sorted(repository.keys("p+q/*")) == ["p+q/r=s@t"]
+    # matching is case-sensitive everywhere
+    assert sorted(repository.keys("USER:*")) == []
+    assert sorted(repository.keys("*")) == sorted(keys)
+
+
+key_alphabet = st.sampled_from(list("ab_.:/+=-A"))
+keys_strategy = st.lists(
+    st.text(alphabet=key_alphabet, min_size=1, max_size=6), min_size=1, max_size=8, unique=True
+)
+pattern_strategy = st.text(alphabet=st.sampled_from(list("ab_.:/+=-A*?")), min_size=1, max_size=6)
+
+
+@IO_SETTINGS
+@given(keys=keys_strategy, pattern=pattern_strategy)
+def test_pattern_matches_exactly_the_glob_keys(
+    repository: StateRepository, keys: list[str], pattern: str
+) -> None:
+    namespace = f"p{uuid.uuid4().hex[:6]}/"
+    full = [namespace + k for k in keys]
+    repository.store_many([WriteRequest(k, "1") for k in full])
+    try:
+        expected = {k for k in full if glob_to_regex(namespace + pattern).fullmatch(k)}
+        assert set(repository.keys(namespace + pattern)) == expected
+    finally:
+        repository.delete_many(full)
+
+
+@IO_SETTINGS
+@given(value=json_documents)
+def test_any_json_document_round_trips(repository: StateRepository, value: Any) -> None:
+    key = fresh_key("rt")
+    text = doc(value)
+    repository.store(key, text)
+    fetched = repository.fetch(key)
+    assert fetched is not None
+    assert fetched.value == text
+    assert json.loads(fetched.value) == json.loads(text)
+    repository.delete(key)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "key", ["", "x" * 256, "has space", "star*", "q?", "br[a]ck", "back\\slash", "é", 12, None]
+)
+def test_invalid_keys_are_refused_by_name(repository: StateRepository, key: Any) -> None:
+    with pytest.raises(InvalidKeyError) as info:
+        repository.store(key, doc(1))
+    assert "key" in info.value.message.lower()
+    with pytest.raises(InvalidKeyError):
+        repository.fetch(key)
+
+
+@pytest.mark.parametrize("pattern", ["", "a b", "[ab]", "x\\*", 5])
+def test_invalid_patterns_are_refused(repository: StateRepository, pattern: Any) -> None:
+    with pytest.raises(InvalidPatternError):
+        list(repository.keys(pattern))
+
+
+def test_fetch_many_rejects_a_bare_string(repository: StateRepository) -> None:
+    with pytest.raises(InvalidKeyError):
+        repository.fetch_many("user:1")  # type: ignore[arg-type]
+
+
+def test_category_is_a_state_category(repository: StateRepository) -> None:
+    assert isinstance(repository.category, StateCategory)
