@@ -1,0 +1,48 @@
+"""Argument checks shared by the repositories' write paths (values, versions, TTLs)."""
+
+from __future__ import annotations
+
+from ..errors import ConfigurationError, InvalidRequestError
+
+__all__ = ["check_expected_version", "check_ttl", "check_value", "check_version"]
+
+
+def check_value(key: str, value: object) -> str:
+    """``value`` if it is a string (JSON text), else :class:`InvalidRequestError`."""
+    if type(value) is str:
+        return value
+    raise InvalidRequestError(
+        f"The value for {key!r} is a {type(value).__name__}; repositories store JSON text "
+        "(str). Serialise it first, e.g. with json.dumps.",
+        details={"key": key, "type": type(value).__name__},
+    )
+
+
+def check_ttl(ttl: object, name: str = "ttl_seconds") -> int:
+    """``ttl`` if it is a positive int, else :class:`ConfigurationError`."""
+    if type(ttl) is int and ttl > 0:
+        return ttl
+    raise ConfigurationError(
+        f"{name} must be a positive whole number of seconds or None, not {ttl!r}."
+    )
+
+
+def check_version(version: object) -> int:
+    """``version`` if it is an int of at least 1, else :class:`InvalidRequestError`."""
+    if type(version) is int and version >= 1:
+        return version
+    raise InvalidRequestError(
+        f"version must be a whole number of at least 1 or None (next version), not {version!r}.",
+        details={"version": repr(version)},
+    )
+
+
+def check_expected_version(expected: object) -> int:
+    """``expected`` if it is an int of at least 0, else :class:`InvalidRequestError`."""
+    if type(expected) is int and expected >= 0:
+        return expected
+    raise InvalidRequestError(
+        f"expected_version must be a whole number of at least 0 (0: the key must not exist) "
+        f"or None, not {expected!r}.",
+        details={"expected_version": repr(expected)},
+    )
