@@ -1,0 +1,328 @@
+"""The HOT tier on Redis (redis-py; hiredis parses replies when installed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ..errors import ConcurrencyError, ConfigurationError, IntegrityError, TierUnavailableError
+from ._write_checks import check_expected_version, check_ttl, check_value, check_version
+from .base import StateCategory, StateMetadata, StoredValue, TierStats, WriteRequest
+from .keys import glob_to_redis_match, glob_to_regex, validate_key, validate_keys, validate_pattern
+from .redis_codec import (
+    MSET_EX_LUA,
+    MSET_NEXT_LUA,
+    SET_VERSIONED_LUA,
+    EncodedWrite,
+    decode_entry,
+    encode_write,
+    plan_writes,
+    redis_literal,
+)
+
+__all__ = ["RedisStateRepository"]
+
+CHUNK = 1000
+
+
+def _describe(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
+
+
+class RedisStateRepository:
+    """Values with metadata in one Redis string per key, under a key prefix.
+
+    :param client_or_url: a ``redis.Redis`` client (not closed by :meth:`close`) or a
+        ``redis://``, ``rediss://`` or ``unix://`` URL (a client is built and owned).
+    :param key_prefix: prepended to every key; :meth:`keys` strips it again.
+    :param default_ttl_seconds: TTL for writes that give none; None keeps values forever.
+    :param category: the tier it serves (HOT by default).
+    :param socket_timeout: read timeout in seconds for a client built from a URL.
+    :param connect_timeout: connect timeout in seconds for a client built from a URL.
+    """
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        client_or_url: redis.Redis | str,
+        *,
+        key_prefix: str = "tiered_state:",
+        default_ttl_seconds: int | None = None,
+        category: StateCategory = StateCategory.HOT,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        if not isinstance(key_prefix, str):
+            raise ConfigurationError(f"key_prefix must be a string, not {key_prefix!r}.")
+        if default_ttl_seconds is not None:
+            check_ttl(default_ttl_seconds, "default_ttl_seconds")
+        if isinstance(client_or_url, str):
+            parts = urlsplit(client_or_url)
+            if parts.scheme not in ("redis", "rediss", "unix"):
+                raise ConfigurationError(
+                    f"Redis URL {client_or_url!r} has scheme {parts.scheme!r}; use a "
+                    "redis://, rediss:// or unix:// URL."
+                )
+            try:
+                client: redis.Redis = redis.Redis.from_url(
+                    client_or_url,
+                    socket_timeout=socket_timeout,
+                    socket_connect_timeout=connect_timeout,
+                    # one quick retry replaces a pooled connection a restart broke; more
+                    # would only delay the fall back to the next tier when Redis is down
+                    retry=Retry(NoBackoff(), 1),
+                )
+            except ValueError as exc:
+                raise ConfigurationError(f"Redis URL {client_or_url!r} is invalid: {exc}") from exc
+            self._owns_client = True
+        elif isinstance(client_or_url, redis.Redis):
+            client, self._owns_client = client_or_url, False
+        else:
+            raise ConfigurationError(
+                f"client_or_url must be a redis.Redis client or a redis:// URL, "
+                f"not {type(client_or_url).__name__}."
+            )
+        self.category = category
+        self.key_prefix = key_prefix
+        self.default_ttl_seconds = default_ttl_seconds
+        self.client = client
+        self.location = _describe(client)
+        self._where = f"Redis at {self.location}"
+        self._category_bytes = category.value.encode("ascii")
+        self._get = client.get
+        self._set_versioned = client.register_script(SET_VERSIONED_LUA)
+
+    def __repr__(self) -> str:
+        return f"<RedisStateRepository {self.location} prefix={self.key_prefix!r}>"
+
+    def _unavailable(self, action: str, exc: Exception) -> TierUnavailableError:
+        return TierUnavailableError(
+            self.category.value,
+            f"The {self.category.value.upper()} tier (Redis at {self.location}) could not "
+            f"{action}: {type(exc).__name__}: {exc}",
+            details={"backend": "redis", "location": self.location, "operation": action},
+        )
+
+    # -- reads ---------------------------------------------------------------
+
+    def fetch(self, key: str) -> StoredValue | None:
+        validate_key(key)
+        try:
+            raw = self._get(self.key_prefix + key)
+        except RedisError as exc:
+            raise self._unavailable(f"read {key!r}", exc) from exc
+        except UnicodeDecodeError as exc:  # decode_responses=True and non-UTF-8 bytes
+            raise IntegrityError(key, f"The value stored for {key!r} is not UTF-8.") from exc
+        return None if raw is None else decode_entry(key, raw, self._where)
+
+    def fetch_many(self, keys: Sequence[str]) -> dict[str, StoredValue]:
+        keys = list(dict.fromkeys(validate_keys(keys)))
+        prefix, found = self.key_prefix, {}
+        try:
+            for start in range(0, len(keys), CHUNK):
+                chunk = keys[start : start + CHUNK]
+                values = self.client.mget([prefix + k for k in chunk])
+                for key, raw in zip(chunk, values, strict=True):
+                    if raw is not None:
+                        found[key] = decode_entry(key, raw, self._where)
+        except RedisError as exc:
+            raise self._unavailable(f"read {len(keys)} keys", exc) from exc
+        except UnicodeDecodeError as exc:
+            raise IntegrityError(keys[0], "A value among the keys read is not UTF-8.") from exc
+        return found
+
+    # -- writes --------------------------------------------------------------
+
+    def _prepare(self, key: str, value: str, version: int | None, ttl: int | None) -> EncodedWrite:
+        validate_key(key)
+        check_value(key, value)
+        ttl = self.default_ttl_seconds if ttl is None else check_ttl(ttl)
+        name = self.key_prefix + key
+        return encode_write(key, name, value, self._category_bytes, ttl, version)
+
+    def store(
+        self,
+        key: str,
+        value: str,
+        *,
+        version: int | None = None,
+        ttl_seconds: int | None = None,
+        expected_version: int | None = None,
+    ) -> StateMetadata:
+        if version is not None:
+            check_version(version)
+        if expected_version is not None:
+            check_expected_version(expected_version)
+        item = self._prepare(key, value, version, ttl_seconds)
+        ttl = item.ttl
+        try:
+            if version is not None and expected_version is None:
+                self.client.set(item.name, item.payload(version), ex=ttl)
+                return item.metadata(self.category, version)
+            ok, number = self._set_versioned(
+                keys=[item.name],
+                args=[
+                    item.head,
+                    item.tail,
+                    ttl or 0,
+                    "" if expected_version is None else expected_version,
+                    "" if version is None else version,
+                ],
+            )
+        except RedisError as exc:
+            raise self._unavailable(f"write {key!r}", exc) from exc
+        if not ok:
+            if number < 0:
+                raise IntegrityError(
+                    key,
+                    f"The value stored for {key!r} in {self._where} has a damaged header, so "
+                    "its version is unknown; compare-and-set refused. Write it without "
+                    "expected_version to replace it.",
+                )
+            raise ConcurrencyError(key, expected_version, number)
+        return item.metadata(self.category, int(number))
+
+    def store_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        prepared = []
+        for item in items:
+            if item.version is not None:
+                check_version(item.version)
+            prepared.append(self._prepare(item.key, item.value, item.version, item.ttl_seconds))
+        results: dict[str, StateMetadata] = {}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            queued: list[tuple[bool, list[EncodedWrite]]] = []
+            size = 0
+            for ttl, auto, chunk in plan_writes(prepared, CHUNK):
+                self._queue_chunk(pipe, chunk, ttl, auto)
+                queued.append((auto, chunk))
+                size += len(chunk)
+                if size >= CHUNK:  # one round trip per ~CHUNK items
+                    self._collect(pipe.execute(), queued, results)
+                    queued, size = [], 0
+            if queued:
+                self._collect(pipe.execute(), queued, results)
+        except RedisError as exc:
+            raise self._unavailable(f"write {len(prepared)} keys", exc) from exc
+        return results
+
+    def _queue_chunk(
+        self, pipe: Any, chunk: list[EncodedWrite], ttl: int | None, auto: bool
+    ) -> None:
+        # EVAL, not a registered Script: redis-py sends SCRIPT EXISTS before every pipeline
+        # holding Scripts (a round trip); the text is small next to a chunk's payloads.
+        names = [p.name for p in chunk]
+        if auto:
+            args: list[Any] = [ttl or 0]
+            for p in chunk:
+                args += (p.head, p.tail)
+            pipe.eval(MSET_NEXT_LUA, len(names), *names, *args)
+            return
+        payloads = [p.payload(p.version or 0) for p in chunk]
+        if ttl is None:
+            pipe.mset(dict(zip(names, payloads, strict=True)))
+        else:
+            pipe.eval(MSET_EX_LUA, len(names), *names, ttl, *payloads)
+
+    def _collect(
+        self,
+        replies: list[Any],
+        queued: list[tuple[bool, list[EncodedWrite]]],
+        results: dict[str, StateMetadata],
+    ) -> None:
+        for reply, (auto, chunk) in zip(replies, queued, strict=True):
+            if auto:
+                for p, number in zip(chunk, reply, strict=True):
+                    results[p.key] = p.metadata(self.category, int(number))
+            else:
+                for p in chunk:
+                    results[p.key] = p.metadata(self.category, p.version or 0)
+
+    def delete(self, key: str) -> bool:
+        validate_key(key)
+        try:
+            return bool(self.client.unlink(self.key_prefix + key))
+        except RedisError as exc:
+            raise self._unavailable(f"delete {key!r}", exc) from exc
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        names = [self.key_prefix + k for k in dict.fromkeys(validate_keys(keys))]
+        if not names:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(names), CHUNK):
+                pipe.unlink(*names[start : start + CHUNK])
+            return sum(int(n) for n in pipe.execute())
+        except RedisError as exc:
+            raise self._unavailable(f"delete {len(names)} keys", exc) from exc
+
+    # -- scans ---------------------------------------------------------------
+
+    def _scan(self, match: str) -> list[bytes | str]:
+        try:
+            return list(self.client.scan_iter(match=match, count=CHUNK))
+        except RedisError as exc:
+            raise self._unavailable(f"scan keys matching {match!r}", exc) from exc
+
+    def keys(self, pattern: str = "*") -> Iterator[str]:
+        """Keys matching the glob, through ``SCAN MATCH`` (never ``KEYS``), without prefix."""
+        regex = glob_to_regex(validate_pattern(pattern))
+        match = redis_literal(self.key_prefix) + glob_to_redis_match(pattern)
+        cut = len(self.key_prefix)
+        found: dict[str, None] = {}
+        for name in self._scan(match):
+            try:
+                key = (name.decode("utf-8") if isinstance(name, bytes) else name)[cut:]
+            except UnicodeDecodeError:
+                continue  # not ours: every key we write is ASCII
+            if regex.fullmatch(key):
+                found[key] = None
+        return iter(found)
+
+    def stats(self) -> TierStats:
+        """``key_count`` counts the keys under this repository's prefix (a SCAN);
+        ``server_used_memory`` is the whole server's ``used_memory`` from INFO."""
+        try:
+            if self.key_prefix:
+                count = len(self._scan(redis_literal(self.key_prefix) + "*"))
+            else:
+                count = int(self.client.dbsize())
+            memory = self.client.info("memory")
+        except RedisError as exc:
+            raise self._unavailable("report stats", exc) from exc
+        return TierStats(
+            backend=self.backend,
+            category=self.category,
+            key_count=count,
+            bytes=None,
+            extra={
+                "location": self.location,
+                "key_prefix": self.key_prefix,
+                "key_count_scope": "prefix",
+                "server_used_memory": memory.get("used_memory"),
+            },
+        )
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except RedisError:
+            return False
+
+    def close(self) -> None:
+        """Close the client if this repository built it from a URL; a client passed in
+        belongs to the caller."""
+        if self._owns_client:
+            self.client.close()
