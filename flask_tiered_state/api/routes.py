@@ -1,0 +1,275 @@
+"""The REST blueprint's views (mounted at ``TIERED_STATE_API_PREFIX``).
+
+Every view is guarded by the access-control hook and answers JSON, errors included
+(see :mod:`flask_tiered_state.http_errors`). Bad input answers 400 (malformed JSON,
+a body that is not an object, bad query parameters), 415 (a body that is not
+``application/json``) or 422 (a body that breaks its schema); never 500.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import marshmallow
+from flask import Blueprint, jsonify, request, url_for
+from flask.wrappers import Response
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+
+from ..access import check_access
+from ..errors import InvalidRequestError, StateNotFoundError, ValidationError
+from ..extension import get_app_state
+from ..http_errors import register_blueprint_error_handlers
+from .openapi import build_openapi
+from .schemas import (
+    DiffQuerySchema,
+    HistoryQuerySchema,
+    ListQuerySchema,
+    RegisterStateSchema,
+    RollbackSchema,
+    TransitionSchema,
+)
+
+__all__ = ["ROUTES", "Route", "create_api_blueprint"]
+
+BLUEPRINT_NAME = "tiered_state_api"
+#: Query parameters of ``GET /states`` that are filters although they have no dot.
+PLAIN_FILTERS = frozenset({"name"})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One view: URL rule (relative to the prefix), method, endpoint and hook action."""
+
+    rule: str
+    method: str
+    endpoint: str
+    action: str
+    view: Callable[..., Response]
+
+
+def _respond(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _manager() -> Any:
+    return get_app_state().manager
+
+
+def _actor() -> str | None:
+    return check_access(get_app_state().settings.access_control, _ACTIONS[request.endpoint or ""])
+
+
+def _messages(exc: marshmallow.ValidationError) -> dict[str, Any]:
+    if isinstance(exc.messages, dict):
+        return dict(exc.messages)
+    return {"_schema": exc.messages}
+
+
+def _body(schema: marshmallow.Schema) -> dict[str, Any]:
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            f"The request body must be JSON sent with 'Content-Type: application/json'; "
+            f"got {request.mimetype or 'no content type'!r}."
+        )
+    try:
+        body = request.get_json()
+    except BadRequest:
+        raise InvalidRequestError(
+            "The request body is not valid JSON; send one JSON object."
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError(
+            f"The request body must be a JSON object; got {type(body).__name__}.",
+            details={"body_type": type(body).__name__},
+        )
+    try:
+        loaded: dict[str, Any] = schema.load(body)
+    except marshmallow.ValidationError as exc:
+        raise ValidationError(
+            "The request body is invalid; see details.errors for each field.",
+            errors=_messages(exc),
+        ) from None
+    return loaded
+
+
+def _query(schema: marshmallow.Schema, args: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        loaded: dict[str, Any] = schema.load(args)
+    except marshmallow.ValidationError as exc:
+        raise InvalidRequestError(
+            "Invalid query parameters; see details.errors for each parameter.",
+            details={"errors": _messages(exc)},
+        ) from None
+    return loaded
+
+
+def _filter_value(text: str) -> Any:
+    """``30`` -> 30, ``true`` -> True, ``"30"`` -> "30", ``active`` -> "active"."""
+
+    def reject(constant: str) -> Any:
+        raise ValueError(constant)
+
+    try:
+        return json.loads(text, parse_constant=reject)
+    except ValueError:
+        return text
+
+
+def _existing(state_id: str) -> dict[str, Any]:
+    record: dict[str, Any] | None = _manager().get_state(state_id)
+    if record is None:
+        raise StateNotFoundError(state_id)
+    return record
+
+
+# -- views ---------------------------------------------------------------------
+
+
+def list_states() -> Response:
+    _actor()
+    named: dict[str, str] = {}
+    filters: dict[str, Any] = {}
+    for name in request.args:
+        values = request.args.getlist(name)
+        if len(values) > 1:
+            raise InvalidRequestError(
+                f"Query parameter {name!r} is given {len(values)} times; give it once.",
+                details={"parameter": name},
+            )
+        if "." in name or name in PLAIN_FILTERS:
+            filters[name] = _filter_value(values[0])
+        else:
+            named[name] = values[0]
+    query = _query(ListQuerySchema(), named)
+    if "status" in query:
+        filters["status"] = query["status"]
+    page = _manager().search_states(
+        query.get("type"), filters or None, page=query["page"], per_page=query["per_page"]
+    )
+    return _respond(page.to_dict())
+
+
+def register_state() -> Response:
+    actor = _actor()
+    body = _body(RegisterStateSchema())
+    state_id = body.pop("state_id")
+    record = _manager().register_state(state_id, body["type"], body, actor=actor)
+    location = url_for(f".{_ENDPOINT_GET}", state_id=record["state_id"])
+    return _respond(record, 201, {"Location": location})
+
+
+def get_state(state_id: str) -> Response:
+    _actor()
+    return _respond(_existing(state_id))
+
+
+def transition_state(state_id: str) -> Response:
+    actor = _actor()
+    body = _body(TransitionSchema())
+    changes = {k: body[k] for k in ("name", "data", "metadata") if k in body}
+    record = _manager().update_state(
+        state_id,
+        changes or None,
+        body["transition"],
+        expected_version=body.get("expected_version"),
+        actor=actor,
+        reason=body.get("reason"),
+    )
+    return _respond(record)
+
+
+def state_history(state_id: str) -> Response:
+    _actor()
+    query = _query(HistoryQuerySchema(), request.args.to_dict())
+    manager = _manager()
+    if "transition" in query:
+        items = manager.get_changes_by_transition(state_id, query["transition"])
+    elif "limit" in query:
+        items = manager.get_recent_changes(state_id, query["limit"])
+    else:
+        items = manager.get_state_history(state_id)
+    if not items:
+        _existing(state_id)
+    return _respond({"state_id": state_id, "items": items})
+
+
+def diff_state(state_id: str) -> Response:
+    _actor()
+    query = _query(DiffQuerySchema(), request.args.to_dict())
+    diff = _manager().diff_versions(state_id, query["from_version"], query["to_version"])
+    return _respond(diff)
+
+
+def rollback_state(state_id: str) -> Response:
+    actor = _actor()
+    body = _body(RollbackSchema())
+    record = _manager().rollback_state(
+        state_id, body["to_version"], actor=actor, reason=body.get("reason")
+    )
+    return _respond(record)
+
+
+def health() -> Response:
+    _actor()
+    status: dict[str, Any] = _manager().get_health_status()
+    healthy = status.get("status") != "unhealthy"
+    return _respond(_finite(status), 200 if healthy else 503)
+
+
+def openapi_document() -> Response:
+    _actor()
+    prefix = get_app_state().settings.api_prefix or ""
+    return _respond(build_openapi(ROUTES, prefix=prefix))
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity; report them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+_ENDPOINT_GET = "get_state"
+
+#: Every route of the blueprint; the OpenAPI document is built from this table.
+ROUTES: tuple[Route, ...] = (
+    Route("/states", "GET", "list_states", "states.list", list_states),
+    Route("/states", "POST", "register_state", "states.register", register_state),
+    Route("/states/<state_id>", "GET", _ENDPOINT_GET, "states.read", get_state),
+    Route(
+        "/states/<state_id>/transitions",
+        "POST",
+        "transition_state",
+        "states.transition",
+        transition_state,
+    ),
+    Route("/states/<state_id>/history", "GET", "state_history", "states.history", state_history),
+    Route("/states/<state_id>/diff", "GET", "diff_state", "states.diff", diff_state),
+    Route(
+        "/states/<state_id>/rollback", "POST", "rollback_state", "states.rollback", rollback_state
+    ),
+    Route("/health", "GET", "health", "health", health),
+    Route("/openapi.json", "GET", "openapi", "openapi", openapi_document),
+)
+
+_ACTIONS = {f"{BLUEPRINT_NAME}.{route.endpoint}": route.action for route in ROUTES}
+
+
+def create_api_blueprint() -> Blueprint:
+    """A fresh blueprint with every route (one per app, registered by ``init_app``)."""
+    blueprint = Blueprint(BLUEPRINT_NAME, __name__)
+    register_blueprint_error_handlers(blueprint)
+    for route in ROUTES:
+        blueprint.add_url_rule(route.rule, route.endpoint, route.view, methods=[route.method])
+    return blueprint

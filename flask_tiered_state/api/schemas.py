@@ -1,0 +1,126 @@
+"""marshmallow schemas of the REST blueprint's request bodies and query strings.
+
+Bodies that break a schema answer 422 (``validation_error`` with the messages by
+field); query strings that break one answer 400 (``invalid_request``). Unknown body
+fields are refused, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, pre_load, validate
+
+from ..domain.arguments import MAX_REASON_LENGTH, UPDATE_TRANSITIONS
+from ..domain.paging import MAX_PER_PAGE
+
+__all__ = [
+    "DiffQuerySchema",
+    "HistoryQuerySchema",
+    "ListQuerySchema",
+    "RegisterStateSchema",
+    "RollbackSchema",
+    "TransitionSchema",
+]
+
+TRANSITION_NAMES = tuple(t.value.upper() for t in UPDATE_TRANSITIONS)
+DEFAULT_PER_PAGE = 50
+MAX_HISTORY_LIMIT = 1000
+
+
+def _lower(data: Any, names: tuple[str, ...]) -> Any:
+    if isinstance(data, dict):
+        data = dict(data)
+        for name in names:
+            if isinstance(data.get(name), str):
+                data[name] = data[name].lower()
+    return data
+
+
+class RegisterStateSchema(Schema):
+    """``POST /states``: a new state."""
+
+    state_id = fields.String(required=True, metadata={"description": "The new state's id."})
+    type = fields.String(required=True, metadata={"description": "A registered state type."})
+    name = fields.String(metadata={"description": "Display name; defaults to the id."})
+    data = fields.Dict(keys=fields.String(), load_default=dict)
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+
+    @pre_load
+    def _normalise(self, data: Any, **_: Any) -> Any:
+        return _lower(data, ("type",))
+
+
+class TransitionSchema(Schema):
+    """``POST /states/<id>/transitions``: one lifecycle transition or update."""
+
+    transition = fields.String(
+        required=True,
+        validate=validate.OneOf([t.value for t in UPDATE_TRANSITIONS]),
+        metadata={"description": "One of " + ", ".join(TRANSITION_NAMES) + " (any case)."},
+    )
+    data = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "The new data; absent keeps the current data."},
+    )
+    name = fields.String(metadata={"description": "A new display name."})
+    metadata = fields.Dict(keys=fields.String(), metadata={"description": "New metadata."})
+    expected_version = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1),
+        allow_none=True,
+        metadata={"description": "Refuse with 409 unless the state is at this version."},
+    )
+    reason = fields.String(validate=validate.Length(max=MAX_REASON_LENGTH), allow_none=True)
+
+    @pre_load
+    def _normalise(self, data: Any, **_: Any) -> Any:
+        return _lower(data, ("transition",))
+
+
+class RollbackSchema(Schema):
+    """``POST /states/<id>/rollback``: restore an earlier version as a new one."""
+
+    to_version = fields.Integer(
+        strict=True, required=True, validate=validate.Range(min=1),
+        metadata={"description": "The recorded version whose record is restored."},
+    )  # fmt: skip
+    reason = fields.String(validate=validate.Length(max=MAX_REASON_LENGTH), allow_none=True)
+
+
+class ListQuerySchema(Schema):
+    """``GET /states``: the named query parameters (dotted ones are filters)."""
+
+    type = fields.String(metadata={"description": "Only states of this type."})
+    status = fields.String(metadata={"description": "Only states in this status."})
+    page = fields.Integer(validate=validate.Range(min=1), load_default=1)
+    per_page = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_PER_PAGE), load_default=DEFAULT_PER_PAGE
+    )
+
+    @pre_load
+    def _normalise(self, data: Any, **_: Any) -> Any:
+        return _lower(data, ("type", "status"))
+
+
+class HistoryQuerySchema(Schema):
+    """``GET /states/<id>/history``."""
+
+    limit = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_HISTORY_LIMIT),
+        metadata={"description": "Only the latest N changes, newest first."},
+    )
+    transition = fields.String(
+        metadata={"description": "Only changes made by this transition, oldest first."}
+    )
+
+    @pre_load
+    def _normalise(self, data: Any, **_: Any) -> Any:
+        return _lower(data, ("transition",))
+
+
+class DiffQuerySchema(Schema):
+    """``GET /states/<id>/diff?from=&to=``."""
+
+    from_version = fields.Integer(data_key="from", required=True, validate=validate.Range(min=1))
+    to_version = fields.Integer(data_key="to", required=True, validate=validate.Range(min=1))

@@ -1,0 +1,86 @@
+"""Correlation ids of HTTP requests.
+
+Each request gets the id its client sent in ``X-Correlation-ID`` (or ``X-Request-ID``)
+when that id is 1-128 characters of ``A-Z a-z 0-9 . _ : -``; otherwise (absent, or a
+value that could forge log lines) a fresh ``uuid4().hex``. The id is set in the
+domain's correlation context for the whole request, so history rows and log
+records carry it, and echoed in the response's ``X-Correlation-ID`` header.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from flask import Flask, g, has_request_context, request
+from flask.wrappers import Response
+
+from .domain import context as _domain
+
+__all__ = [
+    "REQUEST_HEADERS",
+    "RESPONSE_HEADER",
+    "get_correlation_id",
+    "install_correlation_hooks",
+    "new_correlation_id",
+]
+
+#: Request headers read, in order of preference.
+REQUEST_HEADERS = ("X-Correlation-ID", "X-Request-ID")
+#: Response header that echoes the id.
+RESPONSE_HEADER = "X-Correlation-ID"
+
+_VALID_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_G_ID = "tiered_state_correlation_id"
+_G_TOKEN = "tiered_state_correlation_token"
+
+
+def new_correlation_id() -> str:
+    """A fresh correlation id."""
+    return uuid.uuid4().hex
+
+
+def _from_headers() -> str:
+    for name in REQUEST_HEADERS:
+        value = request.headers.get(name, "").strip()
+        if _VALID_ID.fullmatch(value):
+            return value
+    return new_correlation_id()
+
+
+def get_correlation_id() -> str | None:
+    """The current correlation id: the request's, else the domain context's, else None."""
+    if has_request_context():
+        value = g.get(_G_ID)
+        if value is not None:
+            return str(value)
+    return _domain.get_correlation_id()
+
+
+def _start() -> None:
+    correlation_id = _from_headers()
+    setattr(g, _G_ID, correlation_id)
+    setattr(g, _G_TOKEN, _domain.set_correlation_id(correlation_id))
+
+
+def _echo(response: Response) -> Response:
+    if _G_ID not in g:
+        # A before_request hook of the app answered before ours ran.
+        setattr(g, _G_ID, _from_headers())
+    response.headers[RESPONSE_HEADER] = g.get(_G_ID)
+    return response
+
+
+def _end(exc: BaseException | None) -> None:
+    token: Any = g.pop(_G_TOKEN, None)
+    if token is not None:
+        _domain.reset_correlation_id(token)
+
+
+def install_correlation_hooks(app: Flask) -> None:
+    """Give every request of ``app`` a correlation id (see the module docstring)."""
+    # First in line, so the app's own before_request hooks already log with the id.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start)
+    app.after_request(_echo)
+    app.teardown_request(_end)

@@ -1,0 +1,121 @@
+"""Alembic migrations of the library's tables, shipped in the package.
+
+Two ways to use them:
+
+**Without migrations of your own** -- ``flask state init-db``, or in code::
+
+    from flask_tiered_state.migrations import upgrade
+    upgrade(engine)
+
+runs the packaged revisions with alembic's API (no ``env.py``, no ``alembic.ini``),
+recording the revision in its own table :data:`VERSION_TABLE`, so it never touches
+an app's ``alembic_version``. Tables that already exist without a recorded revision
+(created at first use by ``TIERED_STATE_CREATE_TABLES``) are adopted: the baseline
+is stamped, later revisions run.
+
+**With Flask-Migrate / Alembic** -- add the packaged revisions as a second version
+location in ``migrations/alembic.ini``::
+
+    [alembic]
+    path_separator = space
+    version_locations = %(here)s/versions flask_tiered_state:migrations/versions
+
+(``path_separator = space``, because the package location itself contains a colon.)
+
+They form their own branch (label ``tiered_state``), so upgrade with
+``flask db upgrade heads``. If your ``db.metadata`` holds our tables (``TieredState(app,
+db=db)``), pass :func:`include_object` to ``context.configure(...)`` in ``env.py`` so
+autogenerate leaves them to this branch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+__all__ = [
+    "BASELINE_REVISION",
+    "BRANCH_LABEL",
+    "SCRIPT_LOCATION",
+    "TABLES",
+    "VERSION_LOCATION",
+    "VERSION_TABLE",
+    "current_revision",
+    "downgrade",
+    "include_object",
+    "upgrade",
+]
+
+#: The directory of the packaged revisions' script directory.
+SCRIPT_LOCATION = Path(__file__).resolve().parent
+#: The packaged revisions, as a version location for an app's ``alembic.ini``.
+VERSION_LOCATION = "flask_tiered_state:migrations/versions"
+#: Where :func:`upgrade` records the revision (never the app's ``alembic_version``).
+VERSION_TABLE = "tiered_state_alembic_version"
+BRANCH_LABEL = "tiered_state"
+BASELINE_REVISION = "ts0001"
+#: The tables the revisions manage.
+TABLES = ("tiered_state_entries", "tiered_state_history")
+
+
+def _script() -> tuple[Config, ScriptDirectory]:
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    return config, ScriptDirectory.from_config(config)
+
+
+def _run(engine: sa.Engine, destination: str, steps: Any) -> str | None:
+    config, script = _script()
+    with (
+        EnvironmentContext(
+            config, script, fn=lambda rev, context: steps(script, rev), destination_rev=destination
+        ) as env,
+        engine.begin() as connection,
+    ):
+        env.configure(connection=connection, version_table=VERSION_TABLE)
+        with env.begin_transaction():
+            env.run_migrations()
+        return env.get_context().get_current_revision()
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    """The revision recorded in :data:`VERSION_TABLE`, or None."""
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+
+def upgrade(engine: sa.Engine, revision: str = "heads") -> str | None:
+    """Create or upgrade the tables to ``revision``; return the revision reached.
+
+    Existing tables without a recorded revision are adopted as the baseline.
+    """
+    with engine.begin() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        if context.get_current_revision() is None:
+            existing = set(sa.inspect(connection).get_table_names())
+            if existing.issuperset(TABLES):
+                context.stamp(_script()[1], BASELINE_REVISION)
+    return _run(engine, revision, lambda script, rev: script._upgrade_revs(revision, rev))
+
+
+def downgrade(engine: sa.Engine, revision: str = "base") -> str | None:
+    """Downgrade to ``revision`` (``"base"`` drops the tables and their data)."""
+    return _run(engine, revision, lambda script, rev: script._downgrade_revs(revision, rev))
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """An autogenerate filter that leaves the library's tables to its own branch."""
+    ours = (*TABLES, VERSION_TABLE)
+    if type_ == "table":
+        return name not in ours
+    table = getattr(obj, "table", None)
+    return getattr(table, "name", None) not in ours

@@ -1,0 +1,241 @@
+"""The extension object: embedded defaults, one manager per app, the singleton rule,
+double registration, Flask-SQLAlchemy's db, correlation ids and log records."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_tiered_state.cli import state_cli
+from flask_tiered_state.domain.manager import StateManager
+from flask_tiered_state.errors import ConfigurationError
+from flask_tiered_state.extension import (
+    AppState,
+    TieredState,
+    current_state_manager,
+    get_app_state,
+)
+from flask_tiered_state.observability.logging import CorrelationIdFilter
+
+from .conftest import AppFactory
+
+
+def test_no_configuration_runs_on_the_embedded_defaults(make_app: AppFactory) -> None:
+    app = make_app()
+    instance = Path(app.instance_path)
+    assert not instance.exists()  # nothing is built before first use
+    with app.app_context():
+        record = current_state_manager.register_state("u1", "user", {"data": {"a": 1}})
+        repositories = current_state_manager.get_repositories()
+    assert record["version"] == 1
+    assert [r.backend for r in repositories] == ["memory", "sqlite", "filesystem"]
+    assert (instance / "tiered_state" / "tiered_state.sqlite3").is_file()
+    assert (instance / "tiered_state" / "cold").is_dir()
+
+
+def test_the_extension_keeps_no_app(make_app: AppFactory) -> None:
+    extension = TieredState()
+    app = make_app(extension=extension)
+    assert not hasattr(extension, "app")
+    state = app.extensions["tiered_state"]
+    assert isinstance(state, AppState) and state.extension is extension
+    assert extension.get_app_state(app) is state
+
+
+def test_a_second_registration_says_what_to_do_instead(make_app: AppFactory) -> None:
+    app = make_app()
+    with pytest.raises(RuntimeError, match=r"already registered on app .* once per app"):
+        TieredState(app)
+    with pytest.raises(RuntimeError, match="already registered"):
+        TieredState().init_app(app)
+
+
+def test_app_factory_two_apps_in_one_process_each_have_their_own_manager(
+    make_app: AppFactory,
+) -> None:
+    extension = TieredState()
+    first, second = make_app(extension=extension), make_app(extension=extension)
+    with first.app_context():
+        one = current_state_manager._get_current_object()  # type: ignore[attr-defined]
+        assert StateManager.get_instance() is one and StateManager() is one
+        one.register_state("only-in-first", "user", {})
+    with second.app_context():
+        two = StateManager.get_instance()
+        assert two is not one and current_state_manager.get_state("only-in-first") is None
+    with first.app_context():
+        assert current_state_manager.get_state("only-in-first") is not None
+    assert extension.get_manager(first) is one and extension.get_manager(second) is two
+
+
+def test_outside_an_app_context(make_app: AppFactory) -> None:
+    app = make_app()
+    app_manager = get_app_state(app).manager
+    with pytest.raises(RuntimeError, match="Working outside of application context"):
+        current_state_manager.get_state("x")
+    default = StateManager.get_instance()
+    assert default is not app_manager
+    assert StateManager() is default
+
+
+def test_in_an_app_without_the_extension(make_app: AppFactory) -> None:
+    app = make_app(init=False)
+    with app.app_context():
+        with pytest.raises(RuntimeError, match=r"Did you forget TieredState\(app\) / init_app"):
+            current_state_manager.get_state("x")
+        assert StateManager.get_instance() is not None  # the process-wide default
+
+
+def test_components_cannot_reconfigure_an_apps_manager(make_app: AppFactory) -> None:
+    app = make_app()
+    with app.app_context():
+        manager = StateManager.get_instance()
+        assert StateManager.get_instance(store=manager.store) is manager
+        with pytest.raises(ConfigurationError, match="already exists"):
+            StateManager.get_instance(store=object())
+
+
+def test_close_releases_the_manager_and_the_next_use_rebuilds_it(make_app: AppFactory) -> None:
+    extension = TieredState()
+    app = make_app(extension=extension)
+    with app.app_context():
+        first = current_state_manager._get_current_object()  # type: ignore[attr-defined]
+        first.register_state("u1", "user", {})
+    extension.close(app)
+    assert first.closed and not get_app_state(app).is_built
+    with app.app_context():
+        assert current_state_manager._get_current_object() is not first  # type: ignore[attr-defined]
+        assert current_state_manager.get_state("u1") is not None  # durable on disk
+
+
+def test_with_flask_sqlalchemy_db_the_tables_join_its_metadata(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    db = SQLAlchemy()
+    extension = TieredState(db=db)
+    uri = f"sqlite:///{tmp_path / 'app.sqlite3'}"
+    app = make_app(extension=extension, SQLALCHEMY_DATABASE_URI=uri)  # before db.init_app
+    db.init_app(app)
+    state = get_app_state(app)
+    assert state.uses_db and not state.create_tables
+    with app.app_context():
+        manager = current_state_manager._get_current_object()  # type: ignore[attr-defined]
+        assert manager.store.warm.engine is db.engine
+        assert {"tiered_state_entries", "tiered_state_history"} <= set(db.metadata.tables)
+        db.create_all()  # the app owns the schema
+        manager.register_state("u1", "user", {})
+        assert manager.get_state_history("u1")[0]["transition"] == "create"
+    assert (tmp_path / "app.sqlite3").is_file()
+    assert not (Path(app.instance_path) / "tiered_state" / "tiered_state.sqlite3").exists()
+
+
+def test_db_without_init_app_fails_with_what_to_do(make_app: AppFactory) -> None:
+    app = make_app(extension=TieredState(db=SQLAlchemy()))
+    with app.app_context(), pytest.raises(ConfigurationError, match=r"db.init_app\(app\)"):
+        current_state_manager.get_state("x")
+
+
+def test_database_uri_wins_over_db(make_app: AppFactory, tmp_path: Path) -> None:
+    db = SQLAlchemy()
+    uri = f"sqlite:///{tmp_path / 'own.sqlite3'}"
+    app = make_app(
+        extension=TieredState(db=db),
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.sqlite3'}",
+        TIERED_STATE_DATABASE_URI=uri,
+    )
+    db.init_app(app)
+    with app.app_context():
+        current_state_manager.register_state("u1", "user", {})
+        assert current_state_manager.store.warm.engine is not db.engine
+    assert (tmp_path / "own.sqlite3").is_file()
+
+
+def test_correlation_ids_are_taken_echoed_recorded_and_generated(app: Flask) -> None:
+    client = app.test_client()
+    response = client.post("/api/states", json={"state_id": "u1", "type": "user"},
+                           headers={"X-Correlation-ID": "order-42"})  # fmt: skip
+    assert response.headers["X-Correlation-ID"] == "order-42"
+    response = client.post("/api/states/u1/transitions", json={"transition": "activate"},
+                           headers={"X-Request-ID": "req.7:a-b"})  # fmt: skip
+    assert response.headers["X-Correlation-ID"] == "req.7:a-b"
+    rows = current_state_manager.get_state_history("u1")
+    assert [r["correlation_id"] for r in rows] == ["order-42", "req.7:a-b"]
+
+    generated = client.get("/api/states/u1").headers["X-Correlation-ID"]
+    forged = client.get("/api/states/u1", headers={"X-Correlation-ID": "forged id; FAKE=LOG LINE"})
+    too_long = client.get("/api/states/u1", headers={"X-Correlation-ID": "a" * 129})
+    for value in (generated, forged.headers["X-Correlation-ID"],
+                  too_long.headers["X-Correlation-ID"]):  # fmt: skip
+        assert len(value) == 32 and int(value, 16) >= 0
+    assert generated != forged.headers["X-Correlation-ID"]
+
+
+def test_log_records_carry_the_correlation_id(make_app: AppFactory) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    app = make_app(init=False)
+
+    @app.before_request  # registered before the extension's hook, still sees the id
+    def log_early() -> None:
+        app.logger.warning("before")
+
+    TieredState(app)
+
+    @app.get("/work")
+    def work() -> str:
+        app.logger.warning("working")
+        logging.getLogger("somewhere.else").warning("elsewhere")
+        return "ok"
+
+    handler = Keep()
+    handler.addFilter(CorrelationIdFilter())
+    app.logger.addHandler(handler)
+    other = logging.getLogger("somewhere.else")
+    other.addHandler(handler)
+    try:
+        app.test_client().get("/work", headers={"X-Correlation-ID": "c-1"})
+        app.logger.warning("outside")
+    finally:
+        app.logger.removeHandler(handler)
+        other.removeHandler(handler)
+    assert [(r.getMessage(), r.correlation_id) for r in records] == [  # type: ignore[attr-defined]
+        ("before", "c-1"), ("working", "c-1"), ("elsewhere", "c-1"), ("outside", "-")
+    ]  # fmt: skip
+
+
+def test_cli_off_leaves_app_cli_alone_and_the_commands_refuse(make_app: AppFactory) -> None:
+    app = make_app(TIERED_STATE_CLI=False)
+    assert "state" not in app.cli.commands
+    result = app.test_cli_runner().invoke(state_cli, ["list"])
+    assert result.exit_code == 1
+    assert "disabled for app" in result.output and "TIERED_STATE_CLI = False" in result.output
+
+
+def test_a_clashing_cli_command_is_refused(make_app: AppFactory) -> None:
+    app = make_app(init=False)
+
+    @app.cli.command("state")
+    def own_state() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="already has a CLI command named 'state'"):
+        TieredState(app)
+    app.config["TIERED_STATE_CLI"] = False
+    TieredState(app)
+    assert app.cli.commands["state"] is own_state
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("flask_tiered_state.dashboard") is not None,
+    reason="the dashboard is installed",
+)
+def test_a_dashboard_prefix_without_the_dashboard_is_refused(make_app: AppFactory) -> None:
+    with pytest.raises(ConfigurationError, match="TIERED_STATE_DASHBOARD_PREFIX is '/dash'"):
+        make_app(TIERED_STATE_DASHBOARD_PREFIX="/dash")

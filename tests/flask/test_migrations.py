@@ -1,0 +1,113 @@
+"""The packaged Alembic migrations create exactly the tables the code defines.
+
+When the storage or history tables change, this test fails until a new revision
+brings the migrated schema back in line with the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from flask_tiered_state import migrations
+from flask_tiered_state.domain.history import define_history_table
+from flask_tiered_state.storage.sql_repository import SQLStateRepository
+
+
+def code_metadata(engine: sa.Engine) -> sa.MetaData:
+    """The tables as the running code defines them for this engine's dialect."""
+    repository = SQLStateRepository(engine, create_tables=False)
+    metadata = repository.table.metadata
+    define_history_table(metadata)
+    return metadata
+
+
+def schema_diff(engine: sa.Engine, metadata: sa.MetaData) -> list[Any]:
+    def ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        return not (type_ == "table" and name == migrations.VERSION_TABLE)
+
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": ours}
+        )
+        return list(compare_metadata(context, metadata))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "postgresql":
+        yield request.getfixturevalue("postgres_engine")
+        return
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'migrated.sqlite3'}")
+    yield engine
+    engine.dispose()
+
+
+def test_upgrade_creates_exactly_the_code_tables(engine: sa.Engine) -> None:
+    assert migrations.upgrade(engine) == "ts0001"
+    assert migrations.current_revision(engine) == "ts0001"
+    assert set(sa.inspect(engine).get_table_names()) == {
+        *migrations.TABLES,
+        migrations.VERSION_TABLE,
+    }
+    assert schema_diff(engine, code_metadata(engine)) == []
+
+
+def test_the_comparison_can_fail(engine: sa.Engine) -> None:
+    migrations.upgrade(engine)
+    metadata = code_metadata(engine)
+    sa.Index("ix_extra", metadata.tables["tiered_state_history"].c.actor)
+    assert [d[0] for d in schema_diff(engine, metadata)] == ["add_index"]
+
+
+def test_upgrade_adopts_tables_created_by_the_code(engine: sa.Engine) -> None:
+    metadata = code_metadata(engine)
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            metadata.tables["tiered_state_entries"].insert(),
+            {"key": "k", "value": "{}", "checksum": "c", "size": 2, "version": 1,
+             "category": "warm", "stored_at": 1.0, "last_accessed": 1.0},
+        )  # fmt: skip
+    assert migrations.upgrade(engine) == "ts0001"
+    with engine.connect() as connection:
+        count = connection.execute(sa.text("SELECT count(*) FROM tiered_state_entries"))
+        assert count.scalar_one() == 1
+
+
+def test_upgrade_twice_and_downgrade_to_base(engine: sa.Engine) -> None:
+    migrations.upgrade(engine)
+    assert migrations.upgrade(engine) == "ts0001"
+    assert migrations.downgrade(engine) is None
+    assert set(sa.inspect(engine).get_table_names()) == {migrations.VERSION_TABLE}
+
+
+def test_the_version_location_works_for_an_apps_alembic() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(migrations.SCRIPT_LOCATION))
+    config.set_main_option("path_separator", "space")
+    config.set_main_option(
+        "version_locations", f"/nonexistent/versions {migrations.VERSION_LOCATION}"
+    )
+    script = ScriptDirectory.from_config(config)
+    revision = script.get_revision(migrations.BRANCH_LABEL + "@head")
+    assert revision is not None and revision.revision == migrations.BASELINE_REVISION
+
+
+def test_include_object_leaves_our_tables_to_our_branch() -> None:
+    metadata = sa.MetaData()
+    table = sa.Table("tiered_state_history", metadata, sa.Column("id", sa.Integer))
+    other = sa.Table("invoices", metadata, sa.Column("id", sa.Integer))
+    assert not migrations.include_object(table, table.name, "table", False, None)
+    assert not migrations.include_object(table.c.id, "id", "column", False, None)
+    assert not migrations.include_object(None, migrations.VERSION_TABLE, "table", True, None)
+    assert migrations.include_object(other, other.name, "table", False, None)
+    assert migrations.include_object(other.c.id, "id", "column", False, None)

@@ -1,0 +1,163 @@
+"""Settings: one table of keys, defaults written into app.config, every bad value refused
+at init_app with the key, the value and what is expected."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flask_tiered_state.errors import ConfigurationError
+from flask_tiered_state.extension import TieredState, get_app_state
+from flask_tiered_state.settings import SETTINGS, TieredStateSettings, load_settings
+
+from .conftest import AppFactory
+
+
+def allow_all(request: Any, action: str) -> bool:
+    return True
+
+
+NOT_CALLABLE = 42
+
+
+def test_the_table_and_the_settings_class_agree() -> None:
+    fields = {f.name: f.default for f in dataclasses.fields(TieredStateSettings)}
+    assert [s.attribute for s in SETTINGS] == list(fields)
+    for setting in SETTINGS:
+        assert fields[setting.attribute] == setting.default, setting.key
+        assert setting.key == "TIERED_STATE_" + setting.name
+        assert setting.doc.endswith((".", ".``")), setting.key
+    required = {
+        "REDIS_URL", "DATABASE_URI", "S3_BUCKET", "S3_ENDPOINT_URL", "S3_PREFIX",
+        "S3_STORAGE_CLASS", "KEY_PREFIX", "CACHE_MAX_ENTRIES", "CACHE_MAX_BYTES",
+        "HOT_TTL_SECONDS", "PROMOTE_AFTER_ACCESSES", "PROMOTION_WINDOW_SECONDS",
+        "DEMOTE_AFTER_IDLE_SECONDS", "MAX_STATE_BYTES", "METRICS", "REGISTER_ERROR_HANDLERS",
+        "API_PREFIX", "DASHBOARD_PREFIX", "ACCESS_CONTROL", "CLI",
+    }  # fmt: skip
+    assert required <= {s.name for s in SETTINGS}
+
+
+def test_init_app_writes_every_default_into_app_config(make_app: AppFactory) -> None:
+    app = make_app()
+    for setting in SETTINGS:
+        assert app.config[setting.key] == setting.default
+    assert get_app_state(app).settings == TieredStateSettings()
+
+
+def test_config_wins_over_constructor_options(make_app: AppFactory) -> None:
+    extension = TieredState(api_prefix="/from-options", hot_ttl_seconds=60)
+    app = make_app(extension=extension, TIERED_STATE_API_PREFIX="/from-config")
+    settings = get_app_state(app).settings
+    assert settings.api_prefix == "/from-config"
+    assert settings.hot_ttl_seconds == 60
+    assert app.config["TIERED_STATE_HOT_TTL_SECONDS"] == 60
+
+
+def test_an_unknown_option_is_refused_at_construction() -> None:
+    with pytest.raises(ConfigurationError, match=r"Unknown TieredState option\(s\): hot_tll"):
+        TieredState(hot_tll=5)
+
+
+def test_a_bad_option_value_is_refused_at_construction() -> None:
+    with pytest.raises(ConfigurationError, match="TIERED_STATE_CACHE_MAX_ENTRIES is 0"):
+        TieredState(cache_max_entries=0)
+
+
+def test_text_forms_from_the_environment_are_accepted(tmp_path: Path) -> None:
+    config = {
+        "TIERED_STATE_CACHE_MAX_ENTRIES": "500",
+        "TIERED_STATE_METRICS": "off",
+        "TIERED_STATE_CLI": "Yes",
+        "TIERED_STATE_PROMOTION_WINDOW_SECONDS": "2.5",
+        "TIERED_STATE_MAX_STATE_BYTES": None,
+        "TIERED_STATE_REDIS_URL": "",
+        "TIERED_STATE_LOCAL_DIR": tmp_path,
+        "TIERED_STATE_ACCESS_CONTROL": f"{__name__}:allow_all",
+    }
+    settings = load_settings(config)
+    assert settings.cache_max_entries == 500
+    assert settings.metrics is False and settings.cli is True
+    assert settings.promotion_window_seconds == 2.5
+    assert settings.max_state_bytes is None and settings.redis_url is None
+    assert settings.local_dir == str(tmp_path)
+    assert settings.access_control is allow_all
+    assert settings.to_dict()["TIERED_STATE_ACCESS_CONTROL"].endswith(":allow_all")
+
+
+BAD_VALUES: list[tuple[str, Any, str]] = [
+    ("REDIS_URL", "http://localhost:6379", "redis://"),
+    ("REDIS_URL", 6379, "redis://"),
+    ("DATABASE_URI", "not a url", "SQLAlchemy database URL"),
+    ("DATABASE_URI", 5, "SQLAlchemy database URL"),
+    ("S3_BUCKET", "Bad_Bucket", "bucket name"),
+    ("S3_BUCKET", "ab", "bucket name"),
+    ("S3_ENDPOINT_URL", "localhost:9000", "http:// or https://"),
+    ("S3_PREFIX", "a b", "at most 200 characters"),
+    ("S3_PREFIX", None, "at most 200 characters"),
+    ("S3_STORAGE_CLASS", "GLACIER", "STANDARD_IA"),
+    ("S3_STORAGE_CLASS", "standard", "STANDARD_IA"),
+    ("KEY_PREFIX", "x" * 65, "at most 64 characters"),
+    ("KEY_PREFIX", "app prefix:", "at most 64 characters"),
+    ("CACHE_MAX_ENTRIES", 0, "integer >= 1"),
+    ("CACHE_MAX_ENTRIES", "many", "integer >= 1"),
+    ("CACHE_MAX_ENTRIES", True, "integer >= 1"),
+    ("CACHE_MAX_BYTES", -1, "integer >= 1"),
+    ("CACHE_MAX_BYTES", 1.5, "integer >= 1"),
+    ("HOT_TTL_SECONDS", 0, "integer >= 1"),
+    ("PROMOTE_AFTER_ACCESSES", None, "integer >= 1"),
+    ("PROMOTION_WINDOW_SECONDS", 0, "number of seconds > 0"),
+    ("PROMOTION_WINDOW_SECONDS", "soon", "number of seconds > 0"),
+    ("DEMOTE_AFTER_IDLE_SECONDS", float("inf"), "number of seconds > 0"),
+    ("DEMOTE_AFTER_IDLE_SECONDS", None, "number of seconds > 0"),
+    ("MAX_STATE_BYTES", 0, "integer >= 1 or None"),
+    ("METRICS", "maybe", "True or False"),
+    ("METRICS", None, "True or False"),
+    ("REGISTER_ERROR_HANDLERS", 2, "True or False"),
+    ("API_PREFIX", "api", "URL path"),
+    ("API_PREFIX", "/api/", "URL path"),
+    ("DASHBOARD_PREFIX", "/dash board", "URL path"),
+    ("ACCESS_CONTROL", 42, "callable hook"),
+    ("ACCESS_CONTROL", "no_such_module_xyz:hook", "can be imported"),
+    ("ACCESS_CONTROL", f"{__name__}:missing", "can be imported"),
+    ("ACCESS_CONTROL", f"{__name__}:NOT_CALLABLE", "callable hook"),
+    ("ACCESS_CONTROL", "not an import string", "module:function"),
+    ("CLI", "sometimes", "True or False"),
+    ("LOCAL_DIR", 3, "directory path"),
+    ("CREATE_TABLES", "perhaps", "True or False"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), BAD_VALUES)
+def test_a_bad_value_fails_init_app_naming_key_value_and_expectation(
+    make_app: AppFactory, name: str, value: Any, expected: str
+) -> None:
+    key = "TIERED_STATE_" + name
+    with pytest.raises(ConfigurationError) as caught:
+        make_app(**{key: value})
+    message = str(caught.value)
+    assert message.startswith(f"{key} is {value!r}; expected ")
+    assert expected in message
+    assert caught.value.details["key"] == key
+
+
+def test_every_key_has_a_bad_value_test() -> None:
+    tested = {name for name, _, _ in BAD_VALUES}
+    assert tested == {s.name for s in SETTINGS}
+
+
+def test_api_and_dashboard_prefixes_must_differ(make_app: AppFactory) -> None:
+    with pytest.raises(ConfigurationError, match="TIERED_STATE_DASHBOARD_PREFIX is '/x'"):
+        make_app(TIERED_STATE_API_PREFIX="/x", TIERED_STATE_DASHBOARD_PREFIX="/x")
+
+
+def test_a_failed_init_app_leaves_the_app_unregistered(make_app: AppFactory) -> None:
+    app = make_app(init=False, TIERED_STATE_HOT_TTL_SECONDS=-5)
+    with pytest.raises(ConfigurationError):
+        TieredState(app)
+    assert "tiered_state" not in app.extensions
+    app.config["TIERED_STATE_HOT_TTL_SECONDS"] = 5
+    TieredState(app)
+    assert get_app_state(app).settings.hot_ttl_seconds == 5
