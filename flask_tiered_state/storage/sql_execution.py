@@ -1,0 +1,187 @@
+"""Running the WARM tier's compiled statements: one-round-trip calls, batch writes,
+and the translation of driver errors into the library's own.
+
+A single-statement call runs on a pooled connection in driver autocommit: one round
+trip, where SQLAlchemy's ``connect()`` + ``execute()`` costs BEGIN, the statement and
+ROLLBACK. A read that meets a dead pooled connection is retried on a fresh one; a
+write is not (it may have run), and raises
+:class:`~flask_tiered_state.errors.TierUnavailableError` once.
+
+Batch writes (``store_many``) run inside the caller's transaction. On PostgreSQL with
+psycopg they COPY the rows into a session temp table and merge them with one
+``INSERT .. SELECT .. ON CONFLICT`` (the fastest of the ways measured, see the
+repository's notes); elsewhere a compiled upsert runs through ``executemany`` and
+one SELECT reads the versions back. Neither depends on a bind-parameter limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import InvalidRequestError, TieredStateError, TierUnavailableError
+from .sql_schema import DriverSQL, Statements
+
+__all__ = ["Execute", "SQLExecutor"]
+
+#: Runs one compiled statement with named values and returns its rows.
+Execute = Callable[[DriverSQL, Mapping[str, Any]], list[Any]]
+_READ_ATTEMPTS = 3
+
+
+class SQLExecutor:
+    """Runs :class:`~.sql_schema.Statements` on an engine for one repository."""
+
+    def __init__(
+        self, engine: sa.Engine, statements: Statements, *, tier: str, use_copy: bool
+    ) -> None:
+        self.engine = engine
+        self.sql = statements
+        self.tier = tier
+        self.backend = engine.dialect.name
+        self._pg = self.backend == "postgresql"
+        self._copy = use_copy and self._pg and engine.dialect.driver == "psycopg"
+        dbapi = engine.dialect.loaded_dbapi
+        self.driver_error: type[BaseException] = dbapi.Error
+        self._bad_value: tuple[type[BaseException], ...] = (dbapi.DataError, dbapi.IntegrityError)
+        self._is_disconnect: Callable[..., bool] = engine.dialect.is_disconnect
+
+    # -- single statements ----------------------------------------------------
+
+    def read(self, statement: DriverSQL, params: Mapping[str, Any]) -> list[Any]:
+        return self._run(statement, params, _READ_ATTEMPTS, write=False)
+
+    def write(self, statement: DriverSQL, params: Mapping[str, Any]) -> list[Any]:
+        return self._run(statement, params, 1, write=True)
+
+    def _run(
+        self, statement: DriverSQL, params: Mapping[str, Any], attempts: int, *, write: bool
+    ) -> list[Any]:
+        for attempt in range(1, attempts + 1):
+            try:
+                pooled = self.engine.raw_connection()
+            except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+                raise self.translate(exc) from exc
+            cursor = None
+            try:
+                driver: Any = pooled.driver_connection
+                toggle = self._pg and not driver.autocommit
+                if toggle:
+                    driver.autocommit = True
+                try:
+                    cursor = pooled.cursor()
+                    cursor.execute(statement.sql, statement.params(params))
+                    rows = list(cursor.fetchall()) if statement.returns_rows else []
+                    if write and not self._pg:
+                        pooled.commit()
+                    return rows
+                finally:
+                    if cursor is not None:
+                        cursor.close()
+                    if toggle and not driver.closed:
+                        driver.autocommit = False
+            except self.driver_error as exc:
+                if self._is_disconnect(exc, pooled.dbapi_connection, cursor):
+                    pooled.invalidate(exc)
+                    if attempt < attempts:
+                        continue
+                raise self.translate(exc) from exc
+            finally:
+                pooled.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- batches inside a transaction -----------------------------------------
+
+    def store_rows(
+        self,
+        connection: sa.Connection,
+        rows: list[dict[str, Any]],
+        *,
+        batch_size: int,
+        category: str,
+        ready: list[dict[Any, Any]],
+    ) -> dict[str, int]:
+        """Upsert prepared rows on ``connection`` (in its transaction); key -> version.
+
+        ``ready`` collects pool-record info dicts to mark once the transaction commits.
+        """
+        versions: dict[str, int] = {}
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            modes = sorted({row["explicit"] for row in chunk})
+            if self._copy:
+                versions.update(self._copy_chunk(connection, chunk, modes, category, ready))
+                continue
+            for explicit in modes:
+                sql = self.sql.upsert_many[explicit]
+                params = [sql.params(row) for row in chunk if row["explicit"] is explicit]
+                connection.exec_driver_sql(sql.sql, params)
+            if modes == [True]:  # every version given (tier moves): nothing to read back
+                versions.update((row["key"], row["version"]) for row in chunk)
+                continue
+            keys = self.sql.key_list([row["key"] for row in chunk])
+            sql = self.sql.versions
+            result = connection.exec_driver_sql(sql.sql, sql.params({"keys": keys}))
+            versions.update((key, version) for key, version in result)
+        return versions
+
+    def _copy_chunk(
+        self,
+        connection: sa.Connection,
+        chunk: list[dict[str, Any]],
+        modes: list[bool],
+        category: str,
+        ready: list[dict[Any, Any]],
+    ) -> dict[str, int]:
+        pooled = connection.connection
+        versions: dict[str, int] = {}
+        driver: Any = pooled.driver_connection
+        with driver.cursor() as cursor:
+            if self.sql.load_table_ready not in pooled.info:
+                # Rolled back with the transaction that creates it: marked once it commits.
+                cursor.execute(self.sql.create_load_table)
+                ready.append(pooled.info)
+            with cursor.copy(self.sql.copy_load) as copy:
+                for r in chunk:
+                    version = r["version"] if r["explicit"] else None
+                    copy.write_row(
+                        (r["key"], r["value"], r["checksum"], r["size"], version,
+                         r["ttl_seconds"], r["expires_at"])
+                    )  # fmt: skip
+            params = {"category": category, "now": chunk[0]["now"]}
+            for explicit in modes:
+                cursor.execute(self.sql.merge_load[explicit], params)
+                versions.update(cursor.fetchall())
+        return versions
+
+    def mark_ready(self, ready: list[dict[Any, Any]]) -> None:
+        """After commit: these connections' sessions have the load table."""
+        for info in ready:
+            info[self.sql.load_table_ready] = True
+
+    # -- errors ----------------------------------------------------------------
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Re-raise SQLAlchemy and driver errors as the library's own."""
+        try:
+            yield
+        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+            raise self.translate(exc) from exc
+
+    def translate(self, exc: BaseException) -> TieredStateError:
+        cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+        text = " ".join(str(cause).split()) or type(cause).__name__
+        details = {"backend": self.backend, "error": type(cause).__name__}
+        if isinstance(cause, self._bad_value):
+            return InvalidRequestError(
+                f"The {self.backend} database refused the write: {text}. Values must be JSON "
+                "text (PostgreSQL also refuses NUL characters in text).",
+                details=details,
+            )
+        return TierUnavailableError(
+            self.tier, f"The {self.tier} tier ({self.backend}) failed: {text}", details=details
+        )

@@ -1,0 +1,93 @@
+"""Rows of the WARM tier: values prepared for writes, and verified on reads.
+
+A prepared row is a dict holding every column of the table plus ``now`` (the write's
+clock reading) and ``explicit`` (whether the caller gave the version); compiled
+statements take the names they need from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import IntegrityError, InvalidRequestError
+from ._write_checks import check_ttl, check_value, check_version
+from .base import StateCategory, StateMetadata, StoredValue, WriteRequest
+from .keys import validate_key
+
+__all__ = ["prepare_row", "prepare_rows", "row_metadata", "verified"]
+
+
+def prepare_row(
+    key: str, value: str, version: int | None, ttl: int | None, now: float, category: str
+) -> dict[str, Any]:
+    """Check a write's arguments and compute its columns."""
+    validate_key(key)
+    check_value(key, value)
+    if version is not None:
+        check_version(version)
+    if ttl is not None:
+        check_ttl(ttl)
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"The value for {key!r} cannot be encoded as UTF-8 ({exc.reason}); "
+            "store valid Unicode text.",
+            details={"key": key},
+        ) from exc
+    return {
+        "key": key,
+        "value": value,
+        "checksum": hashlib.sha256(encoded).hexdigest(),
+        "size": len(encoded),
+        "version": 1 if version is None else version,
+        "explicit": version is not None,
+        "category": category,
+        "stored_at": now,
+        "last_accessed": now,
+        "now": now,
+        "ttl_seconds": ttl,
+        "expires_at": None if ttl is None else now + ttl,
+    }
+
+
+def prepare_rows(items: Sequence[WriteRequest], now: float, category: str) -> list[dict[str, Any]]:
+    """The rows of a batch, one per key (its last item), in key order."""
+    rows: dict[str, dict[str, Any]] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, WriteRequest):
+            raise InvalidRequestError(
+                f"store_many item {index} is a {type(item).__name__}; pass WriteRequest "
+                "items (key, value, version=None, ttl_seconds=None).",
+                details={"index": index},
+            )
+        rows[item.key] = prepare_row(
+            item.key, item.value, item.version, item.ttl_seconds, now, category
+        )
+    # One lock order for every writer: concurrent batches cannot deadlock.
+    return [rows[key] for key in sorted(rows)]
+
+
+def row_metadata(row: Mapping[str, Any], version: int, category: StateCategory) -> StateMetadata:
+    return StateMetadata(
+        row["checksum"], row["size"], version, category, row["now"], row["ttl_seconds"]
+    )
+
+
+def verified(key: str, row: Sequence[Any], tier: str, backend: str) -> StoredValue:
+    """The value of a fetched row (value, checksum, size, version, category, stored_at,
+    ttl_seconds), or :class:`IntegrityError` when the value does not match its checksum."""
+    value, checksum, size, version, category, stored_at, ttl = row
+    actual = hashlib.sha256(value.encode("utf-8")).hexdigest()
+    if actual != checksum:
+        raise IntegrityError(
+            key,
+            f"The {tier} copy of {key!r} does not match its checksum (stored "
+            f"{checksum[:16]}..., computed {actual[:16]}...); the value is not returned. "
+            "Restore it from another tier or a backup.",
+            details={"tier": tier, "backend": backend},
+        )
+    metadata = StateMetadata(checksum, size, version, StateCategory(category), stored_at, ttl)
+    return StoredValue(key, value, metadata)
