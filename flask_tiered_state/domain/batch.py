@@ -1,0 +1,172 @@
+"""Batch mutations: many records and their history rows in one transaction.
+
+Reads go to the tiers directly, a chunked round trip per tier: the history tells
+which ids were ever registered (new ids need no read at all), the WARM tier is read
+first, then HOT and COLD for what is still missing. Every item is built and
+validated before anything is written; then all records and history rows commit in
+one store transaction, or none do.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..errors import ConcurrencyError, InvalidRequestError, ValidationError
+from ..storage.base import StateCategory
+from .model import StateTransition, state_key, validate_state_id
+from .records import RecordBuilder
+from .registry import StateTypeSpec
+from .writer import RecordWriter, Write
+
+__all__ = ["BatchWriter"]
+
+_READ_ORDER = (StateCategory.WARM, StateCategory.HOT, StateCategory.COLD)
+
+
+class BatchWriter:
+    """Builds and commits batches of writes."""
+
+    def __init__(self, writer: RecordWriter, records: RecordBuilder) -> None:
+        self.writer = writer
+        self.records = records
+
+    def read_many(
+        self, state_ids: Sequence[str], *, skip_vanished: bool = False
+    ) -> dict[str, tuple[dict[str, Any], int]]:
+        """``{state_id: (record, storage version of the copy read)}`` for the ids that have
+        a record (WARM first, then HOT, then COLD).
+
+        :raises StateAlreadyExistsError: an id has history but no record anywhere (it
+            expired or was removed; ids are never reused), unless ``skip_vanished``.
+        """
+        known = self.writer.history.existing_ids(state_ids)
+        repositories = self.writer.store.get_repositories()
+        found: dict[str, tuple[dict[str, Any], int]] = {}
+        missing = [i for i in state_ids if i in known]
+        for category in _READ_ORDER:
+            if not missing:
+                break
+            entries = repositories.by_category(category).fetch_many([state_key(i) for i in missing])
+            for state_id in missing:
+                entry = entries.get(state_key(state_id))
+                if entry is not None:
+                    found[state_id] = (json.loads(entry.value), entry.metadata.version)
+            missing = [i for i in missing if i not in found]
+        if missing and not skip_vanished:
+            raise self.writer.already_exists(missing[0], state_key(missing[0]))
+        return found
+
+    def _commit(
+        self,
+        plan: Callable[[], list[Write]],
+        *,
+        max_attempts: int,
+        actor: str | None,
+        reason: str | None,
+    ) -> list[Write]:
+        """Build with ``plan()`` and commit, re-reading and retrying after lost races."""
+        for attempt in range(max_attempts):
+            writes = plan()
+            if not writes:
+                return writes
+            try:
+                self.writer.commit(writes, actor=actor, reason=reason)
+            except ConcurrencyError:  # HistoryConflict included: a racing registration
+                if attempt + 1 == max_attempts:
+                    raise
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))
+                continue
+            return writes
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def upsert(
+        self,
+        items: Mapping[str, Mapping[str, Any]],
+        state_type: object,
+        *,
+        max_attempts: int,
+        actor: str | None,
+        reason: str | None,
+    ) -> list[Write]:
+        """Register the absent ids and update the existing ones."""
+        if not isinstance(items, Mapping):
+            raise InvalidRequestError(
+                f"batch_set_state takes a mapping of state id to state structure, not "
+                f"{type(items).__name__}."
+            )
+        ids = [validate_state_id(i) for i in items]
+        default_spec = None if state_type is None else self.writer.types.get(state_type)
+
+        def plan() -> list[Write]:
+            current = self.read_many(ids)
+            writes: list[Write] = []
+            for state_id in ids:
+                structure = items[state_id]
+                key = state_key(state_id)
+                if state_id in current:
+                    record, version = current[state_id]
+                    spec = self.writer.types.get(record["type"])
+                    self._same_type(state_id, default_spec, spec)
+                    new = self.records.changed_record(
+                        record, spec, StateTransition.UPDATE, structure
+                    )
+                    writes.append(Write(key, spec, StateTransition.UPDATE, record, new, version))
+                else:
+                    spec = self._type_of(state_id, structure, default_spec)
+                    new = self.records.new_record(state_id, spec, structure)
+                    writes.append(Write(key, spec, StateTransition.CREATE, None, new, 0))
+            return writes
+
+        return self._commit(plan, max_attempts=max_attempts, actor=actor, reason=reason)
+
+    def delete(
+        self,
+        state_ids: Sequence[str],
+        *,
+        max_attempts: int,
+        actor: str | None,
+        reason: str | None,
+    ) -> list[Write]:
+        """Tombstone the live states among ``state_ids``."""
+
+        def plan() -> list[Write]:
+            writes: list[Write] = []
+            for state_id, (record, version) in self.read_many(
+                state_ids, skip_vanished=True
+            ).items():
+                if record["status"] == "deleted":
+                    continue
+                spec = self.writer.types.get(record["type"])
+                new = self.records.changed_record(record, spec, StateTransition.DELETE, None)
+                writes.append(
+                    Write(state_key(state_id), spec, StateTransition.DELETE, record, new, version)
+                )
+            return writes
+
+        return self._commit(plan, max_attempts=max_attempts, actor=actor, reason=reason)
+
+    @staticmethod
+    def _same_type(state_id: str, expected: StateTypeSpec | None, actual: StateTypeSpec) -> None:
+        if expected is not None and expected.name != actual.name:
+            raise ValidationError(
+                f"State {state_id!r} is of type {actual.name!r}, not {expected.name!r}.",
+                {"type": [f"The state is of type {actual.name!r}."]},
+            )
+
+    def _type_of(
+        self, state_id: str, structure: object, default: StateTypeSpec | None
+    ) -> StateTypeSpec:
+        given = structure.get("type") if isinstance(structure, Mapping) else None
+        if given is not None:
+            return self.writer.types.get(given)
+        if default is None:
+            raise ValidationError(
+                f"Item {state_id!r} is a new state and names no type; give it a 'type' or "
+                "pass state_type= to batch_set_state.",
+                {"type": ["Required for new states."]},
+            )
+        return default

@@ -1,0 +1,207 @@
+"""The append-only history of state mutations, a table in the WARM database.
+
+One row per successful mutation (invariant 4): ``state_id, version, transition,
+from_status, to_status, old_record, new_record, actor, reason, correlation_id,
+created_at``. The row is inserted on the connection of the store transaction that
+writes the record, so both commit or neither does. ``(state_id, version)`` is
+unique, which also keeps a state id from being registered twice. Indexes serve the
+three queries: by state in version order, recent changes, changes by transition.
+
+The table is defined on a caller's :class:`sqlalchemy.MetaData` (the store's, which
+is Flask-SQLAlchemy's ``db.metadata`` when the app passes ``db``), so an app's
+migrations see it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+__all__ = ["DEFAULT_HISTORY_TABLE", "HistoryRepository", "define_history_table"]
+
+DEFAULT_HISTORY_TABLE = "tiered_state_history"
+
+_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def define_history_table(metadata: sa.MetaData, name: str = DEFAULT_HISTORY_TABLE) -> sa.Table:
+    """The history table on ``metadata`` (the existing one if already defined there)."""
+    existing = metadata.tables.get(name)
+    if existing is not None:
+        return existing
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("state_id", sa.String(200), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("transition", sa.String(32), nullable=False),
+        sa.Column("from_status", sa.String(32), nullable=True),
+        sa.Column("to_status", sa.String(32), nullable=False),
+        sa.Column("old_record", _JSON, nullable=True),
+        sa.Column("new_record", _JSON, nullable=False),
+        sa.Column("actor", sa.String(200), nullable=True),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("correlation_id", sa.String(200), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Index(f"uq_{name}_state_version", "state_id", "version", unique=True),
+        sa.Index(f"ix_{name}_state_created", "state_id", "created_at"),
+        sa.Index(f"ix_{name}_state_transition", "state_id", "transition"),
+    )
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class HistoryRepository:
+    """Inserts and queries history rows.
+
+    :param engine: the WARM database's engine.
+    :param table: from :func:`define_history_table`.
+    """
+
+    def __init__(self, engine: sa.Engine, table: sa.Table) -> None:
+        self.engine = engine
+        self.table = table
+        dialect = engine.dialect
+        columns = [c.name for c in table.c if c.name != "id"]
+        statement = (
+            table.insert()
+            .inline()
+            .values({n: sa.bindparam(n, type_=table.c[n].type) for n in columns})
+        )
+        compiled = statement.compile(dialect=dialect, column_keys=columns)
+        # Inserts run as driver SQL compiled once: the mutation path skips SQLAlchemy's
+        # per-call compile-cache lookup and parameter processing.
+        self._insert_sql = compiled.string
+        self._positional = tuple(compiled.positiontup or ()) if dialect.positional else None
+        impl = table.c.created_at.type.dialect_impl(dialect)
+        self._time = impl.bind_processor(dialect)
+
+    def create(self) -> None:
+        """Create the table and its indexes where missing."""
+        self.table.create(self.engine, checkfirst=True)
+
+    @staticmethod
+    def row(
+        *,
+        transition: str,
+        old: dict[str, Any] | None,
+        new: dict[str, Any],
+        actor: str | None,
+        reason: str | None,
+        correlation_id: str | None,
+    ) -> dict[str, Any]:
+        """The insert parameters of one mutation (records as JSON text)."""
+        return {
+            "state_id": new["state_id"],
+            "version": new["version"],
+            "transition": transition,
+            "from_status": None if old is None else old["status"],
+            "to_status": new["status"],
+            "old_record": None if old is None else _dumps(old),
+            "new_record": _dumps(new),
+            "actor": actor,
+            "reason": reason,
+            "correlation_id": correlation_id,
+            "created_at": datetime.fromisoformat(new["updated_at"]),
+        }
+
+    def insert(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows from :meth:`row` on ``connection`` (inside the caller's transaction)."""
+        if not rows:
+            return
+        process, order = self._time, self._positional
+        params: list[Any] = []
+        for row in rows:
+            if process is not None:
+                row = {**row, "created_at": process(row["created_at"])}
+            params.append(row if order is None else tuple(row[n] for n in order))
+        connection.exec_driver_sql(self._insert_sql, params[0] if len(params) == 1 else params)
+
+    # -- queries ---------------------------------------------------------------
+
+    def _select(self, where: Any, *order: Any, limit: int | None = None) -> list[dict[str, Any]]:
+        stmt = sa.select(self.table).where(where).order_by(*order)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return [self._to_dict(row) for row in conn.execute(stmt).mappings()]
+
+    def for_state(self, state_id: str) -> list[dict[str, Any]]:
+        """Every row of ``state_id``, oldest version first."""
+        t = self.table
+        return self._select(t.c.state_id == state_id, t.c.version.asc())
+
+    def recent(self, state_id: str, limit: int) -> list[dict[str, Any]]:
+        """The latest ``limit`` rows of ``state_id``, newest first."""
+        t = self.table
+        return self._select(t.c.state_id == state_id, t.c.version.desc(), limit=limit)
+
+    def by_transition(self, state_id: str, transition: str) -> list[dict[str, Any]]:
+        """The rows of ``state_id`` with ``transition``, oldest first."""
+        t = self.table
+        return self._select(
+            sa.and_(t.c.state_id == state_id, t.c.transition == transition), t.c.version.asc()
+        )
+
+    def records_at(self, state_id: str, versions: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The records (``new_record``) of ``state_id`` at ``versions``."""
+        t = self.table
+        stmt = sa.select(t.c.version, t.c.new_record).where(
+            t.c.state_id == state_id, t.c.version.in_(list(versions))
+        )
+        with self.engine.connect() as conn:
+            return {int(v): dict(rec) for v, rec in conn.execute(stmt)}
+
+    def existing_ids(self, state_ids: Sequence[str]) -> set[str]:
+        """The ids among ``state_ids`` that were ever registered (they have a version 1)."""
+        t = self.table
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(state_ids), 1000):
+                chunk = list(state_ids[start : start + 1000])
+                stmt = sa.select(t.c.state_id).where(t.c.state_id.in_(chunk), t.c.version == 1)
+                found.update(conn.execute(stmt).scalars())
+        return found
+
+    def versions(self, state_id: str) -> list[int]:
+        """The recorded versions of ``state_id``, ascending."""
+        t = self.table
+        stmt = sa.select(t.c.version).where(t.c.state_id == state_id).order_by(t.c.version)
+        with self.engine.connect() as conn:
+            return [int(v) for v in conn.execute(stmt).scalars()]
+
+    def count(self, state_id: str | None = None) -> int:
+        """The number of rows (of one state, or of all)."""
+        stmt = sa.select(sa.func.count()).select_from(self.table)
+        if state_id is not None:
+            stmt = stmt.where(self.table.c.state_id == state_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    @staticmethod
+    def _to_dict(row: sa.RowMapping) -> dict[str, Any]:
+        created: datetime = row["created_at"]
+        if created.tzinfo is None:  # SQLite keeps no offset; every stored time is UTC
+            created = created.replace(tzinfo=timezone.utc)
+        return {
+            "id": row["id"],
+            "state_id": row["state_id"],
+            "version": row["version"],
+            "transition": row["transition"],
+            "from_status": row["from_status"],
+            "to_status": row["to_status"],
+            "old_record": row["old_record"],
+            "new_record": row["new_record"],
+            "actor": row["actor"],
+            "reason": row["reason"],
+            "correlation_id": row["correlation_id"],
+            "created_at": created.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        }

@@ -1,0 +1,713 @@
+"""The :class:`StateManager`: typed, validated, audited domain states over a TieredStore."""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import signals
+from ..errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    InvalidRequestError,
+    StateNotFoundError,
+    VersionNotFoundError,
+)
+from ..storage.base import StateCategory, StateRepositories
+from ..storage.keys import validate_pattern
+from .arguments import (
+    UPDATE_TRANSITIONS,
+    check_actor_reason,
+    check_positive_int,
+    check_transition,
+)
+from .batch import BatchWriter
+from .callbacks import CallbackDispatcher, CallbackRegistry, StateEvent, event_name
+from .callbacks import parse_event_name as _parse_event_name
+from .context import get_correlation_id
+from .diff import diff_records
+from .history import DEFAULT_HISTORY_TABLE, HistoryRepository, define_history_table
+from .instances import DefaultInstance
+from .lifecycle import Lifecycle
+from .model import (
+    KEY_PREFIX,
+    StateStatus,
+    StateTransition,
+    state_key,
+    validate_state_id,
+)
+from .operations import OperationStats, health_status
+from .paging import Page, validate_paging
+from .records import RecordBuilder
+from .registry import StateTypeSpec, TypeRegistry
+from .search import StateSearch
+from .validation import ValidatorRegistry
+from .writer import RecordWriter, Write
+
+if TYPE_CHECKING:
+    from ..storage.store import TieredStore
+
+__all__ = ["StateManager"]
+
+logger = logging.getLogger("flask_tiered_state.domain")
+
+_DELETED = StateStatus.DELETED.value
+_instances: DefaultInstance[StateManager] = DefaultInstance()
+#: ``build(current_record, spec) -> new_record`` of one read-modify-write.
+_Build = Callable[[dict[str, Any], StateTypeSpec], dict[str, Any]]
+
+
+class StateManager:
+    """Keeps an application's domain states: typed, validated, audited, tiered.
+
+    **Which instance you get.** :meth:`StateManager.create` builds an independent
+    manager; the Flask extension creates one per app that way and installs a resolver
+    with :meth:`set_context_resolver`. :meth:`get_instance` and ``StateManager()``
+    return, in this order:
+
+    1. inside a Flask app context whose app has the extension, that app's manager
+       (so app factories and several apps in one process each see their own);
+    2. otherwise the process-wide *default* instance, created thread-safely on first
+       use from ``**components`` (for example ``store=build_store(...)``), or with no
+       components from embedded defaults: SQLite, memory HOT and a directory for COLD,
+       all in a temporary directory that :meth:`reset_instance` removes. The embedded
+       default is **not durable**; it is meant for scripts and tests.
+
+    Components passed when the instance already exists must be the ones it has, else
+    :class:`~flask_tiered_state.errors.ConfigurationError` (call :meth:`reset_instance`
+    first). :meth:`reset_instance` closes and drops the default instance; calling it
+    twice is safe.
+
+    **Records** are dicts (``state_id, name, type, status, data, metadata, version,
+    created_at, updated_at``) stored under ``state:{state_id}`` in the type's home tier.
+    ``version`` starts at 1 and grows by exactly one per mutation.
+
+    **Deletion** is the DELETE transition: the record stays as a tombstone with status
+    ``deleted`` and keeps its history. :meth:`get_state` returns None for it
+    (``include_deleted=True`` returns the tombstone), searches skip it, and its id is
+    never reused: registering it again raises
+    :class:`~flask_tiered_state.errors.StateAlreadyExistsError`.
+
+    **Home tiers.** USER, TRANSACTION, SUBSCRIPTION and FEATURE live in WARM; SESSION
+    lives in HOT with a TTL (``hot_ttl_seconds``). Apps add types with
+    :meth:`register_state_type`.
+
+    **Atomicity and concurrency.** A mutation writes the record (compare-and-set on
+    the version read) and its history row in one store transaction: one SQL
+    transaction for WARM-home types; for HOT-home types the HOT write is applied just
+    before the SQL commit. So history has exactly one row per successful mutation and
+    none for a failed one. With ``expected_version`` a mismatch raises
+    :class:`~flask_tiered_state.errors.ConcurrencyError` at once; without it a lost race
+    re-reads (bypassing the local cache) and retries up to ``max_attempts`` times
+    before raising it.
+
+    **Events.** After commit, the signals of :mod:`flask_tiered_state.signals` are sent
+    (sender: this manager) and the callbacks named ``{type}_{past tense}`` run; one
+    that raises is logged and reported through ``callback-failed``, and never undoes
+    the change.
+
+    **Search** (:meth:`search_states`, :meth:`get_states_by_type`) runs in the WARM
+    database and covers WARM-home types; HOT-home types and states archived with
+    :meth:`demote_to_cold` are read by id.
+
+    **Batches.** :meth:`batch_set_state` upserts (registers absent ids, updates
+    existing ones) and :meth:`batch_delete_state` deletes, each in one transaction with
+    a history row per item, after every item was validated.
+
+    :param store: the :class:`~flask_tiered_state.storage.store.TieredStore`; its WARM
+        tier must be a SQLStateRepository (history lives in that database).
+    :param history_table: the history table's name.
+    :param create_tables: create the history table where missing.
+    :param hot_ttl_seconds: TTL of HOT-home records (sessions) whose type sets none.
+    :param max_attempts: read-modify-write attempts when racing without expected_version.
+    :param close_store: :meth:`close` also closes the store.
+    """
+
+    store: TieredStore
+    history: HistoryRepository
+    closed: bool
+
+    # -- instances ---------------------------------------------------------------
+
+    def __new__(cls, **components: Any) -> StateManager:
+        return cls.get_instance(**components)
+
+    def __init__(self, **components: Any) -> None:
+        """No-op: ``StateManager()`` returns an instance already set up."""
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        store: TieredStore,
+        history_table: str = DEFAULT_HISTORY_TABLE,
+        create_tables: bool = True,
+        hot_ttl_seconds: int = 3600,
+        max_attempts: int = 5,
+        close_store: bool = True,
+    ) -> StateManager:
+        """A new, independent manager over ``store`` (not the default instance); see the
+        class doc for the options. The Flask extension builds each app's manager so."""
+        self = object.__new__(cls)
+        self._setup(
+            store,
+            history_table=history_table,
+            create_tables=create_tables,
+            hot_ttl_seconds=hot_ttl_seconds,
+            max_attempts=max_attempts,
+            close_store=close_store,
+        )
+        return self
+
+    def _setup(
+        self,
+        store: TieredStore,
+        *,
+        history_table: str,
+        create_tables: bool,
+        hot_ttl_seconds: int,
+        max_attempts: int,
+        close_store: bool,
+    ) -> None:
+        warm = getattr(store, "warm", None)
+        if warm is None or not hasattr(warm, "unit_of_work") or not hasattr(warm, "table"):
+            raise ConfigurationError(
+                f"The store's WARM tier must be a SQLStateRepository (history lives in its "
+                f"database); got {warm!r}."
+            )
+        for name, value in (("hot_ttl_seconds", hot_ttl_seconds), ("max_attempts", max_attempts)):
+            if type(value) is not int or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, not {value!r}.")
+        self.store = store
+        self.closed = False
+        self._close_store = close_store
+        self._temp_dir: Path | None = None
+        self._max_attempts = max_attempts
+        self.types = TypeRegistry()
+        self.validators = ValidatorRegistry()
+        self.callbacks = CallbackRegistry()
+        self.dispatcher = CallbackDispatcher(self, self.callbacks)
+        table = define_history_table(warm.table.metadata, history_table)
+        self.history = HistoryRepository(warm.engine, table)
+        if create_tables:
+            self.history.create()
+        self._writer = RecordWriter(
+            store, self.history, self.types, default_hot_ttl_seconds=hot_ttl_seconds
+        )
+        self._records = RecordBuilder(self.validators)
+        self._batch = BatchWriter(self._writer, self._records)
+        self._search = StateSearch(warm)
+        self._ops = OperationStats()
+
+    @classmethod
+    def get_instance(cls, **components: Any) -> StateManager:
+        """The current app's manager, else the process-wide default (see the class doc)."""
+        manager, built = _instances.get(lambda: cls._build_default(components))
+        if not built:
+            manager._check_components(components)
+        return manager
+
+    @classmethod
+    def _build_default(cls, components: dict[str, Any]) -> StateManager:
+        if components.get("store") is not None:
+            return cls.create(**components)
+        from ..storage.factory import build_store
+
+        temp_dir = Path(tempfile.mkdtemp(prefix="tiered_state_"))
+        try:
+            manager = cls.create(**{**components, "store": build_store(local_dir=temp_dir)})
+        except BaseException:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
+        manager._temp_dir = temp_dir
+        logger.info("Created the embedded default StateManager in %s (not durable).", temp_dir)
+        return manager
+
+    def _check_components(self, components: Mapping[str, Any]) -> None:
+        store = components.get("store")
+        if components and (set(components) != {"store"} or store is not self.store):
+            raise ConfigurationError(
+                f"StateManager already exists; components {sorted(components)} can only be "
+                "given when it is created. Call StateManager.reset_instance() first, or use "
+                "StateManager.create(...) for an independent manager."
+            )
+
+    @classmethod
+    def reset_instance(cls) -> None:
+        """Close and drop the process-wide default instance (safe to call twice)."""
+        _instances.reset()
+
+    @classmethod
+    def set_context_resolver(cls, resolver: Callable[[], StateManager | None] | None) -> None:
+        """Install the hook that returns the current app's manager (or None); the Flask
+        extension installs it. None removes it."""
+        _instances.resolver = resolver
+
+    def close(self) -> None:
+        """Release the store (when owned) and the embedded default's files."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._close_store:
+            self.store.close()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    # -- configuration -------------------------------------------------------------
+
+    def register_state_type(
+        self,
+        name: str,
+        *,
+        lifecycle: Lifecycle | None = None,
+        schema: Any = None,
+        home_tier: StateCategory = StateCategory.WARM,
+        hot_ttl_seconds: int | None = None,
+    ) -> StateTypeSpec:
+        """Add a state type (or replace a type's settings, built-in ones included).
+
+        :param lifecycle: its :class:`~flask_tiered_state.domain.lifecycle.Lifecycle`
+            (default: the default lifecycle).
+        :param schema: a marshmallow Schema (class or instance) for its ``data``.
+        :param home_tier: where its records are durably kept.
+        :param hot_ttl_seconds: TTL when the home tier is HOT.
+        """
+        spec = self.types.register(
+            name,
+            lifecycle=lifecycle,
+            schema=schema,
+            home_tier=home_tier,
+            hot_ttl_seconds=hot_ttl_seconds,
+        )
+        self.validators.set_schema(spec.name, schema)
+        return spec
+
+    def get_state_type(self, state_type: object) -> StateTypeSpec:
+        """The settings of a type, or InvalidStateTypeError listing the known ones."""
+        return self.types.get(state_type)
+
+    def register_validator(self, state_type: object, validator: Any) -> None:
+        """Run ``validator`` on the ``data`` of every register and update of the type: a
+        ``callable(data) -> bool`` (False rejects), a callable raising
+        :class:`marshmallow.ValidationError`, or a marshmallow Schema class or instance."""
+        self.validators.register(self.types.get(state_type).name, validator)
+
+    def unregister_validator(self, state_type: object, validator: Any) -> bool:
+        return self.validators.unregister(self.types.get(state_type).name, validator)
+
+    def register_callback(self, event_name: str, fn: Callable[..., Any]) -> None:
+        """Call ``fn(state_id, old_state, new_state, transition_type)`` after each committed
+        change named ``event_name`` (``{type}_{past tense}``, e.g. ``user_suspended``)."""
+        _parse_event_name(event_name, self.types.names())
+        self.callbacks.register(event_name, fn)
+
+    def unregister_callback(self, event_name: str, fn: Callable[..., Any]) -> bool:
+        """Remove a callback; True if it was registered."""
+        _parse_event_name(event_name, self.types.names())
+        return self.callbacks.unregister(event_name, fn)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get_state(self, state_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None:
+        """The record of ``state_id``, or None (also for a deleted state, unless
+        ``include_deleted``). The dict is the caller's own copy."""
+        validate_state_id(state_id)
+        record: dict[str, Any] | None = self.store.get(KEY_PREFIX + state_id)
+        if record is None or (record["status"] == _DELETED and not include_deleted):
+            return None
+        return record
+
+    def batch_get_state(
+        self, state_ids: Iterable[str], *, include_deleted: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """The records of the ids that exist (one round trip per tier per chunk)."""
+        ids = self._ids(state_ids)
+        found = self.store.batch_get([KEY_PREFIX + i for i in ids])
+        cut = len(KEY_PREFIX)
+        return {
+            key[cut:]: record
+            for key, record in found.items()
+            if record is not None and (include_deleted or record["status"] != _DELETED)
+        }
+
+    def search_states(
+        self,
+        state_type: object = None,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        page: int = 1,
+        per_page: int = 50,
+    ) -> Page[dict[str, Any]]:
+        """States whose fields equal ``filters`` (dotted paths, AND), newest first.
+
+        Runs in the WARM database; see :mod:`flask_tiered_state.domain.search` for the
+        paths allowed and what is covered.
+        """
+        page, per_page = validate_paging(page, per_page)
+        type_name = None
+        if state_type is not None:
+            spec = self.types.get(state_type)
+            if spec.home_tier is not StateCategory.WARM:
+                raise InvalidRequestError(
+                    f"States of type {spec.name!r} live in the {spec.home_tier.value} tier and "
+                    "are not searchable; search covers types whose home tier is warm. Read "
+                    "them by id with get_state.",
+                    details={"state_type": spec.name, "home_tier": spec.home_tier.value},
+                )
+            type_name = spec.name
+        return self._search.search(type_name, filters, page=page, per_page=per_page)
+
+    def get_states_by_type(
+        self, state_type: object, *, page: int = 1, per_page: int = 50
+    ) -> Page[dict[str, Any]]:
+        """The states of one type (not deleted), newest first."""
+        if state_type is None:
+            raise InvalidRequestError("get_states_by_type needs a state type, not None.")
+        return self.search_states(state_type, None, page=page, per_page=per_page)
+
+    def get_keys_by_pattern(self, pattern: str) -> list[str]:
+        """The ids of stored states (tombstones included) matching a glob of ``*`` and
+        ``?`` over state ids, sorted."""
+        validate_pattern(pattern)
+        cut = len(KEY_PREFIX)
+        return [key[cut:] for key in self.store.keys(KEY_PREFIX + pattern)]
+
+    # -- history -----------------------------------------------------------------------
+
+    def get_state_history(self, state_id: str) -> list[dict[str, Any]]:
+        """Every history row of ``state_id``, oldest version first ([] for unknown ids)."""
+        return self.history.for_state(validate_state_id(state_id))
+
+    def get_recent_changes(self, state_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest ``limit`` (1-1000) history rows of ``state_id``, newest first."""
+        validate_state_id(state_id)
+        return self.history.recent(state_id, check_positive_int(limit, "limit", maximum=1000))
+
+    def get_changes_by_transition(
+        self, state_id: str, transition_type: StateTransition | str
+    ) -> list[dict[str, Any]]:
+        """The history rows of ``state_id`` recorded by ``transition_type``, oldest first."""
+        validate_state_id(state_id)
+        transition = check_transition(transition_type, what="transition_type")
+        return self.history.by_transition(state_id, transition.value)
+
+    def diff_versions(self, state_id: str, from_version: int, to_version: int) -> dict[str, Any]:
+        """Dotted paths added, removed and changed from one recorded version to another."""
+        validate_state_id(state_id)
+        check_positive_int(from_version, "from_version")
+        check_positive_int(to_version, "to_version")
+        records = self.history.records_at(state_id, [from_version, to_version])
+        for version in (from_version, to_version):
+            if version not in records:
+                available = self.history.versions(state_id)
+                if not available:
+                    raise StateNotFoundError(state_id)
+                raise VersionNotFoundError(state_id, version, available)
+        return {
+            "state_id": state_id,
+            "from_version": from_version,
+            "to_version": to_version,
+            **diff_records(records[from_version], records[to_version]),
+        }
+
+    # -- mutations -----------------------------------------------------------------------
+
+    def register_state(
+        self,
+        state_id: str,
+        state_type: object,
+        initial_data: Mapping[str, Any] | None,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a state (CREATE) from ``{"name", "type", "data", "metadata"}``.
+
+        ``name`` defaults to the id. The type's validators run on ``data``.
+
+        :raises StateAlreadyExistsError: the id is taken, or was used by a deleted or
+            expired state (ids are never reused).
+        """
+        started = time.perf_counter()
+        validate_state_id(state_id)
+        check_actor_reason(actor, reason)
+        spec = self.types.get(state_type)
+        record = self._records.new_record(state_id, spec, initial_data)
+        key = state_key(state_id)
+        write = Write(key, spec, StateTransition.CREATE, None, record, 0)
+        try:
+            self._writer.commit([write], actor=actor, reason=reason)
+        except ConcurrencyError:
+            raise self._writer.already_exists(state_id, key) from None
+        self._committed(write, actor, reason, started)
+        return record
+
+    def update_state(
+        self,
+        state_id: str,
+        new_data: Mapping[str, Any] | None,
+        transition: StateTransition | str = StateTransition.UPDATE,
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        merge: bool = False,
+    ) -> dict[str, Any]:
+        """Apply ``transition`` to a state, with the changes in ``new_data``.
+
+        ``name``, ``data`` and ``metadata``, when given, replace the record's (with
+        ``merge=True``, ``data`` and ``metadata`` are merged key by key instead);
+        fields not given are kept. Validators run when ``data`` is given.
+
+        :raises InvalidTransitionError: the lifecycle does not allow it from the status.
+        :raises ConcurrencyError: ``expected_version`` is not the state's version.
+        """
+        started = time.perf_counter()
+        validate_state_id(state_id)
+        step = check_transition(transition, UPDATE_TRANSITIONS, what="transition")
+        check_actor_reason(actor, reason)
+        if expected_version is not None:
+            check_positive_int(expected_version, "expected_version")
+
+        def build(current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
+            return self._records.changed_record(current, spec, step, new_data, merge=merge)
+
+        return self._mutate(state_id, step, build, expected_version, actor, reason, started)
+
+    def delete_state(
+        self, state_id: str, *, actor: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        """The DELETE transition: returns the tombstone (status ``deleted``)."""
+        return self.update_state(state_id, None, StateTransition.DELETE, actor=actor, reason=reason)
+
+    def rollback_state(
+        self,
+        state_id: str,
+        to_version: int,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Restore ``name, status, data, metadata`` of an earlier version, as a new
+        recorded mutation (ROLLBACK) with the next version number.
+
+        Allowed where the lifecycle allows the status change it implies (some
+        transition leads from the current status to the restored one); validators run
+        on the restored data.
+        """
+        started = time.perf_counter()
+        validate_state_id(state_id)
+        check_positive_int(to_version, "to_version")
+        check_actor_reason(actor, reason)
+
+        def build(current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
+            if to_version >= current["version"]:
+                raise InvalidRequestError(
+                    f"Cannot roll {state_id!r} back to version {to_version}: it is at version "
+                    f"{current['version']}; to_version must be an earlier version.",
+                    details={"state_id": state_id, "to_version": to_version},
+                )
+            target = self.history.records_at(state_id, [to_version]).get(to_version)
+            if target is None:
+                raise VersionNotFoundError(state_id, to_version, self.history.versions(state_id))
+            return self._records.restored_record(current, spec, target, to_version)
+
+        return self._mutate(state_id, StateTransition.ROLLBACK, build, None, actor, reason, started)
+
+    def _mutate(
+        self,
+        state_id: str,
+        transition: StateTransition,
+        build: _Build,
+        expected_version: int | None,
+        actor: str | None,
+        reason: str | None,
+        started: float,
+    ) -> dict[str, Any]:
+        key = state_key(state_id)
+        fresh = False
+        last_version = 0
+        for attempt in range(self._max_attempts):
+            current, home_version = self._writer.read(key, fresh=fresh)
+            if current is None:
+                raise StateNotFoundError(state_id)
+            last_version = current["version"]
+            if expected_version is not None and current["version"] != expected_version:
+                if not fresh:  # the cached copy may be stale: look again before refusing
+                    fresh = True
+                    continue
+                raise ConcurrencyError(state_id, expected_version, current["version"])
+            spec = self.types.get(current["type"])
+            new = build(current, spec)
+            write = Write(key, spec, transition, current, new, home_version)
+            try:
+                self._writer.commit([write], actor=actor, reason=reason)
+            except ConcurrencyError:
+                fresh = True
+                if expected_version is not None:
+                    latest, _ = self._writer.read(key, fresh=True)
+                    actual = None if latest is None else latest["version"]
+                    raise ConcurrencyError(state_id, expected_version, actual) from None
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))
+                continue
+            self._committed(write, actor, reason, started)
+            return new
+        latest, _ = self._writer.read(key, fresh=True)
+        raise ConcurrencyError(
+            state_id, last_version, None if latest is None else latest["version"]
+        )
+
+    def _committed(
+        self, write: Write, actor: str | None, reason: str | None, started: float
+    ) -> None:
+        """After commit: deliver the event and record the operation."""
+        new = write.new
+        name = event_name(write.spec.name, write.transition)
+        if self.dispatcher.wants(name):
+            self.dispatcher.dispatch(
+                StateEvent(
+                    name=name,
+                    state_id=new["state_id"],
+                    state_type=write.spec.name,
+                    transition=write.transition,
+                    old_state=write.old,
+                    new_state=new,
+                    version=new["version"],
+                    correlation_id=get_correlation_id(),
+                    actor=actor,
+                    reason=reason,
+                )
+            )
+        self.log_state_operation(
+            write.transition.value,
+            new["state_id"],
+            write.transition,
+            (time.perf_counter() - started) * 1000.0,
+        )
+
+    # -- batches ---------------------------------------------------------------------
+
+    def batch_set_state(
+        self,
+        items: Mapping[str, Mapping[str, Any]],
+        *,
+        state_type: object = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Upsert many states in one transaction: an absent id is registered (CREATE), an
+        existing one updated (UPDATE, replacing the fields given). Each item is a state
+        structure; its ``type`` (or ``state_type``) is required for new ids. Every item is
+        validated before anything is written; all are written, with their history rows,
+        or none."""
+        started = time.perf_counter()
+        check_actor_reason(actor, reason)
+        writes = self._batch.upsert(
+            items, state_type, max_attempts=self._max_attempts, actor=actor, reason=reason
+        )
+        for write in writes:
+            self._committed(write, actor, reason, started)
+        return {w.new["state_id"]: w.new for w in writes}
+
+    def batch_delete_state(
+        self, state_ids: Iterable[str], *, actor: str | None = None, reason: str | None = None
+    ) -> int:
+        """Delete (DELETE transition, tombstones) the live states among ``state_ids`` in
+        one transaction; missing and already deleted ids are skipped. Returns how many
+        were deleted."""
+        started = time.perf_counter()
+        check_actor_reason(actor, reason)
+        writes = self._batch.delete(
+            self._ids(state_ids), max_attempts=self._max_attempts, actor=actor, reason=reason
+        )
+        for write in writes:
+            self._committed(write, actor, reason, started)
+        return len(writes)
+
+    @staticmethod
+    def _ids(state_ids: Iterable[str]) -> list[str]:
+        if isinstance(state_ids, (str, bytes)) or not isinstance(state_ids, Iterable):
+            raise InvalidRequestError(
+                f"Expected an iterable of state ids, not {type(state_ids).__name__}.",
+                details={"state_ids": repr(state_ids)[:200]},
+            )
+        return list(dict.fromkeys(validate_state_id(i) for i in state_ids))
+
+    # -- tiers -------------------------------------------------------------------------
+
+    def promote_to_hot(self, state_id: str, *, ttl_seconds: int | None = None) -> bool:
+        """Copy a state to the HOT tier; False when nothing was moved.
+
+        :raises StateNotFoundError: no record exists under ``state_id``.
+        """
+        return self._move(state_id, hot=True, ttl_seconds=ttl_seconds)
+
+    def demote_to_cold(self, state_id: str) -> bool:
+        """Move a state to the COLD tier (archive); False when nothing was moved. An
+        archived state is read and updated as usual but is not searchable.
+
+        :raises StateNotFoundError: no record exists under ``state_id``.
+        """
+        return self._move(state_id, hot=False, ttl_seconds=None)
+
+    def _move(self, state_id: str, *, hot: bool, ttl_seconds: int | None) -> bool:
+        key = state_key(validate_state_id(state_id))
+        if hot:
+            moved = self.store.promote_to_hot(key, ttl_seconds=ttl_seconds)
+        else:
+            moved = self.store.demote_to_cold(key)
+        if not moved:
+            if self.store.get_entry(key) is None:
+                raise StateNotFoundError(state_id)
+            return False
+        signal = signals.state_promoted if hot else signals.state_demoted
+        self.dispatcher.send(signal, None, state_id=state_id, key=key)
+        return True
+
+    def get_repositories(self) -> StateRepositories:
+        """The store's repositories, for direct tier access."""
+        return self.store.get_repositories()
+
+    def get_storage_stats(self) -> dict[str, Any]:
+        """The store's statistics (tiers, cache) and the history row count."""
+        return {**self.store.stats(), "history_rows": self.history.count()}
+
+    # -- health and metrics --------------------------------------------------------------
+
+    def get_health_status(self) -> dict[str, Any]:
+        """``{"status", "state_count", "cache_hit_rate", "tiers": {...}}``; status is
+        ``healthy``, ``degraded`` (HOT or COLD down) or ``unhealthy`` (WARM down)."""
+        return health_status(self.store, self._search.count)
+
+    def log_state_operation(
+        self,
+        operation: str,
+        state_id: str,
+        transition_type: StateTransition | str | None,
+        duration_ms: float,
+    ) -> None:
+        """Log one operation (DEBUG) and add it to :meth:`get_performance_metrics`."""
+        logger.debug(
+            "state operation %s on %r (%s) took %.3f ms",
+            operation,
+            state_id,
+            transition_type,
+            duration_ms,
+            extra={"correlation_id": get_correlation_id(), "state_id": state_id},
+        )
+        self._ops.record(operation, duration_ms)
+
+    def get_performance_metrics(self) -> dict[str, Any]:
+        """Per-operation counts and durations, plus the store's metrics."""
+        return {"operations": self._ops.snapshot(), "store": self.store.metrics()}
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<StateManager {state} history={self.history.table.name!r}>"

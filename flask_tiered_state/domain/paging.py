@@ -1,0 +1,60 @@
+"""One page of a query's results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ..errors import InvalidRequestError
+
+__all__ = ["MAX_PER_PAGE", "Page", "validate_paging"]
+
+MAX_PER_PAGE = 1000
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """``items`` of page ``page`` (1-based) of ``total`` results, ``per_page`` per page."""
+
+    items: list[T]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        """The number of pages (0 when there are no results)."""
+        return -(-self.total // self.per_page)
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": list(self.items),
+            "total": self.total,
+            "page": self.page,
+            "per_page": self.per_page,
+            "pages": self.pages,
+        }
+
+
+def validate_paging(page: object, per_page: object) -> tuple[int, int]:
+    """Check ``page >= 1`` and ``1 <= per_page <= 1000``; raise InvalidRequestError."""
+    if type(page) is not int or page < 1:
+        raise InvalidRequestError(
+            f"Invalid page {page!r}; page is an integer of at least 1.",
+            details={"page": repr(page)},
+        )
+    if type(per_page) is not int or not 1 <= per_page <= MAX_PER_PAGE:
+        raise InvalidRequestError(
+            f"Invalid per_page {per_page!r}; per_page is an integer from 1 to {MAX_PER_PAGE}.",
+            details={"per_page": repr(per_page)},
+        )
+    return page, per_page

@@ -1,0 +1,117 @@
+"""Building new records from a caller's structure: registration and transitions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import InvalidTransitionError
+from .model import StateTransition, utc_now_iso
+from .registry import StateTypeSpec
+from .validation import ValidatorRegistry, check_json, parse_structure, run_validators
+
+__all__ = ["RecordBuilder"]
+
+
+class RecordBuilder:
+    """Checks structures, runs validators and lifecycles, and returns the next record."""
+
+    def __init__(self, validators: ValidatorRegistry) -> None:
+        self.validators = validators
+
+    def _validate_data(self, state_id: str, spec: StateTypeSpec, data: dict[str, Any]) -> None:
+        checks = self.validators.checks(spec.name)
+        if checks:
+            run_validators(checks, data, state_id=state_id, state_type=spec.name)
+
+    def new_record(
+        self, state_id: str, spec: StateTypeSpec, structure: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """The version-1 record of a registration (status: the lifecycle's initial one)."""
+        given = parse_structure(structure, state_id=state_id, state_type=spec.name)
+        data = {} if given.data is None else given.data
+        metadata = {} if given.metadata is None else given.metadata
+        check_json(data, state_id=state_id, field="data")
+        check_json(metadata, state_id=state_id, field="metadata")
+        self._validate_data(state_id, spec, data)
+        now = utc_now_iso()
+        return {
+            "state_id": state_id,
+            "name": state_id if given.name is None else given.name,
+            "type": spec.name,
+            "status": spec.lifecycle.initial_status.value,
+            "data": data,
+            "metadata": metadata,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    def changed_record(
+        self,
+        current: dict[str, Any],
+        spec: StateTypeSpec,
+        transition: StateTransition,
+        structure: Mapping[str, Any] | None,
+        *,
+        merge: bool = False,
+    ) -> dict[str, Any]:
+        """The record after ``transition`` with the changes in ``structure``.
+
+        :raises InvalidTransitionError: the lifecycle (or a guard) refuses it.
+        :raises ValidationError: the structure or the resulting data is invalid.
+        """
+        state_id = current["state_id"]
+        status = spec.lifecycle.target(state_id, current["status"], transition)
+        given = parse_structure(structure, state_id=state_id, state_type=spec.name, current=current)
+        new = dict(current)
+        if given.name is not None:
+            new["name"] = given.name
+        if given.data is not None:
+            check_json(given.data, state_id=state_id, field="data")
+            new["data"] = {**current["data"], **given.data} if merge else given.data
+        if given.metadata is not None:
+            check_json(given.metadata, state_id=state_id, field="metadata")
+            new["metadata"] = {**current["metadata"], **given.metadata} if merge else given.metadata
+        new["status"] = status.value
+        new["version"] = current["version"] + 1
+        new["updated_at"] = utc_now_iso()
+        spec.lifecycle.check_guards(transition, current, new)
+        if given.data is not None and transition is not StateTransition.DELETE:
+            self._validate_data(state_id, spec, new["data"])
+        return new
+
+    def restored_record(
+        self,
+        current: dict[str, Any],
+        spec: StateTypeSpec,
+        target: dict[str, Any],
+        to_version: int,
+    ) -> dict[str, Any]:
+        """The record after rolling ``current`` back to ``target`` (version ``to_version``):
+        its name, status, data and metadata, with the next version number.
+
+        :raises InvalidTransitionError: no transition leads from the current status to
+            the restored one.
+        """
+        state_id, status = current["state_id"], current["status"]
+        if not spec.lifecycle.allows_status_change(status, target["status"]):
+            raise InvalidTransitionError(
+                state_id,
+                status,
+                StateTransition.ROLLBACK.value,
+                spec.lifecycle.allowed_transitions(status),
+                reason=f"restoring version {to_version} would change the status from "
+                f"{status} to {target['status']}, which no transition allows",
+            )
+        new = {
+            **current,
+            "name": target["name"],
+            "status": target["status"],
+            "data": target["data"],
+            "metadata": target["metadata"],
+            "version": current["version"] + 1,
+            "updated_at": utc_now_iso(),
+        }
+        self._validate_data(state_id, spec, new["data"])
+        return new

@@ -1,0 +1,112 @@
+"""State types: each with a home tier, an optional schema and a lifecycle.
+
+=============  =========  ==========================
+type           home tier  notes
+=============  =========  ==========================
+user           WARM
+transaction    WARM
+subscription   WARM
+feature        WARM
+session        HOT        expires after its hot TTL
+=============  =========  ==========================
+
+The *home tier* holds a record's durable truth; upper tiers only cache it. Apps add
+types (or replace a built-in type's settings) with ``register_state_type``. Type
+names are 1 to 64 characters: a lowercase letter, then lowercase letters, digits
+and ``_`` (they start callback event names such as ``invoice_created``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigurationError, InvalidRequestError, InvalidStateTypeError
+from ..storage.base import StateCategory
+from .lifecycle import DEFAULT_LIFECYCLE, Lifecycle
+from .model import StateType
+
+__all__ = ["TYPE_NAME_RULE", "StateTypeSpec", "TypeRegistry"]
+
+TYPE_NAME_RULE = "1 to 64 characters: a lowercase letter, then lowercase letters, digits and _"
+_TYPE_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class StateTypeSpec:
+    """How one state type is kept.
+
+    :param hot_ttl_seconds: TTL of HOT-home records; None uses the manager's default.
+    """
+
+    name: str
+    lifecycle: Lifecycle
+    home_tier: StateCategory
+    hot_ttl_seconds: int | None = None
+    schema: Any = None
+
+
+class TypeRegistry:
+    """The known state types of one manager; reads take no lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._types: dict[str, StateTypeSpec] = {}
+        for builtin in StateType:
+            home = StateCategory.HOT if builtin is StateType.SESSION else StateCategory.WARM
+            self._types[builtin.value] = StateTypeSpec(builtin.value, DEFAULT_LIFECYCLE, home)
+
+    def register(
+        self,
+        name: object,
+        *,
+        lifecycle: Lifecycle | None = None,
+        schema: Any = None,
+        home_tier: StateCategory = StateCategory.WARM,
+        hot_ttl_seconds: int | None = None,
+    ) -> StateTypeSpec:
+        """Add a type or replace one's settings."""
+        type_name = str(name.value) if isinstance(name, StateType) else name
+        if not isinstance(type_name, str) or not _TYPE_NAME_RE.fullmatch(type_name):
+            raise InvalidRequestError(
+                f"Invalid state type name {name!r}; type names are {TYPE_NAME_RULE}.",
+                details={"name": repr(name), "rule": TYPE_NAME_RULE},
+            )
+        if lifecycle is not None and not isinstance(lifecycle, Lifecycle):
+            raise ConfigurationError(
+                f"lifecycle for type {type_name!r} must be a Lifecycle, not {lifecycle!r}."
+            )
+        try:
+            tier = StateCategory(home_tier)
+        except ValueError:
+            raise ConfigurationError(
+                f"home_tier for type {type_name!r} must be a StateCategory (hot, warm, cold), "
+                f"not {home_tier!r}."
+            ) from None
+        if hot_ttl_seconds is not None and (
+            type(hot_ttl_seconds) is not int or hot_ttl_seconds <= 0
+        ):
+            raise ConfigurationError(
+                f"hot_ttl_seconds for type {type_name!r} must be a positive integer or None, "
+                f"not {hot_ttl_seconds!r}."
+            )
+        spec = StateTypeSpec(
+            type_name, lifecycle or DEFAULT_LIFECYCLE, tier, hot_ttl_seconds, schema
+        )
+        with self._lock:
+            self._types = {**self._types, type_name: spec}
+        return spec
+
+    def get(self, state_type: object) -> StateTypeSpec:
+        """The spec of ``state_type`` (a StateType or its name), or InvalidStateTypeError."""
+        if isinstance(state_type, StateType):
+            state_type = state_type.value
+        spec = self._types.get(state_type) if isinstance(state_type, str) else None
+        if spec is None:
+            raise InvalidStateTypeError(state_type, list(self._types))
+        return spec
+
+    def names(self) -> list[str]:
+        return sorted(self._types)

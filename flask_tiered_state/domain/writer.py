@@ -1,0 +1,138 @@
+"""The write path: read-modify-write of records with compare-and-set and history.
+
+Every mutation of one or more records runs in ONE store transaction: the records
+are written with ``expected_version`` (compare-and-set on the home tier) and their
+history rows are inserted on the transaction's SQL connection. For WARM-home types
+both are statements of the same SQL transaction; for HOT-home types the store
+applies the HOT write just before the SQL commit, and a failure there rolls the
+history back. So a mutation either commits with exactly one history row or leaves
+nothing behind (invariant 4), and two writers racing on one version cannot both
+commit (invariant 5).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ..errors import ConcurrencyError, StateAlreadyExistsError
+from ..storage.base import StateCategory
+from .context import get_correlation_id
+from .history import HistoryRepository
+from .model import StateTransition
+from .registry import StateTypeSpec, TypeRegistry
+
+if TYPE_CHECKING:
+    from ..storage.store import TieredStore
+
+__all__ = ["HistoryConflict", "RecordWriter", "Write"]
+
+
+@dataclass(slots=True)
+class Write:
+    """One record to write: ``new`` replaces ``old`` where the home tier is at
+    ``expected_version`` (0: the key must be absent from the home tier)."""
+
+    key: str
+    spec: StateTypeSpec
+    transition: StateTransition
+    old: dict[str, Any] | None
+    new: dict[str, Any]
+    expected_version: int
+
+
+class HistoryConflict(ConcurrencyError):
+    """A history row for the same (state_id, version) exists: another writer won, or
+    (for version 1) the id was registered before."""
+
+
+class RecordWriter:
+    """Reads records for writing and commits writes with their history rows."""
+
+    def __init__(
+        self,
+        store: TieredStore,
+        history: HistoryRepository,
+        types: TypeRegistry,
+        *,
+        default_hot_ttl_seconds: int,
+    ) -> None:
+        self.store = store
+        self.history = history
+        self.types = types
+        self.default_hot_ttl_seconds = default_hot_ttl_seconds
+
+    def read(self, key: str, *, fresh: bool = False) -> tuple[dict[str, Any] | None, int]:
+        """The current record under ``key`` and the storage version to expect when writing it.
+
+        The store checks ``expected_version`` in the home tier, or, while the key is absent
+        there, against the copy another tier holds (an archived record moving home), so
+        the version of whichever copy was read is the one to expect. With ``fresh`` the
+        local cache is bypassed (after a conflict, a cached copy may be stale).
+        """
+        if fresh:
+            self.store.cache.invalidate(key)
+        entry = self.store.get_entry(key)
+        if entry is None:
+            return None, 0
+        record: dict[str, Any] = json.loads(entry.value)
+        return record, entry.metadata.version
+
+    def ttl_for(self, spec: StateTypeSpec) -> int | None:
+        if spec.home_tier is not StateCategory.HOT:
+            return None
+        return spec.hot_ttl_seconds or self.default_hot_ttl_seconds
+
+    def commit(self, writes: Sequence[Write], *, actor: str | None, reason: str | None) -> None:
+        """Write every record and its history row in one transaction.
+
+        :raises ConcurrencyError: a home tier was not at the expected version.
+        :raises HistoryConflict: a history row of the same version exists.
+        """
+        correlation_id = get_correlation_id()
+        rows = [
+            HistoryRepository.row(
+                transition=w.transition.value,
+                old=w.old,
+                new=w.new,
+                actor=actor,
+                reason=reason,
+                correlation_id=correlation_id,
+            )
+            for w in writes
+        ]
+        with self.store.transaction() as txn:
+            for w in writes:
+                txn.set(
+                    w.key,
+                    w.new,
+                    category=w.spec.home_tier,
+                    ttl_seconds=self.ttl_for(w.spec),
+                    expected_version=w.expected_version,
+                )
+            try:
+                self.history.insert(txn.connection, rows)
+            except sa.exc.IntegrityError as exc:
+                first = writes[0].new
+                raise HistoryConflict(first["state_id"], first["version"] - 1, None) from exc
+
+    def already_exists(self, state_id: str, key: str) -> StateAlreadyExistsError:
+        """The error for registering a taken id, saying what holds it."""
+        record, _ = self.read(key, fresh=True)
+        if record is None:
+            return StateAlreadyExistsError(
+                state_id,
+                f"State id {state_id!r} was used before (its record expired or was removed); "
+                "state ids are never reused. Register the state under a new id.",
+            )
+        if record["status"] == "deleted":
+            return StateAlreadyExistsError(
+                state_id,
+                f"State {state_id!r} was deleted and is kept as a tombstone; state ids are "
+                "never reused. Register the state under a new id.",
+            )
+        return StateAlreadyExistsError(state_id)

@@ -1,0 +1,66 @@
+"""Managers on real stores: embedded (SQLite + memory + filesystem) and servers
+(PostgreSQL + Redis + S3 on moto's server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flask_tiered_state.domain.manager import StateManager
+
+SERVERS = pytest.param("servers", marks=[pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3])
+
+
+@pytest.fixture(autouse=True)
+def _reset_default_manager() -> Iterator[None]:
+    yield
+    StateManager.reset_instance()
+    StateManager.set_context_resolver(None)
+
+
+def build_test_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    from flask_tiered_state.storage.factory import build_store
+
+    if kind == "embedded":
+        return build_store(local_dir=tmp_path / "embedded")
+    return build_store(
+        redis_url=request.getfixturevalue("redis_url"),
+        key_prefix=request.getfixturevalue("redis_prefix"),
+        engine=request.getfixturevalue("postgres_engine"),
+        s3_bucket=request.getfixturevalue("s3_bucket"),
+        s3_endpoint_url=request.getfixturevalue("s3_endpoint_url"),
+        local_dir=tmp_path / "servers",
+    )
+
+
+@pytest.fixture(params=["embedded", SERVERS])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A TieredStore on each backend set."""
+    built = build_test_store(request.param, request, tmp_path)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+@pytest.fixture
+def manager(store: Any) -> Iterator[StateManager]:
+    """A manager on each backend set."""
+    created = StateManager.create(store=store)
+    try:
+        yield created
+    finally:
+        created.close()
+
+
+@pytest.fixture
+def embedded_manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateManager]:
+    """A manager on the embedded backends only, for behaviour that is not backend-specific."""
+    created = StateManager.create(store=build_test_store("embedded", request, tmp_path))
+    try:
+        yield created
+    finally:
+        created.close()
