@@ -3,9 +3,46 @@ through a cached Redis / SQL / S3 tiered store."""
 
 from __future__ import annotations
 
-from . import errors
+from . import errors, signals
+from .domain import (
+    DEFAULT_LIFECYCLE,
+    Lifecycle,
+    Page,
+    StateEvent,
+    StateManager,
+    StateRecord,
+    StateStatus,
+    StateTransition,
+    StateType,
+    StateTypeSpec,
+    correlation_scope,
+    define_history_table,
+)
+from .extension import TieredState, current_state_manager
+from .settings import TieredStateSettings
 from .storage.base import StateCategory, StateRepositories
 
 __version__ = "0.1.0"
 
-__all__ = ["StateCategory", "StateRepositories", "__version__", "errors"]
+__all__ = [
+    "DEFAULT_LIFECYCLE",
+    "Lifecycle",
+    "Page",
+    "StateCategory",
+    "StateEvent",
+    "StateManager",
+    "StateRecord",
+    "StateRepositories",
+    "StateStatus",
+    "StateTransition",
+    "StateType",
+    "StateTypeSpec",
+    "TieredState",
+    "TieredStateSettings",
+    "__version__",
+    "correlation_scope",
+    "current_state_manager",
+    "define_history_table",
+    "errors",
+    "signals",
+]
