@@ -1,0 +1,7 @@
+"""Metrics and logging helpers."""
+
+from __future__ import annotations
+
+from .metrics import MetricsCollector, PrometheusMetricsCollector, SimpleMetricsCollector
+
+__all__ = ["MetricsCollector", "PrometheusMetricsCollector", "SimpleMetricsCollector"]

@@ -33,10 +33,6 @@ def test_batch_of_sessions_lands_in_hot(manager: StateManager) -> None:
     assert updated["s1"]["version"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage: StateCache keeps HOT-home values past their TTL (no expiry in the cache)",
-)
 def test_expired_session_is_gone_and_its_id_is_not_reused(
     embedded_manager: StateManager,
 ) -> None:

@@ -1,0 +1,365 @@
+"""The coordinator: one place that knows how the cache and the three tiers relate.
+
+Reads go down the waterfall cache -> HOT -> WARM -> COLD; a hit below the cache
+fills the cache, and a value the policy calls hot also gets a HOT copy with a TTL.
+Writes go to the value's home tier, refresh the cache and then drop the copies other
+tiers hold that could shadow the new value or resurface after it (a HOT home with a
+TTL drops WARM and COLD; WARM drops the HOT copy; COLD drops HOT and WARM). Deletes
+run bottom-up (COLD, WARM, HOT) so that no reader ever sees an older copy appear.
+
+A HOT tier that fails is marked degraded: reads skip it and are served from WARM,
+and it is re-checked with exponential backoff. A copy that could not be dropped is
+remembered in :class:`~.health.PendingDrops`: readers ignore it and it is deleted
+when the tier answers again, before the tier is used for reads. Writers of one key
+are serialised inside the process by striped locks, so the cache always ends with
+the newest write.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import ConcurrencyError, IntegrityError, TierUnavailableError
+from .base import (
+    StateCategory,
+    StateMetadata,
+    StateRepositories,
+    StateRepository,
+    StoredValue,
+    WriteRequest,
+)
+from .cache import StateCache
+from .health import TierGuard, logger
+from .keys import validate_pattern
+from .tiering import TierPromotionPolicy
+
+__all__ = ["StateRepositoryCoordinator"]
+
+HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
+#: The tiers whose copies a write to the key's home tier must drop.
+DROPS: dict[StateCategory, tuple[StateCategory, ...]] = {
+    HOT: (WARM, COLD),
+    WARM: (HOT,),
+    COLD: (HOT, WARM),
+}
+_STRIPES = 64
+
+
+class StateRepositoryCoordinator:
+    """Reads, writes and deletes across the cache and the tiers.
+
+    :param repositories: the repositories it calls (possibly instrumented).
+    :param cache: the in-process cache.
+    :param policy: when lower-tier hits earn a HOT copy.
+    :param raw_repositories: what :meth:`get_repositories` returns (default:
+        ``repositories``).
+    :param max_pending_hot: how many HOT copies waiting to be dropped are remembered;
+        past it the whole HOT tier is reconciled on recovery.
+    """
+
+    def __init__(
+        self,
+        repositories: StateRepositories,
+        cache: StateCache,
+        *,
+        policy: TierPromotionPolicy | None = None,
+        raw_repositories: StateRepositories | None = None,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_pending_hot: int = 100_000,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.repositories = repositories
+        self._raw = raw_repositories or repositories
+        self.hot, self.warm, self.cold = repositories.hot, repositories.warm, repositories.cold
+        self.cache = cache
+        self.policy = policy or TierPromotionPolicy()
+        self.guard = TierGuard(
+            repositories,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+            max_pending_hot=max_pending_hot,
+            clock=clock,
+        )
+        self.pending = self.guard.pending
+        self.hot_usable = self.guard.hot_usable
+        self.tier_failed = self.guard.failed
+        self.drop_copies = self.guard.drop
+        self.retry_pending = self.guard.retry_pending
+        self._stripes = [threading.RLock() for _ in range(_STRIPES)]
+        self._counts_lock = threading.Lock()
+        self.tier_hits = dict.fromkeys(StateCategory, 0)
+        self.tier_misses = dict.fromkeys(StateCategory, 0)
+
+    def get_repositories(self) -> StateRepositories:
+        return self._raw
+
+    @contextmanager
+    def locked(self, keys: Iterable[str]) -> Iterator[None]:
+        """Hold the write locks of ``keys`` (taken in a fixed order: no deadlocks)."""
+        stripes = [self._stripes[i] for i in sorted({hash(k) % _STRIPES for k in keys})]
+        for lock in stripes:
+            lock.acquire()
+        try:
+            yield
+        finally:
+            for lock in reversed(stripes):
+                lock.release()
+
+    # -- reads ---------------------------------------------------------------
+
+    def read(self, key: str) -> StoredValue | None:
+        """The value under ``key`` from the cache or the first tier that has it."""
+        stored = self.cache.get_entry(key)
+        return stored if stored is not None else self.read_through(key)
+
+    def read_through(self, key: str) -> StoredValue | None:
+        """Read below the cache (the caller already missed it), then fill the cache."""
+        token = self.cache.fill_token()
+        found = self.locate(key)
+        if found is None:
+            return None
+        category, stored = found
+        self.cache.fill(stored, token)
+        if (
+            category is not HOT
+            and self.policy.should_promote(self.cache.access_history(key), self.cache.clock())
+            and self.hot_usable()
+        ):
+            self.place_hot_copies([stored], token)
+        return stored
+
+    def locate(self, key: str) -> tuple[StateCategory, StoredValue] | None:
+        """The first copy of ``key`` down the tiers, skipping copies pending a drop.
+
+        A corrupt HOT copy is passed over when a tier below has the value (the copy is
+        then deleted); when none has, its :class:`IntegrityError` is raised.
+        """
+        corrupt: IntegrityError | None = None
+        if self.hot_usable() and key not in self.pending[HOT]:
+            try:
+                stored = self.hot.fetch(key)
+            except TierUnavailableError as exc:
+                self.tier_failed(HOT, exc)
+                stored = None
+            except IntegrityError as exc:
+                corrupt, stored = exc, None
+            if stored is not None:
+                self._count(HOT, True)
+                return HOT, stored
+            self._count(HOT, False)
+        for category in (WARM, COLD):
+            if key in self.pending[category]:
+                continue
+            stored = self.repositories.by_category(category).fetch(key)
+            self._count(category, stored is not None)
+            if stored is not None:
+                if corrupt is not None:
+                    logger.warning("Dropping the corrupt HOT copy of %r: %s", key, corrupt)
+                    self.drop_copies(HOT, [key])
+                return category, stored
+        if corrupt is not None:
+            raise corrupt
+        return None
+
+    def locate_many(self, keys: Sequence[str]) -> dict[str, tuple[StateCategory, StoredValue]]:
+        """:meth:`locate` for many keys: one ``fetch_many`` per tier."""
+        found: dict[str, tuple[StateCategory, StoredValue]] = {}
+        rest = list(keys)
+        for category in (HOT, WARM, COLD):
+            if not rest:
+                break
+            hits = self.fetch_tier(category, rest)
+            for key, stored in hits.items():
+                found[key] = (category, stored)
+            rest = [k for k in rest if k not in hits]
+        return found
+
+    def fetch_tier(self, category: StateCategory, keys: Sequence[str]) -> dict[str, StoredValue]:
+        """``fetch_many`` on one tier, without copies pending a drop; a dead HOT gives {}."""
+        pending = self.pending[category]
+        wanted = [k for k in keys if k not in pending] if pending else list(keys)
+        if not wanted:
+            return {}
+        if category is HOT:
+            if not self.hot_usable():
+                return {}
+            try:
+                hits = self.hot.fetch_many(wanted)
+            except TierUnavailableError as exc:
+                self.tier_failed(HOT, exc)
+                return {}
+        else:
+            hits = self.repositories.by_category(category).fetch_many(wanted)
+        self._count(category, True, len(hits))
+        self._count(category, False, len(wanted) - len(hits))
+        return hits
+
+    def place_hot_copies(self, values: Sequence[StoredValue], token: int) -> int:
+        """Give ``values`` HOT copies with the policy's TTL, unless written since ``token``."""
+        ttl = self.policy.hot_ttl_seconds
+        with self.locked(v.key for v in values):
+            requests = [
+                WriteRequest(v.key, v.value, version=v.metadata.version, ttl_seconds=ttl)
+                for v in values
+                if not self.cache.written_since(v.key, token) and v.key not in self.pending[HOT]
+            ]
+            if not requests:
+                return 0
+            try:
+                if len(requests) == 1:
+                    r = requests[0]
+                    self.hot.store(r.key, r.value, version=r.version, ttl_seconds=ttl)
+                else:
+                    self.hot.store_many(requests)
+            except TierUnavailableError as exc:
+                self.tier_failed(HOT, exc)
+                return 0
+        return len(requests)
+
+    def _count(self, category: StateCategory, hit: bool, n: int = 1) -> None:
+        with self._counts_lock:
+            (self.tier_hits if hit else self.tier_misses)[category] += n
+
+    # -- writes --------------------------------------------------------------
+
+    def write(
+        self,
+        key: str,
+        value: str,
+        *,
+        category: StateCategory,
+        ttl_seconds: int | None = None,
+        expected_version: int | None = None,
+    ) -> StoredValue:
+        """Write ``value`` to its home tier ``category``, refresh the cache, drop stale copies.
+
+        ``expected_version`` is checked in the home tier; when the key is absent there
+        but lives in another tier (its home is changing), it is checked against that copy.
+        """
+        self.retry_pending()
+        repository = self.repositories.by_category(category)
+        if category is HOT and not self.hot_usable():
+            raise TierUnavailableError(
+                "hot", f"The HOT tier is unavailable, so {key!r} cannot be written to it."
+            )
+        with self.locked((key,)):
+            moved_from: tuple[StateCategory, ...] = ()
+            try:
+                try:
+                    metadata = repository.store(
+                        key, value, ttl_seconds=ttl_seconds, expected_version=expected_version
+                    )
+                except ConcurrencyError as exc:
+                    if not expected_version or exc.actual not in (0, None):
+                        raise
+                    metadata, moved_from = self.store_moving(
+                        repository.store, key, value, category, ttl_seconds, expected_version
+                    )
+            except TierUnavailableError as exc:
+                self.tier_failed(category, exc)
+                raise
+            stored = StoredValue(key, value, metadata)
+            self.after_home_write([stored], category, also=moved_from)
+        return stored
+
+    def copies_elsewhere(self, key: str, home: StateCategory) -> dict[StateCategory, StoredValue]:
+        """The copies of ``key`` in the tiers other than ``home``, topmost first."""
+        copies = {}
+        for category in (HOT, WARM, COLD):
+            hit = None if category is home else self.fetch_tier(category, [key]).get(key)
+            if hit is not None:
+                copies[category] = hit
+        return copies
+
+    def store_moving(
+        self,
+        store: Callable[..., StateMetadata],
+        key: str,
+        value: str,
+        home: StateCategory,
+        ttl_seconds: int | None,
+        expected_version: int,
+    ) -> tuple[StateMetadata, tuple[StateCategory, ...]]:
+        """Compare-and-set while ``key`` changes home: check ``expected_version`` against
+        the topmost copy in another tier, then write with the next version (the home
+        must still lack the key). Returns the metadata and the tiers to drop copies from."""
+        copies = self.copies_elsewhere(key, home)
+        actual = next(iter(copies.values())).metadata.version if copies else 0
+        if actual != expected_version:
+            raise ConcurrencyError(key, expected_version, actual)
+        metadata = store(
+            key, value, version=actual + 1, ttl_seconds=ttl_seconds, expected_version=0
+        )
+        return metadata, tuple(copies)
+
+    def after_home_write(
+        self,
+        values: Sequence[StoredValue],
+        home: StateCategory,
+        *,
+        also: Iterable[StateCategory] = (),
+    ) -> None:
+        """Refresh the cache with ``values`` and drop the copies that are now stale.
+
+        A batch larger than the cache's scan threshold invalidates its keys instead of
+        caching them. Call with the keys' locks held.
+        """
+        keys = [v.key for v in values]
+        if len(values) > self.cache.scan_threshold:
+            self.cache.invalidate_many(keys)
+        else:
+            self.cache.set_many(values)
+        for category in dict.fromkeys((*DROPS[home], *also)):
+            if category is not home:
+                self.drop_copies(category, keys)
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key`` from every tier, bottom-up; True if any tier had it."""
+        return self.delete_many([key]) > 0
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        """Delete ``keys`` from every tier, bottom-up; how many existed in any tier.
+
+        Counting costs one ``fetch_many`` on HOT and WARM; COLD is told apart by two
+        ``delete_many`` calls (keys known above, and the rest).
+        """
+        self.retry_pending()
+        keys = list(dict.fromkeys(keys))
+        with self.locked(keys):
+            above = set(self.fetch_tier(HOT, keys))
+            above.update(self.fetch_tier(WARM, [k for k in keys if k not in above]))
+            known, rest = [k for k in keys if k in above], [k for k in keys if k not in above]
+            deleted = len(above) + (self.cold.delete_many(rest) if rest else 0)
+            if known:
+                self.cold.delete_many(known)
+            self.pending[COLD].discard(keys)
+            self.warm.delete_many(keys)
+            self.pending[WARM].discard(keys)
+            self.drop_copies(HOT, keys)
+            self.cache.invalidate_many(keys)
+        return deleted
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """Keys matching ``pattern`` in any tier, de-duplicated and sorted (while HOT is
+        down, keys only HOT holds are left out)."""
+        validate_pattern(pattern)
+        found: set[str] = set()
+        for category in (HOT, WARM, COLD):
+            repository: StateRepository = self.repositories.by_category(category)
+            if category is HOT and not self.hot_usable():
+                continue
+            try:
+                names = list(repository.keys(pattern))
+            except TierUnavailableError as exc:
+                if category is not HOT:
+                    raise
+                self.tier_failed(HOT, exc)
+                continue
+            pending = self.pending[category]
+            found.update(k for k in names if k not in pending)
+        return sorted(found)

@@ -1,0 +1,234 @@
+"""Build a :class:`TieredStore` from settings.
+
+Each tier has a real backend and an embedded default:
+
+- HOT: a ``redis://``, ``rediss://`` or ``unix://`` URL (or a redis-py client) ->
+  :class:`RedisStateRepository`; none -> :class:`MemoryStateRepository`.
+- WARM: a SQLAlchemy URL or Engine -> :class:`SQLStateRepository`; none -> a SQLite
+  file in ``local_dir``.
+- COLD: a bucket (and an endpoint URL for S3-compatible servers) ->
+  :class:`S3StateRepository`; none -> :class:`FilesystemStateRepository` in ``local_dir``.
+
+Backends are imported only when configured, so the core install works without the
+``redis``, ``postgres`` and ``s3`` extras; a configured backend whose package is
+missing raises :class:`ConfigurationError` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from .base import StateCategory, StateRepositories, StateRepository
+from .cache import StateCache
+from .memory_repository import MemoryStateRepository
+from .store import TieredStore
+from .tiering import TierPromotionPolicy
+
+__all__ = ["build_metrics", "build_store"]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+SQL_SCHEMES = ("postgresql", "postgres", "sqlite")
+SQLITE_FILE = "tiered_state.sqlite3"
+COLD_DIRECTORY = "cold"
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its user and password, for error messages."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else repr(url[:40])
+
+
+def _backend_module(name: str, extra: str, packages: tuple[str, ...]) -> ModuleType:
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in packages:
+            raise
+        raise ConfigurationError(
+            f"The configured {extra} backend needs the {missing!r} package, which is not "
+            f'installed; install it with pip install "flask-tiered-state[{extra}]".'
+        ) from exc
+
+
+def _hot(redis_url: str | None, redis_client: Any, key_prefix: str) -> StateRepository:
+    if redis_url is not None and redis_client is not None:
+        raise ConfigurationError("Give redis_url or redis_client, not both.")
+    if redis_url is None and redis_client is None:
+        return MemoryStateRepository(StateCategory.HOT)
+    if redis_url is not None:
+        scheme = urlsplit(redis_url).scheme if isinstance(redis_url, str) else None
+        if scheme not in REDIS_SCHEMES:
+            shown = _redacted(redis_url) if isinstance(redis_url, str) else repr(redis_url)
+            raise ConfigurationError(
+                f"The Redis URL {shown} is not supported; use a URL with one of the schemes "
+                f"{', '.join(s + '://' for s in REDIS_SCHEMES)}."
+            )
+    module = _backend_module("redis_repository", "redis", ("redis", "hiredis"))
+    repository: StateRepository = module.RedisStateRepository(
+        redis_client if redis_client is not None else redis_url, key_prefix=key_prefix
+    )
+    return repository
+
+
+def _warm(
+    database_uri: Any, engine: Any, metadata: Any, local_dir: Path | None, create_tables: bool
+) -> StateRepository:
+    if database_uri is not None and engine is not None:
+        raise ConfigurationError("Give database_uri or engine, not both.")
+    target = engine if engine is not None else database_uri
+    if target is None:
+        target = f"sqlite:///{_local(local_dir, 'the WARM tier (SQLite file)') / SQLITE_FILE}"
+    elif isinstance(target, str):
+        scheme = urlsplit(target).scheme.partition("+")[0]
+        if scheme not in SQL_SCHEMES:
+            raise ConfigurationError(
+                f"The database URL {_redacted(target)} is not supported; use a SQLAlchemy URL "
+                "with one of the schemes postgresql://, postgresql+psycopg://, sqlite:///."
+            )
+    module = _backend_module("sql_repository", "postgres", ("psycopg", "psycopg_binary"))
+    repository: StateRepository = module.SQLStateRepository(
+        target, metadata=metadata, create_tables=create_tables
+    )
+    return repository
+
+
+def _cold(
+    bucket: str | None,
+    endpoint_url: str | None,
+    prefix: str,
+    storage_class: str,
+    region_name: str | None,
+    local_dir: Path | None,
+) -> StateRepository:
+    if bucket is None:
+        if endpoint_url is not None:
+            raise ConfigurationError(
+                f"s3_endpoint_url {_redacted(endpoint_url)} is set but s3_bucket is not; "
+                "give the bucket too, or neither for the local COLD directory."
+            )
+        cold_dir = _local(local_dir, "the COLD tier (directory)") / COLD_DIRECTORY
+        from .filesystem_repository import FilesystemStateRepository
+
+        return FilesystemStateRepository(cold_dir)
+    if endpoint_url is not None and urlsplit(endpoint_url).scheme not in ("http", "https"):
+        raise ConfigurationError(
+            f"s3_endpoint_url {_redacted(endpoint_url)} is not supported; use an http:// or "
+            "https:// URL."
+        )
+    module = _backend_module("s3_repository", "s3", ("boto3", "botocore"))
+    repository: StateRepository = module.S3StateRepository(
+        bucket,
+        prefix=prefix,
+        endpoint_url=endpoint_url,
+        storage_class=storage_class,
+        region_name=region_name,
+    )
+    return repository
+
+
+def _local(local_dir: Path | None, needed_by: str) -> Path:
+    if local_dir is None:
+        raise ConfigurationError(
+            f"local_dir is needed for {needed_by}: give local_dir, or configure the backend."
+        )
+    local_dir.mkdir(parents=True, exist_ok=True)
+    return local_dir.absolute()
+
+
+def build_metrics(metrics: Any) -> Any:
+    """A collector from the ``metrics`` setting.
+
+    None or False: none. True: Prometheus when prometheus-client is installed, else the
+    in-memory collector. ``"prometheus"`` or ``"simple"``: that one. A collector: itself.
+    """
+    from ..observability.metrics import (
+        MetricsCollector,
+        PrometheusMetricsCollector,
+        SimpleMetricsCollector,
+    )
+
+    if metrics is None or metrics is False:
+        return None
+    if metrics is True:
+        try:
+            return PrometheusMetricsCollector()
+        except ConfigurationError:
+            return SimpleMetricsCollector()
+    if metrics == "prometheus":
+        return PrometheusMetricsCollector()
+    if metrics == "simple":
+        return SimpleMetricsCollector()
+    if isinstance(metrics, MetricsCollector):
+        return metrics
+    raise ConfigurationError(
+        f"metrics must be None, a bool, 'prometheus', 'simple' or a MetricsCollector, "
+        f"not {metrics!r}."
+    )
+
+
+def build_store(
+    *,
+    redis_url: str | None = None,
+    redis_client: Any = None,
+    database_uri: Any = None,
+    engine: Any = None,
+    sql_metadata: Any = None,
+    s3_bucket: str | None = None,
+    s3_endpoint_url: str | None = None,
+    s3_prefix: str = "",
+    s3_storage_class: str = "STANDARD_IA",
+    s3_region_name: str | None = None,
+    key_prefix: str = "tiered_state:",
+    local_dir: str | os.PathLike[str] | None = None,
+    cache_max_entries: int = 10_000,
+    cache_max_bytes: int = 64 * 1024 * 1024,
+    hot_ttl_seconds: int = 3600,
+    promote_after_accesses: int = 5,
+    promotion_window_seconds: float = 60.0,
+    demote_after_idle_seconds: float = 30 * 24 * 3600.0,
+    max_value_bytes: int | None = None,
+    metrics: Any = None,
+    create_tables: bool = True,
+) -> TieredStore:
+    """A :class:`TieredStore` over the configured backends (see the module docstring).
+
+    :param local_dir: where the SQLite file and the COLD directory live when those
+        tiers use their embedded defaults.
+    :param metrics: see :func:`build_metrics`.
+    :raises ConfigurationError: a setting is invalid or a backend's package is missing.
+    """
+    policy = TierPromotionPolicy(
+        promote_after_accesses=promote_after_accesses,
+        promotion_window_seconds=promotion_window_seconds,
+        demote_after_idle_seconds=demote_after_idle_seconds,
+        hot_ttl_seconds=hot_ttl_seconds,
+    )
+    cache = StateCache(cache_max_entries, cache_max_bytes)
+    collector = build_metrics(metrics)
+    local = None if local_dir is None else Path(local_dir)
+    built: list[StateRepository] = []
+    try:
+        built.append(_hot(redis_url, redis_client, key_prefix))
+        built.append(_warm(database_uri, engine, sql_metadata, local, create_tables))
+        built.append(
+            _cold(s3_bucket, s3_endpoint_url, s3_prefix, s3_storage_class, s3_region_name, local)
+        )
+        return TieredStore(
+            StateRepositories(*built),
+            cache=cache,
+            policy=policy,
+            metrics=collector,
+            max_value_bytes=max_value_bytes,
+        )
+    except BaseException:
+        for repository in built:
+            repository.close()
+        raise

@@ -1,0 +1,105 @@
+"""A repository wrapper that reports every call to a metrics collector.
+
+The store wraps its repositories in it only when it is given a collector, so an
+uninstrumented store pays nothing. Every other attribute (``unit_of_work``,
+``engine``, ``document_expression``, ...) passes through to the wrapped repository.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import ConcurrencyError, ConfigurationError, InvalidKeyError, InvalidPatternError
+from .base import StateMetadata, StateRepository, StoredValue, TierStats, WriteRequest
+
+if TYPE_CHECKING:
+    from ..observability.metrics import MetricsCollector
+
+__all__ = ["InstrumentedRepository"]
+
+T = TypeVar("T")
+# The caller's mistakes and compare-and-set conflicts are not failures of the tier.
+_NOT_TIER_ERRORS = (ConcurrencyError, InvalidKeyError, InvalidPatternError, ConfigurationError)
+
+
+class InstrumentedRepository:
+    """Times each call of ``inner`` and reports it to ``collector``.
+
+    :param inner: the repository to wrap.
+    :param collector: receives ``observe(tier, operation, seconds, error=, batch_size=)``.
+    """
+
+    def __init__(self, inner: StateRepository, collector: MetricsCollector) -> None:
+        self.inner = inner
+        self.collector = collector
+        self.backend = inner.backend
+        self.category = inner.category
+        self._tier = inner.category.value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"InstrumentedRepository({self.inner!r})"
+
+    def _run(self, operation: str, call: Callable[[], T], batch_size: int | None = None) -> T:
+        start = perf_counter()
+        error = False
+        try:
+            return call()
+        except Exception as exc:
+            error = not isinstance(exc, _NOT_TIER_ERRORS)
+            raise
+        finally:
+            self.collector.observe(
+                self._tier, operation, perf_counter() - start, error=error, batch_size=batch_size
+            )
+
+    def fetch(self, key: str) -> StoredValue | None:
+        return self._run("fetch", lambda: self.inner.fetch(key))
+
+    def fetch_many(self, keys: Sequence[str]) -> dict[str, StoredValue]:
+        return self._run("fetch_many", lambda: self.inner.fetch_many(keys), len(keys))
+
+    def store(
+        self,
+        key: str,
+        value: str,
+        *,
+        version: int | None = None,
+        ttl_seconds: int | None = None,
+        expected_version: int | None = None,
+    ) -> StateMetadata:
+        return self._run(
+            "store",
+            lambda: self.inner.store(
+                key,
+                value,
+                version=version,
+                ttl_seconds=ttl_seconds,
+                expected_version=expected_version,
+            ),
+        )
+
+    def store_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        return self._run("store_many", lambda: self.inner.store_many(items), len(items))
+
+    def delete(self, key: str) -> bool:
+        return self._run("delete", lambda: self.inner.delete(key))
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        return self._run("delete_many", lambda: self.inner.delete_many(keys), len(keys))
+
+    def keys(self, pattern: str = "*") -> Iterator[str]:
+        return iter(self._run("keys", lambda: list(self.inner.keys(pattern))))
+
+    def stats(self) -> TierStats:
+        return self.inner.stats()
+
+    def ping(self) -> bool:
+        return self.inner.ping()
+
+    def close(self) -> None:
+        self.inner.close()

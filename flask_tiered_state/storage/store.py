@@ -1,0 +1,321 @@
+"""The :class:`TieredStore` facade: JSON values under keys, across a cache and three tiers.
+
+Values are JSON-serialisable Python values; the store serialises them canonically
+(sorted keys, no spaces, UTF-8 text) so equal values have equal checksums in every
+tier. :meth:`TieredStore.get` on a cache hit hands out a fresh copy of the value
+without touching any tier.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError, InvalidRequestError, StateTooLargeError
+from .base import StateCategory, StateMetadata, StateRepositories, StoredValue
+from .batch import StateBatchOperations
+from .cache import MISSING, StateCache
+from .coordinator import StateRepositoryCoordinator
+from .keys import validate_key, validate_pattern
+from .tiering import StateTierManager, TierPromotionPolicy
+
+if TYPE_CHECKING:
+    from ..observability.metrics import MetricsCollector
+    from .transaction import StoreTransaction
+
+__all__ = ["TieredStore", "dumps"]
+
+_CATEGORIES = ", ".join(repr(c.value) for c in StateCategory)
+_encoder = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def dumps(value: Any) -> str:
+    """The canonical JSON text of ``value``."""
+    return _encoder.encode(value)
+
+
+def as_category(value: object) -> StateCategory:
+    """``value`` as a :class:`StateCategory` (the enum or its string value)."""
+    if isinstance(value, StateCategory):
+        return value
+    try:
+        return StateCategory(value)
+    except (ValueError, TypeError):
+        raise InvalidRequestError(
+            f"category must be a StateCategory or one of {_CATEGORIES}, not {value!r}.",
+            details={"category": repr(value)},
+        ) from None
+
+
+def check_ttl(ttl_seconds: object) -> int | None:
+    if ttl_seconds is None or (type(ttl_seconds) is int and ttl_seconds > 0):
+        return ttl_seconds
+    raise InvalidRequestError(
+        f"ttl_seconds must be a positive whole number of seconds or None, not {ttl_seconds!r}.",
+        details={"ttl_seconds": repr(ttl_seconds)},
+    )
+
+
+def check_expected_version(expected: object) -> int | None:
+    if expected is None or (type(expected) is int and expected >= 0):
+        return expected
+    raise InvalidRequestError(
+        "expected_version must be a whole number of at least 0 (0: the key must not exist) "
+        f"or None, not {expected!r}.",
+        details={"expected_version": repr(expected)},
+    )
+
+
+class TieredStore:
+    """Get, set, delete and move JSON values across the cache and the HOT, WARM and COLD
+    tiers.
+
+    :param repositories: the repositories behind the tiers.
+    :param cache: the in-process cache (default: 10,000 entries, 64 MiB).
+    :param policy: promotion and demotion thresholds.
+    :param metrics: a collector of repository call metrics; without one the
+        repositories are called directly, at no cost.
+    :param max_value_bytes: the largest serialised value accepted (None: no limit).
+    """
+
+    def __init__(
+        self,
+        repositories: StateRepositories,
+        *,
+        cache: StateCache | None = None,
+        policy: TierPromotionPolicy | None = None,
+        metrics: MetricsCollector | None = None,
+        max_value_bytes: int | None = None,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        if not isinstance(repositories, StateRepositories):
+            raise ConfigurationError(
+                "TieredStore needs a StateRepositories(hot=..., warm=..., cold=...), not "
+                f"{type(repositories).__name__}."
+            )
+        for category in StateCategory:
+            served = repositories.by_category(category).category
+            if served is not category:
+                raise ConfigurationError(
+                    f"The repository given as the {category} tier serves the {served} tier; "
+                    f"build it with category=StateCategory.{category.name}."
+                )
+        if max_value_bytes is not None and (
+            type(max_value_bytes) is not int or max_value_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_value_bytes must be a positive integer or None, not {max_value_bytes!r}."
+            )
+        self.cache = StateCache() if cache is None else cache
+        self.policy = TierPromotionPolicy() if policy is None else policy
+        if self.policy.promote_after_accesses > self.cache.history_length:
+            raise ConfigurationError(
+                f"promote_after_accesses ({self.policy.promote_after_accesses}) exceeds the "
+                f"cache's history_length ({self.cache.history_length}); promotion could never "
+                "trigger. Raise history_length or lower the threshold."
+            )
+        self.max_value_bytes = max_value_bytes
+        self.metrics_collector = metrics
+        used = repositories
+        if metrics is not None:
+            from .instrumented import InstrumentedRepository
+
+            used = StateRepositories(*(InstrumentedRepository(r, metrics) for r in repositories))
+        self.coordinator = StateRepositoryCoordinator(
+            used,
+            self.cache,
+            policy=self.policy,
+            raw_repositories=repositories,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+        )
+        self.tier_manager = StateTierManager(self.coordinator)
+        self.batch = StateBatchOperations(self.coordinator, self.tier_manager)
+        #: The WARM repository itself (a SQLStateRepository in every built store).
+        self.warm: Any = repositories.warm
+        self._closed = False
+
+    # -- values ----------------------------------------------------------------
+
+    def encode(self, key: str, value: Any) -> str:
+        """The canonical JSON text of ``value``, within ``max_value_bytes``."""
+        try:
+            text = _encoder.encode(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(
+                f"The value for {key!r} is not JSON-serialisable ({exc}); values are dicts "
+                "with string keys, lists, strings, finite numbers, booleans and None.",
+                details={"key": key},
+            ) from exc
+        limit = self.max_value_bytes
+        if limit is not None and len(text) * 4 > limit:
+            size = len(text.encode("utf-8"))
+            if size > limit:
+                raise StateTooLargeError(key, size, limit)
+        return text
+
+    # -- single keys -------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        """The value under ``key`` (a fresh copy), or None."""
+        validate_key(key)
+        value = self.cache.get(key, MISSING)
+        if value is not MISSING:
+            return value
+        stored = self.coordinator.read_through(key)
+        return None if stored is None else json.loads(stored.value)
+
+    def get_entry(self, key: str) -> StoredValue | None:
+        """The stored JSON text and metadata under ``key``, or None."""
+        return self.coordinator.read(validate_key(key))
+
+    def set(
+        self,
+        key: str,
+        value: Any,
+        *,
+        category: StateCategory | str = StateCategory.WARM,
+        ttl_seconds: int | None = None,
+        expected_version: int | None = None,
+    ) -> StateMetadata:
+        """Write ``value`` to its home tier ``category`` before returning.
+
+        :param ttl_seconds: expiry, for tiers that keep one (HOT homes).
+        :param expected_version: compare-and-set: the key's current version (0: must
+            not exist), checked in the home tier, or in the tier that holds the key while
+            it is absent from its new home.
+        :raises ConcurrencyError: the key is at another version.
+        """
+        validate_key(key)
+        home = as_category(category)
+        ttl = check_ttl(ttl_seconds)
+        expected = check_expected_version(expected_version)
+        text = self.encode(key, value)
+        return self.coordinator.write(
+            key, text, category=home, ttl_seconds=ttl, expected_version=expected
+        ).metadata
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key`` from every tier; True if any tier had it."""
+        return self.coordinator.delete(validate_key(key))
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """Keys matching the glob ``pattern`` in any tier, de-duplicated and sorted."""
+        return self.coordinator.keys(validate_pattern(pattern))
+
+    def promote_to_hot(self, key: str, *, ttl_seconds: int | None = None) -> bool:
+        """Place a verified HOT copy of ``key`` (TTL: ``ttl_seconds`` or the policy's).
+
+        :returns: False when the key is absent or already in HOT.
+        """
+        validate_key(key)
+        return self.tier_manager.promote_to_hot(key, ttl_seconds=check_ttl(ttl_seconds))
+
+    def demote_to_cold(self, key: str) -> bool:
+        """Move ``key`` to COLD (copy, verify, delete above). False if absent or in COLD."""
+        return self.tier_manager.demote_to_cold(validate_key(key))
+
+    def demote_idle(self, pattern: str = "*", *, limit: int | None = None) -> list[str]:
+        """Demote the WARM values the policy calls idle; the keys moved."""
+        return self.tier_manager.demote_idle(validate_pattern(pattern), limit=limit)
+
+    # -- many keys ---------------------------------------------------------------
+
+    def batch_get(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The values present among ``keys`` (absent keys are left out)."""
+        found = self.batch.batch_get(keys)
+        return {key: json.loads(stored.value) for key, stored in found.items()}
+
+    def batch_set(
+        self,
+        items: Mapping[str, Any],
+        *,
+        category: StateCategory | str = StateCategory.WARM,
+        ttl_seconds: int | None = None,
+    ) -> dict[str, StateMetadata]:
+        """Write every value to its home tier ``category`` (all or nothing where the tier
+        has transactions)."""
+        if not isinstance(items, Mapping):
+            raise InvalidRequestError(
+                f"batch_set takes a mapping of keys to values, not {type(items).__name__}."
+            )
+        home, ttl = as_category(category), check_ttl(ttl_seconds)
+        encode = self.encode
+        texts = {key: encode(key, value) for key, value in items.items()}
+        return self.batch.batch_set(texts, category=home, ttl_seconds=ttl)
+
+    def batch_delete(self, keys: Sequence[str]) -> int:
+        """Delete ``keys`` from every tier; how many existed."""
+        return self.batch.batch_delete(keys)
+
+    def batch_promote(self, keys: Sequence[str], *, ttl_seconds: int | None = None) -> int:
+        """Place verified HOT copies of ``keys``; how many got one."""
+        return self.batch.batch_promote(keys, ttl_seconds=check_ttl(ttl_seconds))
+
+    def batch_demote(self, keys: Sequence[str]) -> int:
+        """Move ``keys`` to COLD; how many moved."""
+        return self.batch.batch_demote(keys)
+
+    def transaction(self) -> AbstractContextManager[StoreTransaction]:
+        """A unit of work on the WARM database; see :class:`StoreTransaction`."""
+        from .transaction import open_transaction
+
+        return open_transaction(self)
+
+    # -- introspection -----------------------------------------------------------
+
+    def get_repositories(self) -> StateRepositories:
+        """The repositories behind the tiers, for direct access (backups, recovery)."""
+        return self.coordinator.get_repositories()
+
+    def _tier_rates(self, category: StateCategory) -> dict[str, Any]:
+        hits = self.coordinator.tier_hits[category]
+        misses = self.coordinator.tier_misses[category]
+        return {"hits": hits, "misses": misses, "hit_rate": hits / (hits + misses or 1)}
+
+    def stats(self) -> dict[str, Any]:
+        """Per tier: backend, key count, bytes where cheap, hit rate and health; the cache."""
+        tiers: dict[str, Any] = {}
+        health = self.coordinator.guard.report()
+        for repository in self.get_repositories():
+            category = repository.category
+            entry: dict[str, Any] = {"backend": repository.backend, "available": True}
+            try:
+                entry.update(repository.stats().to_dict())
+            except Exception as exc:  # a dead tier must not hide the others' figures
+                entry.update(available=False, error=str(exc))
+            entry.update(self._tier_rates(category), health=health[category.value])
+            tiers[category.value] = entry
+        return {"cache": self.cache.stats().to_dict(), "tiers": tiers}
+
+    def metrics(self) -> dict[str, Any]:
+        """Cache counters, per-tier hit rates and the collector's figures (if any)."""
+        collector = self.metrics_collector
+        return {
+            "cache": self.cache.stats().to_dict(),
+            "tiers": {c.value: self._tier_rates(c) for c in StateCategory},
+            "repositories": {} if collector is None else collector.snapshot(),
+        }
+
+    def close(self) -> None:
+        """Close every repository (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        for repository in self.get_repositories():
+            repository.close()
+
+    def __enter__(self) -> TieredStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        backends = "/".join(r.backend for r in self.get_repositories())
+        return f"<TieredStore {backends}>"

@@ -1,0 +1,225 @@
+"""Moving values between tiers: the promotion policy and the tier manager.
+
+Every move is copy (carrying the version) -> read back and verify checksum and
+version -> delete the source. A failure at any step leaves at least one complete,
+verified copy, and readers find the value throughout (invariant 2). Moving a key to
+the tier its current copy is already in changes nothing and deletes nothing.
+
+Promotion to HOT places a *cached copy* with a TTL and keeps the home copy: deleting
+the home copy would leave an expiring copy as the only one, and an acknowledged
+write must never be lost (invariant 1). Demotion to COLD is a real move: the COLD
+copy becomes the home and the WARM and HOT copies are deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigurationError, IntegrityError, TierUnavailableError
+from .base import StateCategory, StoredValue, WriteRequest
+from .keys import validate_keys
+
+if TYPE_CHECKING:
+    from .coordinator import StateRepositoryCoordinator
+
+__all__ = ["StateTierManager", "TierPromotionPolicy"]
+
+HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
+_SCAN_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TierPromotionPolicy:
+    """When values move between tiers.
+
+    :param promote_after_accesses: a value read this many times within
+        ``promotion_window_seconds`` gets a HOT copy when it is next read from below.
+    :param promotion_window_seconds: the window for counting accesses.
+    :param demote_after_idle_seconds: a WARM value neither read by this process nor
+        written for this long is idle and may be demoted to COLD.
+    :param hot_ttl_seconds: the TTL of HOT copies.
+    :param auto_promote: False turns promotion on reads off.
+    """
+
+    promote_after_accesses: int = 5
+    promotion_window_seconds: float = 60.0
+    demote_after_idle_seconds: float = 30 * 24 * 3600.0
+    hot_ttl_seconds: int = 3600
+    auto_promote: bool = True
+
+    def __post_init__(self) -> None:
+        if type(self.promote_after_accesses) is not int or self.promote_after_accesses < 1:
+            raise ConfigurationError(
+                "promote_after_accesses must be an integer of at least 1, "
+                f"not {self.promote_after_accesses!r}."
+            )
+        if type(self.hot_ttl_seconds) is not int or self.hot_ttl_seconds < 1:
+            raise ConfigurationError(
+                f"hot_ttl_seconds must be a positive integer, not {self.hot_ttl_seconds!r}."
+            )
+        for name in ("promotion_window_seconds", "demote_after_idle_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"{name} must be a positive number, not {value!r}.")
+
+    def should_promote(self, access_times: Sequence[float], now: float) -> bool:
+        """True when ``access_times`` (monotonic, oldest first) holds enough recent accesses."""
+        if not self.auto_promote or len(access_times) < self.promote_after_accesses:
+            return False
+        cutoff = now - self.promotion_window_seconds
+        return access_times[-self.promote_after_accesses] > cutoff
+
+    def is_idle(self, last_access: float | None, stored_at: float, now: float, wall: float) -> bool:
+        """True when neither the last access (monotonic) nor the write (epoch) is recent."""
+        if last_access is not None and now - last_access < self.demote_after_idle_seconds:
+            return False
+        return wall - stored_at >= self.demote_after_idle_seconds
+
+
+class StateTierManager:
+    """Promotion and demotion of values, one key or many at a time.
+
+    :param coordinator: the coordinator whose tiers, cache, locks and health it uses.
+    """
+
+    def __init__(self, coordinator: StateRepositoryCoordinator) -> None:
+        self.coordinator = coordinator
+        self.policy = coordinator.policy
+
+    def should_promote(self, key: str) -> bool:
+        """True when ``key`` was read often enough recently to earn a HOT copy."""
+        cache = self.coordinator.cache
+        return self.policy.should_promote(cache.access_history(key), cache.clock())
+
+    def auto_promote_if_needed(self, key: str) -> bool:
+        """Promote ``key`` to HOT when the policy says so; True if a copy was placed."""
+        return self.should_promote(key) and self.promote_to_hot(key)
+
+    def promote_to_hot(self, key: str, *, ttl_seconds: int | None = None) -> bool:
+        """Place a verified HOT copy of ``key``; False if absent or already in HOT."""
+        return self.promote_many([key], ttl_seconds=ttl_seconds) == 1
+
+    def demote_to_cold(self, key: str) -> bool:
+        """Move ``key`` to COLD; False if absent or already in COLD."""
+        return bool(self._demote(validate_keys([key])))
+
+    def promote_many(self, keys: Sequence[str], *, ttl_seconds: int | None = None) -> int:
+        """Place verified HOT copies of ``keys`` (one round trip per tier per chunk).
+
+        :returns: how many keys got a HOT copy.
+        :raises TierUnavailableError: when the HOT tier is down.
+        """
+        keys = list(dict.fromkeys(validate_keys(keys)))
+        coordinator = self.coordinator
+        if not coordinator.hot_usable():
+            raise TierUnavailableError(
+                "hot", "The HOT tier is unavailable, so nothing can be promoted to it; retry later."
+            )
+        ttl = self.policy.hot_ttl_seconds if ttl_seconds is None else ttl_seconds
+        with coordinator.locked(keys):
+            located = coordinator.locate_many(keys)
+            sources = [stored for category, stored in located.values() if category is not HOT]
+            if not sources:
+                return 0
+            requests = [
+                WriteRequest(s.key, s.value, version=s.metadata.version, ttl_seconds=ttl)
+                for s in sources
+            ]
+            try:
+                coordinator.hot.store_many(requests)
+                self._verify(HOT, sources)
+            except TierUnavailableError as exc:
+                coordinator.tier_failed(HOT, exc)
+                raise
+        return len(sources)
+
+    def demote_many(self, keys: Sequence[str]) -> int:
+        """Move ``keys`` to COLD: copy, verify, then delete the WARM and HOT copies.
+
+        :returns: how many keys moved (keys already in COLD or absent do not count).
+        """
+        return len(self._demote(validate_keys(keys)))
+
+    def _demote(self, keys: Sequence[str]) -> list[str]:
+        keys = list(dict.fromkeys(keys))
+        coordinator = self.coordinator
+        with coordinator.locked(keys):
+            located = coordinator.locate_many(keys)
+            moving = [stored for category, stored in located.values() if category is not COLD]
+            if not moving:
+                return []
+            coordinator.cold.store_many(
+                [WriteRequest(s.key, s.value, version=s.metadata.version) for s in moving]
+            )
+            copies = self._verify(COLD, moving)
+            moved = [s.key for s in moving]
+            # Same version in every copy from here on: a failure below leaves duplicates,
+            # never a loss, and readers keep finding the value.
+            coordinator.warm.delete_many(moved)
+            coordinator.drop_copies(HOT, moved)
+            coordinator.cache.set_many(copies)
+        return moved
+
+    def idle_keys(self, values: Sequence[StoredValue]) -> list[str]:
+        """The keys among ``values`` that the policy considers idle."""
+        cache = self.coordinator.cache
+        now, wall = cache.clock(), time.time()
+        idle = []
+        for stored in values:
+            history = cache.access_history(stored.key)
+            last = history[-1] if history else None
+            if self.policy.is_idle(last, stored.metadata.stored_at, now, wall):
+                idle.append(stored.key)
+        return idle
+
+    def demote_idle(self, pattern: str = "*", *, limit: int | None = None) -> list[str]:
+        """Demote idle WARM values matching ``pattern``, a chunk at a time.
+
+        :returns: the keys moved to COLD.
+        """
+        demoted: list[str] = []
+        chunk: list[str] = []
+        for key in self.coordinator.warm.keys(pattern):
+            chunk.append(key)
+            if len(chunk) == _SCAN_CHUNK:
+                demoted += self._demote_idle_chunk(chunk, limit, len(demoted))
+                chunk = []
+            if limit is not None and len(demoted) >= limit:
+                return demoted
+        if chunk:
+            demoted += self._demote_idle_chunk(chunk, limit, len(demoted))
+        return demoted
+
+    def _demote_idle_chunk(self, keys: list[str], limit: int | None, done: int) -> list[str]:
+        found = self.coordinator.warm.fetch_many(keys)
+        idle = self.idle_keys(list(found.values()))
+        if limit is not None:
+            idle = idle[: max(0, limit - done)]
+        return self._demote(idle) if idle else []
+
+    def _verify(self, category: StateCategory, sources: Sequence[StoredValue]) -> list[StoredValue]:
+        """Read the copies back; delete and report any that differ from their source."""
+        repository = self.coordinator.repositories.by_category(category)
+        copies = repository.fetch_many([s.key for s in sources])
+        bad = []
+        for source in sources:
+            copy = copies.get(source.key)
+            if (
+                copy is None
+                or copy.metadata.checksum != source.metadata.checksum
+                or copy.metadata.version != source.metadata.version
+            ):
+                bad.append(source.key)
+        if bad:
+            repository.delete_many(bad)
+            raise IntegrityError(
+                bad[0],
+                f"The {category} copy of {len(bad)} key(s) did not read back with the source's "
+                f"checksum and version (first: {bad[0]!r}); the copies were deleted and the "
+                "sources kept.",
+                details={"keys": bad[:100]},
+            )
+        return [copies[s.key] for s in sources]

@@ -1,0 +1,172 @@
+"""Store transactions: values and the caller's own rows committed together.
+
+WARM writes run in the SQL transaction of the WARM repository's unit of work, where
+the caller also writes its own rows (history) on :attr:`StoreTransaction.connection`.
+Writes to a HOT or COLD home are applied just before the commit, together with the
+removal of their WARM copy inside the transaction; if one fails, the SQL rolls back.
+After the commit, the cache is refreshed and the copies other tiers hold are dropped
+(remembered and retried if a tier is down, never served meanwhile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConcurrencyError, ConfigurationError, TierUnavailableError
+from .base import StateCategory, StateMetadata, StoredValue
+from .coordinator import DROPS
+from .keys import validate_key
+
+if TYPE_CHECKING:
+    from .store import TieredStore
+
+__all__ = ["StoreTransaction", "open_transaction"]
+
+HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
+
+
+@dataclass(slots=True)
+class _Deferred:
+    value: str
+    category: StateCategory
+    ttl_seconds: int | None
+    expected_version: int | None
+
+
+class StoreTransaction:
+    """The handle of :meth:`TieredStore.transaction`.
+
+    :attr connection: the WARM database connection inside the transaction, for the
+        caller's own rows.
+    """
+
+    def __init__(self, store: TieredStore, unit_of_work: Any) -> None:
+        self._store = store
+        self._uow = unit_of_work
+        self.connection = unit_of_work.connection
+        self._written: dict[str, tuple[StoredValue, StateCategory, tuple[StateCategory, ...]]] = {}
+        self._deferred: dict[str, _Deferred] = {}
+        self._deleted: dict[str, None] = {}
+        self._token = 0
+
+    def set(
+        self,
+        key: str,
+        value: Any,
+        *,
+        category: StateCategory | str = StateCategory.WARM,
+        ttl_seconds: int | None = None,
+        expected_version: int | None = None,
+    ) -> StateMetadata | None:
+        """Write like :meth:`TieredStore.set`. A WARM write runs now, in the transaction,
+        and returns its metadata; a HOT or COLD write runs at commit and returns None."""
+        from .store import as_category, check_expected_version, check_ttl
+
+        validate_key(key)
+        home = as_category(category)
+        ttl, expected = check_ttl(ttl_seconds), check_expected_version(expected_version)
+        text = self._store.encode(key, value)
+        self._deleted.pop(key, None)
+        if home is not WARM:
+            self._written.pop(key, None)
+            self._deferred[key] = _Deferred(text, home, ttl, expected)
+            return None
+        self._deferred.pop(key, None)
+        moved_from: tuple[StateCategory, ...] = ()
+        metadata: StateMetadata
+        try:
+            metadata = self._uow.store(key, text, ttl_seconds=ttl, expected_version=expected)
+        except ConcurrencyError as exc:
+            if not expected or exc.actual not in (0, None):
+                raise
+            metadata, moved_from = self._store_moved(key, text, WARM, ttl, expected)
+        self._written[key] = (StoredValue(key, text, metadata), WARM, moved_from)
+        return metadata
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``: from WARM in the transaction, from HOT and COLD after the commit.
+
+        :returns: True if any tier has the key now.
+        """
+        validate_key(key)
+        self._written.pop(key, None)
+        self._deferred.pop(key, None)
+        self._deleted[key] = None
+        existed = bool(self._uow.delete(key))
+        return existed or bool(self._store.coordinator.copies_elsewhere(key, WARM))
+
+    def _store_moved(
+        self, key: str, text: str, home: StateCategory, ttl: int | None, expected: int
+    ) -> tuple[StateMetadata, tuple[StateCategory, ...]]:
+        store = self._uow.store if home is WARM else self._repo(home).store
+        return self._store.coordinator.store_moving(store, key, text, home, ttl, expected)
+
+    def _repo(self, category: StateCategory) -> Any:
+        return self._store.coordinator.repositories.by_category(category)
+
+    def _before_commit(self) -> None:
+        coordinator = self._store.coordinator
+        self._token = coordinator.cache.fill_token()
+        for key, write in self._deferred.items():
+            if write.category is HOT and not coordinator.hot_usable():
+                raise TierUnavailableError(
+                    "hot", f"The HOT tier is unavailable, so {key!r} cannot be written to it."
+                )
+            moved_from: tuple[StateCategory, ...] = ()
+            try:
+                metadata = self._repo(write.category).store(
+                    key, write.value, ttl_seconds=write.ttl_seconds,
+                    expected_version=write.expected_version,
+                )  # fmt: skip
+            except ConcurrencyError as exc:
+                if not write.expected_version or exc.actual not in (0, None):
+                    raise
+                metadata, moved_from = self._store_moved(
+                    key, write.value, write.category, write.ttl_seconds, write.expected_version
+                )
+            except TierUnavailableError as exc:
+                coordinator.tier_failed(write.category, exc)
+                raise
+            # The WARM copy goes in the same transaction as the caller's rows.
+            self._uow.delete(key)
+            stored = StoredValue(key, write.value, metadata)
+            self._written[key] = (stored, write.category, (*moved_from, WARM))
+
+    def _after_commit(self) -> None:
+        coordinator, cache = self._store.coordinator, self._store.cache
+        keys = [*self._written, *self._deleted]
+        if not keys:
+            return
+        drops: dict[StateCategory, list[str]] = {COLD: [], HOT: []}
+        for key, (_, home, moved_from) in self._written.items():
+            for category in dict.fromkeys((*DROPS[home], *moved_from)):
+                if category is not home and category is not WARM:  # WARM: done in the SQL
+                    drops[category].append(key)
+        drops[COLD] += self._deleted
+        drops[HOT] += self._deleted
+        with coordinator.locked(keys):
+            for stored, _, _ in self._written.values():
+                cache.refresh(stored, self._token)
+            coordinator.drop_copies(COLD, drops[COLD])  # bottom-up, like deletes
+            coordinator.drop_copies(HOT, drops[HOT])
+            cache.invalidate_many(self._deleted)
+
+
+@contextmanager
+def open_transaction(store: TieredStore) -> Iterator[StoreTransaction]:
+    """Run the block in one WARM transaction; see :class:`StoreTransaction`."""
+    unit_of_work = getattr(store.warm, "unit_of_work", None)
+    if unit_of_work is None:
+        raise ConfigurationError(
+            f"transaction() needs a WARM repository with unit_of_work() (SQLStateRepository); "
+            f"the WARM tier here is {store.warm.backend!r}."
+        )
+    store.coordinator.retry_pending()
+    with unit_of_work() as work:
+        transaction = StoreTransaction(store, work)
+        yield transaction
+        transaction._before_commit()
+    transaction._after_commit()

@@ -1,0 +1,112 @@
+"""Metrics: collectors, the instrumented repository, and zero cost without a collector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flask_tiered_state.errors import ConcurrencyError, TierUnavailableError
+from flask_tiered_state.observability.metrics import (
+    OPERATIONS,
+    MetricsCollector,
+    PrometheusMetricsCollector,
+    SimpleMetricsCollector,
+)
+from flask_tiered_state.storage.base import StateCategory, WriteRequest
+from flask_tiered_state.storage.instrumented import InstrumentedRepository
+from flask_tiered_state.storage.memory_repository import MemoryStateRepository
+from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.store import TieredStore
+
+from .store_support import FaultyRepository, doc, memory_tiers
+
+
+def exercise(repository: InstrumentedRepository) -> None:
+    repository.store("a", doc(1))
+    repository.fetch("a")
+    repository.fetch_many(["a", "b"])
+    repository.store_many([WriteRequest("b", doc(2)), WriteRequest("c", doc(3))])
+    list(repository.keys("*"))
+    repository.delete("a")
+    repository.delete_many(["b", "c", "d"])
+    with pytest.raises(ConcurrencyError):
+        repository.store("x", doc(1), expected_version=3)
+
+
+def test_simple_collector_counts_operations_errors_and_batches() -> None:
+    collector = SimpleMetricsCollector()
+    assert isinstance(collector, MetricsCollector)
+    faulty = FaultyRepository(MemoryStateRepository(StateCategory.WARM))
+    repository = InstrumentedRepository(faulty, collector)  # type: ignore[arg-type]
+    exercise(repository)
+    faulty.failing.add("fetch")
+    with pytest.raises(TierUnavailableError):
+        repository.fetch("a")
+    warm = collector.snapshot()["warm"]
+    operations = warm["operations"]
+    assert {name: row["count"] for name, row in operations.items()} == {
+        "delete": 1, "delete_many": 1, "fetch": 2, "fetch_many": 1, "keys": 1,
+        "store": 2, "store_many": 1,
+    }  # fmt: skip
+    assert warm["errors"] == 1  # the injected failure; a version conflict is not an error
+    assert operations["fetch"]["errors"] == 1
+    assert warm["batch_size"] == {"count": 3, "sum": 7, "max": 3}
+    assert operations["store"]["max_seconds"] >= operations["store"]["mean_seconds"] > 0
+
+
+def test_prometheus_collector_uses_the_seed_names_in_its_own_registry() -> None:
+    collector = PrometheusMetricsCollector()
+    other = PrometheusMetricsCollector()  # a second one does not clash
+    repository = InstrumentedRepository(MemoryStateRepository(StateCategory.HOT), collector)
+    exercise(repository)
+    text = collector.exposition().decode()
+    for operation in ("fetch", "store", "delete", "store_many", "delete_many"):
+        assert f"state_repository_hot_operations_{operation}_total" in text
+    samples = collector.snapshot()
+    assert samples["state_repository_hot_operations_store_total"] == 2.0
+    assert samples["state_repository_hot_operations_fetch_total"] == 1.0
+    assert samples["state_repository_hot_errors_total"] == 0.0
+    assert samples["state_repository_hot_batch_size_count"] == 3.0
+    assert samples["state_repository_hot_batch_size_sum"] == 7.0
+    assert samples["state_repository_hot_operation_duration_seconds_count{operation=store}"] == 2.0
+    assert samples["state_repository_warm_operations_fetch_total"] == 0.0
+    assert other.snapshot()["state_repository_hot_operations_store_total"] == 0.0
+    assert set(OPERATIONS) >= {"fetch", "store", "delete", "store_many", "delete_many"}
+
+
+def test_instrumented_repository_passes_other_attributes_through(tmp_path: Path) -> None:
+    sql = SQLStateRepository(f"sqlite:///{tmp_path / 'w.sqlite3'}")
+    repository = InstrumentedRepository(sql, SimpleMetricsCollector())
+    try:
+        assert (repository.backend, repository.category) == ("sqlite", StateCategory.WARM)
+        assert repository.engine is sql.engine
+        with repository.unit_of_work() as work:
+            work.store("k", doc(1))
+        assert repository.fetch("k") is not None
+        assert repository.ping() and repository.stats().key_count == 1
+    finally:
+        repository.close()
+
+
+def test_a_store_without_a_collector_calls_the_repositories_directly() -> None:
+    repositories = memory_tiers()
+    store = TieredStore(repositories)
+    assert store.coordinator.repositories is repositories
+    assert store.metrics()["repositories"] == {}
+
+
+def test_a_store_with_a_collector_reports_every_tier() -> None:
+    collector = SimpleMetricsCollector()
+    repositories = memory_tiers()
+    store = TieredStore(repositories, metrics=collector)
+    assert store.get_repositories() is repositories  # direct access stays unwrapped
+    store.set("k", 1)
+    store.cache.clear()
+    store.get("k")
+    store.batch_set({"a": 1, "b": 2})
+    figures = store.metrics()["repositories"]
+    assert figures["warm"]["operations"]["store"]["count"] == 1
+    assert figures["warm"]["operations"]["fetch"]["count"] == 1
+    assert figures["hot"]["operations"]["fetch"]["count"] == 1
+    assert figures["warm"]["batch_size"]["max"] == 2

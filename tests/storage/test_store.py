@@ -1,0 +1,393 @@
+"""TieredStore: the facade, its validation, transactions, and the whole stack on real servers."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from flask_tiered_state.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    InvalidKeyError,
+    InvalidPatternError,
+    InvalidRequestError,
+    StateTooLargeError,
+    TierUnavailableError,
+)
+from flask_tiered_state.storage.base import StateCategory, StateRepositories, checksum_of
+from flask_tiered_state.storage.factory import build_store
+from flask_tiered_state.storage.memory_repository import MemoryStateRepository
+from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.store import TieredStore
+from flask_tiered_state.storage.tiering import TierPromotionPolicy
+
+from .store_support import FakeClock, memory_tiers
+
+HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
+
+
+@pytest.fixture
+def store() -> TieredStore:
+    return TieredStore(memory_tiers(), max_value_bytes=1000)
+
+
+def test_set_and_get_round_trip_with_canonical_json(store: TieredStore) -> None:
+    value = {"b": [1, 2.5, None, True], "a": {"ü": "é"}}
+    metadata = store.set("user:1", value)
+    text = '{"a":{"ü":"é"},"b":[1,2.5,null,true]}'
+    assert metadata.checksum == checksum_of(text) and metadata.version == 1
+    assert store.get("user:1") == value
+    entry = store.get_entry("user:1")
+    assert entry is not None and entry.value == text
+    store.cache.clear()
+    assert store.get("user:1") == value
+    assert store.get("absent") is None and store.get_entry("absent") is None
+
+
+def test_get_hands_out_copies(store: TieredStore) -> None:
+    store.set("k", {"nested": {"list": [1]}})
+    for _ in range(2):  # a miss (decoded from the tier), then a hit (from the cache)
+        got = store.get("k")
+        got["nested"]["list"].append("x")
+    assert store.get("k") == {"nested": {"list": [1]}}
+
+
+def test_versions_and_compare_and_set(store: TieredStore) -> None:
+    assert store.set("k", 1, expected_version=0).version == 1
+    assert store.set("k", 2).version == 2
+    with pytest.raises(ConcurrencyError) as caught:
+        store.set("k", 3, expected_version=1)
+    assert caught.value.actual == 2
+    assert store.set("k", 3, expected_version=2).version == 3
+    assert store.get("k") == 3
+
+
+def test_no_read_returns_an_older_version_after_a_write(store: TieredStore) -> None:
+    store.set("k", "v1")
+    store.promote_to_hot("k")  # a HOT copy of v1
+    store.set("k", "v2")
+    assert store.get("k") == "v2"
+    store.cache.clear()
+    assert store.get("k") == "v2"
+    store.demote_to_cold("k")
+    store.set("k", "v3", category="warm", expected_version=2)  # archived -> WARM again
+    store.cache.clear()
+    assert store.get("k") == "v3"
+    assert store.get_entry("k").metadata.version == 3  # type: ignore[union-attr]
+
+
+def test_an_expired_hot_home_never_uncovers_an_older_lower_copy() -> None:
+    clock = FakeClock()
+    repositories = StateRepositories(
+        MemoryStateRepository(HOT, clock=clock),
+        MemoryStateRepository(WARM),
+        MemoryStateRepository(COLD),
+    )
+    store = TieredStore(repositories)
+    store.set("session", {"v": 1})  # WARM
+    store.demote_to_cold("session")
+    store.set("session", {"v": 2}, category=HOT, ttl_seconds=10)
+    assert store.get("session") == {"v": 2}
+    clock.advance(11)
+    store.cache.clear()
+    assert store.get("session") is None
+    assert store.keys() == []
+
+
+def test_concurrent_readers_never_see_a_version_older_than_the_last_acknowledged_write() -> None:
+    store = TieredStore(memory_tiers(), policy=TierPromotionPolicy(promote_after_accesses=1))
+    acknowledged = [0]
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def writer(key: str) -> None:
+        for n in range(1, 400):
+            store.set(key, n)
+            acknowledged[0] = n
+            if n % 7 == 0:
+                store.cache.invalidate(key)  # readers go below the cache again
+            if n % 50 == 0:
+                store.demote_to_cold(key)
+        stop.set()
+
+    def reader(key: str) -> None:
+        while not stop.is_set():
+            floor = acknowledged[0]
+            got = store.get(key)
+            if got is not None and got < floor:
+                failures.append(f"read {got} after {floor} was acknowledged")
+
+    threads = [threading.Thread(target=writer, args=("k",))]
+    threads += [threading.Thread(target=reader, args=("k",)) for _ in range(3)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so the races do happen
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[:3]
+    store.cache.clear()
+    assert store.get("k") == 399
+
+
+def test_delete_and_keys(store: TieredStore) -> None:
+    store.batch_set({"a:1": 1, "a:2": 2, "b:1": 3})
+    store.set("a:3", 4, category=COLD)
+    assert store.keys("a:*") == ["a:1", "a:2", "a:3"]
+    assert store.delete("a:1") is True and store.delete("a:1") is False
+    assert store.get("a:1") is None
+    assert store.keys() == ["a:2", "a:3", "b:1"]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda s: s.set("bad key", 1), InvalidKeyError, "bad key"),
+        (lambda s: s.get(""), InvalidKeyError, "1 to 255"),
+        (lambda s: s.keys("a[b]"), InvalidPatternError, "a[b]"),
+        (lambda s: s.set("k", 1, category="lukewarm"), InvalidRequestError, "'hot', 'warm'"),
+        (lambda s: s.set("k", 1, ttl_seconds=0), InvalidRequestError, "ttl_seconds"),
+        (lambda s: s.set("k", 1, ttl_seconds=True), InvalidRequestError, "ttl_seconds"),
+        (lambda s: s.set("k", 1, expected_version=-1), InvalidRequestError, "expected_version"),
+        (lambda s: s.set("k", {1, 2}), InvalidRequestError, "not JSON-serialisable"),
+        (lambda s: s.set("k", float("nan")), InvalidRequestError, "'k'"),
+        (lambda s: s.set("k", {1: "a", "b": 2}), InvalidRequestError, "'k'"),
+        (lambda s: s.promote_to_hot("k", ttl_seconds=-5), InvalidRequestError, "ttl_seconds"),
+    ],
+)
+def test_bad_input_raises_named_errors(
+    store: TieredStore, call: Callable[[TieredStore], Any], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error) as caught:
+        call(store)
+    assert words in str(caught.value)
+    assert store.keys() == []
+
+
+def test_values_larger_than_max_value_bytes_are_refused(store: TieredStore) -> None:
+    store.set("fits", "x" * 990)
+    with pytest.raises(StateTooLargeError) as caught:
+        store.set("big", "é" * 600)  # 600 characters, 1,202 bytes
+    assert (caught.value.size, caught.value.limit) == (1202, 1000)
+    with pytest.raises(StateTooLargeError):
+        store.batch_set({"ok": 1, "big": "y" * 2000})
+    assert store.keys() == ["fits"]
+
+
+def test_configuration_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="StateRepositories"):
+        TieredStore({"hot": None})  # type: ignore[arg-type]
+    wrong = StateRepositories(
+        MemoryStateRepository(HOT), MemoryStateRepository(HOT), MemoryStateRepository(COLD)
+    )
+    with pytest.raises(ConfigurationError, match="warm tier serves the hot tier"):
+        TieredStore(wrong)
+    with pytest.raises(ConfigurationError, match="max_value_bytes"):
+        TieredStore(memory_tiers(), max_value_bytes=0)
+
+
+def test_stats_metrics_and_close(store: TieredStore) -> None:
+    store.set("k", {"a": 1})
+    store.get("k")
+    store.cache.clear()
+    store.get("k")
+    stats = store.stats()
+    assert stats["tiers"]["warm"]["key_count"] == 1
+    assert stats["tiers"]["warm"]["hit_rate"] == 1.0
+    assert stats["tiers"]["hot"]["health"]["healthy"] is True
+    assert stats["cache"]["hits"] == 1
+    metrics = store.metrics()
+    assert metrics["tiers"]["hot"] == {"hits": 0, "misses": 1, "hit_rate": 0.0}
+    assert metrics["repositories"] == {}
+    assert store.get_repositories().warm.backend == "memory"
+    json.dumps(stats), json.dumps(metrics)
+    store.close()
+    store.close()
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TieredStore]:
+    if request.param == "sqlite":
+        warm = SQLStateRepository(f"sqlite:///{tmp_path / 'warm.sqlite3'}")
+    else:
+        warm = SQLStateRepository(request.getfixturevalue("postgres_engine"))
+    rows = sa.Table("audit", sa.MetaData(), sa.Column("note", sa.String(50), primary_key=True))
+    rows.create(warm.engine)
+    store = TieredStore(
+        StateRepositories(MemoryStateRepository(HOT), warm, MemoryStateRepository(COLD))
+    )
+    store.audit = rows  # type: ignore[attr-defined]
+    yield store
+    store.close()
+    rows.drop(warm.engine)
+
+
+def audit_notes(store: TieredStore) -> list[str]:
+    with store.warm.engine.connect() as connection:
+        return sorted(connection.execute(sa.select(store.audit.c.note)).scalars())  # type: ignore[attr-defined]
+
+
+def test_transaction_commits_values_and_own_rows_together(sql_store: TieredStore) -> None:
+    sql_store.set("k", "old")
+    sql_store.promote_to_hot("k")
+    with sql_store.transaction() as txn:
+        assert txn.set("k", "new", expected_version=1).version == 2  # type: ignore[union-attr]
+        txn.set("session", {"s": 1}, category=HOT, ttl_seconds=60)
+        txn.connection.execute(sa.insert(sql_store.audit).values(note="k updated"))  # type: ignore[attr-defined]
+        assert sql_store.get("k") == "old"  # the cache is refreshed only after commit
+    assert sql_store.get("k") == "new"
+    assert sql_store.get("session") == {"s": 1}
+    repos = sql_store.get_repositories()
+    assert repos.hot.fetch("k") is None  # the stale HOT copy was dropped
+    assert audit_notes(sql_store) == ["k updated"]
+
+
+def test_transaction_rolls_back_everything_on_error(sql_store: TieredStore) -> None:
+    sql_store.set("k", "old")
+    with pytest.raises(RuntimeError), sql_store.transaction() as txn:
+        txn.set("k", "new")
+        txn.connection.execute(sa.insert(sql_store.audit).values(note="never"))  # type: ignore[attr-defined]
+        raise RuntimeError("boom")
+    assert sql_store.get("k") == "old"
+    sql_store.cache.clear()
+    assert sql_store.get("k") == "old"
+    assert audit_notes(sql_store) == []
+
+
+def test_a_failing_hot_write_at_commit_rolls_the_sql_back(sql_store: TieredStore) -> None:
+    sql_store.set("k", "old")
+    hot = sql_store.get_repositories().hot
+    hot.store = _raise_unavailable  # type: ignore[method-assign]
+    with pytest.raises(TierUnavailableError), sql_store.transaction() as txn:
+        txn.set("k", "new")
+        txn.set("session", 1, category=HOT)
+        txn.connection.execute(sa.insert(sql_store.audit).values(note="never"))  # type: ignore[attr-defined]
+    sql_store.cache.clear()
+    assert sql_store.get("k") == "old"
+    assert audit_notes(sql_store) == []
+
+
+def _raise_unavailable(*args: object, **kwargs: object) -> None:
+    raise TierUnavailableError("hot", "injected: Redis refused the connection")
+
+
+def test_transaction_compare_and_set_follows_an_archived_key(sql_store: TieredStore) -> None:
+    sql_store.set("k", "v1")
+    sql_store.demote_to_cold("k")
+    with pytest.raises(ConcurrencyError), sql_store.transaction() as txn:
+        txn.set("k", "stale", expected_version=7)
+    with sql_store.transaction() as txn:
+        assert txn.set("k", "v2", expected_version=1).version == 2  # type: ignore[union-attr]
+        assert txn.delete("other") is False
+    assert sql_store.get_repositories().cold.fetch("k") is None
+    sql_store.cache.clear()
+    assert sql_store.get("k") == "v2"
+    with sql_store.transaction() as txn:
+        assert txn.delete("k") is True
+    assert sql_store.get("k") is None and sql_store.keys() == []
+
+
+def test_transaction_needs_a_sql_warm_tier(store: TieredStore) -> None:
+    with pytest.raises(ConfigurationError, match="unit_of_work"), store.transaction():
+        pass
+
+
+# --------------------------------------------------------------------------- real servers
+
+
+@pytest.fixture
+def server_store(
+    redis_url: str, redis_prefix: str, postgres_engine: Any, s3_bucket: str, s3_endpoint_url: str
+) -> Iterator[TieredStore]:
+    built = build_store(
+        redis_url=redis_url,
+        key_prefix=redis_prefix,
+        engine=postgres_engine,
+        s3_bucket=s3_bucket,
+        s3_endpoint_url=s3_endpoint_url,
+        metrics="simple",
+        promote_after_accesses=2,
+    )
+    yield built
+    built.close()
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_the_whole_stack_on_redis_postgresql_and_s3(server_store: TieredStore) -> None:
+    repos = server_store.get_repositories()
+    assert (repos.redis, repos.postgres, repos.s3) == (repos.hot, repos.warm, repos.cold)
+    server_store.batch_set({f"user:{i}": {"n": i} for i in range(300)})
+    server_store.set("session:1", {"s": 1}, category=HOT, ttl_seconds=60)
+    assert server_store.batch_demote([f"user:{i}" for i in range(100)]) == 100
+    server_store.cache.clear()
+    got = server_store.batch_get([f"user:{i}" for i in range(300)])
+    assert got == {f"user:{i}": {"n": i} for i in range(300)}
+    assert server_store.batch_promote(["user:1", "user:200"]) == 2
+    assert repos.hot.fetch("user:1").metadata.version == 1  # type: ignore[union-attr]
+    server_store.set("user:1", {"n": "new"}, expected_version=1)
+    assert repos.hot.fetch("user:1") is None and repos.cold.fetch("user:1") is None
+    server_store.cache.clear()
+    assert server_store.get("user:1") == {"n": "new"}
+    assert len(server_store.keys("user:*")) == 300
+    assert server_store.batch_delete([f"user:{i}" for i in range(300)]) == 300
+    assert server_store.keys() == ["session:1"]
+    ops = server_store.metrics()["repositories"]
+    assert ops["warm"]["operations"]["store_many"]["count"] >= 1
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_stopped_redis_degrades_to_warm_and_recovers_by_itself(
+    disposable_redis: Any, postgres_engine: Any, tmp_path: Path
+) -> None:
+    built = build_store(
+        redis_url=disposable_redis.url,
+        engine=postgres_engine,
+        local_dir=tmp_path,
+        promote_after_accesses=1,
+    )
+    built.coordinator.guard.health[HOT].initial_backoff = 0.05
+    built.coordinator.guard.health[HOT].max_backoff = 0.2
+    hot = built.get_repositories().hot
+    try:
+        built.set("k", "v1")
+        built.cache.clear()
+        assert built.get("k") == "v1"
+        assert hot.fetch("k") is not None  # read often: it got a Redis copy
+        disposable_redis.stop()
+        built.set("k", "v2")  # the Redis copy cannot be dropped now
+        built.cache.clear()
+        started = time.monotonic()
+        assert built.get("k") == "v2"  # served from PostgreSQL
+        assert not built.coordinator.guard.health[HOT].healthy
+        built.cache.clear()
+        assert built.get("k") == "v2"
+        assert time.monotonic() - started < 5  # degraded reads do not wait on Redis
+        disposable_redis.start()
+        deadline = time.monotonic() + 10
+        while not built.coordinator.guard.health[HOT].healthy and time.monotonic() < deadline:
+            built.cache.clear()
+            assert built.get("k") == "v2"
+            time.sleep(0.05)
+        assert built.coordinator.guard.health[HOT].healthy
+        built.cache.clear()
+        assert built.get("k") == "v2"
+        assert hot.fetch("k").value == '"v2"'  # type: ignore[union-attr]
+    finally:
+        built.close()
