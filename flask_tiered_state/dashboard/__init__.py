@@ -1,0 +1,160 @@
+"""The state dashboard: an opt-in blueprint of server-rendered pages.
+
+Set ``TIERED_STATE_DASHBOARD_PREFIX`` (e.g. ``"/dashboard"``) and ``init_app``
+mounts it there. Pages: an overview (states by type and status, health, recent
+activity), the states with search by dotted filters and paging, one state (record,
+copies per tier, history timeline, diff between two versions, lifecycle diagram
+with the current status highlighted), the tiers (key counts, hit ratios,
+promotions and demotions) and health.
+
+Every page is read-only and guarded by the access-control hook
+(``TIERED_STATE_ACCESS_CONTROL``) with the actions of :data:`DASHBOARD_ACTIONS`; a
+denial answers an HTML 403 page. Templates and assets ship in the package and are
+served by the blueprint itself (no CDN); responses carry a Content-Security-Policy
+that allows only the blueprint's own scripts and styles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, render_template, request
+from flask.typing import ResponseReturnValue
+from flask.wrappers import Response
+
+from ..access import check_access
+from ..errors import TieredStateError
+from ..settings import TieredStateSettings
+from . import movements, views
+
+__all__ = ["BLUEPRINT_NAME", "DASHBOARD_ACTIONS", "create_blueprint"]
+
+BLUEPRINT_NAME = "tiered_state_dashboard"
+
+#: The action passed to the access-control hook, per dashboard view.
+DASHBOARD_ACTIONS = {
+    "index": "dashboard.index",
+    "states": "dashboard.states",
+    "lookup": "dashboard.states",
+    "state": "dashboard.state",
+    "tiers": "dashboard.tiers",
+    "health": "dashboard.health",
+}
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _time(value: Any) -> str:
+    """An ISO-8601 text, a datetime or a Unix time as ``2024-05-01 12:00:00 UTC``."""
+    moment: datetime | None = None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        moment = datetime.fromtimestamp(value, timezone.utc)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if moment is None:
+        return "" if value is None else str(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _percent(value: Any) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    return f"{value * 100:.1f} %"
+
+
+def _size(value: Any) -> str:
+    if not isinstance(value, int):
+        return "n/a"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"  # pragma: no cover
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _with_args(**changes: Any) -> str:
+    """The current URL's query string with ``changes`` applied (None removes a key)."""
+    args = {k: v for k, v in request.args.items()}
+    for key, value in changes.items():
+        if value is None:
+            args.pop(key, None)
+        else:
+            args[key] = str(value)
+    return "?" + urlencode(args) if args else "?"
+
+
+def _helpers() -> dict[str, Any]:
+    return {
+        "fmt_time": _time,
+        "percent": _percent,
+        "size": _size,
+        "pretty": _pretty,
+        "with_args": _with_args,
+    }
+
+
+def create_blueprint(settings: TieredStateSettings) -> Blueprint:
+    """A new dashboard blueprint for one app (``init_app`` registers it at
+    ``TIERED_STATE_DASHBOARD_PREFIX``).
+
+    :param settings: the app's settings; the access-control hook is taken from them.
+    """
+    blueprint = Blueprint(
+        BLUEPRINT_NAME,
+        __name__,
+        template_folder="templates",
+        static_folder="static",
+        static_url_path="/static",
+    )
+    hook = settings.access_control
+    movements.install()
+
+    @blueprint.before_request
+    def guard() -> None:
+        endpoint = (request.endpoint or "").rpartition(".")[2]
+        if endpoint != "static":
+            check_access(hook, DASHBOARD_ACTIONS.get(endpoint, "dashboard." + endpoint))
+
+    @blueprint.after_request
+    def secure(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def error_page(exc: TieredStateError) -> ResponseReturnValue:
+        html = render_template("tiered_state_dashboard/error.html", error=exc)
+        return html, exc.http_status
+
+    blueprint.register_error_handler(TieredStateError, error_page)
+    blueprint.context_processor(_helpers)
+    blueprint.add_url_rule("/", "index", views.index)
+    blueprint.add_url_rule("/states", "states", views.states)
+    blueprint.add_url_rule("/lookup", "lookup", views.lookup)
+    blueprint.add_url_rule("/states/<state_id>", "state", views.state)
+    blueprint.add_url_rule("/tiers", "tiers", views.tiers)
+    blueprint.add_url_rule("/health", "health", views.health)
+    return blueprint

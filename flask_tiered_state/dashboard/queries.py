@@ -1,0 +1,152 @@
+"""What the dashboard pages read from the manager, shaped for the templates."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..domain.diff import diff_records
+from ..domain.manager import StateManager
+from ..domain.model import KEY_PREFIX, StateStatus
+from ..errors import InvalidRequestError, TieredStateError
+from ..storage.base import StateCategory
+
+__all__ = [
+    "LISTED_STATUSES",
+    "TierCopy",
+    "counts_by_type",
+    "parse_filters",
+    "placement",
+    "recent_activity",
+    "searchable_types",
+    "timeline",
+]
+
+#: The statuses the overview counts (search never returns deleted states).
+LISTED_STATUSES = tuple(s.value for s in StateStatus if s is not StateStatus.DELETED)
+FILTER_SYNTAX = "space-separated path=value pairs, e.g. data.plan=pro data.age=30"
+
+
+def parse_filters(text: str) -> dict[str, Any]:
+    """``data.plan=pro data.age=30 name="Ada L"`` -> ``{"data.plan": "pro", ...}``.
+
+    Values that read as JSON numbers, booleans or null are those; anything else is
+    a string. The paths are checked by the manager's search.
+
+    :raises InvalidRequestError: for a pair without ``=`` or unbalanced quotes.
+    """
+    try:
+        tokens = shlex.split(text)
+    except ValueError as exc:
+        raise InvalidRequestError(
+            f"Invalid filters {text!r}: {exc}; write {FILTER_SYNTAX}.",
+            details={"filters": text},
+        ) from None
+    filters: dict[str, Any] = {}
+    for token in tokens:
+        path, sep, raw = token.partition("=")
+        if not sep or not path:
+            raise InvalidRequestError(
+                f"Invalid filter {token!r}: expected path=value; write {FILTER_SYNTAX}.",
+                details={"filter": token},
+            )
+        try:
+            value = json.loads(raw) if raw else raw
+        except ValueError:
+            value = raw
+        filters[path] = value if not isinstance(value, (dict, list)) else raw
+    return filters
+
+
+def searchable_types(manager: StateManager) -> tuple[list[str], list[str]]:
+    """Type names whose home tier is WARM (searchable), and the others."""
+    warm: list[str] = []
+    other: list[str] = []
+    for name in manager.types.names():
+        spec = manager.get_state_type(name)
+        (warm if spec.home_tier is StateCategory.WARM else other).append(name)
+    return warm, other
+
+
+def counts_by_type(manager: StateManager) -> dict[str, dict[str, int]]:
+    """``{type: {status: count}}`` for the searchable types, one count query each."""
+    warm, _ = searchable_types(manager)
+    return {
+        name: {
+            status: manager.search_states(name, {"status": status}, per_page=1).total
+            for status in LISTED_STATUSES
+        }
+        for name in warm
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TierCopy:
+    """Where a copy of the state is, and which version it holds."""
+
+    tier: str
+    backend: str
+    present: bool
+    version: int | None = None
+    size: int | None = None
+    checksum: str | None = None
+    ttl_seconds: int | None = None
+    error: str | None = None
+
+
+def placement(manager: StateManager, state_id: str) -> list[TierCopy]:
+    """The state's copy in the local cache and in each tier (read directly)."""
+    key = KEY_PREFIX + state_id
+    copies: list[TierCopy] = []
+    info = manager.store.cache.info(key)
+    meta = None if info is None else info.metadata
+    copies.append(
+        TierCopy(
+            "cache",
+            "in-process LRU",
+            info is not None,
+            None if meta is None else meta.version,
+            None if info is None else info.size,
+            None if meta is None else meta.checksum,
+        )
+    )
+    for repository in manager.get_repositories():
+        tier = repository.category.value
+        try:
+            stored = repository.fetch(key)
+        except TieredStateError as exc:
+            copies.append(TierCopy(tier, repository.backend, False, error=str(exc)))
+            continue
+        if stored is None:
+            copies.append(TierCopy(tier, repository.backend, False))
+            continue
+        m = stored.metadata
+        copies.append(
+            TierCopy(tier, repository.backend, True, m.version, m.size, m.checksum, m.ttl_seconds)
+        )
+    return copies
+
+
+def timeline(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """History rows, newest first, each with what its mutation changed."""
+    entries = []
+    for row in reversed(history):
+        old = row.get("old_record")
+        changes = diff_records(old, row["new_record"]) if old is not None else None
+        entries.append({**row, "changes": changes})
+    return entries
+
+
+def recent_activity(manager: StateManager, limit: int = 15) -> list[dict[str, Any]]:
+    """The latest history rows across all states (a primary-key range scan)."""
+    table = manager.history.table
+    c = table.c
+    columns = (c.state_id, c.version, c.transition, c.from_status, c.to_status, c.actor,
+               c.reason, c.created_at)  # fmt: skip
+    stmt = sa.select(*columns).order_by(c.id.desc()).limit(limit)
+    with manager.history.engine.connect() as conn:
+        return [dict(row) for row in conn.execute(stmt).mappings()]

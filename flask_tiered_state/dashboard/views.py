@@ -1,0 +1,155 @@
+"""The dashboard's views: overview, states, one state, tiers, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from ..domain.manager import StateManager
+from ..domain.model import validate_state_id
+from ..errors import InvalidRequestError, StateNotFoundError, TieredStateError
+from ..extension import get_app_state
+from . import movements
+from .lifecycle import layout
+from .queries import (
+    LISTED_STATUSES,
+    counts_by_type,
+    parse_filters,
+    placement,
+    recent_activity,
+    searchable_types,
+    timeline,
+)
+
+__all__ = ["health", "index", "lookup", "state", "states", "tiers"]
+
+T = "tiered_state_dashboard/"
+PER_PAGE_CHOICES = (25, 50, 100)
+
+
+def _manager() -> StateManager:
+    return get_app_state().manager
+
+
+def _int_arg(name: str, default: int, minimum: int = 1, maximum: int = 1_000_000) -> int:
+    text = request.args.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not minimum <= int(text) <= maximum:
+        raise InvalidRequestError(
+            f"Query parameter {name}={text!r} is invalid; give an integer from {minimum} to "
+            f"{maximum}.",
+            details={"parameter": name, "value": text},
+        )
+    return int(text)
+
+
+def index() -> ResponseReturnValue:
+    manager = _manager()
+    _, other = searchable_types(manager)
+    return render_template(
+        T + "index.html",
+        counts=counts_by_type(manager),
+        statuses=LISTED_STATUSES,
+        other_types=other,
+        health=manager.get_health_status(),
+        activity=recent_activity(manager),
+    )
+
+
+def states() -> ResponseReturnValue:
+    manager = _manager()
+    warm, other = searchable_types(manager)
+    form = {
+        "type": request.args.get("type", "").strip(),
+        "status": request.args.get("status", "").strip(),
+        "q": request.args.get("q", "").strip(),
+    }
+    per_page = _int_arg("per_page", PER_PAGE_CHOICES[0], maximum=max(PER_PAGE_CHOICES))
+    page_number = _int_arg("page", 1)
+    error: str | None = None
+    page: Any = None
+    try:
+        filters = parse_filters(form["q"])
+        if form["status"]:
+            filters["status"] = form["status"]
+        page = manager.search_states(
+            form["type"] or None, filters or None, page=page_number, per_page=per_page
+        )
+    except TieredStateError as exc:
+        if exc.http_status >= 500:
+            raise
+        error = exc.message  # a bad type, status or filter: shown above the form
+    html = render_template(
+        T + "states.html",
+        form=form,
+        page=page,
+        error=error,
+        types=warm,
+        other_types=other,
+        statuses=LISTED_STATUSES,
+        per_page=per_page,
+        per_page_choices=PER_PAGE_CHOICES,
+    )
+    return html, 400 if error else 200
+
+
+def lookup() -> ResponseReturnValue:
+    state_id = request.args.get("state_id", "").strip()
+    validate_state_id(state_id)
+    return redirect(url_for(".state", state_id=state_id))
+
+
+def state(state_id: str) -> ResponseReturnValue:
+    manager = _manager()
+    record = manager.get_state(state_id, include_deleted=True)
+    if record is None:
+        raise StateNotFoundError(state_id)
+    history = manager.get_state_history(state_id)
+    versions = [row["version"] for row in history]
+    latest = versions[-1] if versions else record["version"]
+    diff_from = _int_arg("from", versions[-2] if len(versions) > 1 else latest)
+    diff_to = _int_arg("to", latest)
+    diff: dict[str, Any] | None = None
+    diff_error: str | None = None
+    status = 200
+    if "from" in request.args or "to" in request.args:
+        try:
+            diff = manager.diff_versions(state_id, diff_from, diff_to)
+        except TieredStateError as exc:
+            diff_error, status = exc.message, exc.http_status
+    spec = manager.get_state_type(record["type"])
+    html = render_template(
+        T + "state.html",
+        record=record,
+        spec=spec,
+        timeline=timeline(history),
+        versions=versions,
+        diff=diff,
+        diff_error=diff_error,
+        diff_from=diff_from,
+        diff_to=diff_to,
+        graph=layout(spec.lifecycle, record["status"]),
+        copies=placement(manager, state_id),
+    )
+    return html, status
+
+
+def tiers() -> ResponseReturnValue:
+    manager = _manager()
+    stats = manager.get_storage_stats()
+    return render_template(
+        T + "tiers.html",
+        stats=stats,
+        log=movements.log_for(manager),
+        metrics=manager.get_performance_metrics().get("operations", {}),
+    )
+
+
+def health() -> ResponseReturnValue:
+    manager = _manager()
+    status = manager.get_health_status()
+    details = manager.store.stats()["tiers"]
+    return render_template(T + "health.html", health=status, details=details)

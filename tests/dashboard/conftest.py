@@ -1,0 +1,137 @@
+"""Apps with the dashboard, a live server for the browser, and headless Chromium.
+
+The browser is Debian's Chromium (``/usr/bin/chromium``, or ``TIERED_STATE_CHROMIUM``)
+driven by Playwright's Python package through ``executable_path``; Playwright's own
+browser downloads are never used. Without Chromium the browser tests skip (fail when
+``TIERED_STATE_REQUIRE_SERVICES=1``). Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from flask_tiered_state.domain.manager import StateManager
+from flask_tiered_state.extension import TieredState, get_app_state
+from tests.conftest import unavailable
+
+SERVICES = pytest.param("services", marks=[pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3])
+CHROMIUM = os.environ.get("TIERED_STATE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+_names = itertools.count(1)
+
+
+def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    request.getfixturevalue("postgres_engine")  # drops the test's tables afterwards
+    return {
+        "TIERED_STATE_REDIS_URL": request.getfixturevalue("redis_url"),
+        "TIERED_STATE_KEY_PREFIX": request.getfixturevalue("redis_prefix"),
+        "TIERED_STATE_DATABASE_URI": request.getfixturevalue("postgres_url"),
+        "TIERED_STATE_S3_BUCKET": request.getfixturevalue("s3_bucket"),
+        "TIERED_STATE_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint_url"),
+    }
+
+
+def build_app(tmp_path: Path, **config: Any) -> Flask:
+    """An app with the REST API at /api and the dashboard at /dash."""
+    number = next(_names)
+    app = Flask(f"dashboard_test_{number}", instance_path=str(tmp_path / f"instance{number}"))
+    defaults = {"TIERED_STATE_API_PREFIX": "/api", "TIERED_STATE_DASHBOARD_PREFIX": "/dash"}
+    app.config.update(TESTING=True, **{**defaults, **config})
+    TieredState(app)
+    return app
+
+
+def populate(manager: StateManager) -> None:
+    """A small, known data set: users in every status, a subscription, a session."""
+    manager.batch_set_state(
+        {
+            f"user-{n:02d}": {
+                "type": "user",
+                "name": f"User {n:02d}",
+                "data": {
+                    "plan": "pro" if n % 3 == 0 else "free",
+                    "country": "DE" if n < 5 else "FR",
+                },
+            }
+            for n in range(12)
+        }
+    )
+    for n in range(1, 12):
+        manager.update_state(f"user-{n:02d}", None, "activate")
+    manager.update_state("user-01", None, "suspend", reason="payment failed", actor="billing")
+    manager.update_state("user-02", None, "expire")
+    manager.update_state("user-03", {"data": {"plan": "team", "country": "NL"}}, "update")
+    manager.register_state("sub-01", "subscription", {"data": {"user": "user-01"}})
+    manager.register_state("sess-01", "session", {"data": {"user": "user-03"}})
+
+
+@pytest.fixture(params=["embedded", SERVICES])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return services_config(request) if request.param == "services" else {}
+
+
+@pytest.fixture
+def dash_app(backend: dict[str, Any], tmp_path: Path) -> Iterator[Flask]:
+    """The app under test, populated, on each backend; closed before the services' cleanup."""
+    app = build_app(tmp_path, **backend)
+    populate(get_app_state(app).manager)
+    yield app
+    get_app_state(app).close()
+    StateManager.reset_instance()
+
+
+class LiveServer:
+    """An app served on a free loopback port from a thread."""
+
+    def __init__(self, app: Flask) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(
+            f"Chromium is not installed at {CHROMIUM}; run `make browsers` "
+            "(apt-get install chromium chromium-driver) or set TIERED_STATE_CHROMIUM"
+        )
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """The screenshot folder, ``test-artifacts/`` at the project root (git-ignored)."""
+    folder = Path(request.config.rootpath) / "test-artifacts"
+    folder.mkdir(exist_ok=True)
+    return folder

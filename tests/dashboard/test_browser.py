@@ -1,0 +1,149 @@
+"""The dashboard in headless Chromium: clean pages, search, a live timeline.
+
+Screenshots are saved in ``test-artifacts/`` for a human to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_tiered_state.domain.manager import StateManager
+from flask_tiered_state.extension import get_app_state
+
+from .conftest import LiveServer, build_app, populate
+
+pytestmark = pytest.mark.browser
+
+PAGES = {
+    "overview": "/dash/",
+    "states": "/dash/states",
+    "search": "/dash/states?type=user&q=data.country%3DDE",
+    "state": "/dash/states/user-01?from=1&to=3",
+    "session": "/dash/states/sess-01",
+    "tiers": "/dash/tiers",
+    "health": "/dash/health",
+    "not-found": "/dash/states/nobody",
+}
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[LiveServer, Flask]]:
+    app = build_app(tmp_path)
+    populate(get_app_state(app).manager)
+    server = LiveServer(app)
+    yield server, app
+    server.stop()
+    get_app_state(app).close()
+    StateManager.reset_instance()
+
+
+class Watched:
+    """A page whose console errors, page errors and failed requests are collected."""
+
+    def __init__(self, browser: Any) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
+
+    def _console(self, message: Any) -> None:
+        if message.type in ("error", "warning"):
+            self.problems.append(f"console {message.type}: {message.text}")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def watched(browser: Any) -> Iterator[Watched]:
+    tab = Watched(browser)
+    yield tab
+    tab.close()
+
+
+def test_every_page_loads_without_console_errors(
+    live: tuple[LiveServer, Flask], watched: Watched, artifacts: Path
+) -> None:
+    server, _ = live
+    page = watched.page
+    for name, path in PAGES.items():
+        response = page.goto(server.url + path)
+        assert response is not None
+        assert response.status == (404 if name == "not-found" else 200), name
+        assert page.locator("header.top nav a").count() == 4
+        # The stylesheet applied (no CSP or loading problem): the header is dark.
+        background = page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor")
+        assert background == "rgb(15, 31, 51)", name
+        page.screenshot(path=str(artifacts / f"dashboard-{name}.png"), full_page=True)
+    # A 404 document is reported by Chromium as a failed resource; nothing else may be.
+    problems = [p for p in watched.problems if "404" not in p]
+    assert problems == []
+    assert len(watched.problems) <= 1
+
+
+def test_a_search_narrows_the_list(live: tuple[LiveServer, Flask], watched: Watched) -> None:
+    server, _ = live
+    page = watched.page
+    page.goto(server.url + "/dash/states")
+    rows = page.locator("#results tbody tr[data-href]")
+    assert rows.count() == 13
+    page.select_option("#search select[name=type]", "user")
+    page.fill("#search input[name=q]", "data.country=DE data.plan=free")
+    page.click("#search button[type=submit]")
+    page.wait_for_url("**/dash/states?*q=*")
+    ids = sorted(rows.locator("td:first-child a").all_inner_texts())
+    assert ids == ["user-01", "user-02", "user-04"]
+    assert page.input_value("#search input[name=q]") == "data.country=DE data.plan=free"
+    # A click anywhere on a row opens the state (dashboard.js).
+    rows.first.locator("td:nth-child(2)").click()
+    page.wait_for_url("**/dash/states/user-0*")
+    assert page.locator("#timeline li").count() >= 2
+    assert watched.problems == []
+
+
+def test_a_transition_made_through_the_api_appears_on_the_timeline(
+    live: tuple[LiveServer, Flask], watched: Watched, artifacts: Path
+) -> None:
+    server, _ = live
+    page = watched.page
+    page.goto(server.url + "/dash/states/user-04")
+    assert page.locator("#timeline li").count() == 2
+    assert page.get_attribute("svg.lifecycle g.node.current", "data-status") == "active"
+
+    body = json.dumps({"transition": "suspend", "reason": "chargeback opened"}).encode()
+    request = urllib.request.Request(
+        server.url + "/api/states/user-04/transitions",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Correlation-ID": "browser-test-1"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.load(response)["status"] == "suspended"
+
+    page.reload()
+    entries = page.locator("#timeline li")
+    assert entries.count() == 3
+    newest = entries.first
+    assert newest.get_attribute("data-version") == "3"
+    assert newest.locator(".transition").inner_text() == "suspend"
+    assert "chargeback opened" in newest.inner_text()
+    assert "browser-test-1" in newest.inner_text()
+    assert page.get_attribute("svg.lifecycle g.node.current", "data-status") == "suspended"
+
+    # Choosing versions shows their diff at once (the form submits itself).
+    page.select_option("#diff-form select[name=from]", "1")
+    page.wait_for_url("**from=1*")
+    assert "status" in page.locator("#diff").inner_text()
+    page.screenshot(
+        path=str(artifacts / "dashboard-timeline-after-api-transition.png"), full_page=True
+    )
+    assert watched.problems == []
