@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest bench run docs services clean
+.PHONY: test lint typecheck pytest bench run docs services browsers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 services:
 	bash scripts/ensure-services.sh
 
+## Headless Chromium for the dashboard's browser tests (Debian's package; never `playwright install`).
+browsers:
+	bash scripts/ensure-chromium.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check flask_tiered_state tests bench example_app
 	$(BIN)/ruff format --check flask_tiered_state tests bench example_app
@@ -26,14 +30,32 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) services
+pytest: $(STAMP) services browsers
 	TIERED_STATE_REQUIRE_SERVICES=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Everything: lint, types, the whole suite against the real servers.
 test: lint typecheck pytest
 
+## The demo: bootstraps .venv, seeds the demo data (idempotent: a second run adds nothing)
+## and serves the Flask Credit System on http://127.0.0.1:5000. TIERED_STATE_* variables
+## point it at Redis, PostgreSQL and S3; without them it runs on the embedded defaults.
+DEMO := $(BIN)/flask --app example_app:create_app
+run: $(STAMP)
+	$(DEMO) seed-demo
+	@echo ""
+	@echo "  Flask Credit System   http://127.0.0.1:5000/"
+	@echo "  State dashboard       http://127.0.0.1:5000/dashboard/"
+	@echo "  REST API (OpenAPI)    http://127.0.0.1:5000/api/state/openapi.json"
+	@echo "  Data (embedded mode)  ./instance/tiered_state/   Stop with Ctrl+C."
+	@echo ""
+	$(DEMO) run --host 127.0.0.1 --port 5000
+
 bench: $(STAMP) services
 	$(BIN)/python -m bench
+
+## The Sphinx documentation (docs/_build/html); any warning fails the build.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis docs/_build

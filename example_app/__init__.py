@@ -1,0 +1,64 @@
+"""The Flask Credit System: the demo application of flask_tiered_state.
+
+Run it with ``make run``, or::
+
+    flask --app example_app:create_app seed-demo
+    flask --app example_app:create_app run
+
+Users, payment transactions, subscriptions, feature flags and login sessions are
+states of one :class:`~flask_tiered_state.domain.manager.StateManager`; JSON endpoints
+live under ``/api``, the extension's REST API under ``/api/state``, the dashboard
+under ``/dashboard`` and an overview page at ``/``. See :mod:`example_app.config` for
+running it on Redis, PostgreSQL and S3 by environment variables alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from flask_tiered_state.extension import TieredState, get_app_state
+
+from .cli import archive_command, seed_command
+from .config import DEFAULTS, environment, session_ttl
+from .http import API_PREFIX, install_json_http_errors
+from .views import api, pages
+from .views.common import CREDIT_KEY
+from .wiring import CreditSystem
+
+__all__ = ["create_app"]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then ``TIERED_STATE_*`` / ``CREDIT_*`` environment
+    variables, then ``config`` (tests).
+
+    :raises ConfigurationError: a setting is invalid.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(DEFAULTS)
+    app.config.update(environment())
+    if config:
+        app.config.update(config)
+
+    TieredState(app)
+    install_json_http_errors(app)
+    app.register_blueprint(api, url_prefix=API_PREFIX)
+    app.register_blueprint(pages)
+    app.cli.add_command(seed_command)
+    app.cli.add_command(archive_command)
+
+    credit = CreditSystem(session_ttl_seconds=session_ttl(app.config))
+    app.extensions[CREDIT_KEY] = credit
+    # Types, validators and callbacks are registered now, so that every way in (these
+    # views, the REST API, `flask state`) sees them, and again should the manager be
+    # rebuilt (TieredState.close), by this hook.
+    credit.ensure(get_app_state(app).manager)
+
+    @app.before_request
+    def _configured() -> None:
+        credit.ensure(get_app_state(app).manager)
+
+    return app

@@ -1,0 +1,76 @@
+"""Configuration of the demo: defaults, then the environment, then ``create_app(config)``.
+
+Every ``TIERED_STATE_*`` setting of the extension is read from an environment variable
+of the same name, so the same code runs on the embedded defaults (nothing set) or on
+Redis, PostgreSQL and S3::
+
+    TIERED_STATE_REDIS_URL=redis://127.0.0.1:6379/0
+    TIERED_STATE_DATABASE_URI=postgresql+psycopg://postgres@127.0.0.1:5432/credit
+    TIERED_STATE_S3_BUCKET=credit-archive
+    TIERED_STATE_S3_ENDPOINT_URL=http://127.0.0.1:9000   # MinIO, moto; unset for AWS
+
+(Flask's ``from_prefixed_env`` is not used: it strips the prefix and JSON-decodes the
+values, while the extension's settings keep the prefix and parse text themselves.)
+``CREDIT_SESSION_TTL_SECONDS`` sets the lifetime of login sessions and
+``FLASK_SECRET_KEY`` the secret key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask_tiered_state.errors import ConfigurationError
+from flask_tiered_state.settings import SETTINGS
+
+__all__ = ["DEFAULTS", "environment", "from_environment", "positive_int", "session_ttl"]
+
+#: The demo's defaults: the REST API and the dashboard on, sessions of 30 minutes.
+DEFAULTS: dict[str, Any] = {
+    "SECRET_KEY": "credit-system-demo-only",
+    "TIERED_STATE_API_PREFIX": "/api/state",
+    "TIERED_STATE_DASHBOARD_PREFIX": "/dashboard",
+    "CREDIT_SESSION_TTL_SECONDS": 1800,
+    "CREDIT_SEED_USERS": 300,
+    "CREDIT_SEED_TRANSACTIONS": 3000,
+}
+
+_APP_KEYS = ("CREDIT_SESSION_TTL_SECONDS", "CREDIT_SEED_USERS", "CREDIT_SEED_TRANSACTIONS")
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The configuration keys set in ``environ``: every extension setting, the app's
+    ``CREDIT_*`` keys and ``FLASK_SECRET_KEY``."""
+    config: dict[str, Any] = {}
+    for key in (*(setting.key for setting in SETTINGS), *_APP_KEYS):
+        if key in environ:
+            config[key] = environ[key]
+    if "FLASK_SECRET_KEY" in environ:
+        config["SECRET_KEY"] = environ["FLASK_SECRET_KEY"]
+    return config
+
+
+def session_ttl(config: Mapping[str, Any]) -> int:
+    """``CREDIT_SESSION_TTL_SECONDS`` as a positive integer."""
+    return positive_int(config, "CREDIT_SESSION_TTL_SECONDS")
+
+
+def positive_int(config: Mapping[str, Any], key: str) -> int:
+    """``config[key]`` as a positive integer (digits in a string accepted).
+
+    :raises ConfigurationError: naming the key and what is expected.
+    """
+    value = config.get(key)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"{key} is {value!r}; expected a positive whole number.", details={"key": key}
+        )
+    return value
+
+
+def environment() -> dict[str, Any]:
+    """:func:`from_environment` of this process's environment."""
+    return from_environment(os.environ)

@@ -1,0 +1,19 @@
+"""The credit system's JSON endpoints (under ``/api``) and its overview page (``/``)."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from .admin import admin
+from .billing import billing
+from .features import features
+from .pages import pages
+from .sessions import sessions
+from .users import users
+
+__all__ = ["api", "pages"]
+
+#: Every JSON endpoint of the app; registered at :data:`example_app.http.API_PREFIX`.
+api = Blueprint("credit", __name__)
+for _child in (users, billing, features, sessions, admin):
+    api.register_blueprint(_child)

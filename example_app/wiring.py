@@ -1,0 +1,143 @@
+"""How the credit system plugs into its state manager: types, validators, callbacks.
+
+:func:`configure` runs once per manager (the extension builds one per app, and a
+new one after ``TieredState.close``); :class:`CreditSystem` remembers which
+managers it configured, so calling it on every request costs one set lookup.
+
+Two ways of reacting to changes are shown:
+
+- named callbacks (``register_callback``): the billing rules of
+  :mod:`example_app.billing` on ``transaction_activated`` / ``transaction_expired``,
+  and ``user_suspended`` recording a notification;
+- blinker signals (``flask_tiered_state.signals``): ``state-transitioned`` records a
+  notification when a subscription is suspended, connected for this manager only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask_tiered_state import signals
+from flask_tiered_state.domain.manager import StateManager
+from flask_tiered_state.domain.model import StateTransition, StateType
+from flask_tiered_state.errors import StateAlreadyExistsError
+from flask_tiered_state.storage.base import StateCategory
+
+from . import billing
+from .core import iso, notification_id, utc_now
+from .schemas import (
+    FeatureSchema,
+    NotificationSchema,
+    SessionSchema,
+    SubscriptionSchema,
+    TransactionSchema,
+    UserSchema,
+    price_matches_plan,
+)
+
+__all__ = ["NOTIFICATION", "CreditSystem", "configure", "notify"]
+
+logger = logging.getLogger("example_app")
+
+#: The app's own state type.
+NOTIFICATION = "notification"
+
+
+@dataclass
+class CreditSystem:
+    """The app's part of ``app.extensions["credit_system"]``.
+
+    :param session_ttl_seconds: lifetime of a login session in the HOT tier.
+    """
+
+    session_ttl_seconds: int
+    _configured: weakref.WeakSet[StateManager] = field(default_factory=weakref.WeakSet)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ensure(self, manager: StateManager) -> StateManager:
+        """Configure ``manager`` unless done already; return it."""
+        if manager not in self._configured:
+            with self._lock:
+                if manager not in self._configured:
+                    configure(manager, session_ttl_seconds=self.session_ttl_seconds)
+                    self._configured.add(manager)
+        return manager
+
+
+def notify(
+    manager: StateManager,
+    kind: str,
+    source: dict[str, Any],
+    user_id: str,
+    message: str,
+) -> None:
+    """Record a notification about ``source`` (a record) for ``user_id``, once per
+    version of the source, so a redelivered event adds nothing."""
+    data = {
+        "user_id": user_id,
+        "kind": kind,
+        "message": message,
+        "related_id": source["state_id"],
+        "created_at": iso(utc_now()),
+    }
+    state_id = notification_id(kind, source["state_id"], source["version"])
+    try:
+        manager.register_state(state_id, NOTIFICATION, {"name": kind, "data": data})
+    except StateAlreadyExistsError:
+        logger.debug("Notification %s exists already", state_id)
+
+
+def _subscription_suspended(sender: Any, **kwargs: Any) -> None:
+    """``state-transitioned`` receiver (sender: the manager)."""
+    new = kwargs["new_state"]
+    if new["type"] == StateType.SUBSCRIPTION.value and kwargs["to_status"] == "suspended":
+        plan = new["data"]["plan"]
+        reason = new["data"].get("suspended_reason") or "suspended"
+        notify(
+            sender,
+            "subscription_suspended",
+            new,
+            new["data"]["user_id"],
+            f"Your {plan} subscription is suspended ({reason}); pay to resume it.",
+        )
+
+
+def configure(manager: StateManager, *, session_ttl_seconds: int) -> None:
+    """Register the credit system's types, validators, callbacks and receivers."""
+    manager.register_state_type(NOTIFICATION, schema=NotificationSchema)
+    manager.register_state_type(
+        StateType.SESSION,
+        home_tier=StateCategory.HOT,
+        hot_ttl_seconds=session_ttl_seconds,
+    )
+    manager.register_validator(StateType.USER, UserSchema())
+    manager.register_validator(StateType.TRANSACTION, TransactionSchema())
+    manager.register_validator(StateType.SUBSCRIPTION, SubscriptionSchema())
+    manager.register_validator(StateType.SUBSCRIPTION, price_matches_plan)
+    manager.register_validator(StateType.FEATURE, FeatureSchema())
+    manager.register_validator(StateType.SESSION, SessionSchema())
+
+    def payment_settled(
+        state_id: str, old: Any, new: dict[str, Any], transition: StateTransition
+    ) -> None:
+        billing.on_payment_settled(manager, new)
+
+    def payment_failed(
+        state_id: str, old: Any, new: dict[str, Any], transition: StateTransition
+    ) -> None:
+        billing.on_payment_failed(manager, new)
+
+    def user_suspended(
+        state_id: str, old: Any, new: dict[str, Any], transition: StateTransition
+    ) -> None:
+        reason = new["data"].get("suspended_reason") or "suspended by an administrator"
+        notify(manager, "user_suspended", new, state_id, f"Your account is suspended: {reason}.")
+
+    manager.register_callback("transaction_activated", payment_settled)
+    manager.register_callback("transaction_expired", payment_failed)
+    manager.register_callback("user_suspended", user_suspended)
+    signals.state_transitioned.connect(_subscription_suspended, sender=manager)

@@ -1,0 +1,104 @@
+"""The credit system app on both backends: the embedded defaults, and Redis +
+PostgreSQL + S3 (moto server) chosen by configuration alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from example_app import create_app
+from flask_tiered_state.domain.manager import StateManager
+from flask_tiered_state.extension import get_app_state
+from flask_tiered_state.settings import SETTINGS
+
+SERVICES = pytest.param("services", marks=[pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3])
+
+
+def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What points the app at Redis, PostgreSQL and S3; the fixtures clean up after."""
+    request.getfixturevalue("postgres_engine")  # drops the test's tables afterwards
+    return {
+        "TIERED_STATE_REDIS_URL": request.getfixturevalue("redis_url"),
+        "TIERED_STATE_KEY_PREFIX": request.getfixturevalue("redis_prefix"),
+        "TIERED_STATE_DATABASE_URI": request.getfixturevalue("postgres_url"),
+        "TIERED_STATE_S3_BUCKET": request.getfixturevalue("s3_bucket"),
+        "TIERED_STATE_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint_url"),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_app reads TIERED_STATE_* from the environment; tests choose their own."""
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.key, raising=False)
+    for key in ("CREDIT_SESSION_TTL_SECONDS", "CREDIT_SEED_USERS", "CREDIT_SEED_TRANSACTIONS"):
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture(params=["embedded", SERVICES])
+def backend_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    config: dict[str, Any] = {"TESTING": True, "TIERED_STATE_LOCAL_DIR": str(tmp_path / "local")}
+    if request.param == "services":
+        config.update(services_config(request))
+    return config
+
+
+@pytest.fixture
+def credit_app(backend_config: dict[str, Any]) -> Iterator[Flask]:
+    """The app under test, closed before the services' fixtures clean up."""
+    app = create_app(backend_config)
+    yield app
+    get_app_state(app).close()
+    StateManager.reset_instance()
+
+
+@pytest.fixture
+def client(credit_app: Flask) -> FlaskClient:
+    return credit_app.test_client()
+
+
+@pytest.fixture
+def manager(credit_app: Flask) -> StateManager:
+    return get_app_state(credit_app).manager
+
+
+def ok(response: Any, status: int = 200) -> dict[str, Any]:
+    """The JSON body of a response that must have ``status``."""
+    assert response.status_code == status, response.get_json()
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The JSON error body of a response that must be ``status`` with ``code``."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    body: dict[str, Any] = response.get_json()
+    assert body["error"] == code, body
+    assert body["message"] and body["correlation_id"]
+    return body
+
+
+def active_user(client: FlaskClient, email: str = "ada@example.com") -> dict[str, Any]:
+    """Register and verify a user."""
+    user = ok(
+        client.post("/api/users", json={"email": email, "full_name": "Ada", "country": "GB"}),
+        201,
+    )
+    return ok(client.post(f"/api/users/{user['state_id']}/verify"))
+
+
+def subscribed_user(
+    client: FlaskClient, email: str = "ada@example.com", plan: str = "pro"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An active user with an active subscription (its first payment succeeded)."""
+    user = active_user(client, email)
+    body = {"user_id": user["state_id"], "plan": plan}
+    subscription = ok(client.post("/api/subscriptions", json=body), 201)
+    payment = ok(client.post(f"/api/subscriptions/{subscription['state_id']}/renew"), 201)
+    ok(client.post(f"/api/payments/{payment['state_id']}/succeed"))
+    return user, ok(client.get(f"/api/subscriptions/{subscription['state_id']}"))
