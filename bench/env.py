@@ -1,0 +1,228 @@
+"""The services a run uses, each private to it and removed at the end.
+
+Redis keys live under ``bench:<run id>:``; PostgreSQL work happens in databases
+created for the run (``tiered_state_bench_<run id>_<name>``) and dropped with
+``FORCE``; S3 is moto's ThreadedMotoServer on a free loopback port with buckets
+created for the run. Servers are reached as the test suite reaches them
+(``TIERED_STATE_TEST_REDIS_URL``, ``TIERED_STATE_TEST_POSTGRES_URL``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["BenchEnv", "ServiceUnavailable"]
+
+REDIS_URL = os.environ.get("TIERED_STATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TIERED_STATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+T = TypeVar("T")
+
+
+class ServiceUnavailable(RuntimeError):
+    """A server a benchmark needs is not reachable; the benchmark is skipped."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BenchEnv:
+    """Lazily started, run-private services; :meth:`close` removes everything made.
+
+    :param s3_endpoint_url: use this S3 endpoint instead of starting moto.
+    """
+
+    def __init__(
+        self,
+        *,
+        redis_url: str = REDIS_URL,
+        postgres_admin_url: str = POSTGRES_ADMIN_URL,
+        s3_endpoint_url: str | None = None,
+    ) -> None:
+        self.run_id = uuid.uuid4().hex[:10]
+        self._redis_url = redis_url
+        self._admin_url = postgres_admin_url
+        self._s3_endpoint = s3_endpoint_url
+        self._redis_checked = False
+        self._cleanups: list[tuple[str, Callable[[], object]]] = []
+        self._tmp: Path | None = None
+        #: Text printed under the table (plans, sizes used), in order.
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def on_close(self, what: str, fn: Callable[[], object]) -> None:
+        """Run ``fn`` at :meth:`close` (last registered, first run)."""
+        self._cleanups.append((what, fn))
+
+    def closing(self, resource: T) -> T:
+        """Close (``close()`` or ``dispose()``) ``resource`` at :meth:`close`."""
+        closer = getattr(resource, "close", None) or resource.dispose  # type: ignore[attr-defined]
+        self.on_close(repr(resource), closer)
+        return resource
+
+    def close(self) -> None:
+        while self._cleanups:
+            what, fn = self._cleanups.pop()
+            try:
+                fn()
+            except Exception as exc:  # clean up the rest whatever one step does
+                print(f"[bench] cleanup of {what} failed: {exc}", file=sys.stderr)
+
+    def __enter__(self) -> BenchEnv:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- Redis -------------------------------------------------------------------
+
+    def redis_url(self) -> str:
+        if not self._redis_checked:
+            import redis
+
+            client = redis.Redis.from_url(self._redis_url, socket_connect_timeout=2)
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                raise ServiceUnavailable(f"Redis at {self._redis_url}: {exc}") from exc
+            finally:
+                client.close()
+            self._redis_checked = True
+            self.on_close("Redis keys", self._delete_redis_keys)
+        return self._redis_url
+
+    def redis_prefix(self, name: str) -> str:
+        """A key prefix private to this run and ``name``."""
+        self.redis_url()
+        return f"bench:{self.run_id}:{name}:"
+
+    def redis_client(self) -> Any:
+        """A plain redis-py client (hiredis parses replies when installed)."""
+        import redis
+
+        return self.closing(redis.Redis.from_url(self.redis_url()))
+
+    def _delete_redis_keys(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self._redis_url)
+        try:
+            batch: list[bytes] = []
+            for name in client.scan_iter(match=f"bench:{self.run_id}:*", count=5000):
+                batch.append(name)
+                if len(batch) == 5000:
+                    client.unlink(*batch)
+                    batch = []
+            if batch:
+                client.unlink(*batch)
+        finally:
+            client.close()
+
+    # -- PostgreSQL -----------------------------------------------------------------
+
+    def database(self, name: str) -> str:
+        """A new database for this run; its SQLAlchemy URL (psycopg 3)."""
+        import psycopg
+
+        database = f"tiered_state_bench_{self.run_id}_{name}"
+        try:
+            admin = psycopg.connect(self._admin_url, autocommit=True, connect_timeout=3)
+        except psycopg.Error as exc:
+            raise ServiceUnavailable(f"PostgreSQL at {self._admin_url}: {exc}") from exc
+        with admin:
+            admin.execute(f'CREATE DATABASE "{database}"')
+        self.on_close(f"database {database}", lambda: self._drop_database(database))
+        base = self._admin_url.rsplit("/", 1)[0]
+        return base.replace("postgresql://", "postgresql+psycopg://", 1) + "/" + database
+
+    def _drop_database(self, database: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self._admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+    @staticmethod
+    def libpq_url(sqlalchemy_url: str) -> str:
+        """The libpq form of a ``postgresql+psycopg://`` URL, for psycopg itself."""
+        return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    # -- S3 ----------------------------------------------------------------------------
+
+    def s3_endpoint(self) -> str:
+        if self._s3_endpoint is None:
+            try:
+                from moto.server import ThreadedMotoServer
+            except ImportError as exc:
+                raise ServiceUnavailable(f"moto[server] is not installed: {exc}") from exc
+            for name, value in (
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+            ):
+                os.environ.setdefault(name, value)
+            # werkzeug logs every request at INFO: thousands of lines per benchmark
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)
+            port = _free_port()
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            server.start()
+            self.on_close("moto server", server.stop)
+            self._s3_endpoint = f"http://127.0.0.1:{port}"
+        return self._s3_endpoint
+
+    def s3_client(self, **config: Any) -> Any:
+        """A plain boto3 S3 client on the endpoint (botocore ``Config(**config)``)."""
+        import boto3
+        from botocore.config import Config
+
+        return self.closing(
+            boto3.client(
+                "s3",
+                endpoint_url=self.s3_endpoint(),
+                region_name="us-east-1",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=Config(**config) if config else None,
+            )
+        )
+
+    def bucket(self, name: str) -> str:
+        """A new, empty bucket, emptied and removed at :meth:`close`."""
+        bucket = f"bench-{self.run_id}-{name}".lower()[:63]
+        client = self.s3_client()
+        client.create_bucket(Bucket=bucket)
+
+        def remove() -> None:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if objects:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": objects})
+            client.delete_bucket(Bucket=bucket)
+
+        self.on_close(f"bucket {bucket}", remove)
+        return bucket
+
+    # -- files -------------------------------------------------------------------------
+
+    def tempdir(self, name: str) -> Path:
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix=f"tiered-state-bench-{self.run_id}-"))
+            tmp = self._tmp
+            self.on_close("temporary directory", lambda: shutil.rmtree(tmp, ignore_errors=True))
+        path = self._tmp / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path

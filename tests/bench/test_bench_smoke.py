@@ -1,0 +1,115 @@
+"""The benchmark harness works: rows come out with finite ratios, the table renders,
+and a run leaves nothing behind. No timing target is asserted here (timings belong to
+``python -m bench``, never to unit tests)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bench.env import BenchEnv
+from bench.harness import Benchmark, Row, Settings, compare, interleave, render_table
+from bench.runner import ALL, main, run, select
+
+QUICK = Settings(quick=True)
+
+
+def _by_name(name: str) -> list[Benchmark]:
+    return [b for b in ALL if b.name == name]
+
+
+def test_interleave_alternates_the_order_and_pairs_rounds() -> None:
+    calls: list[str] = []
+
+    def variant(name: str, seconds: float) -> Callable[[], float]:
+        def round_() -> float:
+            calls.append(name)
+            return seconds
+
+        return round_
+
+    samples = interleave(
+        {"lib": variant("lib", 3.0), "raw": variant("raw", 2.0)}, rounds=4, warmup=1
+    )
+    assert calls == ["lib", "raw", "lib", "raw", "raw", "lib", "lib", "raw", "raw", "lib"]
+    assert samples == {"lib": [3.0] * 4, "raw": [2.0] * 4}
+    row = compare("x", samples, "lib", "raw", units=2, target=1.3)
+    assert (row.library, row.raw, row.ratio, row.verdict) == (1.5, 1.0, 1.5, "FAIL")
+    assert compare("x", samples, "lib", "raw", target=1.6).verdict == "PASS"
+    assert compare("x", samples, "raw", "lib", target=1.2, floor=0.8).verdict == "FAIL"
+
+
+def test_table_marks_failures_and_states_skips() -> None:
+    text = render_table(
+        [
+            Row("fast", 2e-6, 1e-6, target=3.0),
+            Row("slow", 0.5, 0.1, unit="1000 keys", target=1.3),
+            Row("needs s3", None, None, note="moto missing", status="SKIP"),
+        ]
+    )
+    lines = text.splitlines()
+    assert lines[0] == "| benchmark | library | raw baseline | ratio | target | verdict |"
+    assert lines[2] == "| fast | 2.0 µs/op | 1.0 µs/op | 2.00x | <= 3x | PASS |"
+    assert (
+        lines[3]
+        == "| slow | 500.00 ms/1000 keys | 100.00 ms/1000 keys | 5.00x | <= 1.3x | **FAIL** |"
+    )
+    assert lines[4] == "| needs s3 (moto missing) | - | - | - | - | SKIP |"
+
+
+def test_select_by_name_group_and_glob() -> None:
+    assert [b.name for b in select(["batch"])] == ["batch_hot", "batch_warm", "batch_cold"]
+    assert [b.name for b in select(["get_hot", "*search"])] == ["get_hot", "domain_search"]
+    assert len(select(None)) == len(ALL)
+    with pytest.raises(SystemExit, match="matches no benchmark"):
+        select(["nope"])
+
+
+def test_quick_domain_get_gives_finite_ratios_and_cleans_up() -> None:
+    with BenchEnv() as env:
+        rows = run(_by_name("domain_get"), QUICK, env, log=io.StringIO())
+        workdir = env.tempdir("probe").parent
+        assert workdir.exists()
+    assert not workdir.exists()
+    assert [r.status for r in rows] == [None, None, None]
+    for row in rows:
+        assert row.ratio is not None and math.isfinite(row.ratio) and row.ratio > 0
+        assert row.verdict in {"PASS", "FAIL", "info"}
+    assert rows[0].target == 3.0
+
+
+def test_quick_get_hot_on_redis_leaves_no_keys(redis_url: str) -> None:
+    import redis
+
+    with BenchEnv(redis_url=redis_url) as env:
+        rows = run(_by_name("get_hot"), QUICK, env, log=io.StringIO())
+        pattern = f"bench:{env.run_id}:*"
+    assert len(rows) == 2 and all(r.status is None for r in rows)
+    assert all(r.ratio is not None and math.isfinite(r.ratio) for r in rows)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert list(client.scan_iter(match=pattern, count=1000)) == []
+    finally:
+        client.close()
+
+
+def test_command_line_prints_one_table(tmp_path: Path) -> None:
+    out = io.StringIO()
+    target = tmp_path / "table.md"
+    assert main(["--quick", "--only", "domain_get", "--output", str(target)], out=out) == 0
+    text = out.getvalue()
+    assert text.startswith("| benchmark | library | raw baseline | ratio | target | verdict |")
+    assert "get_state, local-cache hit vs dict lookup + copy.deepcopy" in text
+    assert target.read_text(encoding="utf-8") == text
+
+
+def test_a_missing_server_gives_a_skip_row_in_one_line() -> None:
+    with BenchEnv(redis_url="redis://127.0.0.1:1/0") as env:
+        rows = run(_by_name("get_hot"), QUICK, env, log=io.StringIO())
+    assert [(r.benchmark, r.verdict) for r in rows] == [("get_hot", "SKIP")]
+    assert "127.0.0.1:1" in rows[0].note
+    assert len(render_table(rows).splitlines()) == 3
