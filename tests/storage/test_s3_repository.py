@@ -288,11 +288,15 @@ def test_delete_many_uses_one_delete_objects_call_per_1000_keys(
 
     assert repo.delete_many([*keys, *present]) == len(present)
     assert len(deletes) == math.ceil(2500 / 1000) == 3
-    assert [len(c["Delete"]["Objects"]) for c in deletes] == [1000, 1000, 500]
+    # each chunk's request names only the objects its listing found
+    named = [[o["Key"] for o in c["Delete"]["Objects"]] for c in deletes]
+    assert [len(n) for n in named] == [len(present[:112]), len(present[112:223]), 55]
+    assert sorted(k for n in named for k in n) == sorted(f"app/{k}" for k in present)
     assert all(c["Delete"]["Quiet"] is True for c in deletes)
     assert heads == []  # counted from one listing per chunk
     assert list(repo.keys("bulk:*")) == []
     assert repo.delete_many(keys[:10]) == 0
+    assert len(deletes) == 3  # nothing existed: no delete request at all
 
 
 def test_delete_many_counts_with_heads_past_a_long_listing(
