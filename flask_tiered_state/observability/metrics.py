@@ -1,8 +1,11 @@
 """Metrics of the storage layer: a collector protocol and two collectors.
 
 The store records repository calls only when it is given a collector (it then wraps
-each repository in :class:`~flask_tiered_state.storage.instrumented.InstrumentedRepository`);
-without one there is no wrapper and no overhead.
+each repository in :class:`~flask_tiered_state.storage.instrumented.InstrumentedRepository`,
+and the unit of work of each store transaction in
+:class:`~flask_tiered_state.storage.instrumented.InstrumentedUnitOfWork`, so the WARM
+writes of domain changes are counted too); without one there is no wrapper and no
+overhead.
 
 Prometheus names follow the seeds: ``state_repository_{tier}_operations_{op}_total``,
 ``state_repository_{tier}_errors_total`` and the ``state_repository_{tier}_batch_size``
@@ -25,7 +28,10 @@ __all__ = [
 ]
 
 TIERS = ("hot", "warm", "cold")
-OPERATIONS = ("fetch", "fetch_many", "store", "store_many", "delete", "delete_many", "keys")
+#: ``publish``: an invalidation announcement sent alone (with no HOT copy to drop).
+OPERATIONS = (
+    "fetch", "fetch_many", "store", "store_many", "delete", "delete_many", "keys", "publish",
+)  # fmt: skip
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 5000, 10_000, 50_000, 100_000)
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

@@ -14,6 +14,11 @@ cachetools bounds a single measure, while this cache needs two bounds, an evicti
 counter and a per-key write sequence, and ``OrderedDict.move_to_end`` /
 ``popitem(last=False)`` are O(1) in C.
 
+Every entry has an expiry time on the cache's clock, computed once when it is
+cached: the earlier of the value's own TTL (HOT copies, HOT homes) and the cache's
+``max_age_seconds`` (the backstop against writes of other processes whose
+invalidation message never arrived). A hit costs one clock read and one comparison.
+
 Fills from reads race with writes: a reader that fetched an old value must not put
 it into the cache after a writer refreshed it. Readers take :meth:`fill_token`
 before reading a tier and call :meth:`fill`, which is refused when the key was
@@ -40,6 +45,7 @@ __all__ = ["MISSING", "CacheEntryInfo", "CacheStats", "StateCache"]
 MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "MISSING"})()
 
 _WRITTEN_KEYS_TRACKED = 4096
+_NEVER = float("inf")
 
 
 @dataclass(slots=True)
@@ -48,7 +54,7 @@ class _Entry:
     size: int
     cached_at: float
     last_accessed: float
-    expires_at: float | None  # on the cache's clock; from the value's TTL
+    expires_at: float  # on the cache's clock: value TTL or max age, whichever is first
     hits: int = 0
     snapshot: bytes | None = None
 
@@ -77,7 +83,9 @@ class CacheStats:
     misses: int
     evictions: int
     invalidations: int
+    #: Entries that left the cache because their TTL or the maximum age ran out.
     expirations: int
+    max_age_seconds: float | None = None
 
     @property
     def hit_rate(self) -> float:
@@ -94,6 +102,25 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def check_max_age(value: object, name: str = "max_age_seconds") -> float | None:
+    """``value`` as a maximum age in seconds (None: no maximum age).
+
+    :raises ConfigurationError: naming ``name`` when it is not a positive finite number.
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value < _NEVER  # also refuses NaN
+    ):
+        raise ConfigurationError(
+            f"{name} must be a positive, finite number of seconds or None (no maximum age), "
+            f"not {value!r}."
+        )
+    return float(value)
+
+
 class StateCache:
     """A thread-safe LRU of verified values, bounded by entries and bytes.
 
@@ -104,6 +131,10 @@ class StateCache:
     :param history_length: how many access times are kept per key.
     :param max_history_keys: for how many keys access times are kept (LRU; default
         ``max_entries``).
+    :param max_age_seconds: an entry older than this (counted from when it was cached,
+        not from its last hit) is a miss, so values changed by other processes are
+        re-read at the latest after this long even when no invalidation reaches this
+        process. None: no maximum age.
     :param clock: monotonic seconds, injectable for tests.
     """
 
@@ -114,6 +145,7 @@ class StateCache:
         *,
         history_length: int = 32,
         max_history_keys: int | None = None,
+        max_age_seconds: float | None = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_entries = _positive_int("max_entries", max_entries)
@@ -125,6 +157,8 @@ class StateCache:
         self.max_history_keys = _positive_int(
             "max_history_keys", max_entries if max_history_keys is None else max_history_keys
         )
+        self.max_age_seconds = check_max_age(max_age_seconds)
+        self._max_age = _NEVER if self.max_age_seconds is None else self.max_age_seconds
         self.clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -149,7 +183,7 @@ class StateCache:
             self._history.move_to_end(key)
         history.append(now)
         entry = self._entries.get(key)
-        if entry is not None and entry.expires_at is not None and entry.expires_at <= now:
+        if entry is not None and entry.expires_at <= now:
             self._expire(key)
             entry = None
         if entry is None:
@@ -198,11 +232,11 @@ class StateCache:
                 entries, now = self._entries, self.clock()
                 for key in keys:
                     entry = entries.get(key)
-                    expires_at = None if entry is None else entry.expires_at
-                    if expires_at is not None and expires_at <= now:
+                    if entry is None:
+                        continue
+                    if entry.expires_at <= now:
                         self._expire(key)
-                        entry = None
-                    if entry is not None:
+                    else:
                         found[key] = entry.stored
                 self._hits += len(found)
                 self._misses += len(keys) - len(found)
@@ -335,7 +369,7 @@ class StateCache:
             return CacheStats(
                 len(self._entries), self._bytes, self.max_entries, self.max_bytes,
                 self._hits, self._misses, self._evictions, self._invalidations,
-                self._expirations,
+                self._expirations, self.max_age_seconds,
             )  # fmt: skip
 
     # -- internals (lock held) -----------------------------------------------
@@ -369,9 +403,11 @@ class StateCache:
         if size > self.max_bytes:
             return
         now = self.clock()
+        expires_at = now + self._max_age
         ttl = stored.metadata.ttl_seconds
-        # A value with a TTL (a HOT home, a HOT copy) leaves the cache when it expires.
-        expires_at = None if ttl is None else now + stored.metadata.stored_at + ttl - time.time()
+        if ttl is not None:
+            # A value with a TTL (a HOT home, a HOT copy) leaves the cache when it expires.
+            expires_at = min(expires_at, now + stored.metadata.stored_at + ttl - time.time())
         self._entries[key] = _Entry(stored, size, now, now, expires_at)
         self._bytes += size
         self._evict(keep=key)

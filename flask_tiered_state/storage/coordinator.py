@@ -4,8 +4,11 @@ Reads go down the waterfall cache -> HOT -> WARM -> COLD; a hit below the cache
 fills the cache, and a value the policy calls hot also gets a HOT copy with a TTL.
 Writes go to the value's home tier, refresh the cache and then drop the copies other
 tiers hold that could shadow the new value or resurface after it (a HOT home with a
-TTL drops WARM and COLD; WARM drops the HOT copy; COLD drops HOT and WARM). Deletes
-run bottom-up (COLD, WARM, HOT) so that no reader ever sees an older copy appear.
+TTL drops WARM and COLD; WARM drops the HOT copy; COLD drops WARM and HOT). Drops and
+deletes run bottom-up (COLD, WARM, HOT) so that no reader ever sees an older copy
+appear. The HOT step comes last and, when other processes' caches are invalidated
+through Redis (:mod:`.invalidation`), also announces the changed keys in the same
+round trip, so a process that hears of a change finds no stale copy left to read.
 
 A HOT tier that fails is marked degraded: reads skip it and are served from WARM,
 and it is re-checked with exponential backoff. A copy that could not be dropped is
@@ -40,11 +43,11 @@ from .tiering import TierPromotionPolicy
 __all__ = ["StateRepositoryCoordinator"]
 
 HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
-#: The tiers whose copies a write to the key's home tier must drop.
+#: The tiers whose copies a write to the key's home tier must drop (bottom-up).
 DROPS: dict[StateCategory, tuple[StateCategory, ...]] = {
-    HOT: (WARM, COLD),
+    HOT: (COLD, WARM),
     WARM: (HOT,),
-    COLD: (HOT, WARM),
+    COLD: (WARM, HOT),
 }
 _STRIPES = 64
 
@@ -94,6 +97,9 @@ class StateRepositoryCoordinator:
         self._counts_lock = threading.Lock()
         self.tier_hits = dict.fromkeys(StateCategory, 0)
         self.tier_misses = dict.fromkeys(StateCategory, 0)
+        #: Keys moved: "promotions" (asked for), "auto_promotions" (HOT copies placed
+        #: because of frequent reads) and "demotions".
+        self.movements = dict.fromkeys(("promotions", "auto_promotions", "demotions"), 0)
 
     def get_repositories(self) -> StateRepositories:
         return self._raw
@@ -160,7 +166,7 @@ class StateRepositoryCoordinator:
             if stored is not None:
                 if corrupt is not None:
                     logger.warning("Dropping the corrupt HOT copy of %r: %s", key, corrupt)
-                    self.drop_copies(HOT, [key])
+                    self.drop_copies(HOT, [key], announce=())
                 return category, stored
         if corrupt is not None:
             raise corrupt
@@ -211,19 +217,90 @@ class StateRepositoryCoordinator:
             if not requests:
                 return 0
             try:
-                if len(requests) == 1:
-                    r = requests[0]
-                    self.hot.store(r.key, r.value, version=r.version, ttl_seconds=ttl)
-                else:
-                    self.hot.store_many(requests)
+                stored = self.place_copies(requests)
             except TierUnavailableError as exc:
                 self.tier_failed(HOT, exc)
                 return 0
-        return len(requests)
+            sources = [v for v in values if v.key in stored]
+            placed = len(sources) - self.settle_hot_copies(sources)
+        self.count_movements("auto_promotions", placed)
+        return placed
+
+    def place_copies(self, requests: Sequence[WriteRequest]) -> set[str]:
+        """Write HOT copies; the keys written. A shared (Redis) HOT tier writes only
+        where the key is absent, so a value another process wrote there meanwhile (a
+        HOT home) is never overwritten by an older copy."""
+        hot: Any = self.hot
+        add = getattr(hot, "add_many", None)
+        if add is not None:
+            return set(add(requests))
+        if len(requests) == 1:
+            r = requests[0]
+            hot.store(r.key, r.value, version=r.version, ttl_seconds=r.ttl_seconds)
+        else:
+            hot.store_many(requests)
+        return {r.key for r in requests}
+
+    def settle_hot_copies(self, sources: Sequence[StoredValue]) -> int:
+        """After HOT copies of ``sources`` were placed: remove those whose source changed
+        meanwhile. Call with the keys' locks held; returns how many were removed.
+
+        Another process may have changed a key and dropped its HOT copy between our
+        read of the source and our placing of the copy: the copy would then shadow the
+        change in every process. Re-reading the sources after placing closes that gap:
+        a change not seen now is committed later, and its own drop removes our copy.
+        A changed key's copy is deleted only if it still is ours (compare-and-delete,
+        so a newer HOT value stays) and the key is announced again, in one round trip.
+        Only a shared (Redis) HOT tier needs this; an in-process one is guarded by the
+        locks and the fill tokens.
+        """
+        hot: Any = self.hot
+        if not sources or getattr(hot, "delete_if_unchanged", None) is None:
+            return 0
+        by_tier: dict[StateCategory, list[StoredValue]] = {}
+        for source in sources:
+            by_tier.setdefault(source.metadata.category, []).append(source)
+        changed: list[StoredValue] = []
+        for category, group in by_tier.items():
+            try:
+                now = self.repositories.by_category(category).fetch_many([s.key for s in group])
+            except TierUnavailableError:
+                now = {}  # unknown: treat as changed
+            for source in group:
+                was, current = source.metadata, now.get(source.key)
+                if (
+                    current is None
+                    or current.metadata.version != was.version
+                    or current.metadata.checksum != was.checksum
+                ):
+                    changed.append(source)
+        if not changed:
+            return 0
+        keys = [s.key for s in changed]
+        publisher = self.guard.publisher
+        try:
+            if publisher is None:
+                hot.delete_if_unchanged(changed, "", [])
+            else:
+                publisher.publish(lambda ch, msgs: hot.delete_if_unchanged(changed, ch, msgs), keys)
+        except TierUnavailableError as exc:
+            logger.warning("Could not remove %d HOT copies of changed values: %s", len(keys), exc)
+            self.tier_failed(HOT, exc)
+        return len(changed)
 
     def _count(self, category: StateCategory, hit: bool, n: int = 1) -> None:
         with self._counts_lock:
             (self.tier_hits if hit else self.tier_misses)[category] += n
+
+    def count_movements(self, kind: str, n: int) -> None:
+        with self._counts_lock:
+            self.movements[kind] += n
+
+    def announce(self, keys: Sequence[str]) -> None:
+        """Tell other processes' caches that ``keys`` changed (nothing to drop in HOT);
+        a no-op without cross-process invalidation."""
+        if self.guard.publisher is not None and keys:
+            self.drop_copies(HOT, [], announce=keys)
 
     # -- writes --------------------------------------------------------------
 
@@ -314,9 +391,12 @@ class StateRepositoryCoordinator:
             self.cache.invalidate_many(keys)
         else:
             self.cache.set_many(values)
-        for category in dict.fromkeys((*DROPS[home], *also)):
-            if category is not home:
+        stale = {*DROPS[home], *also} - {home}
+        for category in (COLD, WARM):
+            if category in stale:
                 self.drop_copies(category, keys)
+        # Last: HOT's stale copies, with the announcement to other processes' caches.
+        self.drop_copies(HOT, keys if HOT in stale else [], announce=keys)
 
     def delete(self, key: str) -> bool:
         """Delete ``key`` from every tier, bottom-up; True if any tier had it."""

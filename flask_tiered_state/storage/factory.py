@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from .base import StateCategory, StateRepositories, StateRepository
-from .cache import StateCache
+from .cache import StateCache, check_max_age
 from .memory_repository import MemoryStateRepository
 from .store import TieredStore
 from .tiering import TierPromotionPolicy
@@ -79,7 +79,12 @@ def _hot(redis_url: str | None, redis_client: Any, key_prefix: str) -> StateRepo
 
 
 def _warm(
-    database_uri: Any, engine: Any, metadata: Any, local_dir: Path | None, create_tables: bool
+    database_uri: Any,
+    engine: Any,
+    metadata: Any,
+    local_dir: Path | None,
+    create_tables: bool,
+    use_copy: bool = True,
 ) -> StateRepository:
     if database_uri is not None and engine is not None:
         raise ConfigurationError("Give database_uri or engine, not both.")
@@ -95,7 +100,7 @@ def _warm(
             )
     module = _backend_module("sql_repository", "postgres", ("psycopg", "psycopg_binary"))
     repository: StateRepository = module.SQLStateRepository(
-        target, metadata=metadata, create_tables=create_tables
+        target, metadata=metadata, create_tables=create_tables, use_copy=use_copy
     )
     return repository
 
@@ -197,12 +202,25 @@ def build_store(
     max_value_bytes: int | None = None,
     metrics: Any = None,
     create_tables: bool = True,
+    cache_ttl_seconds: float | None = 300,
+    invalidation: bool = True,
+    sql_use_copy: bool = True,
 ) -> TieredStore:
     """A :class:`TieredStore` over the configured backends (see the module docstring).
 
     :param local_dir: where the SQLite file and the COLD directory live when those
         tiers use their embedded defaults.
     :param metrics: see :func:`build_metrics`.
+    :param cache_ttl_seconds: the maximum age of a value in the in-process cache
+        (counted from when it was cached); the backstop that bounds how long a change
+        made by another process can go unseen. None: no maximum age.
+    :param invalidation: with a Redis HOT tier, keep the caches of all processes on
+        that Redis and key prefix in step through pub/sub (see
+        :mod:`~flask_tiered_state.storage.invalidation`). Without Redis only
+        ``cache_ttl_seconds`` applies.
+    :param sql_use_copy: on PostgreSQL with psycopg, write WARM batches with COPY; False
+        behind PgBouncer in transaction mode (see
+        :class:`~flask_tiered_state.storage.sql_repository.SQLStateRepository`).
     :raises ConfigurationError: a setting is invalid or a backend's package is missing.
     """
     policy = TierPromotionPolicy(
@@ -211,13 +229,16 @@ def build_store(
         demote_after_idle_seconds=demote_after_idle_seconds,
         hot_ttl_seconds=hot_ttl_seconds,
     )
-    cache = StateCache(cache_max_entries, cache_max_bytes)
+    max_age = check_max_age(cache_ttl_seconds, "cache_ttl_seconds")
+    if not isinstance(invalidation, bool):
+        raise ConfigurationError(f"invalidation must be True or False, not {invalidation!r}.")
+    cache = StateCache(cache_max_entries, cache_max_bytes, max_age_seconds=max_age)
     collector = build_metrics(metrics)
     local = None if local_dir is None else Path(local_dir)
     built: list[StateRepository] = []
     try:
         built.append(_hot(redis_url, redis_client, key_prefix))
-        built.append(_warm(database_uri, engine, sql_metadata, local, create_tables))
+        built.append(_warm(database_uri, engine, sql_metadata, local, create_tables, sql_use_copy))
         built.append(
             _cold(s3_bucket, s3_endpoint_url, s3_prefix, s3_storage_class, s3_region_name, local)
         )
@@ -227,6 +248,7 @@ def build_store(
             policy=policy,
             metrics=collector,
             max_value_bytes=max_value_bytes,
+            invalidation=invalidation,
         )
     except BaseException:
         for repository in built:

@@ -14,10 +14,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TierUnavailableError
 from .base import StateCategory, StateRepositories
+
+if TYPE_CHECKING:
+    from .invalidation import InvalidationPublisher
 
 __all__ = ["PendingDrops", "TierGuard", "TierHealth"]
 
@@ -187,6 +190,9 @@ class TierGuard:
             WARM: PendingDrops(),
             COLD: PendingDrops(),
         }
+        #: Set when other processes' caches are invalidated through Redis: HOT drops
+        #: then also announce the changed keys, in the same round trip.
+        self.publisher: InvalidationPublisher | None = None
 
     def failed(self, category: StateCategory, exc: BaseException) -> None:
         self.health[category].mark_failed(exc)
@@ -222,8 +228,14 @@ class TierGuard:
 
     def _drop_pending(self, category: StateCategory) -> None:
         keys = self.pending[category].snapshot()
-        if keys:
+        publisher = self.publisher if category is HOT else None
+        if publisher is not None:
+            # Announce what could not be announced while HOT was down, with the drop.
+            hot: Any = self.repositories.hot
+            publisher.publish(lambda ch, messages: hot.delete_and_publish(keys, ch, messages), ())
+        elif keys:
             self.repositories.by_category(category).delete_many(keys)
+        if keys:
             self.pending[category].discard(keys)
 
     def _reconcile_hot(self) -> None:
@@ -265,11 +277,27 @@ class TierGuard:
             finally:
                 health.end_check()
 
-    def drop(self, category: StateCategory, keys: Sequence[str]) -> None:
+    def drop(
+        self,
+        category: StateCategory,
+        keys: Sequence[str],
+        *,
+        announce: Sequence[str] | None = None,
+    ) -> None:
         """Delete the copies of ``keys`` in one tier; if it is down, remember to later.
 
         Until then readers skip those copies, so a stale copy is never served.
+
+        :param announce: for HOT, with a :attr:`publisher`: the keys whose change other
+            processes must hear of (default: ``keys``), published in the same round trip
+            after the deletion; kept for later when HOT is down.
         """
+        publisher = self.publisher if category is HOT else None
+        if publisher is not None:
+            announced = keys if announce is None else announce
+            if announced:
+                self._drop_and_announce(keys, announced, publisher)
+                return
         if not keys:
             return
         pending = self.pending[category]
@@ -285,6 +313,34 @@ class TierGuard:
             self.failed(category, exc)
             return
         pending.discard(keys)
+
+    def _drop_and_announce(
+        self, keys: Sequence[str], announce: Sequence[str], publisher: InvalidationPublisher
+    ) -> None:
+        pending = self.pending[HOT]
+        if not self.hot_usable():
+            if keys and not pending.add(keys):
+                self.failed(HOT, TierUnavailableError("hot", "too many pending drops"))
+            publisher.defer(announce)
+            return
+        if keys:
+            pending.add(keys, transient=True)
+        try:
+            hot: Any = self.repositories.hot
+            publisher.publish(
+                lambda ch, messages: hot.delete_and_publish(keys, ch, messages), announce
+            )
+        except TierUnavailableError as exc:
+            logger.warning(
+                "Could not drop %d stale HOT copies and announce %d changed keys: %s",
+                len(keys),
+                len(announce),
+                exc,
+            )
+            self.failed(HOT, exc)
+            return
+        if keys:
+            pending.discard(keys)
 
     def report(self) -> dict[str, Any]:
         return {

@@ -22,6 +22,8 @@ from ..errors import IntegrityError
 from .base import StateCategory, StateMetadata, StoredValue
 
 __all__ = [
+    "ADD_MANY_LUA",
+    "DELETE_IF_UNCHANGED_LUA",
     "MAGIC",
     "MSET_EX_LUA",
     "MSET_NEXT_LUA",
@@ -203,4 +205,36 @@ for i, key in ipairs(KEYS) do
   redis.call('SET', key, ARGV[i + 1], 'EX', ttl)
 end
 return #KEYS
+"""
+
+#: KEYS: the keys; ARGV: checksum, version per key. Deletes each key whose stored header
+#: still carries that checksum and version (a compare-and-delete). Returns how many.
+DELETE_IF_UNCHANGED_LUA = r"""
+local n = 0
+for i, key in ipairs(KEYS) do
+  local head = redis.call('GETRANGE', key, 0, 255)
+  local sum, version = string.match(head, '^TS1 (%x+) [^\n]* (%d+)\n')
+  if sum == ARGV[2 * i - 1] and version == ARGV[2 * i] then
+    redis.call('UNLINK', key)
+    n = n + 1
+  end
+end
+return n
+"""
+
+#: KEYS: the keys; ARGV[1]: ttl (0 = none); then one complete payload per key. Sets each
+#: key only where it does not exist. Returns 1 (set) or 0 (left alone) per key.
+ADD_MANY_LUA = r"""
+local ttl = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local done
+  if ttl > 0 then
+    done = redis.call('SET', key, ARGV[i + 1], 'EX', ttl, 'NX')
+  else
+    done = redis.call('SET', key, ARGV[i + 1], 'NX')
+  end
+  out[i] = done and 1 or 0
+end
+return out
 """

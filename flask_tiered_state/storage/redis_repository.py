@@ -16,6 +16,8 @@ from ._write_checks import check_expected_version, check_ttl, check_value, check
 from .base import StateCategory, StateMetadata, StoredValue, TierStats, WriteRequest
 from .keys import glob_to_redis_match, glob_to_regex, validate_key, validate_keys, validate_pattern
 from .redis_codec import (
+    ADD_MANY_LUA,
+    DELETE_IF_UNCHANGED_LUA,
     MSET_EX_LUA,
     MSET_NEXT_LUA,
     SET_VERSIONED_LUA,
@@ -249,6 +251,38 @@ class RedisStateRepository:
                 for p in chunk:
                     results[p.key] = p.metadata(self.category, p.version or 0)
 
+    def add_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        """Store the items whose key does not exist (``SET NX``; each item needs its
+        version): how cached copies are placed, so that a value another process wrote
+        meanwhile is never overwritten. Returns the metadata of the items stored."""
+        groups: dict[int | None, list[EncodedWrite]] = {}
+        for item in items:
+            if item.version is None:
+                raise ConfigurationError(f"add_many needs the version of {item.key!r}.")
+            check_version(item.version)
+            prepared = self._prepare(item.key, item.value, item.version, item.ttl_seconds)
+            groups.setdefault(prepared.ttl, []).append(prepared)
+        results: dict[str, StateMetadata] = {}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            queued: list[list[EncodedWrite]] = []
+            for ttl, group in groups.items():
+                for start in range(0, len(group), CHUNK):
+                    chunk = group[start : start + CHUNK]
+                    payloads = [p.payload(p.version or 0) for p in chunk]
+                    pipe.eval(
+                        ADD_MANY_LUA, len(chunk), *(p.name for p in chunk), ttl or 0, *payloads
+                    )
+                    queued.append(chunk)
+            replies = pipe.execute() if queued else []
+        except RedisError as exc:
+            raise self._unavailable(f"write {len(items)} copies", exc) from exc
+        for reply, chunk in zip(replies, queued, strict=True):
+            for p, done in zip(chunk, reply, strict=True):
+                if int(done):
+                    results[p.key] = p.metadata(self.category, p.version or 0)
+        return results
+
     def delete(self, key: str) -> bool:
         validate_key(key)
         try:
@@ -267,6 +301,55 @@ class RedisStateRepository:
             return sum(int(n) for n in pipe.execute())
         except RedisError as exc:
             raise self._unavailable(f"delete {len(names)} keys", exc) from exc
+
+    def delete_and_publish(
+        self, keys: Sequence[str], channel: str, messages: Sequence[bytes]
+    ) -> int:
+        """``delete_many(keys)``, then ``PUBLISH`` each message on ``channel``, in one
+        pipeline (one round trip): subscribers get a message only after the keys are gone.
+
+        :returns: how many of ``keys`` existed.
+        """
+        names = [self.key_prefix + k for k in dict.fromkeys(validate_keys(keys))]
+        if not names and not messages:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(names), CHUNK):
+                pipe.unlink(*names[start : start + CHUNK])
+            for message in messages:
+                pipe.publish(channel, message)
+            replies = pipe.execute()
+        except RedisError as exc:
+            raise self._unavailable(f"delete {len(names)} keys and publish", exc) from exc
+        return sum(int(n) for n in replies[: len(replies) - len(messages)])
+
+    def delete_if_unchanged(
+        self, copies: Sequence[StoredValue], channel: str, messages: Sequence[bytes]
+    ) -> int:
+        """Delete each of ``copies`` that Redis still holds with the same checksum and
+        version (atomically per key: a newer value written meanwhile stays), then
+        ``PUBLISH`` each message on ``channel``; one round trip.
+
+        :returns: how many were deleted.
+        """
+        names = [self.key_prefix + c.key for c in copies]
+        if not names and not messages:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(names), CHUNK):
+                chunk = copies[start : start + CHUNK]
+                args: list[Any] = []
+                for copy in chunk:
+                    args += (copy.metadata.checksum, copy.metadata.version)
+                pipe.eval(DELETE_IF_UNCHANGED_LUA, len(chunk), *names[start : start + CHUNK], *args)
+            for message in messages:
+                pipe.publish(channel, message)
+            replies = pipe.execute()
+        except RedisError as exc:
+            raise self._unavailable(f"delete {len(names)} changed copies", exc) from exc
+        return sum(int(n) for n in replies[: len(replies) - len(messages)])
 
     # -- scans ---------------------------------------------------------------
 

@@ -4,6 +4,11 @@ Values are JSON-serialisable Python values; the store serialises them canonicall
 (sorted keys, no spaces, UTF-8 text) so equal values have equal checksums in every
 tier. :meth:`TieredStore.get` on a cache hit hands out a fresh copy of the value
 without touching any tier.
+
+When the HOT tier is Redis, the store keeps the caches of other processes (and other
+stores) on the same Redis and key prefix in step with its changes through pub/sub
+(:mod:`.invalidation`); otherwise only the cache's maximum age bounds how long a
+change made elsewhere stays unseen.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .tiering import StateTierManager, TierPromotionPolicy
 
 if TYPE_CHECKING:
     from ..observability.metrics import MetricsCollector
+    from .invalidation import CacheInvalidation
     from .transaction import StoreTransaction
 
 __all__ = ["TieredStore", "dumps"]
@@ -80,6 +86,11 @@ class TieredStore:
     :param metrics: a collector of repository call metrics; without one the
         repositories are called directly, at no cost.
     :param max_value_bytes: the largest serialised value accepted (None: no limit).
+    :param invalidation: when the HOT tier is Redis, announce this store's changes to
+        the caches of other stores on the same Redis and key prefix, and listen for
+        theirs (a daemon thread, stopped by :meth:`close`). False: no messages and no
+        thread; other processes' changes are then seen when cached values reach the
+        cache's maximum age.
     """
 
     def __init__(
@@ -92,6 +103,7 @@ class TieredStore:
         max_value_bytes: int | None = None,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        invalidation: bool = True,
     ) -> None:
         if not isinstance(repositories, StateRepositories):
             raise ConfigurationError(
@@ -139,6 +151,15 @@ class TieredStore:
         #: The WARM repository itself (a SQLStateRepository in every built store).
         self.warm: Any = repositories.warm
         self._closed = False
+        #: Cross-process cache invalidation, when the HOT tier is Redis (else None).
+        self.invalidation: CacheInvalidation | None = None
+        hot = repositories.hot
+        if invalidation and hot.backend == "redis" and hasattr(hot, "delete_and_publish"):
+            from .invalidation import CacheInvalidation
+
+            self.invalidation = CacheInvalidation(hot, self.cache)
+            self.coordinator.guard.publisher = self.invalidation.publisher
+            self.invalidation.start()
 
     # -- values ----------------------------------------------------------------
 
@@ -291,22 +312,46 @@ class TieredStore:
                 entry.update(available=False, error=str(exc))
             entry.update(self._tier_rates(category), health=health[category.value])
             tiers[category.value] = entry
-        return {"cache": self.cache.stats().to_dict(), "tiers": tiers}
+        return {
+            "cache": self.cache.stats().to_dict(),
+            "tiers": tiers,
+            "movements": self.movements(),
+            "invalidation": self.invalidation_stats(),
+        }
+
+    def movements(self) -> dict[str, int]:
+        """Keys moved by this store since it was built: ``promotions`` (asked for),
+        ``auto_promotions`` (HOT copies placed on frequent reads) and ``demotions``."""
+        coordinator = self.coordinator
+        with coordinator._counts_lock:
+            return dict(coordinator.movements)
+
+    def invalidation_stats(self) -> dict[str, Any]:
+        """The state of cross-process invalidation (``enabled`` False without it)."""
+        invalidation = self.invalidation
+        if invalidation is None:
+            return {"enabled": False}
+        return {"enabled": True, **invalidation.stats()}
 
     def metrics(self) -> dict[str, Any]:
-        """Cache counters, per-tier hit rates and the collector's figures (if any)."""
+        """Cache counters, per-tier hit rates, movements, invalidation and the
+        collector's figures (if any)."""
         collector = self.metrics_collector
         return {
             "cache": self.cache.stats().to_dict(),
             "tiers": {c.value: self._tier_rates(c) for c in StateCategory},
+            "movements": self.movements(),
+            "invalidation": self.invalidation_stats(),
             "repositories": {} if collector is None else collector.snapshot(),
         }
 
     def close(self) -> None:
-        """Close every repository (once)."""
+        """Stop listening for invalidations and close every repository (once)."""
         if self._closed:
             return
         self._closed = True
+        if self.invalidation is not None:
+            self.invalidation.stop()
         for repository in self.get_repositories():
             repository.close()
 

@@ -129,12 +129,17 @@ class StateTierManager:
                 for s in sources
             ]
             try:
-                coordinator.hot.store_many(requests)
-                self._verify(HOT, sources)
+                stored = coordinator.place_copies(requests)
+                sources = [s for s in sources if s.key in stored]
+                if sources:
+                    self._verify(HOT, sources)
             except TierUnavailableError as exc:
                 coordinator.tier_failed(HOT, exc)
                 raise
-        return len(sources)
+            placed = len(sources) - coordinator.settle_hot_copies(sources)
+            coordinator.count_movements("promotions", placed)
+            coordinator.announce([s.key for s in sources])
+        return placed
 
     def demote_many(self, keys: Sequence[str]) -> int:
         """Move ``keys`` to COLD: copy, verify, then delete the WARM and HOT copies.
@@ -159,8 +164,9 @@ class StateTierManager:
             # Same version in every copy from here on: a failure below leaves duplicates,
             # never a loss, and readers keep finding the value.
             coordinator.warm.delete_many(moved)
-            coordinator.drop_copies(HOT, moved)
             coordinator.cache.set_many(copies)
+            coordinator.drop_copies(HOT, moved)  # and announce the move
+            coordinator.count_movements("demotions", len(moved))
         return moved
 
     def idle_keys(self, values: Sequence[StoredValue]) -> list[str]:

@@ -150,9 +150,10 @@ class StoreTransaction:
         with coordinator.locked(keys):
             for stored, _, _ in self._written.values():
                 cache.refresh(stored, self._token)
-            coordinator.drop_copies(COLD, drops[COLD])  # bottom-up, like deletes
-            coordinator.drop_copies(HOT, drops[HOT])
             cache.invalidate_many(self._deleted)
+            coordinator.drop_copies(COLD, drops[COLD])  # bottom-up, like deletes
+            # HOT last, announcing every changed key to other processes' caches.
+            coordinator.drop_copies(HOT, drops[HOT], announce=keys)
 
 
 @contextmanager
@@ -165,7 +166,12 @@ def open_transaction(store: TieredStore) -> Iterator[StoreTransaction]:
             f"the WARM tier here is {store.warm.backend!r}."
         )
     store.coordinator.retry_pending()
+    collector = store.metrics_collector
     with unit_of_work() as work:
+        if collector is not None:
+            from .instrumented import InstrumentedUnitOfWork
+
+            work = InstrumentedUnitOfWork(work, collector, WARM.value)
         transaction = StoreTransaction(store, work)
         yield transaction
         transaction._before_commit()

@@ -182,6 +182,41 @@ def test_clear_drops_entries_and_history_and_refuses_pending_fills() -> None:
     assert cache.fill(stored("k", 1), token) is False
 
 
+def test_entries_older_than_the_maximum_age_are_misses() -> None:
+    clock = FakeClock()
+    cache = StateCache(max_age_seconds=30, clock=clock)
+    assert StateCache().max_age_seconds == 300.0  # the default backstop
+    cache.set(stored("a", 1))
+    clock.advance(20)
+    cache.set(stored("b", 2))
+    assert cache.get("a") == 1  # a hit does not make an entry younger
+    clock.advance(10)
+    assert cache.get("a") is MISSING and cache.get_entry("b") is not None
+    assert "a" not in cache
+    clock.advance(20)
+    assert cache.get_entries(["b"], scan=True) == {}
+    assert cache.get_entries(["b"]) == {}
+    cache.set(stored("b", 3))  # cached again: a new age
+    clock.advance(29)
+    assert cache.get("b") == 3
+    stats = cache.stats()
+    assert (stats.expirations, stats.entries, stats.max_age_seconds) == (2, 1, 30.0)
+
+
+def test_the_earlier_of_value_ttl_and_maximum_age_applies() -> None:
+    clock = FakeClock()
+    cache = StateCache(max_age_seconds=5, clock=clock)
+    text = doc("s")
+    long_ttl = make_metadata(text, version=1, category=StateCategory.HOT, ttl_seconds=60)
+    cache.set(StoredValue("s", text, long_ttl))
+    clock.advance(6)
+    assert cache.get("s") is MISSING
+    forever = StateCache(max_age_seconds=None, clock=clock)
+    forever.set(stored("k", 1))
+    clock.advance(10**9)
+    assert forever.get("k") == 1 and forever.stats().max_age_seconds is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -189,6 +224,11 @@ def test_clear_drops_entries_and_history_and_refuses_pending_fills() -> None:
         ({"max_bytes": -1}, "max_bytes"),
         ({"max_entries": 1.5}, "max_entries"),
         ({"history_length": 0}, "history_length"),
+        ({"max_age_seconds": 0}, "max_age_seconds"),
+        ({"max_age_seconds": True}, "max_age_seconds"),
+        ({"max_age_seconds": float("inf")}, "max_age_seconds"),
+        ({"max_age_seconds": float("nan")}, "max_age_seconds"),
+        ({"max_age_seconds": "300"}, "max_age_seconds"),
     ],
 )
 def test_bad_bounds_raise_configuration_error(kwargs: dict[str, object], name: str) -> None:

@@ -27,6 +27,7 @@ def test_no_backends_gives_the_embedded_defaults(tmp_path: Path) -> None:
         assert (tmp_path / "state" / "cold").is_dir()
         assert store.policy.hot_ttl_seconds == 42 and store.max_value_bytes == 100
         assert store.metrics_collector is None
+        assert store.cache.max_age_seconds == 300.0 and store.invalidation is None
         store.set("k", {"a": 1})
         with store.transaction() as txn:
             txn.set("k", {"a": 2})
@@ -34,6 +35,15 @@ def test_no_backends_gives_the_embedded_defaults(tmp_path: Path) -> None:
         assert store.get("k") == {"a": 2}
     finally:
         store.close()
+
+
+def test_cache_ttl_seconds_sets_the_cache_maximum_age(tmp_path: Path) -> None:
+    for given, expected in ((None, None), (60, 60.0), (0.5, 0.5)):
+        store = build_store(local_dir=tmp_path, cache_ttl_seconds=given, invalidation=False)
+        try:
+            assert store.cache.max_age_seconds == expected
+        finally:
+            store.close()
 
 
 def test_embedded_defaults_need_local_dir() -> None:
@@ -87,6 +97,7 @@ def test_a_redis_client_and_an_engine_are_used_as_given(
         assert store.warm.engine is engine
         assert "tiered_state_entries" in metadata.tables
         assert store.get_repositories().hot.client is client  # type: ignore[attr-defined]
+        assert store.invalidation is not None and store.invalidation.subscriber.connected
     finally:
         store.close()
         assert client.ping()  # a client passed in stays open
@@ -106,6 +117,9 @@ def test_a_redis_client_and_an_engine_are_used_as_given(
         ({"metrics": "statsd"}, ["'statsd'", "prometheus"]),
         ({"promote_after_accesses": 0}, ["promote_after_accesses"]),
         ({"cache_max_entries": 0}, ["max_entries"]),
+        ({"cache_ttl_seconds": 0}, ["cache_ttl_seconds", "None"]),
+        ({"cache_ttl_seconds": "300"}, ["cache_ttl_seconds", "'300'"]),
+        ({"invalidation": "yes"}, ["invalidation", "'yes'"]),
     ],
 )
 def test_bad_settings_raise_configuration_errors_naming_them(

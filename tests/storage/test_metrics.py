@@ -14,6 +14,7 @@ from flask_tiered_state.observability.metrics import (
     SimpleMetricsCollector,
 )
 from flask_tiered_state.storage.base import StateCategory, WriteRequest
+from flask_tiered_state.storage.factory import build_store
 from flask_tiered_state.storage.instrumented import InstrumentedRepository
 from flask_tiered_state.storage.memory_repository import MemoryStateRepository
 from flask_tiered_state.storage.sql_repository import SQLStateRepository
@@ -110,3 +111,36 @@ def test_a_store_with_a_collector_reports_every_tier() -> None:
     assert figures["warm"]["operations"]["fetch"]["count"] == 1
     assert figures["hot"]["operations"]["fetch"]["count"] == 1
     assert figures["warm"]["batch_size"]["max"] == 2
+
+
+def test_writes_inside_transactions_are_counted(tmp_path: Path) -> None:
+    store = build_store(local_dir=tmp_path, metrics="prometheus")
+    try:
+        with store.transaction() as txn:
+            txn.set("a", 1)
+            txn.set("b", 2)
+            assert txn.delete("b") is True
+            txn.set("s", 1, category="hot")  # HOT home: its WARM copy is deleted too
+        with pytest.raises(ConcurrencyError), store.transaction() as txn:
+            txn.set("a", 3, expected_version=7)
+        samples = store.metrics()["repositories"]
+        assert samples["state_repository_warm_operations_store_total"] == 3.0
+        assert samples["state_repository_warm_operations_delete_total"] == 2.0
+        assert samples["state_repository_warm_errors_total"] == 0.0  # a conflict is no error
+        assert samples["state_repository_hot_operations_store_total"] == 1.0
+        assert samples["state_repository_warm_operation_duration_seconds_count{operation=store}"]
+    finally:
+        store.close()
+
+
+def test_transactions_without_a_collector_use_the_unit_of_work_directly(tmp_path: Path) -> None:
+    from flask_tiered_state.storage.sql_repository import SQLUnitOfWork
+
+    store = build_store(local_dir=tmp_path)
+    try:
+        with store.transaction() as txn:
+            assert type(txn._uow) is SQLUnitOfWork
+            txn.set("a", 1)
+        assert store.get("a") == 1
+    finally:
+        store.close()

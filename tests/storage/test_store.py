@@ -84,6 +84,29 @@ def test_no_read_returns_an_older_version_after_a_write(store: TieredStore) -> N
     assert store.get_entry("k").metadata.version == 3  # type: ignore[union-attr]
 
 
+def test_without_redis_the_cache_maximum_age_ends_staleness_across_stores(
+    tmp_path: Path,
+) -> None:
+    # Two stores on one SQLite file and COLD directory, as two processes of an embedded
+    # app: without Redis nothing tells one about the other's writes but the max age.
+    clock = FakeClock()
+    a, b = (build_store(local_dir=tmp_path, cache_ttl_seconds=60) for _ in range(2))
+    try:
+        assert a.invalidation is None and b.invalidation is None
+        b.cache.clock = clock
+        a.set("k", 1)
+        assert b.get("k") == 1
+        a.set("k", 2)
+        clock.advance(59)
+        assert b.get("k") == 1  # cached 59 s ago: still served
+        clock.advance(1)
+        assert b.get("k") == 2  # 60 s: re-read from the database
+        assert b.cache.stats().expirations == 1
+    finally:
+        a.close()
+        b.close()
+
+
 def test_an_expired_hot_home_never_uncovers_an_older_lower_copy() -> None:
     clock = FakeClock()
     repositories = StateRepositories(

@@ -233,3 +233,21 @@ def test_history_length_must_allow_promotion() -> None:
             cache=StateCache(history_length=2),
             policy=TierPromotionPolicy(promote_after_accesses=3),
         )
+
+
+def test_movements_are_counted_in_stats_and_metrics() -> None:
+    store = TieredStore(memory_tiers(), policy=TierPromotionPolicy(promote_after_accesses=2))
+    store.batch_set({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5})
+    assert store.promote_to_hot("a") and not store.promote_to_hot("a")  # 2nd: nothing to do
+    assert store.batch_promote(["b", "c"]) == 2
+    assert store.demote_to_cold("a") and not store.demote_to_cold("a")
+    for _ in range(2):  # read twice from below the cache: "d" earns a HOT copy
+        store.cache.invalidate("d")
+        assert store.get("d") == 4
+    for _ in range(2):
+        store.cache.invalidate("e")
+        assert store.batch_get(["e"]) == {"e": 5}
+    expected = {"promotions": 3, "auto_promotions": 2, "demotions": 1}
+    assert store.movements() == expected
+    assert store.stats()["movements"] == expected == store.metrics()["movements"]
+    assert store.get_repositories().hot.fetch("e") is not None
