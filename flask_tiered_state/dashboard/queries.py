@@ -7,8 +7,6 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
 from ..domain.diff import diff_records
 from ..domain.manager import StateManager
 from ..domain.model import KEY_PREFIX, StateStatus
@@ -73,13 +71,12 @@ def searchable_types(manager: StateManager) -> tuple[list[str], list[str]]:
 
 
 def counts_by_type(manager: StateManager) -> dict[str, dict[str, int]]:
-    """``{type: {status: count}}`` for the searchable types, one count query each."""
+    """``{type: {status: count}}`` for every searchable type and listed status (zeros
+    included), from one grouped count query."""
     warm, _ = searchable_types(manager)
+    counts = manager.count_states(by=("type", "status"))
     return {
-        name: {
-            status: manager.search_states(name, {"status": status}, per_page=1).total
-            for status in LISTED_STATUSES
-        }
+        name: {status: counts.get(name, {}).get(status, 0) for status in LISTED_STATUSES}
         for name in warm
     }
 
@@ -142,11 +139,5 @@ def timeline(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def recent_activity(manager: StateManager, limit: int = 15) -> list[dict[str, Any]]:
-    """The latest history rows across all states (a primary-key range scan)."""
-    table = manager.history.table
-    c = table.c
-    columns = (c.state_id, c.version, c.transition, c.from_status, c.to_status, c.actor,
-               c.reason, c.created_at)  # fmt: skip
-    stmt = sa.select(*columns).order_by(c.id.desc()).limit(limit)
-    with manager.history.engine.connect() as conn:
-        return [dict(row) for row in conn.execute(stmt).mappings()]
+    """The latest history rows across all states, newest first (light columns)."""
+    return manager.get_recent_activity(limit)

@@ -1,10 +1,17 @@
 """Batch mutations: many records and their history rows in one transaction.
 
-Reads go to the tiers directly, a chunked round trip per tier: the history tells
-which ids were ever registered (new ids need no read at all), the WARM tier is read
-first, then HOT and COLD for what is still missing. Every item is built and
-validated before anything is written; then all records and history rows commit in
-one store transaction, or none do.
+Upserts and deletes (:meth:`BatchWriter.upsert`, :meth:`BatchWriter.delete`) read the
+tiers directly, a chunked round trip per tier: the history tells which ids were ever
+registered (new ids need no read at all), the WARM tier is read first, then HOT and
+COLD for what is still missing. Every item is built and validated before anything is
+written; then all records and history rows commit in one store transaction, or none
+do.
+
+Updates (:meth:`BatchWriter.update`) go chunk by chunk, one store transaction each:
+the chunk's records are read like ``batch_get`` (cached records cost nothing, the
+rest one ``fetch_many`` per tier), every item is built and validated, then the records
+are written compare-and-set on the versions read and the history rows inserted with
+one multi-row statement. A lost race re-reads the chunk past the cache and retries it.
 """
 
 from __future__ import annotations
@@ -12,12 +19,12 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import ConcurrencyError, InvalidRequestError, ValidationError
+from ..errors import ConcurrencyError, InvalidRequestError, StateNotFoundError, ValidationError
 from ..storage.base import StateCategory
-from .model import StateTransition, state_key, validate_state_id
+from .model import KEY_PREFIX, StateTransition, state_key, validate_state_id
 from .records import RecordBuilder
 from .registry import StateTypeSpec
 from .writer import RecordWriter, Write
@@ -122,6 +129,58 @@ class BatchWriter:
             return writes
 
         return self._commit(plan, max_attempts=max_attempts, actor=actor, reason=reason)
+
+    def update(
+        self,
+        items: Mapping[str, Mapping[str, Any] | None],
+        transition: StateTransition,
+        *,
+        merge: bool,
+        chunk_size: int,
+        max_attempts: int,
+        actor: str | None,
+        reason: str | None,
+    ) -> Iterator[list[Write]]:
+        """Apply ``transition`` with each item's changes, committing chunk by chunk; yields
+        each chunk's writes once committed (deliver their events before asking for more).
+
+        :raises StateNotFoundError: an id of the chunk has no record; nothing of the
+            chunk is written.
+        :raises ConcurrencyError: the chunk lost ``max_attempts`` races.
+        """
+        ids = list(items)
+        for start in range(0, len(ids), chunk_size):
+            chunk = ids[start : start + chunk_size]
+            keys = [state_key(i) for i in chunk]
+            fresh = False
+
+            def plan(chunk: list[str] = chunk, keys: list[str] = keys) -> list[Write]:
+                nonlocal fresh
+                if fresh:  # after a lost race: cached copies may be stale
+                    self.writer.store.cache.invalidate_many(keys)
+                fresh = True
+                found = self.writer.store.batch.batch_get(keys)
+                writes: list[Write] = []
+                for state_id, key in zip(chunk, keys, strict=True):
+                    stored = found.get(key)
+                    if stored is None:
+                        raise StateNotFoundError(state_id)
+                    record: dict[str, Any] = json.loads(stored.value)
+                    spec = self.writer.types.get(record["type"])
+                    new = self.records.changed_record(
+                        record, spec, transition, items[state_id], merge=merge
+                    )
+                    version = stored.metadata.version
+                    writes.append(Write(key, spec, transition, record, new, version))
+                return writes
+
+            try:
+                writes = self._commit(plan, max_attempts=max_attempts, actor=actor, reason=reason)
+            except ConcurrencyError as exc:  # name the state, as update_state does
+                key = str(exc.key)
+                state_id = key[len(KEY_PREFIX) :] if key.startswith(KEY_PREFIX) else key
+                raise ConcurrencyError(state_id, exc.expected, exc.actual) from None
+            yield writes
 
     def delete(
         self,

@@ -5,7 +5,9 @@ from_status, to_status, old_record, new_record, actor, reason, correlation_id,
 created_at``. The row is inserted on the connection of the store transaction that
 writes the record, so both commit or neither does. ``(state_id, version)`` is
 unique, which also keeps a state id from being registered twice. Indexes serve the
-three queries: by state in version order, recent changes, changes by transition.
+three queries: by state in version order, recent changes, changes by transition; the
+latest rows across all states (:meth:`HistoryRepository.latest`) are a backward scan of
+the primary key.
 
 The table is defined on a caller's :class:`sqlalchemy.MetaData` (the store's, which
 is Flask-SQLAlchemy's ``db.metadata`` when the app passes ``db``), so an app's
@@ -22,9 +24,27 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["DEFAULT_HISTORY_TABLE", "HistoryRepository", "define_history_table"]
+__all__ = [
+    "ACTIVITY_COLUMNS",
+    "DEFAULT_HISTORY_TABLE",
+    "HistoryRepository",
+    "define_history_table",
+]
 
 DEFAULT_HISTORY_TABLE = "tiered_state_history"
+
+#: The columns of :meth:`HistoryRepository.latest`: every column but the records.
+ACTIVITY_COLUMNS = (
+    "state_id",
+    "version",
+    "transition",
+    "from_status",
+    "to_status",
+    "actor",
+    "reason",
+    "correlation_id",
+    "created_at",
+)
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -151,6 +171,21 @@ class HistoryRepository:
             sa.and_(t.c.state_id == state_id, t.c.transition == transition), t.c.version.asc()
         )
 
+    def latest_query(self, limit: int) -> sa.Select[Any]:
+        """The query of :meth:`latest`: insertion order by the primary key, read
+        backwards through its index."""
+        t = self.table
+        return sa.select(*(t.c[n] for n in ACTIVITY_COLUMNS)).order_by(t.c.id.desc()).limit(limit)
+
+    def latest(self, limit: int) -> list[dict[str, Any]]:
+        """The latest ``limit`` rows across all states, newest first, with the
+        :data:`ACTIVITY_COLUMNS` only."""
+        with self.engine.connect() as conn:
+            return [
+                {**row, "created_at": _iso(row["created_at"])}
+                for row in conn.execute(self.latest_query(limit)).mappings()
+            ]
+
     def records_at(self, state_id: str, versions: Sequence[int]) -> dict[int, dict[str, Any]]:
         """The records (``new_record``) of ``state_id`` at ``versions``."""
         t = self.table
@@ -171,6 +206,21 @@ class HistoryRepository:
                 found.update(conn.execute(stmt).scalars())
         return found
 
+    def taken(self, pairs: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+        """The ``(state_id, version)`` pairs among ``pairs`` that have a row."""
+        t = self.table
+        wanted = set(pairs)
+        found: set[tuple[str, int]] = set()
+        ids = sorted({state_id for state_id, _ in wanted})
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 1000):
+                stmt = sa.select(t.c.state_id, t.c.version).where(
+                    t.c.state_id.in_(ids[start : start + 1000]),
+                    t.c.version.in_(sorted({v for _, v in wanted})),
+                )
+                found.update((s, int(v)) for s, v in conn.execute(stmt) if (s, int(v)) in wanted)
+        return found
+
     def versions(self, state_id: str) -> list[int]:
         """The recorded versions of ``state_id``, ascending."""
         t = self.table
@@ -188,9 +238,6 @@ class HistoryRepository:
 
     @staticmethod
     def _to_dict(row: sa.RowMapping) -> dict[str, Any]:
-        created: datetime = row["created_at"]
-        if created.tzinfo is None:  # SQLite keeps no offset; every stored time is UTC
-            created = created.replace(tzinfo=timezone.utc)
         return {
             "id": row["id"],
             "state_id": row["state_id"],
@@ -203,5 +250,12 @@ class HistoryRepository:
             "actor": row["actor"],
             "reason": row["reason"],
             "correlation_id": row["correlation_id"],
-            "created_at": created.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+            "created_at": _iso(row["created_at"]),
         }
+
+
+def _iso(created: datetime) -> str:
+    """A stored time as the records spell times (ISO-8601, UTC, microseconds)."""
+    if created.tzinfo is None:  # SQLite keeps no offset; every stored time is UTC
+        created = created.replace(tzinfo=timezone.utc)
+    return created.astimezone(timezone.utc).isoformat(timespec="microseconds")

@@ -14,7 +14,8 @@ every filter is an equality and all must hold. Paths start at a record root:
   ``true`` or ``"1"``, as on PostgreSQL.
 
 Results are the records under ``state:*`` that are not deleted, ordered by
-``updated_at`` descending, then ``state_id``. Search covers what the WARM tier
+``updated_at`` descending, then ``state_id``. :meth:`StateSearch.counts` groups the
+same records by type and status in one ``GROUP BY`` query. Search covers what the WARM tier
 holds: every state whose type's home tier is WARM, except states archived to COLD
 with ``demote_to_cold``. HOT-home types (sessions) are read by id only.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,10 +35,12 @@ from ..errors import InvalidRequestError
 from .model import KEY_PREFIX
 from .paging import Page
 
-__all__ = ["LEAF_ROOTS", "OBJECT_ROOTS", "StateSearch", "parse_filters"]
+__all__ = ["COUNT_FIELDS", "LEAF_ROOTS", "OBJECT_ROOTS", "StateSearch", "parse_filters"]
 
 LEAF_ROOTS = ("state_id", "name", "type", "status", "version", "created_at", "updated_at")
 OBJECT_ROOTS = ("data", "metadata")
+#: The record fields :meth:`StateSearch.counts` groups by.
+COUNT_FIELDS = ("type", "status")
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_\-]{1,100}")
 _SCALARS = (str, int, float, bool, type(None))
 # ';' follows ':' in every collation we meet (C on PostgreSQL, binary on SQLite).
@@ -103,14 +106,16 @@ class StateSearch:
         self.postgresql = repository.backend == "postgresql"
         self.document: Any = repository.document_expression()
         c = self.table.c
-        self._base = [c.key >= KEY_PREFIX, c.key < _KEY_END]
+        self._states = [c.key >= KEY_PREFIX, c.key < _KEY_END]
+        self._not_deleted = self._field("status") != "deleted"
+        self._base = [*self._states, self._not_deleted]
+        self._order = (self._field("updated_at").desc(), c.key.asc())
+
+    def _field(self, name: str) -> Any:
+        """A top-level text field of the record, as SQL."""
         if self.postgresql:
-            doc = sa.type_coerce(self.document, postgresql.JSONB)
-            self._base.append(doc["status"].astext != "deleted")
-            self._order = (doc["updated_at"].astext.desc(), c.key.asc())
-        else:
-            self._base.append(sa.func.json_extract(self.document, "$.status") != "deleted")
-            self._order = (sa.func.json_extract(self.document, "$.updated_at").desc(), c.key.asc())
+            return sa.type_coerce(self.document, postgresql.JSONB)[name].astext
+        return sa.func.json_extract(self.document, f"$.{name}")
 
     def _live(self) -> Any:
         live = getattr(self.repository, "live_condition", None)
@@ -187,6 +192,22 @@ class StateSearch:
                 count_stmt = sa.select(sa.func.count()).select_from(self.table).where(*conditions)
                 total = int(conn.execute(count_stmt).scalar_one())
         return Page([json.loads(value) for value, _ in rows], total, page, per_page)
+
+    def counts(
+        self, fields: Sequence[str], types: Sequence[str], *, include_deleted: bool
+    ) -> list[tuple[Any, ...]]:
+        """``[(value of each field..., count)]`` of the live records of ``types``, grouped
+        by ``fields`` (from :data:`COUNT_FIELDS`): one query."""
+        columns = [self._field(name) for name in fields]
+        conditions = [*self._states, self._live(), self._field("type").in_(list(types))]
+        if not include_deleted:
+            conditions.append(self._not_deleted)
+        # By position: PostgreSQL would take the two ``document ->> $n`` of the select
+        # list and of GROUP BY for different expressions.
+        positions: list[Any] = [sa.literal_column(str(n)) for n in range(1, len(columns) + 1)]
+        stmt = sa.select(*columns, sa.func.count()).where(*conditions).group_by(*positions)
+        with self.engine.connect() as conn:
+            return [(*row[:-1], int(row[-1])) for row in conn.execute(stmt)]
 
     def count(self) -> int:
         """The number of records in the WARM tier that are not deleted."""

@@ -105,20 +105,29 @@ class RecordWriter:
             )
             for w in writes
         ]
-        with self.store.transaction() as txn:
-            for w in writes:
-                txn.set(
-                    w.key,
-                    w.new,
-                    category=w.spec.home_tier,
-                    ttl_seconds=self.ttl_for(w.spec),
-                    expected_version=w.expected_version,
-                )
-            try:
+        try:
+            with self.store.transaction() as txn:
+                for w in writes:
+                    txn.set(
+                        w.key,
+                        w.new,
+                        category=w.spec.home_tier,
+                        ttl_seconds=self.ttl_for(w.spec),
+                        expected_version=w.expected_version,
+                    )
                 self.history.insert(txn.connection, rows)
-            except sa.exc.IntegrityError as exc:
-                first = writes[0].new
-                raise HistoryConflict(first["state_id"], first["version"] - 1, None) from exc
+        except sa.exc.IntegrityError as exc:  # rolled back; now name the state
+            taken = self._conflicting(writes)
+            raise HistoryConflict(taken["state_id"], taken["version"] - 1, None) from exc
+
+    def _conflicting(self, writes: Sequence[Write]) -> dict[str, Any]:
+        """The first new record whose (state_id, version) the history already holds."""
+        if len(writes) > 1:
+            taken = self.history.taken([(w.new["state_id"], w.new["version"]) for w in writes])
+            for w in writes:
+                if (w.new["state_id"], w.new["version"]) in taken:
+                    return w.new
+        return writes[0].new
 
     def already_exists(self, state_id: str, key: str) -> StateAlreadyExistsError:
         """The error for registering a taken id, saying what holds it."""

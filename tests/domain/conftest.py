@@ -21,11 +21,14 @@ def _reset_default_manager() -> Iterator[None]:
     StateManager.set_context_resolver(None)
 
 
-def build_test_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+def build_test_store(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, **options: Any
+) -> Any:
+    """A store on ``kind`` ("embedded" or "servers"); ``options`` go to build_store."""
     from flask_tiered_state.storage.factory import build_store
 
     if kind == "embedded":
-        return build_store(local_dir=tmp_path / "embedded")
+        return build_store(local_dir=tmp_path / "embedded", **options)
     return build_store(
         redis_url=request.getfixturevalue("redis_url"),
         key_prefix=request.getfixturevalue("redis_prefix"),
@@ -33,13 +36,21 @@ def build_test_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) 
         s3_bucket=request.getfixturevalue("s3_bucket"),
         s3_endpoint_url=request.getfixturevalue("s3_endpoint_url"),
         local_dir=tmp_path / "servers",
+        **options,
     )
 
 
 @pytest.fixture(params=["embedded", SERVERS])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend set: "embedded" or "servers"."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A TieredStore on each backend set."""
-    built = build_test_store(request.param, request, tmp_path)
+    built = build_test_store(backend, request, tmp_path)
     try:
         yield built
     finally:

@@ -1,7 +1,7 @@
 """A Hypothesis state machine: the manager agrees with a plain in-memory model.
 
-Register, update, each transition, rollback, delete, promote, demote and cache
-eviction run in random orders on the embedded store, for WARM-home types and a
+Register, update, each transition, batches of transitions, rollback, delete, promote,
+demote and cache eviction run in random orders on the embedded store, for WARM-home types and a
 HOT-home session; after every step each state's
 status, version, data and history match the model.
 """
@@ -111,6 +111,42 @@ class ManagerMachine(RuleBasedStateMachine):
     )
     def transition(self, state_id: str, transition: T) -> None:
         self._apply(state_id, transition, None)
+
+    @rule(
+        state_ids=st.lists(IDS, min_size=1, max_size=3, unique=True),
+        transition=st.sampled_from(list(TABLE)),
+        data=DATA,
+        chunk_size=st.integers(1, 2),
+    )
+    def batch_transition(
+        self, state_ids: list[str], transition: T, data: dict[str, Any], chunk_size: int
+    ) -> None:
+        changes = {"data": data} if transition is T.UPDATE else None
+        allowed = TABLE[transition][0]
+        committed, refused = 0, None
+        for start in range(0, len(state_ids), chunk_size):
+            chunk = state_ids[start : start + chunk_size]
+            refused = next(
+                (i for i in chunk if i not in self.model or self.model[i].status not in allowed),
+                None,
+            )
+            if refused is not None:
+                break
+            committed += len(chunk)
+        try:
+            result = self.manager.batch_update_state(
+                dict.fromkeys(state_ids, changes), transition, chunk_size=chunk_size
+            )
+        except (StateNotFoundError, InvalidTransitionError) as exc:
+            assert refused is not None and exc.details["state_id"] == refused
+            assert isinstance(exc, StateNotFoundError) == (refused not in self.model)
+            assert exc.details["batch_committed"] == committed
+        else:
+            assert refused is None and list(result) == state_ids
+        for state_id in state_ids[:committed]:
+            model = self.model[state_id]
+            status = TABLE[transition][1] or model.status
+            model.record(transition.value, status, model.data if changes is None else data)
 
     @rule(state_id=IDS)
     def delete(self, state_id: str) -> None:
