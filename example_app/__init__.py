@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Flask
 
-from flask_tiered_state.extension import TieredState, get_app_state
+from flask_tiered_state.extension import TieredState
 
 from .cli import archive_command, seed_command
 from .config import DEFAULTS, environment, session_ttl
@@ -43,22 +43,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
 
-    TieredState(app)
+    credit = CreditSystem(session_ttl_seconds=session_ttl(app.config))
+    app.extensions[CREDIT_KEY] = credit
+    # The types, validators and callbacks are registered on every manager the extension
+    # builds (the first, and a new one after TieredState.close) before its first use,
+    # so every way in (these views, the REST API, the dashboard, `flask state`) sees them.
+    TieredState(app, setup=credit.setup)
     install_json_http_errors(app)
     app.register_blueprint(api, url_prefix=API_PREFIX)
     app.register_blueprint(pages)
     app.cli.add_command(seed_command)
     app.cli.add_command(archive_command)
-
-    credit = CreditSystem(session_ttl_seconds=session_ttl(app.config))
-    app.extensions[CREDIT_KEY] = credit
-    # Types, validators and callbacks are registered now, so that every way in (these
-    # views, the REST API, `flask state`) sees them, and again should the manager be
-    # rebuilt (TieredState.close), by this hook.
-    credit.ensure(get_app_state(app).manager)
-
-    @app.before_request
-    def _configured() -> None:
-        credit.ensure(get_app_state(app).manager)
-
     return app

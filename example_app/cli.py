@@ -23,9 +23,7 @@ __all__ = ["archive_command", "seed_command"]
 
 
 def _manager() -> StateManager:
-    credit = current_app.extensions["credit_system"]
-    manager: StateManager = credit.ensure(get_app_state().manager)
-    return manager
+    return get_app_state().manager
 
 
 @contextmanager

@@ -4,13 +4,15 @@ Everything is drawn from a seeded random generator, so ids and outcomes are the 
 on every run. Seeding is idempotent: states that exist are left alone (one
 ``batch_get_state`` per chunk finds them), new ones are created with
 ``batch_set_state`` (one transaction per chunk), and only states still ``created``
-are moved along their lifecycle. A second run adds nothing; an interrupted run is
-completed by the next.
+are moved along their lifecycle, with ``batch_update_state`` (one transaction per
+chunk of states that take the same transition for the same reason). A second run
+adds nothing; an interrupted run is completed by the next.
 
 Old payments are imported history (``data.imported``): the billing callbacks skip
 them. The last two payments of each subscription are processed live, in time order,
 so the callbacks activate, renew and suspend subscriptions and users, and record
-notifications, as they would in production.
+notifications, as they would in production: their batches are runs of consecutive
+payments, and callbacks follow each batch's commit in the payments' order.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 CHUNK = 500
 #: ``(state id, transition, changes merged into the record, reason)``
 _Step = tuple[str, StateTransition, "dict[str, Any] | None", str]
+#: ``planner(status by id) -> (steps in any order per state, steps in strict order)``
+_Planner = Callable[[dict[str, str]], tuple[list[_Step], list[_Step]]]
 _CREATED = StateStatus.CREATED.value
 _FIRST = (
     "ada", "alan", "grace", "edsger", "barbara", "donald", "margaret", "ken", "linus", "guido",
@@ -177,19 +181,59 @@ def _create_missing(
     return status, created
 
 
+def _batches(steps: Sequence[_Step], *, ordered: bool) -> list[list[_Step]]:
+    """Group steps into batches of one transition and reason, each state at most once
+    per batch, so that every state takes its steps in the order given.
+
+    ``ordered``: batches are runs of consecutive steps, so everything happens in the
+    order of ``steps`` (callbacks that react to the steps see them in that order).
+    Otherwise a state's first steps all go before its second steps, and so on.
+    """
+    if ordered:
+        runs: list[list[_Step]] = []
+        seen: set[str] = set()
+        for step in steps:
+            last = runs[-1][-1] if runs else None
+            if last is None or (last[1], last[3]) != (step[1], step[3]) or step[0] in seen:
+                runs.append([])
+                seen = set()
+            runs[-1].append(step)
+            seen.add(step[0])
+        return runs
+    waves: dict[tuple[int, StateTransition, str], list[_Step]] = {}
+    taken: dict[str, int] = {}
+    for step in steps:
+        wave = taken.get(step[0], 0)
+        taken[step[0]] = wave + 1
+        waves.setdefault((wave, step[1], step[3]), []).append(step)
+    return [waves[key] for key in sorted(waves, key=lambda key: key[0])]
+
+
 def _transition(
     manager: StateManager,
     steps: Sequence[_Step],
     label: str,
     progress: Progress,
+    *,
+    ordered: Sequence[_Step] = (),
 ) -> int:
-    with progress(label, len(steps)) as advance:
-        for state_id, transition, changes, reason in steps:
-            manager.update_state(
-                state_id, changes, transition, actor="seed-demo", reason=reason, merge=True
-            )
-            advance(1)
-    return len(steps)
+    """Apply ``steps`` (in any order per wave) and then ``ordered`` (strictly in order)."""
+    batches = [*_batches(steps, ordered=False), *_batches(ordered, ordered=True)]
+    with progress(label, len(steps) + len(ordered)) as advance:
+        for batch in batches:
+            transition, reason = batch[0][1], batch[0][3]
+            for start in range(0, len(batch), CHUNK):
+                chunk = batch[start : start + CHUNK]
+                manager.batch_update_state(
+                    {state_id: changes for state_id, _, changes, _ in chunk},
+                    transition,
+                    actor="seed-demo",
+                    reason=reason,
+                    merge=True,
+                    chunk_size=CHUNK,
+                )
+                advance(len(chunk))
+    return len(steps) + len(ordered)
 
 
 def _feature_steps(status: dict[str, str]) -> list[_Step]:
@@ -219,18 +263,22 @@ def _user_steps(plan: _Plan, status: dict[str, str]) -> list[_Step]:
     return steps
 
 
-def _payment_steps(plan: _Plan, status: dict[str, str]) -> list[_Step]:
-    steps: list[_Step] = []
+def _payment_steps(plan: _Plan, status: dict[str, str]) -> tuple[list[_Step], list[_Step]]:
+    """The steps of imported payments, and those of live ones (in time order)."""
+    imported: list[_Step] = []
+    live: list[_Step] = []
     for txn_id, failure in plan.outcomes.items():
         if status[txn_id] != _CREATED:
             continue
+        data = plan.payments[txn_id]["data"]
+        steps = imported if data["imported"] else live
         if failure is None:
-            settled = {"data": {"settled_at": plan.payments[txn_id]["data"]["occurred_at"]}}
+            settled = {"data": {"settled_at": data["occurred_at"]}}
             steps.append((txn_id, StateTransition.ACTIVATE, settled, "payment succeeded"))
         else:
             failed = {"data": {"failure_reason": failure}}
             steps.append((txn_id, StateTransition.EXPIRE, failed, failure))
-    return steps
+    return imported, live
 
 
 def seed_demo(
@@ -252,17 +300,18 @@ def seed_demo(
         for key, text, percentage, _ in FEATURES
     }
     report = SeedReport()
-    groups: list[tuple[str, dict[str, dict[str, Any]], Callable[[dict[str, str]], list[_Step]]]]
-    groups = [
-        ("feature", flags, _feature_steps),
-        ("user", plan.users, lambda status: _user_steps(plan, status)),
-        ("subscription", plan.subscriptions, lambda status: []),
+    groups: list[tuple[str, dict[str, dict[str, Any]], _Planner]] = [
+        ("feature", flags, lambda status: (_feature_steps(status), [])),
+        ("user", plan.users, lambda status: (_user_steps(plan, status), [])),
+        ("subscription", plan.subscriptions, lambda status: ([], [])),
         ("transaction", plan.payments, lambda status: _payment_steps(plan, status)),
     ]
     for kind, items, steps_for in groups:
         status, report.created[kind] = _create_missing(
             manager, items, f"Creating {kind}s", progress
         )
-        steps = steps_for(status)
-        report.transitioned[kind] = _transition(manager, steps, f"Updating {kind}s", progress)
+        steps, ordered = steps_for(status)
+        report.transitioned[kind] = _transition(
+            manager, steps, f"Updating {kind}s", progress, ordered=ordered
+        )
     return report

@@ -1,8 +1,10 @@
 """How the credit system plugs into its state manager: types, validators, callbacks.
 
-:func:`configure` runs once per manager (the extension builds one per app, and a
-new one after ``TieredState.close``); :class:`CreditSystem` remembers which
-managers it configured, so calling it on every request costs one set lookup.
+:func:`configure` runs once per manager: :meth:`CreditSystem.setup` is the app's
+``TieredState(app, setup=...)`` function, which the extension runs with every manager
+it builds (at first use, and again after ``TieredState.close``) before anything
+else uses it, so the views, the REST API, the dashboard and ``flask state`` all see
+the credit system's types, validators and callbacks.
 
 Two ways of reacting to changes are shown:
 
@@ -16,9 +18,7 @@ Two ways of reacting to changes are shown:
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask_tiered_state import signals
@@ -47,7 +47,7 @@ logger = logging.getLogger("example_app")
 NOTIFICATION = "notification"
 
 
-@dataclass
+@dataclass(frozen=True)
 class CreditSystem:
     """The app's part of ``app.extensions["credit_system"]``.
 
@@ -55,17 +55,10 @@ class CreditSystem:
     """
 
     session_ttl_seconds: int
-    _configured: weakref.WeakSet[StateManager] = field(default_factory=weakref.WeakSet)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def ensure(self, manager: StateManager) -> StateManager:
-        """Configure ``manager`` unless done already; return it."""
-        if manager not in self._configured:
-            with self._lock:
-                if manager not in self._configured:
-                    configure(manager, session_ttl_seconds=self.session_ttl_seconds)
-                    self._configured.add(manager)
-        return manager
+    def setup(self, manager: StateManager) -> None:
+        """Configure a newly built manager (the extension's setup function)."""
+        configure(manager, session_ttl_seconds=self.session_ttl_seconds)
 
 
 def notify(

@@ -22,6 +22,12 @@ object never keeps an app: one ``TieredState()`` can serve many apps.
   returns the process-wide default manager (not durable: scripts and tests), never
   an app's manager. Use ``with app.app_context():`` to reach an app's manager.
 
+**Setting up each manager.** Types, validators and callbacks live in the manager.
+Register them in a setup function (``TieredState(app, setup=fn)`` or the
+:meth:`TieredState.manager_setup` decorator): it runs with every newly built manager,
+before first use, so a manager rebuilt after :meth:`TieredState.close` has them too.
+The process-wide default manager is not an app's and is not set up.
+
 **Releasing resources.** Connections are borrowed from the store's pools per call,
 so an app context holds nothing when it ends. The manager and its pools live as long
 as the app; :meth:`TieredState.close` (or :meth:`AppState.close`) releases them and
@@ -32,165 +38,35 @@ garbage-collected and at interpreter exit.
 from __future__ import annotations
 
 import importlib
-import logging
-import os
-import threading
-import weakref
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Flask, current_app, has_app_context
 from werkzeug.local import LocalProxy
 
+from .app_state import AppState, ManagerSetup
 from .correlation import install_correlation_hooks
 from .domain.manager import StateManager
 from .errors import ConfigurationError
 from .http_errors import register_error_handlers
-from .observability.logging import install_correlation_filter
+from .observability.logging import install_correlation_filter, install_library_filters
 from .settings import TieredStateSettings, load_settings
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
-    from .storage.store import TieredStore
-
-__all__ = ["EXTENSION_KEY", "AppState", "TieredState", "current_state_manager", "get_app_state"]
+__all__ = [
+    "EXTENSION_KEY",
+    "AppState",
+    "ManagerSetup",
+    "TieredState",
+    "current_state_manager",
+    "get_app_state",
+]
 
 #: The key of the per-app state in ``app.extensions``.
 EXTENSION_KEY = "tiered_state"
 
-logger = logging.getLogger(__name__)
-
-
-class AppState:
-    """What ``app.extensions["tiered_state"]`` holds: one app's settings and manager.
-
-    :param extension: the :class:`TieredState` that registered the app.
-    :param app: the app (kept as a weak reference).
-    :param settings: the app's validated settings.
-    """
-
-    def __init__(self, extension: TieredState, app: Flask, settings: TieredStateSettings) -> None:
-        self.extension = extension
-        self.settings = settings
-        self.app_name = app.name
-        self.instance_path = app.instance_path
-        self._app = weakref.ref(app)
-        self._lock = threading.Lock()
-        self._manager: StateManager | None = None
-        self._finalizer = weakref.finalize(app, AppState._close_manager, self)
-
-    @property
-    def local_dir(self) -> Path:
-        """Where the embedded SQLite file and COLD directory live."""
-        return Path(self.settings.local_dir or os.path.join(self.instance_path, "tiered_state"))
-
-    @property
-    def uses_db(self) -> bool:
-        """True when the WARM tier and history use the Flask-SQLAlchemy ``db``'s engine."""
-        return self.extension.db is not None and self.settings.database_uri is None
-
-    @property
-    def create_tables(self) -> bool:
-        """Whether missing tables are created at first use (see ``CREATE_TABLES``)."""
-        if self.settings.create_tables is not None:
-            return self.settings.create_tables
-        return not self.uses_db
-
-    @property
-    def is_built(self) -> bool:
-        """True once the manager exists (and was not closed since)."""
-        manager = self._manager
-        return manager is not None and not manager.closed
-
-    @property
-    def manager(self) -> StateManager:
-        """The app's manager, built on first use."""
-        manager = self._manager
-        if manager is None or manager.closed:
-            with self._lock:
-                manager = self._manager
-                if manager is None or manager.closed:
-                    manager = self._manager = self._build()
-        return manager
-
-    @property
-    def store(self) -> TieredStore:
-        """The manager's tiered store."""
-        return self.manager.store
-
-    def close(self) -> None:
-        """Close the manager and its store; the next use builds new ones."""
-        self._close_manager(self)
-
-    @staticmethod
-    def _close_manager(state: AppState) -> None:
-        with state._lock:
-            manager, state._manager = state._manager, None
-        if manager is not None:
-            manager.close()
-
-    def _db_engine(self) -> tuple[Any, Any]:
-        db = self.extension.db
-        assert db is not None
-        app = self._app()
-        if app is None:  # pragma: no cover - the app owns this object
-            raise RuntimeError("The app of this TieredState registration no longer exists.")
-        try:
-            if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
-                return db.engine, db.metadata
-            with app.app_context():
-                return db.engine, db.metadata
-        except (RuntimeError, KeyError) as exc:
-            raise ConfigurationError(
-                f"TieredState(db=...) needs the Flask-SQLAlchemy instance registered on app "
-                f"{self.app_name!r} with db.init_app(app) before the state manager is used "
-                f"({exc})."
-            ) from exc
-
-    def _build(self) -> StateManager:
-        from .storage.factory import build_store
-
-        s = self.settings
-        engine = metadata = None
-        if self.uses_db:
-            engine, metadata = self._db_engine()
-        local_dir = self.local_dir
-        local_dir.mkdir(parents=True, exist_ok=True)
-        store = build_store(
-            redis_url=s.redis_url,
-            database_uri=s.database_uri,
-            engine=engine,
-            sql_metadata=metadata,
-            s3_bucket=s.s3_bucket,
-            s3_endpoint_url=s.s3_endpoint_url,
-            s3_prefix=s.s3_prefix,
-            s3_storage_class=s.s3_storage_class,
-            key_prefix=s.key_prefix,
-            local_dir=local_dir,
-            cache_max_entries=s.cache_max_entries,
-            cache_max_bytes=s.cache_max_bytes,
-            hot_ttl_seconds=s.hot_ttl_seconds,
-            metrics=s.metrics,
-            max_value_bytes=s.max_state_bytes,
-            promote_after_accesses=s.promote_after_accesses,
-            promotion_window_seconds=s.promotion_window_seconds,
-            demote_after_idle_seconds=s.demote_after_idle_seconds,
-            create_tables=self.create_tables,
-        )
-        try:
-            manager = StateManager.create(
-                store=store, create_tables=self.create_tables, hot_ttl_seconds=s.hot_ttl_seconds
-            )
-        except BaseException:
-            store.close()
-            raise
-        logger.info("Built the state manager of app %r: %r", self.app_name, manager)
-        return manager
-
-    def __repr__(self) -> str:
-        built = "built" if self.is_built else "not built"
-        return f"<AppState of {self.app_name!r} ({built})>"
+SetupT = TypeVar("SetupT", bound=ManagerSetup)
 
 
 def get_app_state(app: Flask | None = None) -> AppState:
@@ -239,19 +115,66 @@ class TieredState:
     :param db: a Flask-SQLAlchemy instance whose engine and metadata the WARM tier and
         the history use (unless ``TIERED_STATE_DATABASE_URI`` is set), so the app's
         migrations see the tables.
+    :param setup: a function ``setup(manager)`` that registers the app's types,
+        validators and callbacks; the same as decorating it with :meth:`manager_setup`.
     :param options: defaults for settings by lowercase name (``api_prefix="/api"``);
         ``TIERED_STATE_*`` keys in ``app.config`` win over them.
-    :raises ConfigurationError: for an unknown option.
+    :raises ConfigurationError: for an unknown option, or a ``setup`` that is not callable.
     """
 
     def __init__(
-        self, app: Flask | None = None, *, db: SQLAlchemy | None = None, **options: Any
+        self,
+        app: Flask | None = None,
+        *,
+        db: SQLAlchemy | None = None,
+        setup: ManagerSetup | None = None,
+        **options: Any,
     ) -> None:
         self.db = db
         load_settings({}, options)  # fail fast on an unknown name or a bad value
         self._options = dict(options)
+        self._setup: list[ManagerSetup] = []
+        if setup is not None:
+            self.manager_setup(setup)
         if app is not None:
             self.init_app(app)
+
+    def manager_setup(self, fn: SetupT) -> SetupT:
+        """Register ``fn(manager)`` to set up every manager this extension builds.
+
+        Types, validators, callbacks and signal receivers live in a manager, and an
+        app's manager is rebuilt at the first use after :meth:`close`. A setup function
+        runs with *each* newly built manager of every app registered by this extension,
+        inside that app's context (``current_app`` is the app), before the manager is
+        used by anyone else; the functions run in registration order, then
+        :data:`~flask_tiered_state.signals.manager_created` is sent. If one raises, the
+        new manager is closed, the error propagates, and the next use tries again.
+
+        Register setup functions before the first use of a manager; one registered later
+        applies from the next rebuild on. Usable as a decorator::
+
+            tiered_state = TieredState()
+
+            @tiered_state.manager_setup
+            def register_invoices(manager):
+                manager.register_state_type("invoice", schema=InvoiceSchema)
+
+        :returns: ``fn`` unchanged.
+        :raises ConfigurationError: ``fn`` is not callable.
+        """
+        if not callable(fn):
+            raise ConfigurationError(
+                f"A manager setup function must be a callable taking the new StateManager, "
+                f"not {fn!r}.",
+                details={"setup": repr(fn)},
+            )
+        self._setup.append(fn)
+        return fn
+
+    @property
+    def setup_functions(self) -> tuple[ManagerSetup, ...]:
+        """The registered setup functions, in the order they run."""
+        return tuple(self._setup)
 
     def init_app(self, app: Flask) -> None:
         """Register the extension on ``app`` (once per app).
@@ -282,9 +205,8 @@ class TieredState:
         app.extensions[EXTENSION_KEY] = state
         StateManager.set_context_resolver(_resolve_manager)
         install_correlation_hooks(app)
-        install_correlation_filter(
-            app.logger, *app.logger.handlers, logging.getLogger("flask_tiered_state")
-        )
+        install_correlation_filter(app.logger, *app.logger.handlers)
+        install_library_filters()
         if settings.register_error_handlers:
             register_error_handlers(app, api_prefix=settings.api_prefix)
         if settings.api_prefix is not None:
@@ -305,7 +227,11 @@ class TieredState:
         return get_app_state(app).manager
 
     def close(self, app: Flask | None = None) -> None:
-        """Release the manager and store of ``app`` (default: the current app)."""
+        """Release the manager and store of ``app`` (default: the current app).
+
+        The next use builds a new manager and runs the :meth:`manager_setup` functions
+        with it again.
+        """
         get_app_state(app).close()
 
 

@@ -11,7 +11,6 @@ large 413, forbidden 403, rate limited 429 with ``Retry-After``, tier unavailabl
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAll
 
 from .correlation import get_correlation_id
 from .errors import RateLimitedError, TieredStateError
+from .observability.logging import get_logger
 
 __all__ = [
     "error_response",
@@ -32,7 +32,7 @@ __all__ = [
     "register_error_handlers",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def error_response(

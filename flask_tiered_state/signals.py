@@ -1,7 +1,7 @@
 """Blinker signals sent by the :class:`~flask_tiered_state.domain.manager.StateManager`.
 
-Every signal is sent *after* the change it reports was committed, with the manager
-as sender, so ``signal.connected_to(receiver, sender=manager)`` (or
+Every state signal is sent *after* the change it reports was committed, with the
+manager as sender, so ``signal.connected_to(receiver, sender=manager)`` (or
 ``signal.connect(receiver, sender=manager)``) listens to one manager only. A
 receiver that raises never undoes the change: the error is logged and reported
 through :data:`callback_failed`, and the other receivers still run.
@@ -9,6 +9,9 @@ through :data:`callback_failed`, and the other receivers still run.
 Every state signal also receives ``event``: the
 :class:`~flask_tiered_state.domain.callbacks.StateEvent` (with a unique ``event_id``
 for de-duplication and the ``correlation_id`` of the work).
+
+:data:`manager_created` is the extension's: it is sent with the *app* as sender, while
+a new manager is set up, so a receiver that raises fails that build.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from blinker import Namespace
 
 __all__ = [
     "callback_failed",
+    "manager_created",
     "state_deleted",
     "state_demoted",
     "state_promoted",
@@ -57,3 +61,11 @@ state_demoted = _signals.signal("state-demoted")
 #: arguments: ``event`` (the StateEvent, or None for promote/demote signals),
 #: ``callback`` (the callable), ``error`` (the exception).
 callback_failed = _signals.signal("callback-failed")
+
+#: The Flask extension built a new manager for an app: at first use, and at the first
+#: use after ``TieredState.close(app)``. Sent after the extension's setup functions ran
+#: and before the manager is used, inside the app's context. Sender: the app. Keyword
+#: arguments: ``manager`` (the new :class:`~flask_tiered_state.domain.manager.StateManager`).
+#: A receiver that raises fails the build (the manager is closed, the error propagates,
+#: the next use tries again), so registrations made here are never silently missing.
+manager_created = _signals.signal("manager-created")

@@ -24,7 +24,7 @@ def credit() -> CreditSystem:
 
 def manager() -> StateManager:
     """The current app's state manager, configured for the credit system."""
-    return credit().ensure(get_app_state().manager)
+    return get_app_state().manager
 
 
 def actor() -> str | None:

@@ -147,7 +147,11 @@ def _components() -> dict[str, Any]:
             "total": _INT,
             "page": _INT,
             "per_page": _INT,
-            "pages": _INT,
+            "pages": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "The number of pages; 0 when nothing matches.",
+            },
         },
         ("items", "total", "page", "per_page", "pages"),
     )

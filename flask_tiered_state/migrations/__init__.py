@@ -24,8 +24,30 @@ location in ``migrations/alembic.ini``::
 
 They form their own branch (label ``tiered_state``), so upgrade with
 ``flask db upgrade heads``. If your ``db.metadata`` holds our tables (``TieredState(app,
-db=db)``), pass :func:`include_object` to ``context.configure(...)`` in ``env.py`` so
-autogenerate leaves them to this branch.
+db=db)``), pass :func:`include_object` to ``context.configure(...)`` in ``env.py`` (or
+``Migrate(app, db, include_object=include_object)``) so autogenerate leaves them to
+this branch.
+
+**The app's first revision needs its own branch.** With the packaged location
+configured, the database has a head, ``ts0001``, before the app has any revision; a
+plain ``flask db migrate`` would make the app's first revision follow ``ts0001`` and
+write it into the *installed package's* ``versions`` directory (lost at the next
+reinstall, and shared by every app using that environment). Start the app's branch
+from ``base`` in the app's own directory once::
+
+    flask db upgrade heads
+    flask db migrate -m "initial" --head base --branch-label app \\
+        --version-path migrations/versions
+    flask db upgrade heads
+
+and from then on follow the app's head::
+
+    flask db migrate -m "add customers" --head app@head
+    flask db upgrade heads
+
+When our tables already exist (created at first use or by ``init-db``) without a
+revision in ``alembic_version``, mark them as migrated instead: ``flask db stamp
+ts0001``. See "Tables and migrations" in ``docs/operations.rst``.
 """
 
 from __future__ import annotations

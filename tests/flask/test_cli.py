@@ -55,10 +55,26 @@ def test_list(seeded: Flask) -> None:
     assert page["page"] == 2 and page["pages"] == 2 and len(page["items"]) == 1
     text = run(seeded, "list", "--type", "transaction")
     assert text.exit_code == 0 and text.output.startswith("t1  transaction  created  v1")
-    assert "page 1 of 1, 1 states" in text.output
+    assert text.output.endswith("page 1 of 1, 1 state\n")
     fails(run(seeded, "list", "--type", "alien"), "Unknown state type 'alien'")
     fails(run(seeded, "list", "--filter", "no-equals-sign"), "is not PATH=VALUE", code=2)
     fails(run(seeded, "list", "--filter", "data..x=1"), "data..x")
+
+
+def test_list_without_results_says_so_and_prints_the_apis_page(seeded: Flask) -> None:
+    text = run(seeded, "list", "--status", "expired")
+    assert text.exit_code == 0 and text.output == "No states match.\n"
+    page = ok_json(seeded, "list", "--status", "expired")
+    assert page == {"items": [], "total": 0, "page": 1, "per_page": 50, "pages": 0}
+    assert seeded.test_client().get("/api/states?status=expired").get_json() == page
+    past = run(seeded, "list", "--type", "user", "--page", "3")
+    assert past.exit_code == 0
+    assert past.output == "Page 3 is past the last page (1); 2 states match.\n"
+    api = seeded.test_client().get("/api/states?type=user&page=3").get_json()
+    assert ok_json(seeded, "list", "--type", "user", "--page", "3") == api
+    assert api["items"] == [] and api["pages"] == 1 and api["total"] == 2
+    one = run(seeded, "list", "--type", "transaction", "--page", "2").output
+    assert one == "Page 2 is past the last page (1); 1 state matches.\n"
 
 
 def test_show(seeded: Flask) -> None:

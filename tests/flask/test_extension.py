@@ -3,15 +3,22 @@ double registration, Flask-SQLAlchemy's db, correlation ids and log records."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import io
 import logging
+import pkgutil
+import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
+import flask_tiered_state
 from flask_tiered_state.cli import state_cli
+from flask_tiered_state.domain.context import correlation_scope
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.errors import ConfigurationError
 from flask_tiered_state.extension import (
@@ -20,7 +27,11 @@ from flask_tiered_state.extension import (
     current_state_manager,
     get_app_state,
 )
-from flask_tiered_state.observability.logging import CorrelationIdFilter
+from flask_tiered_state.observability.logging import (
+    LIBRARY_LOGGER,
+    CorrelationIdFilter,
+    get_logger,
+)
 
 from .conftest import AppFactory
 
@@ -232,10 +243,91 @@ def test_a_clashing_cli_command_is_refused(make_app: AppFactory) -> None:
     assert app.cli.commands["state"] is own_state
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("flask_tiered_state.dashboard") is not None,
-    reason="the dashboard is installed",
-)
-def test_a_dashboard_prefix_without_the_dashboard_is_refused(make_app: AppFactory) -> None:
-    with pytest.raises(ConfigurationError, match="TIERED_STATE_DASHBOARD_PREFIX is '/dash'"):
-        make_app(TIERED_STATE_DASHBOARD_PREFIX="/dash")
+@pytest.mark.parametrize("broken", ["not importable", "no create_blueprint"])
+def test_a_dashboard_prefix_without_the_dashboard_is_refused(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    name = "flask_tiered_state.dashboard"
+    # None in sys.modules makes `import` fail, as in an installation without the module.
+    stand_in = None if broken == "not importable" else types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, stand_in)
+    app = make_app(init=False, TIERED_STATE_DASHBOARD_PREFIX="/dash")
+    with pytest.raises(ConfigurationError) as caught:
+        TieredState(app)
+    assert str(caught.value) == (
+        "TIERED_STATE_DASHBOARD_PREFIX is '/dash', but this installation has no dashboard "
+        "(flask_tiered_state.dashboard.create_blueprint); set it to None."
+    )
+    assert caught.value.details == {"key": "TIERED_STATE_DASHBOARD_PREFIX"}
+    assert "tiered_state" not in app.extensions
+    assert not any(rule.rule.startswith("/dash") for rule in app.url_map.iter_rules())
+
+    monkeypatch.undo()  # the real dashboard is back: the same app is accepted
+    TieredState(app)
+    assert any(rule.rule.startswith("/dash/") for rule in app.url_map.iter_rules())
+
+
+@pytest.fixture
+def library_lines() -> Iterator[io.StringIO]:
+    """What a handler on the ``flask_tiered_state`` logger formats with %(correlation_id)s.
+
+    The handler has no filter of its own: the records must bring the attribute.
+    """
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(logging.Formatter("%(name)s [%(correlation_id)s] %(message)s"))
+    library = logging.getLogger(LIBRARY_LOGGER)
+    domain = logging.getLogger("flask_tiered_state.domain")
+    level = domain.level
+    library.addHandler(handler)
+    domain.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        library.removeHandler(handler)
+        domain.setLevel(level)
+
+
+def test_records_of_child_library_loggers_carry_the_correlation_id(
+    app: Flask, library_lines: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = app.test_client()
+    response = client.post("/api/states", json={"state_id": "u1", "type": "user"},
+                           headers={"X-Correlation-ID": "order-9"})  # fmt: skip
+    assert response.status_code == 201
+    storage = logging.getLogger("flask_tiered_state.storage")
+    with correlation_scope("job-1"):
+        storage.warning("tier hot is unavailable")
+        get_logger("flask_tiered_state.some.new_module").warning("from a new module")
+    storage.warning("no work in progress")
+
+    lines = library_lines.getvalue().splitlines()
+    assert any(
+        line.startswith("flask_tiered_state.domain [order-9] state operation create on 'u1'")
+        for line in lines
+    ), lines
+    assert "flask_tiered_state.storage [job-1] tier hot is unavailable" in lines
+    assert "flask_tiered_state.some.new_module [job-1] from a new module" in lines
+    assert "flask_tiered_state.storage [-] no work in progress" in lines
+    assert "Logging error" not in capsys.readouterr().err
+
+
+def test_every_library_logger_has_the_correlation_filter(make_app: AppFactory) -> None:
+    for module in pkgutil.walk_packages(flask_tiered_state.__path__, "flask_tiered_state."):
+        importlib.import_module(module.name)
+    app = make_app()
+    get_app_state(app).manager  # noqa: B018 - building it runs the filter installation
+    library = {
+        name: logger
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if name.split(".")[0] == LIBRARY_LOGGER and isinstance(logger, logging.Logger)
+    }
+    assert {"flask_tiered_state.storage", "flask_tiered_state.domain"} <= set(library)
+    missing = [
+        name
+        for name, logger in library.items()
+        if not any(isinstance(f, CorrelationIdFilter) for f in logger.filters)
+    ]
+    assert missing == []
+    with pytest.raises(ValueError, match=r"'billing\.jobs' is not a library logger"):
+        get_logger("billing.jobs")

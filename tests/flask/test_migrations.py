@@ -6,12 +6,14 @@ brings the migrated schema back in line with the code.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -100,6 +102,47 @@ def test_the_version_location_works_for_an_apps_alembic() -> None:
     script = ScriptDirectory.from_config(config)
     revision = script.get_revision(migrations.BRANCH_LABEL + "@head")
     assert revision is not None and revision.revision == migrations.BASELINE_REVISION
+
+
+def test_the_documented_first_revision_is_written_into_the_apps_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The procedure of the migrations docstring and docs/operations.rst, on plain Alembic
+    (what ``flask db migrate`` runs), with a copy of the packaged revisions standing in
+    for the installed package so the pitfall can be shown without touching it."""
+    installed = tmp_path / "site-packages" / "versions"
+    shutil.copytree(
+        migrations.SCRIPT_LOCATION / "versions",
+        installed,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    app_dir = tmp_path / "migrations"
+    ini = str(tmp_path / "alembic.ini")
+    command.init(Config(ini), str(app_dir))
+    config = Config(ini)
+    config.set_main_option("script_location", str(app_dir))
+    config.set_main_option("path_separator", "space")
+    config.set_main_option("version_locations", f"{app_dir / 'versions'} {installed}")
+    app_versions = app_dir / "versions"
+
+    plain = command.revision(config, "plain")  # no --head: follows ts0001, in the package
+    assert plain is not None and not isinstance(plain, list)
+    assert Path(plain.path).parent == installed and plain.down_revision == "ts0001"
+    Path(plain.path).unlink()
+
+    first = command.revision(
+        config, "initial", head="base", branch_label="app", version_path=str(app_versions)
+    )
+    assert first is not None and not isinstance(first, list)
+    assert Path(first.path).parent == app_versions and first.down_revision is None
+    second = command.revision(config, "add customers", head="app@head")
+    assert second is not None and not isinstance(second, list)
+    assert Path(second.path).parent == app_versions
+    assert second.down_revision == first.revision
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    assert heads == {migrations.BASELINE_REVISION, second.revision}
+    assert sorted(p.name for p in installed.glob("*.py")) == ["ts0001_initial.py"]
+    capsys.readouterr()
 
 
 def test_include_object_leaves_our_tables_to_our_branch() -> None:

@@ -70,6 +70,9 @@ def test_text_forms_from_the_environment_are_accepted(tmp_path: Path) -> None:
     config = {
         "TIERED_STATE_CACHE_MAX_ENTRIES": "500",
         "TIERED_STATE_METRICS": "off",
+        "TIERED_STATE_INVALIDATION": "0",
+        "TIERED_STATE_SQL_USE_COPY": "false",
+        "TIERED_STATE_CACHE_TTL_SECONDS": "30",
         "TIERED_STATE_CLI": "Yes",
         "TIERED_STATE_PROMOTION_WINDOW_SECONDS": "2.5",
         "TIERED_STATE_MAX_STATE_BYTES": None,
@@ -80,6 +83,8 @@ def test_text_forms_from_the_environment_are_accepted(tmp_path: Path) -> None:
     settings = load_settings(config)
     assert settings.cache_max_entries == 500
     assert settings.metrics is False and settings.cli is True
+    assert settings.invalidation is False and settings.sql_use_copy is False
+    assert settings.cache_ttl_seconds == 30
     assert settings.promotion_window_seconds == 2.5
     assert settings.max_state_bytes is None and settings.redis_url is None
     assert settings.local_dir == str(tmp_path)
@@ -106,6 +111,10 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("CACHE_MAX_ENTRIES", True, "integer >= 1"),
     ("CACHE_MAX_BYTES", -1, "integer >= 1"),
     ("CACHE_MAX_BYTES", 1.5, "integer >= 1"),
+    ("CACHE_TTL_SECONDS", 0, "integer >= 1 or None"),
+    ("CACHE_TTL_SECONDS", "5m", "integer >= 1 or None"),
+    ("INVALIDATION", None, "True or False"),
+    ("SQL_USE_COPY", "pgbouncer", "True or False"),
     ("HOT_TTL_SECONDS", 0, "integer >= 1"),
     ("PROMOTE_AFTER_ACCESSES", None, "integer >= 1"),
     ("PROMOTION_WINDOW_SECONDS", 0, "number of seconds > 0"),
@@ -161,3 +170,64 @@ def test_a_failed_init_app_leaves_the_app_unregistered(make_app: AppFactory) -> 
     app.config["TIERED_STATE_HOT_TTL_SECONDS"] = 5
     TieredState(app)
     assert get_app_state(app).settings.hot_ttl_seconds == 5
+
+
+def test_cache_ttl_none_keeps_entries_until_evicted() -> None:
+    settings = load_settings({"TIERED_STATE_CACHE_TTL_SECONDS": None})
+    assert settings.cache_ttl_seconds is None
+    defaults = load_settings({})
+    assert (defaults.cache_ttl_seconds, defaults.invalidation, defaults.sql_use_copy) == (
+        300,
+        True,
+        True,
+    )
+
+
+def test_a_misspelt_key_fails_init_app_with_the_closest_known_one(make_app: AppFactory) -> None:
+    app = make_app(init=False, TIERED_STATE_REDIS_ULR="redis://cache:6379/0")
+    with pytest.raises(ConfigurationError) as caught:
+        TieredState(app)
+    message = str(caught.value)
+    assert message.startswith(
+        "Unknown setting(s) in app.config: TIERED_STATE_REDIS_ULR "
+        "(did you mean TIERED_STATE_REDIS_URL?)."
+    )
+    assert "docs/configuration.rst" in message and "settings.SETTINGS" in message
+    assert caught.value.details == {
+        "key": "TIERED_STATE_REDIS_ULR",
+        "unknown": ["TIERED_STATE_REDIS_ULR"],
+        "suggestions": {"TIERED_STATE_REDIS_ULR": "TIERED_STATE_REDIS_URL"},
+    }
+    assert "tiered_state" not in app.extensions
+    assert "TIERED_STATE_REDIS_URL" not in app.config  # nothing written before the check
+    del app.config["TIERED_STATE_REDIS_ULR"]
+    TieredState(app)
+
+
+def test_every_unknown_key_is_named_with_a_suggestion_where_one_is_close(
+    make_app: AppFactory,
+) -> None:
+    config = {
+        "TIERED_STATE_CACHE_TTL": 60,
+        "tiered_state_hot_ttl_seconds": 60,
+        "TIERED_STATE_XYZZY": 1,
+        "CACHE_TTL": 60,  # not ours: no prefix
+        "REDIS_URL": "redis://elsewhere",
+    }
+    with pytest.raises(ConfigurationError) as caught:
+        make_app(**config)
+    message = str(caught.value)
+    assert "TIERED_STATE_CACHE_TTL (did you mean TIERED_STATE_CACHE_TTL_SECONDS?)" in message
+    assert "tiered_state_hot_ttl_seconds (did you mean TIERED_STATE_HOT_TTL_SECONDS?)" in message
+    assert "; TIERED_STATE_XYZZY; " in message and "XYZZY (did you mean" not in message
+    assert "'CACHE_TTL'" not in message and "REDIS_URL;" not in message
+    assert caught.value.details["unknown"] == [
+        "TIERED_STATE_CACHE_TTL",
+        "TIERED_STATE_XYZZY",
+        "tiered_state_hot_ttl_seconds",
+    ]
+
+
+def test_a_misspelt_option_suggests_the_closest_known_one() -> None:
+    with pytest.raises(ConfigurationError, match=r"api_prefx \(did you mean api_prefix\?\)"):
+        TieredState(api_prefx="/api")

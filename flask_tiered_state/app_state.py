@@ -1,0 +1,206 @@
+"""One app's settings and manager: what ``app.extensions["tiered_state"]`` holds.
+
+The manager is built on first use and rebuilt on the first use after
+:meth:`AppState.close`. Each newly built manager is set up before anything else
+can use it: the extension's setup functions run with it (in registration order,
+inside the app's context), then :data:`~flask_tiered_state.signals.manager_created`
+is sent. Other threads wait for the setup; the setup functions themselves (and
+what they call, ``current_state_manager`` included) already see the new manager.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, current_app, has_app_context
+
+from .domain.manager import StateManager
+from .errors import ConfigurationError
+from .observability.logging import get_logger, install_library_filters
+from .settings import TieredStateSettings
+from .signals import manager_created
+
+if TYPE_CHECKING:
+    from .extension import TieredState
+    from .storage.store import TieredStore
+
+__all__ = ["AppState", "ManagerSetup"]
+
+#: ``setup(manager)``: registers an app's types, validators and callbacks on a new manager.
+ManagerSetup = Callable[[StateManager], object]
+
+logger = get_logger("flask_tiered_state.extension")
+
+
+class AppState:
+    """What ``app.extensions["tiered_state"]`` holds: one app's settings and manager.
+
+    :param extension: the :class:`~flask_tiered_state.extension.TieredState` that
+        registered the app; its setup functions run with every manager built here.
+    :param app: the app (kept as a weak reference).
+    :param settings: the app's validated settings.
+    """
+
+    def __init__(self, extension: TieredState, app: Flask, settings: TieredStateSettings) -> None:
+        self.extension = extension
+        self.settings = settings
+        self.app_name = app.name
+        self.instance_path = app.instance_path
+        self._app = weakref.ref(app)
+        self._lock = threading.Lock()
+        self._manager: StateManager | None = None
+        # (thread id, manager) while that thread runs the setup of a new manager.
+        self._building: tuple[int, StateManager] | None = None
+        self._finalizer = weakref.finalize(app, AppState._close_manager, self)
+
+    @property
+    def local_dir(self) -> Path:
+        """Where the embedded SQLite file and COLD directory live."""
+        return Path(self.settings.local_dir or os.path.join(self.instance_path, "tiered_state"))
+
+    @property
+    def uses_db(self) -> bool:
+        """True when the WARM tier and history use the Flask-SQLAlchemy ``db``'s engine."""
+        return self.extension.db is not None and self.settings.database_uri is None
+
+    @property
+    def create_tables(self) -> bool:
+        """Whether missing tables are created at first use (see ``CREATE_TABLES``)."""
+        if self.settings.create_tables is not None:
+            return self.settings.create_tables
+        return not self.uses_db
+
+    @property
+    def is_built(self) -> bool:
+        """True once the manager exists, is set up, and was not closed since."""
+        manager = self._manager
+        return manager is not None and not manager.closed
+
+    @property
+    def manager(self) -> StateManager:
+        """The app's manager, built and set up on first use."""
+        manager = self._manager
+        if manager is None or manager.closed:
+            building = self._building
+            if building is not None and building[0] == threading.get_ident():
+                return building[1]  # a setup function of this very manager asks
+            with self._lock:
+                manager = self._manager
+                if manager is None or manager.closed:
+                    manager = self._manager = self._build()
+        return manager
+
+    @property
+    def store(self) -> TieredStore:
+        """The manager's tiered store."""
+        return self.manager.store
+
+    def close(self) -> None:
+        """Close the manager and its store; the next use builds (and sets up) new ones."""
+        self._close_manager(self)
+
+    @staticmethod
+    def _close_manager(state: AppState) -> None:
+        with state._lock:
+            manager, state._manager = state._manager, None
+        if manager is not None:
+            manager.close()
+
+    def _live_app(self) -> Flask:
+        app = self._app()
+        if app is None:  # pragma: no cover - the app owns this object
+            raise RuntimeError("The app of this TieredState registration no longer exists.")
+        return app
+
+    @contextmanager
+    def _in_app_context(self) -> Iterator[Flask]:
+        app = self._live_app()
+        if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+            yield app
+        else:
+            with app.app_context():
+                yield app
+
+    def _db_engine(self) -> tuple[Any, Any]:
+        db = self.extension.db
+        assert db is not None
+        try:
+            with self._in_app_context():
+                return db.engine, db.metadata
+        except (RuntimeError, KeyError) as exc:
+            raise ConfigurationError(
+                f"TieredState(db=...) needs the Flask-SQLAlchemy instance registered on app "
+                f"{self.app_name!r} with db.init_app(app) before the state manager is used "
+                f"({exc})."
+            ) from exc
+
+    def _build(self) -> StateManager:
+        from .storage.factory import build_store
+
+        s = self.settings
+        engine = metadata = None
+        if self.uses_db:
+            engine, metadata = self._db_engine()
+        local_dir = self.local_dir
+        local_dir.mkdir(parents=True, exist_ok=True)
+        store = build_store(
+            redis_url=s.redis_url,
+            database_uri=s.database_uri,
+            engine=engine,
+            sql_metadata=metadata,
+            s3_bucket=s.s3_bucket,
+            s3_endpoint_url=s.s3_endpoint_url,
+            s3_prefix=s.s3_prefix,
+            s3_storage_class=s.s3_storage_class,
+            key_prefix=s.key_prefix,
+            local_dir=local_dir,
+            cache_max_entries=s.cache_max_entries,
+            cache_max_bytes=s.cache_max_bytes,
+            cache_ttl_seconds=s.cache_ttl_seconds,
+            invalidation=s.invalidation,
+            sql_use_copy=s.sql_use_copy,
+            hot_ttl_seconds=s.hot_ttl_seconds,
+            metrics=s.metrics,
+            max_value_bytes=s.max_state_bytes,
+            promote_after_accesses=s.promote_after_accesses,
+            promotion_window_seconds=s.promotion_window_seconds,
+            demote_after_idle_seconds=s.demote_after_idle_seconds,
+            create_tables=self.create_tables,
+        )
+        try:
+            manager = StateManager.create(
+                store=store, create_tables=self.create_tables, hot_ttl_seconds=s.hot_ttl_seconds
+            )
+        except BaseException:
+            store.close()
+            raise
+        # The storage modules are imported by now: give their loggers the filter too.
+        install_library_filters()
+        try:
+            self._set_up(manager)
+        except BaseException:
+            manager.close()
+            raise
+        logger.info("Built the state manager of app %r: %r", self.app_name, manager)
+        return manager
+
+    def _set_up(self, manager: StateManager) -> None:
+        """Run the setup functions and send ``manager-created`` (see the module doc)."""
+        self._building = (threading.get_ident(), manager)
+        try:
+            with self._in_app_context() as app:
+                for setup in self.extension.setup_functions:
+                    setup(manager)
+                manager_created.send(app, manager=manager)
+        finally:
+            self._building = None
+
+    def __repr__(self) -> str:
+        built = "built" if self.is_built else "not built"
+        return f"<AppState of {self.app_name!r} ({built})>"
