@@ -1,9 +1,10 @@
-"""Promotions and demotions seen by this process, per manager, for the tiers page.
+"""The latest states moved by this process, per manager, for the tiers page.
 
-The store keeps no movement counters, so the dashboard counts the ``state-promoted``
-and ``state-demoted`` signals the manager sends for ``promote_to_hot`` and
-``demote_to_cold``. Promotions the store makes on its own (frequent reads) send no
-signal and are not counted here.
+The store counts its moves (:meth:`~flask_tiered_state.storage.store.TieredStore.movements`)
+but does not say which keys moved, so the dashboard remembers the latest
+``state-promoted`` and ``state-demoted`` signals the manager sends for
+``promote_to_hot`` and ``demote_to_cold``. Automatic promotions send no signal and
+are not listed here (the store's counters include them).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import signals
 
-__all__ = ["Movement", "MovementLog", "install", "log_for"]
+__all__ = ["RECENT", "Movement", "install", "recent_for"]
 
+#: How many of the latest moves are kept per manager.
 RECENT = 20
 
 
@@ -29,48 +31,33 @@ class Movement:
     at: float
 
 
-@dataclass
-class MovementLog:
-    """Counts and the latest movements of one manager."""
-
-    promotions: int = 0
-    demotions: int = 0
-    recent: deque[Movement] = field(default_factory=lambda: deque(maxlen=RECENT))
-
-    def add(self, state_id: str, direction: str) -> None:
-        if direction == "promoted":
-            self.promotions += 1
-        else:
-            self.demotions += 1
-        self.recent.appendleft(Movement(state_id, direction, time.time()))
-
-
 _lock = threading.Lock()
-_logs: weakref.WeakKeyDictionary[Any, MovementLog] = weakref.WeakKeyDictionary()
+_recent: weakref.WeakKeyDictionary[Any, deque[Movement]] = weakref.WeakKeyDictionary()
 
 
-def log_for(manager: Any) -> MovementLog:
-    """The log of ``manager`` (empty until it moves something)."""
+def recent_for(manager: Any) -> list[Movement]:
+    """The latest moves made through ``manager`` in this process, newest first."""
     with _lock:
-        log = _logs.get(manager)
-        if log is None:
-            log = _logs[manager] = MovementLog()
-        return log
+        return list(_recent.get(manager, ()))
+
+
+def _add(sender: Any, state_id: object, direction: str) -> None:
+    with _lock:
+        moves = _recent.get(sender)
+        if moves is None:
+            moves = _recent[sender] = deque(maxlen=RECENT)
+        moves.appendleft(Movement(str(state_id), direction, time.time()))
 
 
 def _promoted(sender: Any, **kwargs: Any) -> None:
-    with _lock:
-        log = _logs.setdefault(sender, MovementLog())
-        log.add(str(kwargs.get("state_id")), "promoted")
+    _add(sender, kwargs.get("state_id"), "promoted")
 
 
 def _demoted(sender: Any, **kwargs: Any) -> None:
-    with _lock:
-        log = _logs.setdefault(sender, MovementLog())
-        log.add(str(kwargs.get("state_id")), "demoted")
+    _add(sender, kwargs.get("state_id"), "demoted")
 
 
 def install() -> None:
-    """Connect the counters (once per process; connecting again is a no-op)."""
+    """Connect the receivers (once per process; connecting again is a no-op)."""
     signals.state_promoted.connect(_promoted)
     signals.state_demoted.connect(_demoted)

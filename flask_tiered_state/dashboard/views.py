@@ -143,7 +143,7 @@ def tiers() -> ResponseReturnValue:
     return render_template(
         T + "tiers.html",
         stats=stats,
-        log=movements.log_for(manager),
+        recent_moves=movements.recent_for(manager),
         metrics=manager.get_performance_metrics().get("operations", {}),
     )
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from flask_tiered_state.domain.model import state_key
 from flask_tiered_state.extension import get_app_state
 
 from .conftest import build_app, populate
@@ -117,8 +118,21 @@ def test_unknown_states_and_lookups(dash_app: Flask) -> None:
     assert '<span class="status status-deleted">deleted</span>' in tombstone
 
 
+def movement_counts(page: str) -> list[int]:
+    """promoted to HOT, promoted on frequent reads, demoted to COLD, as the page shows them."""
+    moves = page.split('id="movements"', 1)[1].split("</dl>", 1)[0]
+    return [int(n) for n in re.findall(r'<dd class="num">(\d+)</dd>', moves)]
+
+
 def test_the_tiers_page_counts_keys_and_movements(dash_app: Flask) -> None:
     manager = get_app_state(dash_app).manager
+    before = movement_counts(html(dash_app, "/dash/tiers"))
+    store_counts = manager.store.movements()
+    assert before == [
+        store_counts["promotions"],
+        store_counts["auto_promotions"],
+        store_counts["demotions"],
+    ]
     manager.promote_to_hot("user-04")
     manager.demote_to_cold("user-05")
     manager.demote_to_cold("user-06")
@@ -129,8 +143,28 @@ def test_the_tiers_page_counts_keys_and_movements(dash_app: Flask) -> None:
     cold_row = tiers.split('class="tier-cold"', 1)[1].split("</tr>", 1)[0]
     assert re.findall(r'<td class="num">(\d+)</td>', cold_row)[0] == "2"
     assert "<meter" in tiers
-    moves = page.split('id="movements"', 1)[1].split("</dl>", 1)[0]
-    assert re.findall(r'<dd class="num">(\d+)</dd>', moves) == ["1", "2"]
+    assert movement_counts(page) == [before[0] + 1, before[1], before[2] + 2]
+    recent = page.split('id="recent-moves"', 1)[1].split("</table>", 1)[0]
+    listed = re.findall(r'href="/dash/states/([^"]+)">[^<]*</a></td><td>(\w+)</td>', recent)
+    assert listed == [("user-06", "demoted"), ("user-05", "demoted"), ("user-04", "promoted")]
+
+
+def test_the_tiers_page_counts_automatic_promotions(dash_app: Flask) -> None:
+    manager = get_app_state(dash_app).manager
+    store = manager.store
+    before = movement_counts(html(dash_app, "/dash/tiers"))
+    key = state_key("user-07")
+    assert store.get_repositories().hot.fetch(key) is None
+    # Reads served by the cache count as accesses; the next read from below the cache
+    # then finds the value read often enough and places a HOT copy.
+    for _ in range(store.policy.promote_after_accesses):
+        assert manager.get_state("user-07") is not None
+    store.cache.invalidate(key)
+    assert manager.get_state("user-07") is not None
+    assert store.get_repositories().hot.fetch(key) is not None
+    page = html(dash_app, "/dash/tiers")
+    assert movement_counts(page) == [before[0], before[1] + 1, before[2]]
+    assert 'id="recent-moves"' not in page  # only moves asked for are listed
 
 
 def test_the_health_page(dash_app: Flask) -> None:
