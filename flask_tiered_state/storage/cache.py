@@ -204,6 +204,23 @@ class StateCache:
             snapshot = entry.snapshot
         if snapshot is not None:
             return pickle.loads(snapshot)
+        return self._decode(key, entry)
+
+    def lookup(self, key: str) -> tuple[Any, int]:
+        """:meth:`get` for a read that goes to the tiers on a miss: the value (or
+        :data:`MISSING`) and the :meth:`fill_token` taken under the same lock."""
+        with self._lock:
+            token = self._seq
+            entry = self._lookup(key, self.clock())
+            if entry is None:
+                return MISSING, token
+            snapshot = entry.snapshot
+        if snapshot is not None:
+            return pickle.loads(snapshot), token
+        return self._decode(key, entry), token
+
+    def _decode(self, key: str, entry: _Entry) -> Any:
+        """The first hit of ``entry``: decode its text and keep a pickle for later hits."""
         value = json.loads(entry.stored.value)
         snapshot = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
@@ -306,6 +323,15 @@ class StateCache:
             self._put(stored)
             return True
 
+    def fill_and_history(self, stored: StoredValue, token: int) -> tuple[float, ...]:
+        """:meth:`fill`, then :meth:`access_history` of the key, under one lock."""
+        key = stored.key
+        with self._lock:
+            if self._written.get(key, self._written_floor) <= token:
+                self._put(stored)
+            history = self._history.get(key)
+            return () if history is None else tuple(history)
+
     def set(self, stored: StoredValue) -> None:
         """Cache a value that was just written to its tier (refuses no write)."""
         with self._lock:
@@ -316,17 +342,20 @@ class StateCache:
         # In slices, so that a huge batch does not hold readers off for long.
         for start in range(0, len(values), 1000):
             with self._lock:
+                now, wall = self.clock(), time.time()
                 for stored in values[start : start + 1000]:
                     self._mark_written(stored.key)
-                    self._put(stored)
+                    self._put(stored, now, wall)
 
     def fill_many(self, values: Sequence[StoredValue], token: int) -> None:
         """:meth:`fill` for many values."""
         for start in range(0, len(values), 1000):
             with self._lock:
+                now, wall = self.clock(), time.time()
+                written, floor = self._written, self._written_floor
                 for stored in values[start : start + 1000]:
-                    if self._written.get(stored.key, self._written_floor) <= token:
-                        self._put(stored)
+                    if written.get(stored.key, floor) <= token:
+                        self._put(stored, now, wall)
 
     def refresh(self, stored: StoredValue, token: int) -> None:
         """Cache a value written outside the key's lock: when the key was written again
@@ -394,20 +423,24 @@ class StateCache:
         self._invalidations += 1
         return True
 
-    def _put(self, stored: StoredValue) -> None:
+    def _put(self, stored: StoredValue, now: float | None = None, wall: float = 0.0) -> None:
+        """Cache ``stored``; ``now`` and ``wall`` (the cache clock and ``time.time()``),
+        when given, are one reading shared by a batch."""
         key = stored.key
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= old.size
-        size = stored.metadata.size
+        metadata = stored.metadata
+        size = metadata.size
         if size > self.max_bytes:
             return
-        now = self.clock()
+        if now is None:
+            now, wall = self.clock(), time.time()
         expires_at = now + self._max_age
-        ttl = stored.metadata.ttl_seconds
+        ttl = metadata.ttl_seconds
         if ttl is not None:
             # A value with a TTL (a HOT home, a HOT copy) leaves the cache when it expires.
-            expires_at = min(expires_at, now + stored.metadata.stored_at + ttl - time.time())
+            expires_at = min(expires_at, now + metadata.stored_at + ttl - wall)
         self._entries[key] = _Entry(stored, size, now, now, expires_at)
         self._bytes += size
         self._evict(keep=key)

@@ -6,9 +6,10 @@ Writes go to the value's home tier, refresh the cache and then drop the copies o
 tiers hold that could shadow the new value or resurface after it (a HOT home with a
 TTL drops WARM and COLD; WARM drops the HOT copy; COLD drops WARM and HOT). Drops and
 deletes run bottom-up (COLD, WARM, HOT) so that no reader ever sees an older copy
-appear. The HOT step comes last and, when other processes' caches are invalidated
-through Redis (:mod:`.invalidation`), also announces the changed keys in the same
-round trip, so a process that hears of a change finds no stale copy left to read.
+appear; a HOT home's WARM and COLD drops run side by side, since readers find the new
+value in HOT before either. The HOT step comes last and, when other processes' caches
+are invalidated through Redis (:mod:`.invalidation`), also announces the changed keys in
+the same round trip, so a process that hears of a change finds no stale copy left to read.
 
 A HOT tier that fails is marked degraded: reads skip it and are served from WARM,
 and it is re-checked with exponential backoff. A copy that could not be dropped is
@@ -20,9 +21,11 @@ the newest write.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -100,9 +103,30 @@ class StateRepositoryCoordinator:
         #: Keys moved: "promotions" (asked for), "auto_promotions" (HOT copies placed
         #: because of frequent reads) and "demotions".
         self.movements = dict.fromkeys(("promotions", "auto_promotions", "demotions"), 0)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def get_repositories(self) -> StateRepositories:
         return self._raw
+
+    def _drop_pool(self) -> ThreadPoolExecutor:
+        """The workers that drop COLD copies alongside WARM's (started on first use)."""
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                pool = self._pool
+                if pool is None:
+                    pool = self._pool = ThreadPoolExecutor(
+                        max_workers=4, thread_name_prefix="tiered-state-drop"
+                    )
+        return pool
+
+    def close(self) -> None:
+        """Stop the drop workers (after the drops in flight finish)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     @contextmanager
     def locked(self, keys: Iterable[str]) -> Iterator[None]:
@@ -123,17 +147,23 @@ class StateRepositoryCoordinator:
         stored = self.cache.get_entry(key)
         return stored if stored is not None else self.read_through(key)
 
-    def read_through(self, key: str) -> StoredValue | None:
-        """Read below the cache (the caller already missed it), then fill the cache."""
-        token = self.cache.fill_token()
+    def read_through(self, key: str, token: int | None = None) -> StoredValue | None:
+        """Read below the cache (the caller already missed it), then fill the cache.
+
+        :param token: the cache's :meth:`~.StateCache.fill_token`, taken at the miss.
+        """
+        cache = self.cache
+        if token is None:
+            token = cache.fill_token()
         found = self.locate(key)
         if found is None:
             return None
         category, stored = found
-        self.cache.fill(stored, token)
-        if (
-            category is not HOT
-            and self.policy.should_promote(self.cache.access_history(key), self.cache.clock())
+        policy = self.policy
+        if category is HOT or not policy.auto_promote:
+            cache.fill(stored, token)
+        elif (
+            policy.should_promote(cache.fill_and_history(stored, token), cache.clock())
             and self.hot_usable()
         ):
             self.place_hot_copies([stored], token)
@@ -387,14 +417,26 @@ class StateRepositoryCoordinator:
         caching them. Call with the keys' locks held.
         """
         keys = [v.key for v in values]
-        if len(values) > self.cache.scan_threshold:
-            self.cache.invalidate_many(keys)
-        else:
-            self.cache.set_many(values)
         stale = {*DROPS[home], *also} - {home}
-        for category in (COLD, WARM):
-            if category in stale:
-                self.drop_copies(category, keys)
+        # With both WARM and COLD stale (a HOT home, which readers reach first), the two
+        # drops do not depend on each other: COLD's runs on a worker while this thread
+        # refreshes the cache and drops WARM's, so the write waits for the slower one only.
+        cold_drop = None
+        if COLD in stale and WARM in stale:
+            context = contextvars.copy_context()
+            cold_drop = self._drop_pool().submit(context.run, self.drop_copies, COLD, keys)
+        try:
+            if len(values) > self.cache.scan_threshold:
+                self.cache.invalidate_many(keys)
+            else:
+                self.cache.set_many(values)
+            if cold_drop is None and COLD in stale:
+                self.drop_copies(COLD, keys)
+            if WARM in stale:
+                self.drop_copies(WARM, keys)
+        finally:
+            if cold_drop is not None:
+                cold_drop.result()
         # Last: HOT's stale copies, with the announcement to other processes' caches.
         self.drop_copies(HOT, keys if HOT in stale else [], announce=keys)
 

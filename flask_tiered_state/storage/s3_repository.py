@@ -56,6 +56,9 @@ STORAGE_CLASSES = frozenset(
 DELETE_CHUNK = 1000
 #: Page size of the listing ``delete_many`` counts with (two pages per chunk at most).
 LIST_PAGE_SIZE = 1000
+#: store_many lists the key range of at least this many unversioned keys, so that the
+#: new ones cost one PUT (instead of a HEAD for their previous version and a PUT).
+LIST_FOR_NEW_KEYS = 8
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONFLICT = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 _DRIVER_ERRORS = (ClientError, BotoCoreError)
@@ -240,9 +243,12 @@ class S3StateRepository:
         latest = {validate_key(item.key): item for item in items}
         for item in latest.values():
             _check_write(item.key, item.value, item.version, item.ttl_seconds)
+        new = self._new_keys([key for key, item in latest.items() if item.version is None])
         pool = self._executor()
         futures: dict[str, Future[StateMetadata]] = {
-            key: pool.submit(self.store, key, item.value, version=item.version,
+            key: pool.submit(self._store_new, key, item.value, item.ttl_seconds)
+            if key in new
+            else pool.submit(self.store, key, item.value, version=item.version,
                              ttl_seconds=item.ttl_seconds)
             for key, item in latest.items()
         }  # fmt: skip
@@ -262,6 +268,31 @@ class S3StateRepository:
                 details={"failed": failed, "stored": sorted(stored)},
             )
         return stored
+
+    def _new_keys(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` a listing of their key range (one per chunk) did not find.
+
+        Such a key's next version is 1, so it is written without the HEAD that would
+        read its version; below :data:`LIST_FOR_NEW_KEYS` keys the HEADs are cheaper.
+        """
+        if len(keys) < LIST_FOR_NEW_KEYS:
+            return set()
+        names, cut = sorted(self.prefix + k for k in keys), len(self.prefix)
+        new: set[str] = set()
+        for start in range(0, len(names), DELETE_CHUNK):
+            chunk = names[start : start + DELETE_CHUNK]
+            present = self._existing(chunk, "to write")
+            new.update(n[cut:] for n in chunk if n not in present)
+        return new
+
+    def _store_new(self, key: str, value: str, ttl_seconds: int | None) -> StateMetadata:
+        """Store ``key`` that a listing did not find, as version 1, only if it still does
+        not exist (``If-None-Match``); when it appeared meanwhile, store it as
+        previous + 1 like :meth:`store`."""
+        try:
+            return self.store(key, value, ttl_seconds=ttl_seconds, expected_version=0)
+        except ConcurrencyError:
+            return self.store(key, value, ttl_seconds=ttl_seconds)
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; True if a HEAD just before the delete found it."""
@@ -306,7 +337,7 @@ class S3StateRepository:
                 )
         return existed
 
-    def _existing(self, names: list[str]) -> set[str]:
+    def _existing(self, names: list[str], purpose: str = "to delete") -> set[str]:
         """Which of the sorted object names exist: one listing of their key range (at most
         two pages, so sparse ranges stay cheap), then HEADs for names past the listing."""
         wanted, last = set(names), names[-1]
@@ -328,7 +359,7 @@ class S3StateRepository:
                 if number == 2:
                     break
         except _DRIVER_ERRORS as exc:
-            raise self._unavailable(exc, "listing keys to delete") from exc
+            raise self._unavailable(exc, f"listing keys {purpose}") from exc
         rest = [n[len(self.prefix) :] for n in names if listed_to is None or n > listed_to]
         heads = self._executor().map(self._head, rest)
         return found | {self.prefix + k for k, (_, etag) in zip(rest, heads, strict=True) if etag}

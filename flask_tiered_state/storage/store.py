@@ -185,10 +185,10 @@ class TieredStore:
     def get(self, key: str) -> Any:
         """The value under ``key`` (a fresh copy), or None."""
         validate_key(key)
-        value = self.cache.get(key, MISSING)
+        value, token = self.cache.lookup(key)
         if value is not MISSING:
             return value
-        stored = self.coordinator.read_through(key)
+        stored = self.coordinator.read_through(key, token)
         return None if stored is None else json.loads(stored.value)
 
     def get_entry(self, key: str) -> StoredValue | None:
@@ -352,6 +352,7 @@ class TieredStore:
         self._closed = True
         if self.invalidation is not None:
             self.invalidation.stop()
+        self.coordinator.close()
         for repository in self.get_repositories():
             repository.close()
 

@@ -270,6 +270,32 @@ def test_store_many_partial_failure_names_the_failed_keys(
     assert set(repo.fetch_many(["ok:1", "ok:2", "bad:1", "bad:2"])) == {"ok:1", "ok:2"}
 
 
+def test_store_many_writes_keys_its_listing_did_not_find_without_a_head(
+    repo: S3StateRepository, client: Any, s3_bucket: str, s3_endpoint_url: str
+) -> None:
+    repo.store_many([WriteRequest("n:03", doc(0), version=4), WriteRequest("n:07", doc(0))])
+    keys = [f"n:{i:02}" for i in range(12)]
+    heads, puts = count_calls(client, "HeadObject"), count_calls(client, "PutObject")
+    other = s3_client(s3_endpoint_url)
+
+    def appear_meanwhile(params: dict[str, Any], **_: Any) -> None:
+        # Another writer creates n:10 between our listing and our PUT.
+        if params["Key"] == "app/n:10" and params.get("IfNoneMatch") == "*":
+            other.put_object(Bucket=s3_bucket, Key="app/n:10", Body=b"9",
+                             Metadata={"version": "5"})  # fmt: skip
+
+    client.meta.events.register("before-parameter-build.s3.PutObject", appear_meanwhile)
+    written = repo.store_many([WriteRequest(k, doc(k)) for k in keys])
+
+    expected = {k: 1 for k in keys} | {"n:03": 5, "n:07": 2, "n:10": 6}
+    assert {k: m.version for k, m in written.items()} == expected
+    assert {k: v.metadata.version for k, v in repo.fetch_many(keys).items()} == expected
+    assert {k: v.value for k, v in repo.fetch_many(keys).items()} == {k: doc(k) for k in keys}
+    # HEADs only for the keys that existed (n:03, n:07) and the one that appeared (n:10)
+    assert sorted(h["Key"] for h in heads) == ["app/n:03", "app/n:07", "app/n:10", "app/n:10"]
+    assert len(puts) == 13  # the refused conditional PUT of n:10 and its retry
+
+
 def test_delete_reports_existence(repo: S3StateRepository) -> None:
     repo.store("gone", doc(1))
     assert repo.delete("gone") is True
