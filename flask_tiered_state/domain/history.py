@@ -133,6 +133,13 @@ class HistoryRepository:
             "created_at": datetime.fromisoformat(new["updated_at"]),
         }
 
+    def insert_values(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A row from :meth:`row` as the driver takes it, for statements of the storage
+        layer that insert it (:func:`~flask_tiered_state.storage.transaction.write_with_row`)."""
+        if self._time is None:
+            return row
+        return {**row, "created_at": self._time(row["created_at"])}
+
     def insert(self, connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert rows from :meth:`row` on ``connection`` (inside the caller's transaction)."""
         if not rows:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from ..errors import ConcurrencyError, StateAlreadyExistsError
 from ..storage.base import StateCategory
+from ..storage.transaction import write_with_row
 from .context import get_correlation_id
 from .history import HistoryRepository
 from .model import StateTransition
@@ -94,6 +95,8 @@ class RecordWriter:
         :raises HistoryConflict: a history row of the same version exists.
         """
         correlation_id = get_correlation_id()
+        if len(writes) == 1 and self._commit_single(writes[0], actor, reason, correlation_id):
+            return
         rows = [
             HistoryRepository.row(
                 transition=w.transition.value,
@@ -119,6 +122,37 @@ class RecordWriter:
         except sa.exc.IntegrityError as exc:  # rolled back; now name the state
             taken = self._conflicting(writes)
             raise HistoryConflict(taken["state_id"], taken["version"] - 1, None) from exc
+
+    def _commit_single(
+        self, w: Write, actor: str | None, reason: str | None, correlation_id: str | None
+    ) -> bool:
+        """A change of a WARM-home record as ONE statement where the WARM database offers
+        it (PostgreSQL): the compare-and-set UPDATE feeding the history INSERT, in one
+        round trip instead of BEGIN, two statements and COMMIT. False when nothing was
+        written (not applicable, or the record is not in WARM at the expected version):
+        the transaction then runs and raises or moves the record as it always does."""
+        if w.spec.home_tier is not StateCategory.WARM or w.expected_version < 1:
+            return False
+        row = HistoryRepository.row(
+            transition=w.transition.value,
+            old=w.old,
+            new=w.new,
+            actor=actor,
+            reason=reason,
+            correlation_id=correlation_id,
+        )
+        try:
+            metadata = write_with_row(
+                self.store,
+                w.key,
+                w.new,
+                expected_version=w.expected_version,
+                table=self.history.table,
+                row=self.history.insert_values(row),
+            )
+        except sa.exc.IntegrityError as exc:  # nothing was written; name the state
+            raise HistoryConflict(w.new["state_id"], w.new["version"] - 1, None) from exc
+        return metadata is not None
 
     def _conflicting(self, writes: Sequence[Write]) -> dict[str, Any]:
         """The first new record whose (state_id, version) the history already holds."""

@@ -46,6 +46,7 @@ class SQLExecutor:
         self._copy = use_copy and self._pg and engine.dialect.driver == "psycopg"
         dbapi = engine.dialect.loaded_dbapi
         self.driver_error: type[BaseException] = dbapi.Error
+        self._integrity: type[BaseException] = dbapi.IntegrityError
         self._bad_value: tuple[type[BaseException], ...] = (dbapi.DataError, dbapi.IntegrityError)
         self._is_disconnect: Callable[..., bool] = engine.dialect.is_disconnect
 
@@ -54,11 +55,22 @@ class SQLExecutor:
     def read(self, statement: DriverSQL, params: Mapping[str, Any]) -> list[Any]:
         return self._run(statement, params, _READ_ATTEMPTS, write=False)
 
-    def write(self, statement: DriverSQL, params: Mapping[str, Any]) -> list[Any]:
-        return self._run(statement, params, 1, write=True)
+    def write(
+        self, statement: DriverSQL, params: Mapping[str, Any], *, raw_integrity: bool = False
+    ) -> list[Any]:
+        """Run a write; with ``raw_integrity``, a constraint violation is raised as
+        :class:`sqlalchemy.exc.IntegrityError` (what a unit of work's statement raises),
+        for callers that name the conflict themselves."""
+        return self._run(statement, params, 1, write=True, raw_integrity=raw_integrity)
 
     def _run(
-        self, statement: DriverSQL, params: Mapping[str, Any], attempts: int, *, write: bool
+        self,
+        statement: DriverSQL,
+        params: Mapping[str, Any],
+        attempts: int,
+        *,
+        write: bool,
+        raw_integrity: bool = False,
     ) -> list[Any]:
         for attempt in range(1, attempts + 1):
             try:
@@ -84,6 +96,8 @@ class SQLExecutor:
                     if toggle and not driver.closed:
                         driver.autocommit = False
             except self.driver_error as exc:
+                if raw_integrity and isinstance(exc, self._integrity):
+                    raise sa.exc.IntegrityError(statement.sql, None, exc) from exc
                 if self._is_disconnect(exc, pooled.dbapi_connection, cursor):
                     pooled.invalidate(exc)
                     if attempt < attempts:

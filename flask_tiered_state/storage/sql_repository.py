@@ -37,7 +37,7 @@ from .keys import glob_to_regex, glob_to_sql_like, validate_key, validate_keys, 
 from .sql_engine import SUPPORTED, WRITE_OPTIONS, build_engine
 from .sql_execution import Execute, SQLExecutor
 from .sql_rows import prepare_row, prepare_rows, row_metadata, verified
-from .sql_schema import DriverSQL, Statements, build_table, validate_table_name
+from .sql_schema import DriverSQL, Statements, build_table, validate_table_name, with_row_insert
 
 __all__ = ["SQLStateRepository", "SQLUnitOfWork"]
 
@@ -114,6 +114,7 @@ class SQLStateRepository:
         self._sql = Statements(self.table, self.engine.dialect)
         self._db = SQLExecutor(self.engine, self._sql, tier=self._tier, use_copy=use_copy)
         self._writer = self.engine.execution_options(**WRITE_OPTIONS)
+        self._row_inserts: dict[tuple[str, tuple[str, ...]], DriverSQL] = {}
         if create_tables:
             try:
                 self.create_tables()
@@ -306,6 +307,41 @@ class SQLStateRepository:
         """Dispose of the engine if this repository built it (a given engine stays open)."""
         if self._owns_engine:
             self.engine.dispose()
+
+    def store_with_row(
+        self,
+        key: str,
+        value: str,
+        *,
+        expected_version: int,
+        table: sa.Table,
+        row: Mapping[str, Any],
+    ) -> StateMetadata | None:
+        """Compare-and-set ``key`` from ``expected_version`` (at least 1) and insert
+        ``row`` into ``table`` (the caller's, in this database) in ONE statement and
+        one round trip: both commit or neither does.
+
+        PostgreSQL with psycopg only; elsewhere, and when the key is not live at
+        ``expected_version`` (nothing is written then), returns None: use
+        :meth:`unit_of_work`, which says why. A constraint violation of the row raises
+        :class:`sqlalchemy.exc.IntegrityError`, as in a unit of work.
+        """
+        if not self._pg or self.engine.dialect.driver != "psycopg":
+            return None
+        if check_expected_version(expected_version) < 1:
+            return None
+        columns = tuple(row)
+        cache_key = (table.name, columns)
+        statement = self._row_inserts.get(cache_key)
+        if statement is None:
+            update = self._sql.update_expected[False]
+            statement = with_row_insert(update, table, columns, self.engine.dialect)
+            self._row_inserts[cache_key] = statement
+        data = prepare_row(key, value, None, None, self._clock(), self._category_value)
+        params = {**data, "expected": expected_version}
+        params.update({f"row_{name}": v for name, v in row.items()})
+        rows = self._db.write(statement, params, raw_integrity=True)
+        return row_metadata(data, rows[0][0], self.category) if rows else None
 
     # -- shared by the repository and its units of work -----------------------
 

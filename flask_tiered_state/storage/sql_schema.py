@@ -55,6 +55,7 @@ __all__ = [
     "build_table",
     "compile_sql",
     "validate_table_name",
+    "with_row_insert",
 ]
 
 #: Columns every dialect's table has (PostgreSQL adds ``document``).
@@ -299,3 +300,29 @@ class Statements:
     def key_list(self, keys: Sequence[str]) -> Any:
         """``keys`` as the value of the ``keys`` parameter."""
         return list(keys) if self.postgresql else json.dumps(list(keys))
+
+
+def with_row_insert(
+    update: DriverSQL, table: sa.Table, columns: Sequence[str], dialect: sa.Dialect
+) -> DriverSQL:
+    """PostgreSQL: ``update`` (a compare-and-set UPDATE .. RETURNING version) and an
+    INSERT of one row into ``table`` that runs only if the UPDATE matched, as ONE
+    statement (data-modifying CTEs): both happen or neither does. The row's values are
+    the parameters ``row_<column>``; the statement returns the new version, or no row.
+    """
+    quote = dialect.identifier_preparer.quote
+    casts = []
+    for name in columns:
+        type_ = table.c[name].type
+        # Unsized casts: an explicit cast to VARCHAR(n) would truncate silently, where the
+        # assignment to the column raises on a value too long, as a plain INSERT does.
+        type_sql = "VARCHAR" if isinstance(type_, sa.String) else type_.compile(dialect=dialect)
+        casts.append(f"%(row_{name})s::{type_sql}")
+    sql = (
+        f"WITH u AS ({update.sql}), r AS (INSERT INTO "
+        f"{dialect.identifier_preparer.format_table(table)} "
+        f"({', '.join(quote(n) for n in columns)}) SELECT {', '.join(casts)} FROM u) "
+        "SELECT version FROM u"
+    )
+    names = (*update.names, *(f"row_{n}" for n in columns))
+    return DriverSQL(sql, names, False, True, update.defaults)

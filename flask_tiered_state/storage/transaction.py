@@ -10,20 +10,24 @@ After the commit, the cache is refreshed and the copies other tiers hold are dro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConcurrencyError, ConfigurationError, TierUnavailableError
+from ..errors import ConcurrencyError, ConfigurationError, TieredStateError, TierUnavailableError
 from .base import StateCategory, StateMetadata, StoredValue
 from .coordinator import DROPS
+from .instrumented import _NOT_TIER_ERRORS
 from .keys import validate_key
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from .store import TieredStore
 
-__all__ = ["StoreTransaction", "open_transaction"]
+__all__ = ["StoreTransaction", "open_transaction", "write_with_row"]
 
 HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
 
@@ -136,24 +140,81 @@ class StoreTransaction:
             self._written[key] = (stored, write.category, (*moved_from, WARM))
 
     def _after_commit(self) -> None:
-        coordinator, cache = self._store.coordinator, self._store.cache
-        keys = [*self._written, *self._deleted]
-        if not keys:
-            return
-        drops: dict[StateCategory, list[str]] = {COLD: [], HOT: []}
-        for key, (_, home, moved_from) in self._written.items():
-            for category in dict.fromkeys((*DROPS[home], *moved_from)):
-                if category is not home and category is not WARM:  # WARM: done in the SQL
-                    drops[category].append(key)
-        drops[COLD] += self._deleted
-        drops[HOT] += self._deleted
-        with coordinator.locked(keys):
-            for stored, _, _ in self._written.values():
-                cache.refresh(stored, self._token)
-            cache.invalidate_many(self._deleted)
-            coordinator.drop_copies(COLD, drops[COLD])  # bottom-up, like deletes
-            # HOT last, announcing every changed key to other processes' caches.
-            coordinator.drop_copies(HOT, drops[HOT], announce=keys)
+        _publish(self._store, self._written, self._deleted, self._token)
+
+
+def _publish(
+    store: TieredStore,
+    written: dict[str, tuple[StoredValue, StateCategory, tuple[StateCategory, ...]]],
+    deleted: dict[str, None],
+    token: int,
+) -> None:
+    """After a commit: refresh the cache, drop the stale copies, announce the keys."""
+    coordinator, cache = store.coordinator, store.cache
+    keys = [*written, *deleted]
+    if not keys:
+        return
+    drops: dict[StateCategory, list[str]] = {COLD: [], HOT: []}
+    for key, (_, home, moved_from) in written.items():
+        for category in dict.fromkeys((*DROPS[home], *moved_from)):
+            if category is not home and category is not WARM:  # WARM: done in the SQL
+                drops[category].append(key)
+    drops[COLD] += deleted
+    drops[HOT] += deleted
+    with coordinator.locked(keys):
+        for stored, _, _ in written.values():
+            cache.refresh(stored, token)
+        cache.invalidate_many(deleted)
+        coordinator.drop_copies(COLD, drops[COLD])  # bottom-up, like deletes
+        # HOT last, announcing every changed key to other processes' caches.
+        coordinator.drop_copies(HOT, drops[HOT], announce=keys)
+
+
+def write_with_row(
+    store: TieredStore,
+    key: str,
+    value: Any,
+    *,
+    expected_version: int,
+    table: sa.Table,
+    row: Mapping[str, Any],
+) -> StateMetadata | None:
+    """A compare-and-set write of a WARM-home ``key`` from ``expected_version`` and the
+    insert of the caller's ``row`` into ``table``, as one statement where the WARM
+    repository offers it (PostgreSQL): the cheap form of a store transaction doing one
+    WARM ``set`` and one insert. After it, the cache and the other tiers are handled as
+    after a transaction's commit.
+
+    :returns: the metadata, or None when nothing was written: the repository has no
+        such statement, or ``key`` is not in WARM at ``expected_version``. Run the
+        store transaction then; it writes, moves the record home, or raises the
+        :class:`~flask_tiered_state.errors.ConcurrencyError` with the actual version.
+    """
+    store_with_row = getattr(store.warm, "store_with_row", None)
+    if store_with_row is None or not expected_version:
+        return None
+    validate_key(key)
+    text = store.encode(key, value)
+    coordinator = store.coordinator
+    coordinator.retry_pending()
+    token = coordinator.cache.fill_token()
+    collector = store.metrics_collector
+    started = perf_counter()
+    failed = False
+    try:
+        metadata: StateMetadata | None = store_with_row(
+            key, text, expected_version=expected_version, table=table, row=row
+        )
+    except TieredStateError as exc:
+        failed = not isinstance(exc, _NOT_TIER_ERRORS)
+        raise
+    finally:
+        if collector is not None:
+            collector.observe(WARM.value, "store", perf_counter() - started, error=failed)
+    if metadata is None:
+        return None
+    _publish(store, {key: (StoredValue(key, text, metadata), WARM, ())}, {}, token)
+    return metadata
 
 
 @contextmanager

@@ -1,0 +1,54 @@
+"""Searches on PostgreSQL are planned for their values on every run: never prepared
+(a prepared statement may switch to a generic plan blind to the filter's selectivity)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from flask_tiered_state.domain.manager import StateManager
+from flask_tiered_state.domain.model import StateType
+
+from .conftest import SERVERS
+
+
+@pytest.fixture(params=[SERVERS])
+def backend(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+def test_repeated_searches_are_never_prepared_and_stay_exact(manager: StateManager) -> None:
+    for i in range(5):
+        status = "active" if i % 2 == 0 else "idle"
+        manager.register_state(f"u{i}", StateType.USER, {"data": {"status": status}})
+    manager.update_state("u2", {"data": {"status": "active", "n": 1}})  # the newest
+    engine = manager.store.warm.engine
+    thresholds: list[Any] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "OVER ()" in statement:
+            thresholds.append(conn.connection.driver_connection.prepare_threshold)
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        pages = [
+            manager.search_states(StateType.USER, {"data.status": "active"}, per_page=2)
+            for _ in range(8)
+        ]
+        last = manager.search_states(StateType.USER, {"data.status": "active"}, page=2, per_page=2)
+        beyond = manager.search_states(
+            StateType.USER, {"data.status": "active"}, page=3, per_page=2
+        )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    assert thresholds == [None] * 10  # psycopg never prepares them
+    for page in pages:
+        assert [r["state_id"] for r in page.items] == ["u2", "u4"]
+        assert (page.total, page.page, page.per_page, page.pages) == (3, 1, 2, 2)
+    assert [r["state_id"] for r in last.items] == ["u0"] and last.total == 3
+    assert beyond.items == [] and beyond.total == 3
+    with engine.connect() as conn:  # and the connections keep psycopg's default
+        assert conn.connection.driver_connection.prepare_threshold == 5  # type: ignore[union-attr]
