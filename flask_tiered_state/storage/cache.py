@@ -33,95 +33,25 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import ConfigurationError
-from .base import StateMetadata, StoredValue
+from .base import StoredValue
+from .cache_fills import _WRITTEN_KEYS_TRACKED as _WRITTEN_KEYS_TRACKED
+from .cache_fills import GuardedFills
+from .cache_lru import _NEVER as _NEVER
+from .cache_lru import _Entry as _Entry
+from .cache_lru import _positive_int as _positive_int
+from .cache_lru import check_max_age as check_max_age
+from .cache_stats import CacheEntryInfo as CacheEntryInfo
+from .cache_stats import CacheStats as CacheStats
 
 __all__ = ["MISSING", "CacheEntryInfo", "CacheStats", "StateCache"]
 
 #: Returned by :meth:`StateCache.get` for an absent key (``None`` is a valid JSON value).
 MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "MISSING"})()
 
-_WRITTEN_KEYS_TRACKED = 4096
-_NEVER = float("inf")
 
-
-@dataclass(slots=True)
-class _Entry:
-    stored: StoredValue
-    size: int
-    cached_at: float
-    last_accessed: float
-    expires_at: float  # on the cache's clock: value TTL or max age, whichever is first
-    hits: int = 0
-    snapshot: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CacheEntryInfo:
-    """What the cache knows about one cached key."""
-
-    key: str
-    metadata: StateMetadata
-    size: int
-    cached_at: float
-    last_accessed: float
-    hits: int
-
-
-@dataclass(frozen=True, slots=True)
-class CacheStats:
-    """Counters and sizes of a :class:`StateCache`."""
-
-    entries: int
-    bytes: int
-    max_entries: int
-    max_bytes: int
-    hits: int
-    misses: int
-    evictions: int
-    invalidations: int
-    #: Entries that left the cache because their TTL or the maximum age ran out.
-    expirations: int
-    max_age_seconds: float | None = None
-
-    @property
-    def hit_rate(self) -> float:
-        lookups = self.hits + self.misses
-        return self.hits / lookups if lookups else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "hit_rate": self.hit_rate}
-
-
-def _positive_int(name: str, value: object) -> int:
-    if type(value) is not int or value <= 0:
-        raise ConfigurationError(f"{name} must be a positive integer, not {value!r}.")
-    return value
-
-
-def check_max_age(value: object, name: str = "max_age_seconds") -> float | None:
-    """``value`` as a maximum age in seconds (None: no maximum age).
-
-    :raises ConfigurationError: naming ``name`` when it is not a positive finite number.
-    """
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value < _NEVER  # also refuses NaN
-    ):
-        raise ConfigurationError(
-            f"{name} must be a positive, finite number of seconds or None (no maximum age), "
-            f"not {value!r}."
-        )
-    return float(value)
-
-
-class StateCache:
+class StateCache(GuardedFills):
     """A thread-safe LRU of verified values, bounded by entries and bytes.
 
     :param max_entries: at most this many keys are cached.
@@ -174,14 +104,7 @@ class StateCache:
 
     def _lookup(self, key: str, now: float) -> _Entry | None:
         """Find ``key``, count the lookup and record the access (lock held)."""
-        history = self._history.get(key)
-        if history is None:
-            history = self._history[key] = deque(maxlen=self.history_length)
-            if len(self._history) > self.max_history_keys:
-                self._history.popitem(last=False)
-        else:
-            self._history.move_to_end(key)
-        history.append(now)
+        self._record_access(key, now)
         entry = self._entries.get(key)
         if entry is not None and entry.expires_at <= now:
             self._expire(key)
@@ -265,19 +188,6 @@ class StateCache:
                     found[key] = entry.stored
         return found
 
-    def frequent(self, keys: Iterable[str], count: int, since: float) -> list[str]:
-        """The keys among ``keys`` accessed at least ``count`` times after ``since``."""
-        index = -count
-        with self._lock:
-            history = self._history
-            return [
-                key
-                for key in keys
-                if (times := history.get(key)) is not None
-                and len(times) >= count
-                and times[index] > since
-            ]
-
     def info(self, key: str) -> CacheEntryInfo | None:
         """The entry's metadata and cache bookkeeping, without counting an access."""
         with self._lock:
@@ -289,12 +199,6 @@ class StateCache:
                 entry.last_accessed, entry.hits,
             )  # fmt: skip
 
-    def access_history(self, key: str) -> tuple[float, ...]:
-        """Monotonic times of the latest accesses to ``key``, oldest first."""
-        with self._lock:
-            history = self._history.get(key)
-            return () if history is None else tuple(history)
-
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._entries
@@ -304,34 +208,6 @@ class StateCache:
             return len(self._entries)
 
     # -- writes --------------------------------------------------------------
-
-    def fill_token(self) -> int:
-        """Take before reading a tier; pass to :meth:`fill` afterwards."""
-        with self._lock:
-            return self._seq
-
-    def written_since(self, key: str, token: int) -> bool:
-        """True when ``key`` was written or invalidated after ``token`` was taken."""
-        with self._lock:
-            return self._written.get(key, self._written_floor) > token
-
-    def fill(self, stored: StoredValue, token: int) -> bool:
-        """Cache a value read from a tier, unless ``stored.key`` was written since ``token``."""
-        with self._lock:
-            if self._written.get(stored.key, self._written_floor) > token:
-                return False
-            self._put(stored)
-            return True
-
-    def fill_and_history(self, stored: StoredValue, token: int) -> tuple[float, ...]:
-        """:meth:`fill`, then :meth:`access_history` of the key, under one lock."""
-        key = stored.key
-        with self._lock:
-            if self._written.get(key, self._written_floor) <= token:
-                self._put(stored)
-            history = self._history.get(key)
-            return () if history is None else tuple(history)
-
     def set(self, stored: StoredValue) -> None:
         """Cache a value that was just written to its tier (refuses no write)."""
         with self._lock:
@@ -346,27 +222,6 @@ class StateCache:
                 for stored in values[start : start + 1000]:
                     self._mark_written(stored.key)
                     self._put(stored, now, wall)
-
-    def fill_many(self, values: Sequence[StoredValue], token: int) -> None:
-        """:meth:`fill` for many values."""
-        for start in range(0, len(values), 1000):
-            with self._lock:
-                now, wall = self.clock(), time.time()
-                written, floor = self._written, self._written_floor
-                for stored in values[start : start + 1000]:
-                    if written.get(stored.key, floor) <= token:
-                        self._put(stored, now, wall)
-
-    def refresh(self, stored: StoredValue, token: int) -> None:
-        """Cache a value written outside the key's lock: when the key was written again
-        since ``token``, drop it instead, because this value may be the older one."""
-        with self._lock:
-            newer = self._written.get(stored.key, self._written_floor) > token
-            self._mark_written(stored.key)
-            if newer:
-                self._drop(stored.key)
-            else:
-                self._put(stored)
 
     def invalidate(self, key: str) -> bool:
         """Drop ``key``; in-flight fills of it are refused. True if it was cached."""
@@ -400,62 +255,3 @@ class StateCache:
                 self._hits, self._misses, self._evictions, self._invalidations,
                 self._expirations, self.max_age_seconds,
             )  # fmt: skip
-
-    # -- internals (lock held) -----------------------------------------------
-
-    def _mark_written(self, key: str) -> None:
-        self._seq += 1
-        self._written[key] = self._seq
-        self._written.move_to_end(key)
-        if len(self._written) > _WRITTEN_KEYS_TRACKED:
-            # A key we stop tracking counts as written at the newest forgotten sequence.
-            self._written_floor = self._written.popitem(last=False)[1]
-
-    def _expire(self, key: str) -> None:
-        self._bytes -= self._entries.pop(key).size
-        self._expirations += 1
-
-    def _drop(self, key: str) -> bool:
-        entry = self._entries.pop(key, None)
-        if entry is None:
-            return False
-        self._bytes -= entry.size
-        self._invalidations += 1
-        return True
-
-    def _put(self, stored: StoredValue, now: float | None = None, wall: float = 0.0) -> None:
-        """Cache ``stored``; ``now`` and ``wall`` (the cache clock and ``time.time()``),
-        when given, are one reading shared by a batch."""
-        key = stored.key
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= old.size
-        metadata = stored.metadata
-        size = metadata.size
-        if size > self.max_bytes:
-            return
-        if now is None:
-            now, wall = self.clock(), time.time()
-        expires_at = now + self._max_age
-        ttl = metadata.ttl_seconds
-        if ttl is not None:
-            # A value with a TTL (a HOT home, a HOT copy) leaves the cache when it expires.
-            expires_at = min(expires_at, now + metadata.stored_at + ttl - wall)
-        self._entries[key] = _Entry(stored, size, now, now, expires_at)
-        self._bytes += size
-        self._evict(keep=key)
-
-    def _evict(self, *, keep: str) -> None:
-        entries = self._entries
-        while len(entries) > self.max_entries or self._bytes > self.max_bytes:
-            oldest = next(iter(entries))
-            if oldest == keep and len(entries) == 1:
-                # Only the entry just added is left and it is still too large.
-                self._bytes -= entries.pop(keep).size
-                self._evictions += 1
-                return
-            if oldest == keep:
-                entries.move_to_end(keep)
-                continue
-            self._bytes -= entries.pop(oldest).size
-            self._evictions += 1

@@ -3,45 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
-from urllib.parse import urlsplit
 
-import redis
-from redis.backoff import NoBackoff
+# Imported here too, so that importing this module without the redis package fails on
+# "redis" itself, the name the factory looks for to name the extra to install (its
+# submodules may already be imported through the ones below).
+import redis  # noqa: F401
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
-from ..errors import ConcurrencyError, ConfigurationError, IntegrityError, TierUnavailableError
-from ._write_checks import check_expected_version, check_ttl, check_value, check_version
-from .base import StateCategory, StateMetadata, StoredValue, TierStats, WriteRequest
+from ..errors import ConcurrencyError, IntegrityError
+from ._write_checks import check_expected_version, check_version
+from .base import StateMetadata, StoredValue, TierStats
 from .keys import glob_to_redis_match, glob_to_regex, validate_key, validate_keys, validate_pattern
-from .redis_codec import (
-    ADD_MANY_LUA,
-    DELETE_IF_UNCHANGED_LUA,
-    MSET_EX_LUA,
-    MSET_NEXT_LUA,
-    SET_VERSIONED_LUA,
-    EncodedWrite,
-    decode_entry,
-    encode_write,
-    plan_writes,
-    redis_literal,
-)
+from .redis_announced_deletes import RedisAnnouncedDeletes
+from .redis_batch_writes import RedisBatchWrites
+from .redis_codec import decode_entry, redis_literal
+
+# Re-exported: these names were importable from here before the split.
+from .redis_connection import CHUNK as CHUNK
+from .redis_connection import _describe as _describe
 
 __all__ = ["RedisStateRepository"]
 
-CHUNK = 1000
 
-
-def _describe(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
-    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
-    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
-
-
-class RedisStateRepository:
+class RedisStateRepository(RedisBatchWrites, RedisAnnouncedDeletes):
     """Values with metadata in one Redis string per key, under a key prefix.
 
     :param client_or_url: a ``redis.Redis`` client (not closed by :meth:`close`) or a
@@ -54,67 +38,6 @@ class RedisStateRepository:
     """
 
     backend = "redis"
-
-    def __init__(
-        self,
-        client_or_url: redis.Redis | str,
-        *,
-        key_prefix: str = "tiered_state:",
-        default_ttl_seconds: int | None = None,
-        category: StateCategory = StateCategory.HOT,
-        socket_timeout: float = 5.0,
-        connect_timeout: float = 2.0,
-    ) -> None:
-        if not isinstance(key_prefix, str):
-            raise ConfigurationError(f"key_prefix must be a string, not {key_prefix!r}.")
-        if default_ttl_seconds is not None:
-            check_ttl(default_ttl_seconds, "default_ttl_seconds")
-        if isinstance(client_or_url, str):
-            parts = urlsplit(client_or_url)
-            if parts.scheme not in ("redis", "rediss", "unix"):
-                raise ConfigurationError(
-                    f"Redis URL {client_or_url!r} has scheme {parts.scheme!r}; use a "
-                    "redis://, rediss:// or unix:// URL."
-                )
-            try:
-                client: redis.Redis = redis.Redis.from_url(
-                    client_or_url,
-                    socket_timeout=socket_timeout,
-                    socket_connect_timeout=connect_timeout,
-                    # one quick retry replaces a pooled connection a restart broke; more
-                    # would only delay the fall back to the next tier when Redis is down
-                    retry=Retry(NoBackoff(), 1),
-                )
-            except ValueError as exc:
-                raise ConfigurationError(f"Redis URL {client_or_url!r} is invalid: {exc}") from exc
-            self._owns_client = True
-        elif isinstance(client_or_url, redis.Redis):
-            client, self._owns_client = client_or_url, False
-        else:
-            raise ConfigurationError(
-                f"client_or_url must be a redis.Redis client or a redis:// URL, "
-                f"not {type(client_or_url).__name__}."
-            )
-        self.category = category
-        self.key_prefix = key_prefix
-        self.default_ttl_seconds = default_ttl_seconds
-        self.client = client
-        self.location = _describe(client)
-        self._where = f"Redis at {self.location}"
-        self._category_bytes = category.value.encode("ascii")
-        self._get = client.get
-        self._set_versioned = client.register_script(SET_VERSIONED_LUA)
-
-    def __repr__(self) -> str:
-        return f"<RedisStateRepository {self.location} prefix={self.key_prefix!r}>"
-
-    def _unavailable(self, action: str, exc: Exception) -> TierUnavailableError:
-        return TierUnavailableError(
-            self.category.value,
-            f"The {self.category.value.upper()} tier (Redis at {self.location}) could not "
-            f"{action}: {type(exc).__name__}: {exc}",
-            details={"backend": "redis", "location": self.location, "operation": action},
-        )
 
     # -- reads ---------------------------------------------------------------
 
@@ -145,14 +68,6 @@ class RedisStateRepository:
         return found
 
     # -- writes --------------------------------------------------------------
-
-    def _prepare(self, key: str, value: str, version: int | None, ttl: int | None) -> EncodedWrite:
-        validate_key(key)
-        check_value(key, value)
-        ttl = self.default_ttl_seconds if ttl is None else check_ttl(ttl)
-        name = self.key_prefix + key
-        return encode_write(key, name, value, self._category_bytes, ttl, version)
-
     def store(
         self,
         key: str,
@@ -195,94 +110,6 @@ class RedisStateRepository:
             raise ConcurrencyError(key, expected_version, number)
         return item.metadata(self.category, int(number))
 
-    def store_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
-        prepared = []
-        for item in items:
-            if item.version is not None:
-                check_version(item.version)
-            prepared.append(self._prepare(item.key, item.value, item.version, item.ttl_seconds))
-        results: dict[str, StateMetadata] = {}
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            queued: list[tuple[bool, list[EncodedWrite]]] = []
-            size = 0
-            for ttl, auto, chunk in plan_writes(prepared, CHUNK):
-                self._queue_chunk(pipe, chunk, ttl, auto)
-                queued.append((auto, chunk))
-                size += len(chunk)
-                if size >= CHUNK:  # one round trip per ~CHUNK items
-                    self._collect(pipe.execute(), queued, results)
-                    queued, size = [], 0
-            if queued:
-                self._collect(pipe.execute(), queued, results)
-        except RedisError as exc:
-            raise self._unavailable(f"write {len(prepared)} keys", exc) from exc
-        return results
-
-    def _queue_chunk(
-        self, pipe: Any, chunk: list[EncodedWrite], ttl: int | None, auto: bool
-    ) -> None:
-        # EVAL, not a registered Script: redis-py sends SCRIPT EXISTS before every pipeline
-        # holding Scripts (a round trip); the text is small next to a chunk's payloads.
-        names = [p.name for p in chunk]
-        if auto:
-            args: list[Any] = [ttl or 0]
-            for p in chunk:
-                args += (p.head, p.tail)
-            pipe.eval(MSET_NEXT_LUA, len(names), *names, *args)
-            return
-        payloads = [p.payload(p.version or 0) for p in chunk]
-        if ttl is None:
-            pipe.mset(dict(zip(names, payloads, strict=True)))
-        else:
-            pipe.eval(MSET_EX_LUA, len(names), *names, ttl, *payloads)
-
-    def _collect(
-        self,
-        replies: list[Any],
-        queued: list[tuple[bool, list[EncodedWrite]]],
-        results: dict[str, StateMetadata],
-    ) -> None:
-        for reply, (auto, chunk) in zip(replies, queued, strict=True):
-            if auto:
-                for p, number in zip(chunk, reply, strict=True):
-                    results[p.key] = p.metadata(self.category, int(number))
-            else:
-                for p in chunk:
-                    results[p.key] = p.metadata(self.category, p.version or 0)
-
-    def add_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
-        """Store the items whose key does not exist (``SET NX``; each item needs its
-        version): how cached copies are placed, so that a value another process wrote
-        meanwhile is never overwritten. Returns the metadata of the items stored."""
-        groups: dict[int | None, list[EncodedWrite]] = {}
-        for item in items:
-            if item.version is None:
-                raise ConfigurationError(f"add_many needs the version of {item.key!r}.")
-            check_version(item.version)
-            prepared = self._prepare(item.key, item.value, item.version, item.ttl_seconds)
-            groups.setdefault(prepared.ttl, []).append(prepared)
-        results: dict[str, StateMetadata] = {}
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            queued: list[list[EncodedWrite]] = []
-            for ttl, group in groups.items():
-                for start in range(0, len(group), CHUNK):
-                    chunk = group[start : start + CHUNK]
-                    payloads = [p.payload(p.version or 0) for p in chunk]
-                    pipe.eval(
-                        ADD_MANY_LUA, len(chunk), *(p.name for p in chunk), ttl or 0, *payloads
-                    )
-                    queued.append(chunk)
-            replies = pipe.execute() if queued else []
-        except RedisError as exc:
-            raise self._unavailable(f"write {len(items)} copies", exc) from exc
-        for reply, chunk in zip(replies, queued, strict=True):
-            for p, done in zip(chunk, reply, strict=True):
-                if int(done):
-                    results[p.key] = p.metadata(self.category, p.version or 0)
-        return results
-
     def delete(self, key: str) -> bool:
         validate_key(key)
         try:
@@ -301,55 +128,6 @@ class RedisStateRepository:
             return sum(int(n) for n in pipe.execute())
         except RedisError as exc:
             raise self._unavailable(f"delete {len(names)} keys", exc) from exc
-
-    def delete_and_publish(
-        self, keys: Sequence[str], channel: str, messages: Sequence[bytes]
-    ) -> int:
-        """``delete_many(keys)``, then ``PUBLISH`` each message on ``channel``, in one
-        pipeline (one round trip): subscribers get a message only after the keys are gone.
-
-        :returns: how many of ``keys`` existed.
-        """
-        names = [self.key_prefix + k for k in dict.fromkeys(validate_keys(keys))]
-        if not names and not messages:
-            return 0
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for start in range(0, len(names), CHUNK):
-                pipe.unlink(*names[start : start + CHUNK])
-            for message in messages:
-                pipe.publish(channel, message)
-            replies = pipe.execute()
-        except RedisError as exc:
-            raise self._unavailable(f"delete {len(names)} keys and publish", exc) from exc
-        return sum(int(n) for n in replies[: len(replies) - len(messages)])
-
-    def delete_if_unchanged(
-        self, copies: Sequence[StoredValue], channel: str, messages: Sequence[bytes]
-    ) -> int:
-        """Delete each of ``copies`` that Redis still holds with the same checksum and
-        version (atomically per key: a newer value written meanwhile stays), then
-        ``PUBLISH`` each message on ``channel``; one round trip.
-
-        :returns: how many were deleted.
-        """
-        names = [self.key_prefix + c.key for c in copies]
-        if not names and not messages:
-            return 0
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for start in range(0, len(names), CHUNK):
-                chunk = copies[start : start + CHUNK]
-                args: list[Any] = []
-                for copy in chunk:
-                    args += (copy.metadata.checksum, copy.metadata.version)
-                pipe.eval(DELETE_IF_UNCHANGED_LUA, len(chunk), *names[start : start + CHUNK], *args)
-            for message in messages:
-                pipe.publish(channel, message)
-            replies = pipe.execute()
-        except RedisError as exc:
-            raise self._unavailable(f"delete {len(names)} changed copies", exc) from exc
-        return sum(int(n) for n in replies[: len(replies) - len(messages)])
 
     # -- scans ---------------------------------------------------------------
 

@@ -24,6 +24,15 @@ from .batch import StateBatchOperations
 from .cache import MISSING, StateCache
 from .coordinator import StateRepositoryCoordinator
 from .keys import validate_key, validate_pattern
+
+# Re-exported: these names were importable from here before the split.
+from .store_arguments import _CATEGORIES as _CATEGORIES
+from .store_arguments import _encoder
+from .store_arguments import as_category as as_category
+from .store_arguments import check_expected_version as check_expected_version
+from .store_arguments import check_ttl as check_ttl
+from .store_arguments import dumps as dumps
+from .store_introspection import StoreIntrospection
 from .tiering import StateTierManager, TierPromotionPolicy
 
 if TYPE_CHECKING:
@@ -33,50 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TieredStore", "dumps"]
 
-_CATEGORIES = ", ".join(repr(c.value) for c in StateCategory)
-_encoder = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
 
-
-def dumps(value: Any) -> str:
-    """The canonical JSON text of ``value``."""
-    return _encoder.encode(value)
-
-
-def as_category(value: object) -> StateCategory:
-    """``value`` as a :class:`StateCategory` (the enum or its string value)."""
-    if isinstance(value, StateCategory):
-        return value
-    try:
-        return StateCategory(value)
-    except (ValueError, TypeError):
-        raise InvalidRequestError(
-            f"category must be a StateCategory or one of {_CATEGORIES}, not {value!r}.",
-            details={"category": repr(value)},
-        ) from None
-
-
-def check_ttl(ttl_seconds: object) -> int | None:
-    if ttl_seconds is None or (type(ttl_seconds) is int and ttl_seconds > 0):
-        return ttl_seconds
-    raise InvalidRequestError(
-        f"ttl_seconds must be a positive whole number of seconds or None, not {ttl_seconds!r}.",
-        details={"ttl_seconds": repr(ttl_seconds)},
-    )
-
-
-def check_expected_version(expected: object) -> int | None:
-    if expected is None or (type(expected) is int and expected >= 0):
-        return expected
-    raise InvalidRequestError(
-        "expected_version must be a whole number of at least 0 (0: the key must not exist) "
-        f"or None, not {expected!r}.",
-        details={"expected_version": repr(expected)},
-    )
-
-
-class TieredStore:
+class TieredStore(StoreIntrospection):
     """Get, set, delete and move JSON values across the cache and the HOT, WARM and COLD
     tiers.
 
@@ -287,63 +254,6 @@ class TieredStore:
         from .transaction import open_transaction
 
         return open_transaction(self)
-
-    # -- introspection -----------------------------------------------------------
-
-    def get_repositories(self) -> StateRepositories:
-        """The repositories behind the tiers, for direct access (backups, recovery)."""
-        return self.coordinator.get_repositories()
-
-    def _tier_rates(self, category: StateCategory) -> dict[str, Any]:
-        hits = self.coordinator.tier_hits[category]
-        misses = self.coordinator.tier_misses[category]
-        return {"hits": hits, "misses": misses, "hit_rate": hits / (hits + misses or 1)}
-
-    def stats(self) -> dict[str, Any]:
-        """Per tier: backend, key count, bytes where cheap, hit rate and health; the cache."""
-        tiers: dict[str, Any] = {}
-        health = self.coordinator.guard.report()
-        for repository in self.get_repositories():
-            category = repository.category
-            entry: dict[str, Any] = {"backend": repository.backend, "available": True}
-            try:
-                entry.update(repository.stats().to_dict())
-            except Exception as exc:  # a dead tier must not hide the others' figures
-                entry.update(available=False, error=str(exc))
-            entry.update(self._tier_rates(category), health=health[category.value])
-            tiers[category.value] = entry
-        return {
-            "cache": self.cache.stats().to_dict(),
-            "tiers": tiers,
-            "movements": self.movements(),
-            "invalidation": self.invalidation_stats(),
-        }
-
-    def movements(self) -> dict[str, int]:
-        """Keys moved by this store since it was built: ``promotions`` (asked for),
-        ``auto_promotions`` (HOT copies placed on frequent reads) and ``demotions``."""
-        coordinator = self.coordinator
-        with coordinator._counts_lock:
-            return dict(coordinator.movements)
-
-    def invalidation_stats(self) -> dict[str, Any]:
-        """The state of cross-process invalidation (``enabled`` False without it)."""
-        invalidation = self.invalidation
-        if invalidation is None:
-            return {"enabled": False}
-        return {"enabled": True, **invalidation.stats()}
-
-    def metrics(self) -> dict[str, Any]:
-        """Cache counters, per-tier hit rates, movements, invalidation and the
-        collector's figures (if any)."""
-        collector = self.metrics_collector
-        return {
-            "cache": self.cache.stats().to_dict(),
-            "tiers": {c.value: self._tier_rates(c) for c in StateCategory},
-            "movements": self.movements(),
-            "invalidation": self.invalidation_stats(),
-            "repositories": {} if collector is None else collector.snapshot(),
-        }
 
     def close(self) -> None:
         """Stop listening for invalidations and close every repository (once)."""

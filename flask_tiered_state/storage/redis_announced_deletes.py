@@ -1,0 +1,70 @@
+"""Deletes from Redis announced to other processes: the keys (or the copies still
+unchanged) are deleted and the invalidation messages published in one pipeline, so a
+subscriber hears of a change only after the stale copies are gone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from .base import StoredValue
+from .keys import validate_keys
+from .redis_codec import DELETE_IF_UNCHANGED_LUA
+from .redis_connection import CHUNK, RedisTierBase
+
+__all__ = ["RedisAnnouncedDeletes"]
+
+
+class RedisAnnouncedDeletes(RedisTierBase):
+    """The announcing deletes of :class:`~.redis_repository.RedisStateRepository`."""
+
+    def delete_and_publish(
+        self, keys: Sequence[str], channel: str, messages: Sequence[bytes]
+    ) -> int:
+        """``delete_many(keys)``, then ``PUBLISH`` each message on ``channel``, in one
+        pipeline (one round trip): subscribers get a message only after the keys are gone.
+
+        :returns: how many of ``keys`` existed.
+        """
+        names = [self.key_prefix + k for k in dict.fromkeys(validate_keys(keys))]
+        if not names and not messages:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(names), CHUNK):
+                pipe.unlink(*names[start : start + CHUNK])
+            for message in messages:
+                pipe.publish(channel, message)
+            replies = pipe.execute()
+        except RedisError as exc:
+            raise self._unavailable(f"delete {len(names)} keys and publish", exc) from exc
+        return sum(int(n) for n in replies[: len(replies) - len(messages)])
+
+    def delete_if_unchanged(
+        self, copies: Sequence[StoredValue], channel: str, messages: Sequence[bytes]
+    ) -> int:
+        """Delete each of ``copies`` that Redis still holds with the same checksum and
+        version (atomically per key: a newer value written meanwhile stays), then
+        ``PUBLISH`` each message on ``channel``; one round trip.
+
+        :returns: how many were deleted.
+        """
+        names = [self.key_prefix + c.key for c in copies]
+        if not names and not messages:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(names), CHUNK):
+                chunk = copies[start : start + CHUNK]
+                args: list[Any] = []
+                for copy in chunk:
+                    args += (copy.metadata.checksum, copy.metadata.version)
+                pipe.eval(DELETE_IF_UNCHANGED_LUA, len(chunk), *names[start : start + CHUNK], *args)
+            for message in messages:
+                pipe.publish(channel, message)
+            replies = pipe.execute()
+        except RedisError as exc:
+            raise self._unavailable(f"delete {len(names)} changed copies", exc) from exc
+        return sum(int(n) for n in replies[: len(replies) - len(messages)])
