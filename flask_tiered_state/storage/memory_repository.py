@@ -7,7 +7,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from ..errors import ConcurrencyError, ConfigurationError
+from ..errors import ConcurrencyError
+from ._write_checks import check_ttl
 from .base import (
     StateCategory,
     StateMetadata,
@@ -38,11 +39,8 @@ class MemoryStateRepository:
         default_ttl_seconds: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if default_ttl_seconds is not None and default_ttl_seconds <= 0:
-            raise ConfigurationError(
-                f"default_ttl_seconds must be a positive number of seconds or None, "
-                f"not {default_ttl_seconds!r}."
-            )
+        if default_ttl_seconds is not None:
+            check_ttl(default_ttl_seconds, "default_ttl_seconds")
         self.category = category
         self.default_ttl_seconds = default_ttl_seconds
         self._clock = clock
@@ -81,9 +79,7 @@ class MemoryStateRepository:
     # -- writes --------------------------------------------------------------
 
     def _ttl(self, ttl_seconds: int | None) -> int | None:
-        ttl = self.default_ttl_seconds if ttl_seconds is None else ttl_seconds
-        if ttl is not None and ttl <= 0:
-            raise ConfigurationError(f"ttl_seconds must be positive, not {ttl!r}.")
+        ttl = self.default_ttl_seconds if ttl_seconds is None else check_ttl(ttl_seconds)
         return ttl
 
     def _put(

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from ..errors import InvalidRequestError
+from . import _write_checks
 from .base import StateCategory
 
 __all__ = ["as_category", "check_expected_version", "check_ttl", "dumps"]
@@ -46,10 +47,6 @@ def check_ttl(ttl_seconds: object) -> int | None:
 
 
 def check_expected_version(expected: object) -> int | None:
-    if expected is None or (type(expected) is int and expected >= 0):
-        return expected
-    raise InvalidRequestError(
-        "expected_version must be a whole number of at least 0 (0: the key must not exist) "
-        f"or None, not {expected!r}.",
-        details={"expected_version": repr(expected)},
-    )
+    """``expected`` if it is None or a whole number of at least 0, else
+    :class:`InvalidRequestError` (the repositories' own check)."""
+    return None if expected is None else _write_checks.check_expected_version(expected)
