@@ -95,8 +95,6 @@ class RecordWriter:
         :raises HistoryConflict: a history row of the same version exists.
         """
         correlation_id = get_correlation_id()
-        if len(writes) == 1 and self._commit_single(writes[0], actor, reason, correlation_id):
-            return
         rows = [
             HistoryRepository.row(
                 transition=w.transition.value,
@@ -108,6 +106,8 @@ class RecordWriter:
             )
             for w in writes
         ]
+        if len(writes) == 1 and self._commit_single(writes[0], rows[0]):
+            return
         try:
             with self.store.transaction() as txn:
                 for w in writes:
@@ -123,9 +123,7 @@ class RecordWriter:
             taken = self._conflicting(writes)
             raise HistoryConflict(taken["state_id"], taken["version"] - 1, None) from exc
 
-    def _commit_single(
-        self, w: Write, actor: str | None, reason: str | None, correlation_id: str | None
-    ) -> bool:
+    def _commit_single(self, w: Write, row: dict[str, Any]) -> bool:
         """A change of a WARM-home record as ONE statement where the WARM database offers
         it (PostgreSQL): the compare-and-set UPDATE feeding the history INSERT, in one
         round trip instead of BEGIN, two statements and COMMIT. False when nothing was
@@ -133,14 +131,6 @@ class RecordWriter:
         the transaction then runs and raises or moves the record as it always does."""
         if w.spec.home_tier is not StateCategory.WARM or w.expected_version < 1:
             return False
-        row = HistoryRepository.row(
-            transition=w.transition.value,
-            old=w.old,
-            new=w.new,
-            actor=actor,
-            reason=reason,
-            correlation_id=correlation_id,
-        )
         try:
             metadata = write_with_row(
                 self.store,
