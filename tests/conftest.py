@@ -53,6 +53,23 @@ def run_id() -> str:
     return RUN_ID
 
 
+#: The "services" side of a backend parametrisation (the other side: "embedded").
+SERVICES = pytest.param("services", marks=[pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3])
+
+
+def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """App configuration that points at Redis, PostgreSQL and S3 (moto); the fixtures it
+    requests clean up after the test."""
+    request.getfixturevalue("postgres_engine")  # drops the test's tables afterwards
+    return {
+        "TIERED_STATE_REDIS_URL": request.getfixturevalue("redis_url"),
+        "TIERED_STATE_KEY_PREFIX": request.getfixturevalue("redis_prefix"),
+        "TIERED_STATE_DATABASE_URI": request.getfixturevalue("postgres_url"),
+        "TIERED_STATE_S3_BUCKET": request.getfixturevalue("s3_bucket"),
+        "TIERED_STATE_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint_url"),
+    }
+
+
 # --------------------------------------------------------------------------- Redis
 
 

@@ -21,9 +21,8 @@ from werkzeug.serving import make_server
 
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import TieredState, get_app_state
-from tests.conftest import unavailable
+from tests.conftest import SERVICES, services_config, unavailable
 
-SERVICES = pytest.param("services", marks=[pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3])
 CHROMIUM = os.environ.get("TIERED_STATE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -36,17 +35,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 _names = itertools.count(1)
-
-
-def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
-    request.getfixturevalue("postgres_engine")  # drops the test's tables afterwards
-    return {
-        "TIERED_STATE_REDIS_URL": request.getfixturevalue("redis_url"),
-        "TIERED_STATE_KEY_PREFIX": request.getfixturevalue("redis_prefix"),
-        "TIERED_STATE_DATABASE_URI": request.getfixturevalue("postgres_url"),
-        "TIERED_STATE_S3_BUCKET": request.getfixturevalue("s3_bucket"),
-        "TIERED_STATE_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint_url"),
-    }
 
 
 def build_app(tmp_path: Path, **config: Any) -> Flask:

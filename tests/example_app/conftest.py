@@ -15,20 +15,7 @@ from example_app import create_app
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import get_app_state
 from flask_tiered_state.settings import SETTINGS
-
-SERVICES = pytest.param("services", marks=[pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3])
-
-
-def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """What points the app at Redis, PostgreSQL and S3; the fixtures clean up after."""
-    request.getfixturevalue("postgres_engine")  # drops the test's tables afterwards
-    return {
-        "TIERED_STATE_REDIS_URL": request.getfixturevalue("redis_url"),
-        "TIERED_STATE_KEY_PREFIX": request.getfixturevalue("redis_prefix"),
-        "TIERED_STATE_DATABASE_URI": request.getfixturevalue("postgres_url"),
-        "TIERED_STATE_S3_BUCKET": request.getfixturevalue("s3_bucket"),
-        "TIERED_STATE_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint_url"),
-    }
+from tests.conftest import SERVICES, services_config
 
 
 @pytest.fixture(autouse=True)

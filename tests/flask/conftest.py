@@ -17,25 +17,13 @@ from flask import Flask
 
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import EXTENSION_KEY, AppState, TieredState
+from tests.conftest import SERVICES, services_config
 
-SERVICES = pytest.param("services", marks=[pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3])
 #: ``pytestmark = BOTH_BACKENDS`` runs a module's tests on both backend sets.
 BOTH_BACKENDS = pytest.mark.parametrize("app", ["embedded", SERVICES], indirect=True)
 
 _names = itertools.count(1)
 AppFactory = Callable[..., Flask]
-
-
-def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Configuration that points an app at Redis, PostgreSQL and S3 (moto)."""
-    request.getfixturevalue("postgres_engine")  # drops the test's tables afterwards
-    return {
-        "TIERED_STATE_REDIS_URL": request.getfixturevalue("redis_url"),
-        "TIERED_STATE_KEY_PREFIX": request.getfixturevalue("redis_prefix"),
-        "TIERED_STATE_DATABASE_URI": request.getfixturevalue("postgres_url"),
-        "TIERED_STATE_S3_BUCKET": request.getfixturevalue("s3_bucket"),
-        "TIERED_STATE_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint_url"),
-    }
 
 
 @pytest.fixture(autouse=True)
