@@ -389,6 +389,14 @@ def test_delete_and_delete_many(batch_repo: SQLStateRepository) -> None:
     assert list(batch_repo.keys("d:*")) == [] and batch_repo.delete_many([]) == 0
 
 
+def test_delete_many_within_one_chunk(batch_repo: SQLStateRepository) -> None:
+    """The autocommit single-statement path (at most ``batch_size`` distinct keys)."""
+    batch_repo.store_many([WriteRequest(k, doc(k)) for k in ("s:1", "s:2", "s:3")])
+    assert batch_repo.delete_many(["s:1", "s:2", "s:2", "missing"]) == 2
+    assert list(batch_repo.keys("s:*")) == ["s:3"]
+    assert batch_repo.fetch("s:1") is None and batch_repo.fetch("s:3") is not None
+
+
 def test_keys_are_paged_exact_and_case_sensitive(batch_repo: SQLStateRepository) -> None:
     keys = [f"page:{i:02}" for i in range(23)] + ["page_x", "PAGE:01", "pageAx", "p.x", "pXx"]
     batch_repo.store_many([WriteRequest(k, doc(1)) for k in keys])
