@@ -3,6 +3,7 @@ items) and ``add_many`` (``SET NX`` copies that never overwrite a newer value)."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,10 +23,13 @@ class RedisBatchWrites(RedisTierBase):
 
     def store_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
         prepared = []
+        now = time.time()  # one stored_at for the batch
         for item in items:
             if item.version is not None:
                 check_version(item.version)
-            prepared.append(self._prepare(item.key, item.value, item.version, item.ttl_seconds))
+            prepared.append(
+                self._prepare(item.key, item.value, item.version, item.ttl_seconds, now)
+            )
         results: dict[str, StateMetadata] = {}
         try:
             pipe = self.client.pipeline(transaction=False)

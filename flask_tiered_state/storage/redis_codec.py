@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from hashlib import sha256
 from typing import NamedTuple
 
@@ -48,12 +49,13 @@ def redis_literal(text: str) -> str:
 
 def encode_head(checksum: str, category: bytes, stored_at: float, ttl: int | None) -> bytes:
     """The header up to (not including) the version: ``version + b"\\n" + value`` follows."""
-    return b"TS1 %s %s %r %s " % (
-        checksum.encode("ascii"),
-        category,
-        stored_at,
-        b"-" if ttl is None else b"%d" % ttl,
-    )
+    return b"TS1 %s%s" % (checksum.encode("ascii"), _head_rest(category, stored_at, ttl))
+
+
+@lru_cache(maxsize=64)
+def _head_rest(category: bytes, stored_at: float, ttl: int | None) -> bytes:
+    # The part after the checksum, shared by every value of a batch (one stored_at).
+    return b" %s %r %s " % (category, stored_at, b"-" if ttl is None else b"%d" % ttl)
 
 
 class EncodedWrite(NamedTuple):
@@ -77,12 +79,20 @@ class EncodedWrite(NamedTuple):
 
 
 def encode_write(
-    key: str, name: str, value: str, category: bytes, ttl: int | None, version: int | None
+    key: str,
+    name: str,
+    value: str,
+    category: bytes,
+    ttl: int | None,
+    version: int | None,
+    stored_at: float | None = None,
 ) -> EncodedWrite:
-    """Hash ``value`` and build the parts of its stored string."""
+    """Hash ``value`` and build the parts of its stored string (``stored_at``: now, or
+    the one time a batch shares)."""
     body = value.encode("utf-8")
     checksum = sha256(body).hexdigest()
-    stored_at = time.time()
+    if stored_at is None:
+        stored_at = time.time()
     head = encode_head(checksum, category, stored_at, ttl)
     return EncodedWrite(key, name, head, b"\n" + body, checksum, stored_at, ttl, version)
 

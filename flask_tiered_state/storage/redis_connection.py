@@ -95,9 +95,16 @@ class RedisTierBase:
             details={"backend": "redis", "location": self.location, "operation": action},
         )
 
-    def _prepare(self, key: str, value: str, version: int | None, ttl: int | None) -> EncodedWrite:
+    def _prepare(
+        self,
+        key: str,
+        value: str,
+        version: int | None,
+        ttl: int | None,
+        stored_at: float | None = None,
+    ) -> EncodedWrite:
         validate_key(key)
         check_value(key, value)
         ttl = self.default_ttl_seconds if ttl is None else check_ttl(ttl)
         name = self.key_prefix + key
-        return encode_write(key, name, value, self._category_bytes, ttl, version)
+        return encode_write(key, name, value, self._category_bytes, ttl, version, stored_at)
