@@ -96,16 +96,30 @@ class TierGuard:
         return True
 
     def _drop_pending(self, category: StateCategory) -> None:
+        if category is HOT:
+            self._drop_pending_hot()
+            return
         keys = self.pending[category].snapshot()
-        publisher = self.publisher if category is HOT else None
-        if publisher is not None:
-            # Announce what could not be announced while HOT was down, with the drop.
-            hot: Any = self.repositories.hot
-            publisher.publish(lambda ch, messages: hot.delete_and_publish(keys, ch, messages), ())
-        elif keys:
-            self.repositories.by_category(category).delete_many(keys)
         if keys:
+            self.repositories.by_category(category).delete_many(keys)
             self.pending[category].discard(keys)
+
+    def _drop_pending_hot(self) -> None:
+        """Drop the stale HOT copies, but only those stored before they became stale: a
+        shared HOT tier may meanwhile hold a newer value another process wrote there."""
+        pending = self.pending[HOT]
+        since = pending.stale_since()
+        hot: Any = self.repositories.hot
+        delete_stale = getattr(hot, "delete_stale_and_publish", None)
+        publisher = self.publisher
+        if publisher is not None and delete_stale is not None:
+            # Announce what could not be announced while HOT was down, with the drop.
+            publisher.publish(lambda ch, messages: delete_stale(since, ch, messages), ())
+        elif since and delete_stale is not None:
+            delete_stale(since, "", [])
+        elif since:  # an in-process HOT tier: nobody else writes to it
+            hot.delete_many(list(since))
+        pending.discard(since)
 
     def _reconcile_hot(self) -> None:
         """Drop every HOT copy that has a copy below it (too many pending drops to track).

@@ -1,9 +1,14 @@
 """The keys whose copy in one tier is stale (a newer write could not drop it): readers
-skip those copies until they are deleted, so a stale copy is never served."""
+skip those copies until they are deleted, so a stale copy is never served.
+
+Each key keeps the time it became stale: a copy stored before that time is the stale
+one, while a copy stored after it was written by someone else once the tier came back
+(a HOT home written by another process) and must survive the delayed drop."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 
 __all__ = ["PendingDrops"]
@@ -20,7 +25,7 @@ class PendingDrops:
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._keys: set[str] = set()
+        self._keys: dict[str, float] = {}
         self.overflowed = False
 
     def __contains__(self, key: object) -> bool:
@@ -34,13 +39,14 @@ class PendingDrops:
         return bool(self._keys) or self.overflowed
 
     def add(self, keys: Iterable[str], *, transient: bool = False) -> bool:
-        """Remember ``keys``; False when that overflowed the limit.
+        """Remember ``keys``, stale from now on; False when that overflowed the limit.
 
         ``transient`` marks keys whose drop is about to be attempted (they are removed
         again right after); those never count against the limit.
         """
+        now = time.time()
         with self._lock:
-            self._keys.update(keys)
+            self._keys.update(dict.fromkeys(keys, now))
             if transient or self.limit is None or len(self._keys) <= self.limit:
                 return True
             self._keys.clear()
@@ -53,8 +59,14 @@ class PendingDrops:
 
     def discard(self, keys: Iterable[str]) -> None:
         with self._lock:
-            self._keys.difference_update(keys)
+            for key in keys:
+                self._keys.pop(key, None)
 
     def snapshot(self) -> list[str]:
         with self._lock:
             return list(self._keys)
+
+    def stale_since(self) -> dict[str, float]:
+        """Each key with the time (``time.time()``) its copy became stale."""
+        with self._lock:
+            return dict(self._keys)

@@ -4,14 +4,14 @@ subscriber hears of a change only after the stale copies are gone."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from .base import StoredValue
 from .keys import validate_keys
-from .redis_codec import DELETE_IF_UNCHANGED_LUA
+from .redis_codec import DELETE_IF_STORED_BEFORE_LUA, DELETE_IF_UNCHANGED_LUA
 from .redis_connection import CHUNK, RedisTierBase
 
 __all__ = ["RedisAnnouncedDeletes"]
@@ -67,4 +67,31 @@ class RedisAnnouncedDeletes(RedisTierBase):
             replies = pipe.execute()
         except RedisError as exc:
             raise self._unavailable(f"delete {len(names)} changed copies", exc) from exc
+        return sum(int(n) for n in replies[: len(replies) - len(messages)])
+
+    def delete_stale_and_publish(
+        self, stale_since: Mapping[str, float], channel: str, messages: Sequence[bytes]
+    ) -> int:
+        """Delete each key whose value was stored before its time in ``stale_since``
+        (atomically per key: a value stored later, by another process once Redis came
+        back, stays), then ``PUBLISH`` each message on ``channel``; one round trip.
+
+        :returns: how many were deleted.
+        """
+        items = [(self.key_prefix + k, t) for k, t in stale_since.items()]
+        if not items and not messages:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(items), CHUNK):
+                chunk = items[start : start + CHUNK]
+                names = [name for name, _ in chunk]
+                pipe.eval(
+                    DELETE_IF_STORED_BEFORE_LUA, len(chunk), *names, *(repr(t) for _, t in chunk)
+                )
+            for message in messages:
+                pipe.publish(channel, message)
+            replies = pipe.execute()
+        except RedisError as exc:
+            raise self._unavailable(f"delete {len(items)} stale copies", exc) from exc
         return sum(int(n) for n in replies[: len(replies) - len(messages)])

@@ -24,6 +24,7 @@ from .base import StateCategory, StateMetadata, StoredValue
 
 __all__ = [
     "ADD_MANY_LUA",
+    "DELETE_IF_STORED_BEFORE_LUA",
     "DELETE_IF_UNCHANGED_LUA",
     "MAGIC",
     "MSET_EX_LUA",
@@ -227,6 +228,24 @@ for i, key in ipairs(KEYS) do
   if sum == ARGV[2 * i - 1] and version == ARGV[2 * i] then
     redis.call('UNLINK', key)
     n = n + 1
+  end
+end
+return n
+"""
+
+#: KEYS: the keys; ARGV: one time (seconds since the epoch) per key. Deletes each key whose
+#: header says it was stored before that time, or cannot be read (a stale copy); a value
+#: stored later stays. Returns how many were deleted.
+DELETE_IF_STORED_BEFORE_LUA = r"""
+local n = 0
+for i, key in ipairs(KEYS) do
+  local head = redis.call('GETRANGE', key, 0, 255)
+  if head ~= '' then
+    local at = tonumber(string.match(head, '^TS1 %x+ %a+ ([^ ]+) '))
+    if at == nil or at < tonumber(ARGV[i]) then
+      redis.call('UNLINK', key)
+      n = n + 1
+    end
   end
 end
 return n

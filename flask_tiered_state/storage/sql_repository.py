@@ -278,8 +278,8 @@ class SQLStateRepository:
             return 0
         sql = self._sql.delete_many
         if len(unique) <= self.batch_size:  # one statement is atomic: one round trip
-            rows = self._db.write(sql, {"keys": self._sql.key_list(unique)})
-            return sum(1 for (expires_at,) in rows if expires_at is None or expires_at > now)
+            gone = self._db.write(sql, {"keys": self._sql.key_list(unique)})
+            return sum(1 for (expires_at,) in gone if expires_at is None or expires_at > now)
         with self._db.guard(), self._writer.begin() as connection:
             for start in range(0, len(unique), self.batch_size):
                 chunk = self._sql.key_list(unique[start : start + self.batch_size])

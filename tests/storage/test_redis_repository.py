@@ -479,3 +479,17 @@ def test_stopped_server_raises_tier_unavailable(disposable_redis: Any) -> None:
         assert repo.ping() is True
     finally:
         repo.close()
+
+
+def test_delete_stale_keeps_values_stored_after_their_time(
+    repo: RedisStateRepository, raw: redis.Redis
+) -> None:
+    repo.store("old", '"old"')
+    cut = time.time() + 0.001
+    time.sleep(0.01)
+    repo.store("new", '"new"')
+    raw.set(repo.key_prefix + "garbled", b"not a stored value")
+    stale = {"old": cut, "new": cut, "garbled": cut, "absent": cut}
+    assert repo.delete_stale_and_publish(stale, "", []) == 2
+    assert repo.fetch("old") is None and raw.get(repo.key_prefix + "garbled") is None
+    assert repo.fetch("new").value == '"new"'  # type: ignore[union-attr]

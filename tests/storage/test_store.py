@@ -414,3 +414,52 @@ def test_a_stopped_redis_degrades_to_warm_and_recovers_by_itself(
         assert hot.fetch("k").value == '"v2"'  # type: ignore[union-attr]
     finally:
         built.close()
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_recovery_drops_stale_hot_copies_but_not_a_newer_write_of_another_process(
+    disposable_redis: Any, postgres_engine: Any, tmp_path: Path
+) -> None:
+    """While Redis is down, a WARM write cannot drop the old Redis copy. When Redis is
+    back, another process may write the key to HOT (its new home) before this process
+    retries the drop: that acknowledged write must survive; a copy stored before the
+    WARM write (one that outlived the outage) must not."""
+    from flask_tiered_state.storage.redis_codec import encode_write
+
+    def open_store(name: str) -> TieredStore:
+        built = build_store(
+            redis_url=disposable_redis.url, engine=postgres_engine, local_dir=tmp_path / name
+        )
+        built.coordinator.guard.health[HOT].initial_backoff = 0.05
+        built.coordinator.guard.health[HOT].max_backoff = 0.1
+        return built
+
+    this, other = open_store("this"), open_store("other")
+    try:
+        this.set("taken", {"v": 1})
+        this.set("stale", {"v": 1})
+        disposable_redis.stop()
+        before_outage_ends = time.time()
+        this.set("taken", {"v": 2})  # WARM; the HOT drops are now pending
+        this.set("stale", {"v": 2})
+        assert {"taken", "stale"} <= set(this.coordinator.pending[HOT].snapshot())
+        disposable_redis.start()  # an empty Redis: put back a copy that outlived the outage
+        old = encode_write("stale", "stale", '{"v":1}', b"hot", 600, 1, before_outage_ends - 5)
+        raw = other.get_repositories().hot.client  # type: ignore[attr-defined]
+        raw.set(other.get_repositories().hot.key_prefix + "stale", old.payload(1))  # type: ignore[attr-defined]
+        other.set("taken", {"v": "other"}, category=HOT, ttl_seconds=600)
+        deadline = time.monotonic() + 10
+        while not this.coordinator.guard.health[HOT].healthy and time.monotonic() < deadline:
+            this.cache.clear()
+            this.get("taken")
+            time.sleep(0.05)
+        assert this.coordinator.guard.health[HOT].healthy
+        assert len(this.coordinator.pending[HOT]) == 0
+        this.cache.clear()
+        assert this.get("taken") == {"v": "other"}  # the other process's write survived
+        assert this.get("stale") == {"v": 2}  # the outdated copy was dropped
+        assert this.get_repositories().hot.fetch("stale") is None
+    finally:
+        this.close()
+        other.close()
