@@ -144,7 +144,12 @@ class TierGuard:
                 below.update(self.repositories.by_category(category).fetch_many(wanted))
         if below:
             logger.warning("Dropping %d HOT copies after a long HOT outage.", len(below))
-            self.repositories.hot.delete_many(sorted(below))
+            hot: Any = self.repositories.hot
+            if hasattr(hot, "delete_stale_and_publish"):  # shared: keep later writes
+                stale_at = self.pending[HOT].overflow_stale_at
+                hot.delete_stale_and_publish(dict.fromkeys(sorted(below), stale_at), "", [])
+            else:
+                hot.delete_many(sorted(below))
 
     def retry_pending(self) -> None:
         """Retry dropping stale WARM and COLD copies whose backoff has elapsed."""

@@ -27,6 +27,9 @@ class PendingDrops:
         self._lock = threading.Lock()
         self._keys: dict[str, float] = {}
         self.overflowed = False
+        #: While :attr:`overflowed`: the latest time a key became stale (no copy of the
+        #: forgotten keys stored after it is stale).
+        self.overflow_stale_at = 0.0
 
     def __contains__(self, key: object) -> bool:
         # Set membership is atomic under the GIL and internally locked without it.
@@ -47,10 +50,13 @@ class PendingDrops:
         now = time.time()
         with self._lock:
             self._keys.update(dict.fromkeys(keys, now))
+            if self.overflowed:
+                self.overflow_stale_at = now
             if transient or self.limit is None or len(self._keys) <= self.limit:
                 return True
             self._keys.clear()
             self.overflowed = True
+            self.overflow_stale_at = now
             return False
 
     def clear_overflow(self) -> None:

@@ -418,13 +418,15 @@ def test_a_stopped_redis_degrades_to_warm_and_recovers_by_itself(
 
 @pytest.mark.redis
 @pytest.mark.postgres
+@pytest.mark.parametrize("overflow", [False, True], ids=["tracked", "reconciled"])
 def test_recovery_drops_stale_hot_copies_but_not_a_newer_write_of_another_process(
-    disposable_redis: Any, postgres_engine: Any, tmp_path: Path
+    disposable_redis: Any, postgres_engine: Any, tmp_path: Path, overflow: bool
 ) -> None:
     """While Redis is down, a WARM write cannot drop the old Redis copy. When Redis is
-    back, another process may write the key to HOT (its new home) before this process
-    retries the drop: that acknowledged write must survive; a copy stored before the
-    WARM write (one that outlived the outage) must not."""
+    back, another process may write the key to HOT (its new home) or place a fresh copy
+    before this process retries the drop: those must survive; a copy stored before the
+    WARM write (one that outlived the outage) must not. ``reconciled``: too many
+    pending drops to track, so recovery reconciles the whole HOT tier."""
     from flask_tiered_state.storage.redis_codec import encode_write
 
     def open_store(name: str) -> TieredStore:
@@ -436,19 +438,26 @@ def test_recovery_drops_stale_hot_copies_but_not_a_newer_write_of_another_proces
         return built
 
     this, other = open_store("this"), open_store("other")
+    pending = this.coordinator.pending[HOT]
+    if overflow:
+        pending.limit = 1
     try:
-        this.set("taken", {"v": 1})
-        this.set("stale", {"v": 1})
+        for key in ("taken", "stale", "fresh"):
+            this.set(key, {"v": 1})
         disposable_redis.stop()
         before_outage_ends = time.time()
-        this.set("taken", {"v": 2})  # WARM; the HOT drops are now pending
-        this.set("stale", {"v": 2})
-        assert {"taken", "stale"} <= set(this.coordinator.pending[HOT].snapshot())
+        for key in ("taken", "stale", "fresh"):
+            this.set(key, {"v": 2})  # WARM; the HOT drops are now pending
+        if overflow:
+            assert pending.overflowed
+        else:
+            assert {"taken", "stale", "fresh"} <= set(pending.snapshot())
         disposable_redis.start()  # an empty Redis: put back a copy that outlived the outage
         old = encode_write("stale", "stale", '{"v":1}', b"hot", 600, 1, before_outage_ends - 5)
         raw = other.get_repositories().hot.client  # type: ignore[attr-defined]
         raw.set(other.get_repositories().hot.key_prefix + "stale", old.payload(1))  # type: ignore[attr-defined]
         other.set("taken", {"v": "other"}, category=HOT, ttl_seconds=600)
+        assert other.batch_promote(["fresh"]) == 1  # a HOT copy of the new value
         deadline = time.monotonic() + 10
         while not this.coordinator.guard.health[HOT].healthy and time.monotonic() < deadline:
             this.cache.clear()
@@ -460,6 +469,7 @@ def test_recovery_drops_stale_hot_copies_but_not_a_newer_write_of_another_proces
         assert this.get("taken") == {"v": "other"}  # the other process's write survived
         assert this.get("stale") == {"v": 2}  # the outdated copy was dropped
         assert this.get_repositories().hot.fetch("stale") is None
+        assert this.get_repositories().hot.fetch("fresh").value == '{"v":2}'  # type: ignore[union-attr]
     finally:
         this.close()
         other.close()
