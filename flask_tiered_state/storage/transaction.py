@@ -3,7 +3,9 @@
 WARM writes run in the SQL transaction of the WARM repository's unit of work, where
 the caller also writes its own rows (history) on :attr:`StoreTransaction.connection`.
 Writes to a HOT or COLD home are applied just before the commit, together with the
-removal of their WARM copy inside the transaction; if one fails, the SQL rolls back.
+removal of their WARM copy inside the transaction; if one fails, or the commit does,
+the SQL rolls back and the writes already applied are undone
+(:mod:`~flask_tiered_state.storage.transaction_undo`).
 After the commit, the cache is refreshed and the copies other tiers hold are dropped
 (remembered and retried if a tier is down, never served meanwhile).
 """
@@ -21,6 +23,7 @@ from .base import StateCategory, StateMetadata, StoredValue
 from .coordinator import DROPS
 from .instrumented import _NOT_TIER_ERRORS
 from .keys import validate_key
+from .transaction_undo import AppliedWrite, previous_value, undo_applied
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -54,6 +57,7 @@ class StoreTransaction:
         self._written: dict[str, tuple[StoredValue, StateCategory, tuple[StateCategory, ...]]] = {}
         self._deferred: dict[str, _Deferred] = {}
         self._deleted: dict[str, None] = {}
+        self._applied: list[AppliedWrite] = []
         self._token = 0
 
     def set(
@@ -120,8 +124,10 @@ class StoreTransaction:
                     "hot", f"The HOT tier is unavailable, so {key!r} cannot be written to it."
                 )
             moved_from: tuple[StateCategory, ...] = ()
+            repository = self._repo(write.category)
+            previous = previous_value(repository, key, write.expected_version)
             try:
-                metadata = self._repo(write.category).store(
+                metadata = repository.store(
                     key, write.value, ttl_seconds=write.ttl_seconds,
                     expected_version=write.expected_version,
                 )  # fmt: skip
@@ -131,12 +137,14 @@ class StoreTransaction:
                 metadata, moved_from = self._store_moved(
                     key, write.value, write.category, write.ttl_seconds, write.expected_version
                 )
+                previous = None  # the key was not in its new home
             except TierUnavailableError as exc:
                 coordinator.tier_failed(write.category, exc)
                 raise
+            stored = StoredValue(key, write.value, metadata)
+            self._applied.append(AppliedWrite(write.category, previous, stored))
             # The WARM copy goes in the same transaction as the caller's rows.
             self._uow.delete(key)
-            stored = StoredValue(key, write.value, metadata)
             self._written[key] = (stored, write.category, (*moved_from, WARM))
 
     def _after_commit(self) -> None:
@@ -228,12 +236,18 @@ def open_transaction(store: TieredStore) -> Iterator[StoreTransaction]:
         )
     store.coordinator.retry_pending()
     collector = store.metrics_collector
-    with unit_of_work() as work:
-        if collector is not None:
-            from .instrumented import InstrumentedUnitOfWork
+    transaction: StoreTransaction | None = None
+    try:
+        with unit_of_work() as work:
+            if collector is not None:
+                from .instrumented import InstrumentedUnitOfWork
 
-            work = InstrumentedUnitOfWork(work, collector, WARM.value)
-        transaction = StoreTransaction(store, work)
-        yield transaction
-        transaction._before_commit()
+                work = InstrumentedUnitOfWork(work, collector, WARM.value)
+            transaction = StoreTransaction(store, work)
+            yield transaction
+            transaction._before_commit()
+    except BaseException:
+        if transaction is not None:  # not committed: undo what reached HOT or COLD
+            undo_applied(store.coordinator, transaction._applied)
+        raise
     transaction._after_commit()

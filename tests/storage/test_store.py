@@ -308,6 +308,69 @@ def _raise_unavailable(*args: object, **kwargs: object) -> None:
     raise TierUnavailableError("hot", "injected: Redis refused the connection")
 
 
+def test_writes_applied_before_a_later_failure_are_undone(sql_store: TieredStore) -> None:
+    sql_store.set("session", {"s": "old"}, category=HOT, ttl_seconds=60)
+    hot = sql_store.get_repositories().hot
+    real_store = hot.store
+
+    def store_then_fail_on_second(key: str, value: str, **kwargs: Any) -> Any:
+        if key == "second":
+            raise TierUnavailableError("hot", "injected: Redis refused the connection")
+        return real_store(key, value, **kwargs)
+
+    hot.store = store_then_fail_on_second  # type: ignore[method-assign]
+    with pytest.raises(TierUnavailableError), sql_store.transaction() as txn:
+        txn.set("session", {"s": "new"}, category=HOT, ttl_seconds=60, expected_version=1)
+        txn.set("fresh", {"f": 1}, category=HOT, ttl_seconds=60, expected_version=0)
+        txn.set("second", 1, category=HOT)
+        txn.connection.execute(sa.insert(sql_store.audit).values(note="never"))  # type: ignore[attr-defined]
+    restored = hot.fetch("session")
+    assert restored is not None and restored.metadata.version == 1
+    assert json.loads(restored.value) == {"s": "old"}
+    assert hot.fetch("fresh") is None
+    assert audit_notes(sql_store) == []
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_failed_commit_undoes_the_hot_and_cold_writes(
+    redis_url: str, redis_prefix: str, postgres_engine: Any, tmp_path: Path
+) -> None:
+    """The SQL connection is cut (its backend terminated) after the HOT and COLD writes
+    were applied: the commit fails, so those writes are undone on real Redis."""
+    built = build_store(
+        redis_url=redis_url, key_prefix=redis_prefix + "undo:", engine=postgres_engine,
+        local_dir=tmp_path,
+    )  # fmt: skip
+    note = sa.Column("note", sa.String(50), primary_key=True)
+    audit = sa.Table("undo_audit", sa.MetaData(), note)
+    audit.create(postgres_engine)
+    repos = built.get_repositories()
+    try:
+        built.set("session", {"s": "old"}, category=HOT, ttl_seconds=60)
+        built.set("archive", {"a": "old"}, category=StateCategory.COLD)
+        with pytest.raises(TierUnavailableError), built.transaction() as txn:
+            txn.set("session", {"s": "new"}, category=HOT, ttl_seconds=60, expected_version=1)
+            txn.set("archive", {"a": "new"}, category=StateCategory.COLD, expected_version=1)
+            txn.set("fresh", {"f": 1}, category=HOT, ttl_seconds=60, expected_version=0)
+            txn.connection.execute(sa.insert(audit).values(note="never"))
+            pid = txn.connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            with postgres_engine.connect() as admin:
+                admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        session, archive = repos.hot.fetch("session"), repos.cold.fetch("archive")
+        assert session is not None and session.metadata.version == 1
+        assert json.loads(session.value) == {"s": "old"}
+        assert archive is not None and json.loads(archive.value) == {"a": "old"}
+        assert repos.hot.fetch("fresh") is None
+        built.cache.clear()
+        assert built.get("session") == {"s": "old"} and built.get("fresh") is None
+        with postgres_engine.connect() as connection:
+            assert connection.execute(sa.select(audit.c.note)).all() == []
+    finally:
+        built.close()
+        audit.drop(postgres_engine)
+
+
 def test_transaction_compare_and_set_follows_an_archived_key(sql_store: TieredStore) -> None:
     sql_store.set("k", "v1")
     sql_store.demote_to_cold("k")
