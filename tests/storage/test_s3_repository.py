@@ -23,9 +23,10 @@ from flask_tiered_state.errors import (
     InvalidRequestError,
     TierUnavailableError,
 )
-from flask_tiered_state.storage import s3_repository
+from flask_tiered_state.storage import s3_listing
 from flask_tiered_state.storage.base import StateCategory, WriteRequest, checksum_of
 from flask_tiered_state.storage.s3_repository import S3StateRepository
+from flask_tiered_state.storage.s3_versions import VersionMemory
 from tests.conftest import free_port, s3_client, unique_name
 
 pytestmark = pytest.mark.s3
@@ -93,15 +94,18 @@ def test_round_trip_records_metadata_on_the_object(
         "stored-at": repr(written.stored_at),
         "ttl-seconds": "60",
     }
-    assert repo.store("user:1", doc(2)).version == 2  # one HEAD reads the previous version
+    assert repo.store("user:1", doc(2)).version == 2  # If-Match the ETag it wrote, no HEAD
     assert repo.fetch("absent") is None
 
 
-def test_explicit_versions_skip_the_head(repo: S3StateRepository, client: Any) -> None:
+def test_explicit_versions_skip_the_head(
+    make_repo: Callable[..., S3StateRepository], client: Any
+) -> None:
+    repo = make_repo(remembered_versions=0)
     heads = count_calls(client, "HeadObject")
     assert repo.store("moved", doc(1), version=9).version == 9
     assert heads == []
-    assert repo.store("moved", doc(2)).version == 10
+    assert repo.store("moved", doc(2)).version == 10  # nothing remembered: a HEAD
     assert len(heads) == 1
 
 
@@ -134,6 +138,8 @@ def test_default_storage_class_is_standard_ia(s3_bucket: str, s3_endpoint_url: s
         ({"max_workers": 0}, "max_workers"),
         ({"connect_timeout": 0}, "connect_timeout"),
         ({"prefix": 5}, "prefix"),
+        ({"remembered_versions": -1}, "remembered_versions"),
+        ({"remembered_versions": 1.5}, "remembered_versions"),
     ],
 )
 def test_bad_options_raise_configuration_error(options: dict[str, Any], named: str) -> None:
@@ -217,6 +223,180 @@ def test_if_none_match_catches_a_concurrent_create(
     assert client.get_object(Bucket=s3_bucket, Key="app/new")["Body"].read() == b"1"
 
 
+# --------------------------------------------------------------------------- remembered versions
+
+
+@pytest.fixture
+def other(s3_endpoint_url: str) -> Any:
+    """A second client: another writer, and a reader the counters on ``client`` miss."""
+    return s3_client(s3_endpoint_url)
+
+
+def versions_on_s3(other: Any, bucket: str, keys: list[str]) -> dict[str, int]:
+    return {
+        k: int(other.head_object(Bucket=bucket, Key=f"app/{k}")["Metadata"]["version"])
+        for k in keys
+    }
+
+
+def test_rewriting_a_remembered_key_is_one_if_match_put(
+    repo: S3StateRepository, client: Any, other: Any, s3_bucket: str
+) -> None:
+    assert repo.store("r", doc(0)).version == 1  # unknown: a HEAD found nothing
+    heads, puts = count_calls(client, "HeadObject"), count_calls(client, "PutObject")
+    for expected in (2, 3, 4):
+        assert repo.store("r", doc(expected)).version == expected
+    assert heads == []
+    assert len(puts) == 3 and all("IfMatch" in p for p in puts)
+    assert [p["Metadata"]["version"] for p in puts] == ["2", "3", "4"]
+    assert versions_on_s3(other, s3_bucket, ["r"]) == {"r": 4}
+    assert repo.fetch("r").value == doc(4)  # type: ignore[union-attr]
+
+
+def test_a_rewrite_after_another_writer_changed_the_object_reads_its_version(
+    repo: S3StateRepository, client: Any, other: Any, s3_bucket: str
+) -> None:
+    repo.store("r", doc("mine"))
+    other.put_object(Bucket=s3_bucket, Key="app/r", Body=b'"theirs"', Metadata={"version": "7"})
+    heads, puts = count_calls(client, "HeadObject"), count_calls(client, "PutObject")
+    assert repo.store("r", doc("again")).version == 8
+    assert versions_on_s3(other, s3_bucket, ["r"]) == {"r": 8}
+    assert repo.fetch("r").value == doc("again")  # type: ignore[union-attr]
+    # the If-Match PUT was refused (412), then a HEAD read version 7
+    assert ["IfMatch" in p for p in puts] == [True, False] and len(heads) == 1
+    heads.clear()
+    assert repo.store("r", doc("more")).version == 9  # remembered again
+    assert heads == []
+
+
+def test_a_rewrite_after_another_writer_deleted_the_object_writes_version_1(
+    repo: S3StateRepository, client: Any, other: Any, s3_bucket: str
+) -> None:
+    repo.store("r", doc(1))
+    repo.store("r", doc(2))
+    other.delete_object(Bucket=s3_bucket, Key="app/r")
+    heads, puts = count_calls(client, "HeadObject"), count_calls(client, "PutObject")
+    assert repo.store("r", doc(3)).version == 1
+    assert versions_on_s3(other, s3_bucket, ["r"]) == {"r": 1}
+    # the If-Match PUT found no object (404): written as new, If-None-Match, no HEAD
+    assert [("IfMatch" in p, p.get("IfNoneMatch")) for p in puts] == [(True, None), (False, "*")]
+    assert heads == []
+
+
+def test_store_many_rewrites_remembered_keys_without_heads_or_listings(
+    repo: S3StateRepository, client: Any, other: Any, s3_bucket: str
+) -> None:
+    keys = [f"m:{i:02}" for i in range(50)]
+    assert {
+        m.version for m in repo.store_many([WriteRequest(k, doc(0)) for k in keys]).values()
+    } == {1}
+    heads, lists = count_calls(client, "HeadObject"), count_calls(client, "ListObjectsV2")
+    puts = count_calls(client, "PutObject")
+    for round_ in (2, 3):
+        written = repo.store_many([WriteRequest(k, doc(round_)) for k in keys])
+        assert {k: m.version for k, m in written.items()} == dict.fromkeys(keys, round_)
+    assert heads == [] and lists == []
+    assert len(puts) == 100 and all("IfMatch" in p for p in puts)
+    assert versions_on_s3(other, s3_bucket, keys) == dict.fromkeys(keys, 3)
+
+
+def test_reads_and_explicit_versions_are_remembered(
+    make_repo: Callable[..., S3StateRepository], client: Any, s3_bucket: str
+) -> None:
+    make_repo().store_many([WriteRequest(k, doc(k), version=4) for k in ("a", "b", "c")])
+    repo = make_repo()
+    repo.fetch("a")
+    repo.fetch_many(["b"])
+    repo.store("c", doc(1), version=9)
+    repo.store("d", doc(1), expected_version=0)
+    heads = count_calls(client, "HeadObject")
+    assert repo.store("a", doc(2)).version == 5
+    assert repo.store("b", doc(2)).version == 5
+    assert repo.store("c", doc(2)).version == 10
+    assert repo.store("d", doc(2)).version == 2
+    assert repo.store("d", doc(3), expected_version=2).version == 3  # a CAS still HEADs
+    assert repo.store("d", doc(4)).version == 4
+    assert [h["Key"] for h in heads] == ["app/d"]
+
+
+@pytest.mark.parametrize("how", ["delete", "delete_many"])
+def test_deletes_forget_the_keys(
+    repo: S3StateRepository, client: Any, other: Any, s3_bucket: str, how: str
+) -> None:
+    repo.store("r", doc("same"))
+    getattr(repo, how)("r" if how == "delete" else ["r", "never"])
+    # The very same bytes written again by another writer: same ETag, other version.
+    # A remembered (1, etag) would match it and write version 2.
+    other.put_object(
+        Bucket=s3_bucket, Key="app/r", Body=doc("same").encode(), Metadata={"version": "5"}
+    )
+    assert repo.store("r", doc("next")).version == 6
+
+
+def test_a_put_whose_answer_is_lost_forgets_the_key(
+    repo: S3StateRepository, client: Any, other: Any, s3_bucket: str, s3_endpoint_url: str
+) -> None:
+    repo.store("r", doc("same"))
+
+    def lose_the_answer(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url=s3_endpoint_url)
+
+    # The PUT of the same bytes as version 2 is applied, but its answer never arrives;
+    # the ETag is unchanged, so a remembered version 1 would write version 2 again.
+    client.meta.events.register("after-call.s3.PutObject", lose_the_answer)
+    with pytest.raises(TierUnavailableError):
+        repo.store("r", doc("same"))
+    client.meta.events.unregister("after-call.s3.PutObject", lose_the_answer)
+    assert versions_on_s3(other, s3_bucket, ["r"]) == {"r": 2}
+    assert repo.store("r", doc("next")).version == 3
+
+
+def test_the_memory_keeps_the_most_recently_used_keys(
+    make_repo: Callable[..., S3StateRepository], client: Any
+) -> None:
+    repo = make_repo(remembered_versions=3)
+    for key in ("a", "b", "c", "d"):
+        repo.store(key, doc(key), version=1)
+    repo.fetch("b")  # used: "c" is now the least recently used
+    repo.store("e", doc("e"), version=1)
+    assert repo._versions.known("abcde") == {"b", "d", "e"}
+    heads = count_calls(client, "HeadObject")
+    for key in ("b", "d", "e", "a", "c"):
+        assert repo.store(key, doc(2)).version == 2
+    assert [h["Key"] for h in heads] == ["app/a", "app/c"]
+    assert len(repo._versions) == 3
+
+
+def test_without_a_memory_every_unversioned_rewrite_heads(
+    make_repo: Callable[..., S3StateRepository], client: Any
+) -> None:
+    repo = make_repo(remembered_versions=0)
+    repo.store("r", doc(1))
+    heads, puts = count_calls(client, "HeadObject"), count_calls(client, "PutObject")
+    assert [repo.store("r", doc(i)).version for i in (2, 3)] == [2, 3]
+    assert len(heads) == 2 and not any("IfMatch" in p for p in puts)
+    assert len(repo._versions) == 0
+
+
+def test_the_memory_stays_bounded_under_concurrent_use() -> None:
+    memory = VersionMemory(100)
+
+    def work(start: int) -> None:
+        for i in range(start, start + 2000):
+            memory.remember(f"k{i % 300}", i, f'"{i}"')
+            memory.get(f"k{(i * 7) % 300}")
+            if i % 5 == 0:
+                memory.forget(f"k{(i * 3) % 300}")
+
+    threads = [threading.Thread(target=work, args=(n * 2000,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(memory) <= 100
+    assert all(memory.get(k) is not None for k in memory.known(f"k{i}" for i in range(300)))
+
+
 # --------------------------------------------------------------------------- batches
 
 
@@ -271,9 +451,12 @@ def test_store_many_partial_failure_names_the_failed_keys(
 
 
 def test_store_many_writes_keys_its_listing_did_not_find_without_a_head(
-    repo: S3StateRepository, client: Any, s3_bucket: str, s3_endpoint_url: str
+    make_repo: Callable[..., S3StateRepository], client: Any, s3_bucket: str, s3_endpoint_url: str
 ) -> None:
-    repo.store_many([WriteRequest("n:03", doc(0), version=4), WriteRequest("n:07", doc(0))])
+    # written by another repository, so that this one does not remember them
+    earlier = [WriteRequest("n:03", doc(0), version=4), WriteRequest("n:07", doc(0))]
+    make_repo().store_many(earlier)
+    repo = make_repo()
     keys = [f"n:{i:02}" for i in range(12)]
     heads, puts = count_calls(client, "HeadObject"), count_calls(client, "PutObject")
     other = s3_client(s3_endpoint_url)
@@ -292,7 +475,7 @@ def test_store_many_writes_keys_its_listing_did_not_find_without_a_head(
     assert {k: v.metadata.version for k, v in repo.fetch_many(keys).items()} == expected
     assert {k: v.value for k, v in repo.fetch_many(keys).items()} == {k: doc(k) for k in keys}
     # HEADs only for the keys that existed (n:03, n:07) and the one that appeared (n:10)
-    assert sorted(h["Key"] for h in heads) == ["app/n:03", "app/n:07", "app/n:10", "app/n:10"]
+    assert sorted(h["Key"] for h in heads) == ["app/n:03", "app/n:07", "app/n:10"]
     assert len(puts) == 13  # the refused conditional PUT of n:10 and its retry
 
 
@@ -328,7 +511,7 @@ def test_delete_many_uses_one_delete_objects_call_per_1000_keys(
 def test_delete_many_counts_with_heads_past_a_long_listing(
     repo: S3StateRepository, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(s3_repository, "LIST_PAGE_SIZE", 2)
+    monkeypatch.setattr(s3_listing, "LIST_PAGE_SIZE", 2)
     repo.store_many([WriteRequest(k, "1", version=1) for k in ["a", "b1", "b2", "b3", "b4", "c"]])
     heads = count_calls(client, "HeadObject")
     # the listing of a..z stops after two pages (a, b1, b2, b3): c and z are HEADed
