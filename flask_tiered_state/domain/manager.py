@@ -95,10 +95,10 @@ class StateManager(
     the version read) and its history row in one store transaction: one SQL
     transaction for WARM-home types; for HOT-home types the HOT write is applied just
     before the SQL commit and undone if that commit fails. So history has exactly one
-    row per successful mutation and none for a failed one. With ``expected_version`` a mismatch raises
-    :class:`~flask_tiered_state.errors.ConcurrencyError` at once; without it a lost race
-    re-reads (bypassing the local cache) and retries up to ``max_attempts`` times
-    before raising it.
+    row per successful mutation and none for a failed one. With ``expected_version`` a
+    mismatch raises :class:`~flask_tiered_state.errors.ConcurrencyError` at once;
+    without it a lost race re-reads (bypassing the local cache) and retries up to
+    ``max_attempts`` times before raising it.
 
     **Events.** After commit, the signals of :mod:`flask_tiered_state.signals` are sent
     (sender: this manager) and the callbacks named ``{type}_{past tense}`` run; one

@@ -18,13 +18,15 @@ def check_value(key: str, value: object) -> str:
     )
 
 
-def check_ttl(ttl: object, name: str = "ttl_seconds") -> int:
-    """``ttl`` if it is a positive int, else :class:`ConfigurationError`."""
+def check_ttl(ttl: object, name: str = "ttl_seconds", *, setting: bool = False) -> int:
+    """``ttl`` if it is a positive int, else :class:`InvalidRequestError` (a call's
+    argument) or, with ``setting``, :class:`ConfigurationError` (a constructor's)."""
     if type(ttl) is int and ttl > 0:
         return ttl
-    raise ConfigurationError(
-        f"{name} must be a positive whole number of seconds or None, not {ttl!r}."
-    )
+    text = f"{name} must be a positive whole number of seconds or None, not {ttl!r}."
+    if setting:
+        raise ConfigurationError(text)
+    raise InvalidRequestError(text, details={name: repr(ttl)})
 
 
 def check_version(version: object) -> int:

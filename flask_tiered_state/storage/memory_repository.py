@@ -40,7 +40,7 @@ class MemoryStateRepository:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if default_ttl_seconds is not None:
-            check_ttl(default_ttl_seconds, "default_ttl_seconds")
+            check_ttl(default_ttl_seconds, "default_ttl_seconds", setting=True)
         self.category = category
         self.default_ttl_seconds = default_ttl_seconds
         self._clock = clock

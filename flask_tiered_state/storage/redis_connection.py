@@ -47,7 +47,7 @@ class RedisTierBase:
         if not isinstance(key_prefix, str):
             raise ConfigurationError(f"key_prefix must be a string, not {key_prefix!r}.")
         if default_ttl_seconds is not None:
-            check_ttl(default_ttl_seconds, "default_ttl_seconds")
+            check_ttl(default_ttl_seconds, "default_ttl_seconds", setting=True)
         if isinstance(client_or_url, str):
             parts = urlsplit(client_or_url)
             if parts.scheme not in ("redis", "rediss", "unix"):

@@ -20,6 +20,7 @@ from flask_tiered_state.errors import (
     ConfigurationError,
     IntegrityError,
     InvalidKeyError,
+    InvalidRequestError,
     TierUnavailableError,
 )
 from flask_tiered_state.storage.base import StateCategory, WriteRequest, checksum_of
@@ -335,7 +336,7 @@ def test_unusable_root_is_a_configuration_error(tmp_path: Path) -> None:
 def test_bad_input_is_refused_before_writing(repo: FilesystemStateRepository, root: Path) -> None:
     with pytest.raises(InvalidKeyError):
         repo.store_many([WriteRequest("ok", doc(1)), WriteRequest("bad key", doc(2))])
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidRequestError, match="ttl_seconds"):
         repo.store_many([WriteRequest("ok", doc(1)), WriteRequest("b", doc(2), ttl_seconds=0)])
     assert repo.fetch("ok") is None and list(repo.keys()) == []
 

@@ -140,7 +140,7 @@ def test_bad_configuration_is_refused(target: Any, options: dict[str, Any]) -> N
 
 
 def test_bad_write_arguments_are_refused(repo: RedisStateRepository) -> None:
-    with pytest.raises(ConfigurationError, match="ttl_seconds"):
+    with pytest.raises(InvalidRequestError, match="ttl_seconds"):
         repo.store("a", doc(1), ttl_seconds=0)
     with pytest.raises(InvalidRequestError, match="version"):
         repo.store("a", doc(1), version=0)
@@ -148,7 +148,7 @@ def test_bad_write_arguments_are_refused(repo: RedisStateRepository) -> None:
         repo.store("a", doc(1), expected_version=-1)
     with pytest.raises(InvalidRequestError, match="JSON text"):
         repo.store("a", {"not": "text"})  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidRequestError, match="ttl_seconds"):
         repo.store_many([WriteRequest("ok", doc(1)), WriteRequest("b", doc(2), ttl_seconds=-5)])
     assert repo.fetch("ok") is None  # nothing of a refused batch was written
 

@@ -153,7 +153,7 @@ def test_bad_write_arguments_are_refused_before_any_request(
     puts = count_calls(client, "PutObject")
     with pytest.raises(InvalidRequestError, match="str"):
         repo.store("k", {"not": "text"})  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="ttl_seconds"):
+    with pytest.raises(InvalidRequestError, match="ttl_seconds"):
         repo.store_many([WriteRequest("a", "1"), WriteRequest("b", "1", ttl_seconds=0)])
     with pytest.raises(InvalidRequestError, match="expected_version"):
         repo.store("k", "1", expected_version=-1)

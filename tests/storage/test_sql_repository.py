@@ -376,7 +376,7 @@ def test_store_many_is_all_or_nothing(batch_repo: SQLStateRepository) -> None:
 def test_store_many_validates_before_writing(repo: SQLStateRepository) -> None:
     with pytest.raises(InvalidRequestError, match="item 1"):
         repo.store_many([WriteRequest("ok", doc(1)), ("k", doc(2))])  # type: ignore[list-item]
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(InvalidRequestError, match="ttl_seconds"):
         repo.store_many([WriteRequest("ok", doc(1)), WriteRequest("t", doc(1), ttl_seconds=0)])
     assert repo.fetch("ok") is None
 
