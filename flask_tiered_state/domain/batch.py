@@ -16,13 +16,13 @@ one multi-row statement. A lost race re-reads the chunk past the cache and retri
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import ConcurrencyError, InvalidRequestError, StateNotFoundError, ValidationError
+from ..json_codec import loads
 from ..storage.base import StateCategory
 from .model import KEY_PREFIX, StateTransition, state_key, validate_state_id
 from .records import RecordBuilder
@@ -61,7 +61,7 @@ class BatchWriter:
             for state_id in missing:
                 entry = entries.get(state_key(state_id))
                 if entry is not None:
-                    found[state_id] = (json.loads(entry.value), entry.metadata.version)
+                    found[state_id] = (loads(entry.value), entry.metadata.version)
             missing = [i for i in missing if i not in found]
         if missing and not skip_vanished:
             raise self.writer.already_exists(missing[0], state_key(missing[0]))
@@ -165,7 +165,7 @@ class BatchWriter:
                     stored = found.get(key)
                     if stored is None:
                         raise StateNotFoundError(state_id)
-                    record: dict[str, Any] = json.loads(stored.value)
+                    record: dict[str, Any] = loads(stored.value)
                     spec = self.writer.types.get(record["type"])
                     new = self.records.changed_record(
                         record, spec, transition, items[state_id], merge=merge

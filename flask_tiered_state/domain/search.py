@@ -22,7 +22,6 @@ with ``demote_to_cold``. HOT-home types (sessions) are read by id only.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..errors import InvalidRequestError
+from ..json_codec import loads
 from .model import KEY_PREFIX
 from .paging import Page
 
@@ -210,7 +210,7 @@ class StateSearch:
             else:  # past the last page: nothing to carry the total
                 count_stmt = sa.select(sa.func.count()).select_from(self.table).where(*conditions)
                 total = int(conn.execute(count_stmt).scalar_one())
-        return Page([json.loads(value) for value, _ in rows], total, page, per_page)
+        return Page([loads(value) for value, _ in rows], total, page, per_page)
 
     def _unprepared(self, conn: sa.Connection, stmt: sa.Select[Any]) -> list[Any]:
         """Run ``stmt``, planned for its values every time. psycopg prepares a statement

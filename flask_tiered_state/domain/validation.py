@@ -23,7 +23,6 @@ the data, the other validators are not run on it.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import marshmallow
 
 from ..errors import ConfigurationError, ValidationError
+from ..json_codec import check_encodable
 
 __all__ = [
     "MANAGED_FIELDS",
@@ -134,7 +134,7 @@ def parse_structure(
 def check_json(value: object, *, state_id: str, field: str) -> None:
     """Refuse values that are not plain JSON (sets, objects, NaN, non-string keys)."""
     try:
-        json.dumps(value, allow_nan=False, separators=(",", ":"))
+        check_encodable(value)
     except (TypeError, ValueError) as exc:
         raise ValidationError(
             f"The {field} of {state_id!r} is not JSON-serialisable: {exc}. Use dicts with "

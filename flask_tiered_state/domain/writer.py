@@ -5,14 +5,13 @@ are written with ``expected_version`` (compare-and-set on the home tier) and the
 history rows are inserted on the transaction's SQL connection. For WARM-home types
 both are statements of the same SQL transaction; for HOT-home types the store
 applies the HOT write just before the SQL commit, and a failure there rolls the
-history back. So a mutation either commits with exactly one history row or leaves
-nothing behind (invariant 4), and two writers racing on one version cannot both
-commit (invariant 5).
+history back (and a failed commit undoes the HOT write). So a mutation either
+commits with exactly one history row or leaves nothing behind (invariant 4), and
+two writers racing on one version cannot both commit (invariant 5).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..errors import ConcurrencyError, StateAlreadyExistsError
+from ..json_codec import loads
 from ..storage.base import StateCategory
 from ..storage.transaction import write_with_row
 from .context import get_correlation_id
@@ -80,7 +80,7 @@ class RecordWriter:
         entry = self.store.get_entry(key)
         if entry is None:
             return None, 0
-        record: dict[str, Any] = json.loads(entry.value)
+        record: dict[str, Any] = loads(entry.value)
         return record, entry.metadata.version
 
     def ttl_for(self, spec: StateTypeSpec) -> int | None:

@@ -27,7 +27,6 @@ written or invalidated since the token was taken.
 
 from __future__ import annotations
 
-import json
 import pickle
 import threading
 import time
@@ -35,6 +34,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ..json_codec import loads
 from .base import StoredValue
 from .cache_fills import _WRITTEN_KEYS_TRACKED as _WRITTEN_KEYS_TRACKED
 from .cache_fills import GuardedFills
@@ -144,7 +144,7 @@ class StateCache(GuardedFills):
 
     def _decode(self, key: str, entry: _Entry) -> Any:
         """The first hit of ``entry``: decode its text and keep a pickle for later hits."""
-        value = json.loads(entry.stored.value)
+        value = loads(entry.stored.value)
         snapshot = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             if self._entries.get(key) is entry and entry.snapshot is None:

@@ -13,12 +13,12 @@ change made elsewhere stays unseen.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, InvalidRequestError, StateTooLargeError
+from ..json_codec import loads
 from .base import StateCategory, StateMetadata, StateRepositories, StoredValue
 from .batch import StateBatchOperations
 from .cache import MISSING, StateCache
@@ -27,7 +27,6 @@ from .keys import validate_key, validate_pattern
 
 # Re-exported: these names were importable from here before the split.
 from .store_arguments import _CATEGORIES as _CATEGORIES
-from .store_arguments import _encoder
 from .store_arguments import as_category as as_category
 from .store_arguments import check_expected_version as check_expected_version
 from .store_arguments import check_ttl as check_ttl
@@ -133,11 +132,12 @@ class TieredStore(StoreIntrospection):
     def encode(self, key: str, value: Any) -> str:
         """The canonical JSON text of ``value``, within ``max_value_bytes``."""
         try:
-            text = _encoder.encode(value)
+            text = dumps(value)
         except (TypeError, ValueError) as exc:
             raise InvalidRequestError(
                 f"The value for {key!r} is not JSON-serialisable ({exc}); values are dicts "
-                "with string keys, lists, strings, finite numbers, booleans and None.",
+                "with string keys, lists, strings of valid Unicode, finite numbers, booleans "
+                "and None.",
                 details={"key": key},
             ) from exc
         limit = self.max_value_bytes
@@ -156,7 +156,7 @@ class TieredStore(StoreIntrospection):
         if value is not MISSING:
             return value
         stored = self.coordinator.read_through(key, token)
-        return None if stored is None else json.loads(stored.value)
+        return None if stored is None else loads(stored.value)
 
     def get_entry(self, key: str) -> StoredValue | None:
         """The stored JSON text and metadata under ``key``, or None."""
@@ -217,7 +217,7 @@ class TieredStore(StoreIntrospection):
     def batch_get(self, keys: Sequence[str]) -> dict[str, Any]:
         """The values present among ``keys`` (absent keys are left out)."""
         found = self.batch.batch_get(keys)
-        return {key: json.loads(stored.value) for key, stored in found.items()}
+        return {key: loads(stored.value) for key, stored in found.items()}
 
     def batch_set(
         self,

@@ -4,24 +4,14 @@ versions; bad input raises :class:`~flask_tiered_state.errors.InvalidRequestErro
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from ..errors import InvalidRequestError
+from ..json_codec import dumps
 from . import _write_checks
 from .base import StateCategory
 
 __all__ = ["as_category", "check_expected_version", "check_ttl", "dumps"]
 
 _CATEGORIES = ", ".join(repr(c.value) for c in StateCategory)
-_encoder = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
-
-
-def dumps(value: Any) -> str:
-    """The canonical JSON text of ``value``."""
-    return _encoder.encode(value)
 
 
 def as_category(value: object) -> StateCategory:
