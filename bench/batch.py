@@ -3,7 +3,9 @@ directly, and the best raw batch of each client (issue 2: <= 1.3x the best raw
 batch, <= 1.5x direct repository access).
 
 Every store here is the real stack (Redis, PostgreSQL, S3 on moto), because a
-batch write to one tier also drops the copies the other tiers may hold.
+batch write to one tier also drops the copies the other tiers may hold. HOT and
+WARM also run their raw side with orjson (info rows), to show what the JSON codec
+is worth.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import hashlib
 import json
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from importlib import import_module
 from typing import Any
 
 from .data import dumps, records
@@ -27,6 +30,8 @@ RAW_TARGET = 1.3
 REPOSITORY_TARGET = 1.5
 #: S3StateRepository's default ``max_workers``; the raw side gets the same pool.
 S3_WORKERS = 16
+#: Keys per COLD batch in a full run (see the note ``batch_cold`` prints).
+COLD_KEYS = 1000
 _REPO_CALL = {"batch_get": "fetch_many", "batch_set": "store_many"}
 
 
@@ -34,6 +39,54 @@ def _full_store(env: BenchEnv, name: str) -> tuple[Any, str]:
     """A store on Redis, a new PostgreSQL database and a new bucket; and the database URL."""
     url = env.database(name)
     return build_bench_store(env, name, database_url=url, s3=True), url
+
+
+Loads = Callable[[str | bytes], Any]
+Dumps = Callable[[Any], str]
+
+
+def _orjson() -> tuple[Loads, Dumps] | None:
+    """orjson's ``loads`` and a ``dumps`` giving :func:`~bench.data.dumps`'s text; None
+    when orjson is not installed (its rows are then left out)."""
+    try:
+        import orjson
+    except ImportError:
+        return None
+
+    def dumps_sorted(value: Any) -> str:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+    return orjson.loads, dumps_sorted
+
+
+def _note_codec(env: BenchEnv) -> None:
+    try:  # the codec module is newer than this benchmark
+        backend = getattr(import_module("flask_tiered_state.json_codec"), "BACKEND", "json")
+    except ImportError:
+        backend = "json"
+    library = "json (stdlib)" if backend == "json" else str(backend)
+    if _orjson() is None:
+        rows = "orjson is not installed, so the rows 'with orjson' are left out."
+    else:
+        rows = (
+            "The HOT and WARM batch rows 'with orjson' repeat the raw side with orjson.loads "
+            "/ orjson.dumps (sorted keys): what the codec alone is worth."
+        )
+    text = f"JSON codec of the library: {library}. {rows}"
+    if text not in env.notes:
+        env.note(text)
+
+
+def _orjson_rows(
+    samples: Mapping[str, Sequence[float]], text: str, same_with_json: str
+) -> list[tuple[str, str, str]]:
+    """Info rows (see :func:`_rows`) for the ``orjson`` variant, when it ran."""
+    if "orjson" not in samples:
+        return []
+    return [
+        (f"TieredStore vs {text}", "store", "orjson"),
+        (f"{text} vs the same with json", "orjson", same_with_json),
+    ]
 
 
 def _decoded(found: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,41 +148,42 @@ def batch_hot(env: BenchEnv, settings: Settings) -> list[Row]:
     raw_values = {raw_prefix + k: v for k, v in records("hw", size).items()}
     store.batch_set(store_values, category=StateCategory.HOT, ttl_seconds=ttl)
 
-    def raw_set() -> None:
+    def raw_set(encode: Dumps = dumps) -> None:
         pipe = client.pipeline(transaction=False)
         for name, value in raw_values.items():
-            pipe.set(name, dumps(value), ex=ttl)
+            pipe.set(name, encode(value), ex=ttl)
         pipe.execute()
+
+    def raw_get(decode: Loads = json.loads) -> dict[str, Any]:
+        return {k: decode(v) for k, v in zip(raw_keys, client.mget(raw_keys), strict=True)}
 
     raw_set()
     store_keys, raw_keys = list(store_values), list(raw_values)
+    get_rounds: dict[str, Round] = {
+        "store": timed(lambda: store.batch_get(store_keys), store.cache.clear),
+        "repository": timed(lambda: _decoded(repo.fetch_many(store_keys))),
+        "raw": timed(raw_get),
+    }
+    set_rounds: dict[str, Round] = {
+        "store": timed(
+            lambda: store.batch_set(store_values, category=StateCategory.HOT, ttl_seconds=ttl)
+        ),
+        "repository": timed(lambda: repo.store_many(_requests(repo_values, ttl))),
+        "raw": timed(raw_set),
+    }
+    fast = _orjson()
+    if fast is not None:
+        get_rounds["orjson"] = timed(lambda: raw_get(fast[0]))
+        set_rounds["orjson"] = timed(lambda: raw_set(fast[1]))
+    _note_codec(env)
     rounds = settings.rounds_for(15, 3)
-    gets = interleave(
-        {
-            "store": timed(lambda: store.batch_get(store_keys), store.cache.clear),
-            "repository": timed(lambda: _decoded(repo.fetch_many(store_keys))),
-            "raw": timed(
-                lambda: {
-                    k: json.loads(v) for k, v in zip(raw_keys, client.mget(raw_keys), strict=True)
-                }
-            ),
-        },
-        rounds=rounds,
-    )
-    sets = interleave(
-        {
-            "store": timed(
-                lambda: store.batch_set(store_values, category=StateCategory.HOT, ttl_seconds=ttl)
-            ),
-            "repository": timed(lambda: repo.store_many(_requests(repo_values, ttl))),
-            "raw": timed(raw_set),
-        },
-        rounds=rounds,
-    )
+    gets, sets = interleave(get_rounds, rounds=rounds), interleave(set_rounds, rounds=rounds)
     return [
-        *_rows("HOT", "batch_get", gets, size, {"raw": "redis-py MGET + json.loads"}),
-        *_rows("HOT", "batch_set", sets, size, {"raw": "redis-py pipeline of SET EX"}),
-    ]
+        *_rows("HOT", "batch_get", gets, size, {"raw": "redis-py MGET + json.loads"},
+               _orjson_rows(gets, "redis-py MGET + orjson.loads", "raw")),
+        *_rows("HOT", "batch_set", sets, size, {"raw": "redis-py pipeline of SET EX"},
+               _orjson_rows(sets, "redis-py pipeline of SET EX, orjson.dumps", "raw")),
+    ]  # fmt: skip
 
 
 # -- WARM ---------------------------------------------------------------------------
@@ -164,10 +218,10 @@ class RawPostgres:
         self.select = f'SELECT key, value FROM "{table}" WHERE key = ANY(%s)'
 
     @staticmethod
-    def rows(values: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+    def rows(values: Mapping[str, Any], encode: Dumps = dumps) -> list[tuple[str, str, str, int]]:
         out = []
         for key, value in values.items():
-            text = dumps(value)
+            text = encode(value)
             body = text.encode("utf-8")
             out.append((key, text, hashlib.sha256(body).hexdigest(), len(body)))
         return out
@@ -178,18 +232,18 @@ class RawPostgres:
         with self.conn.transaction(), self.conn.cursor() as cursor:
             cursor.executemany(self.upsert, rows)
 
-    def copy_merge(self, values: Mapping[str, Any]) -> None:
-        rows = self.rows(values)
+    def copy_merge(self, values: Mapping[str, Any], encode: Dumps = dumps) -> None:
+        rows = self.rows(values, encode)
         with self.conn.transaction(), self.conn.cursor() as cursor:
             with cursor.copy("COPY raw_load (key, value, checksum, size) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(self.merge, {"now": time.time()})
 
-    def fetch(self, keys: list[str]) -> dict[str, Any]:
+    def fetch(self, keys: list[str], decode: Loads = json.loads) -> dict[str, Any]:
         with self.conn.cursor() as cursor:
             cursor.execute(self.select, (keys,))
-            return {key: json.loads(text) for key, text in cursor}
+            return {key: decode(text) for key, text in cursor}
 
 
 def batch_warm(env: BenchEnv, settings: Settings) -> list[Row]:
@@ -212,33 +266,35 @@ def batch_warm(env: BenchEnv, settings: Settings) -> list[Row]:
         assert not any(mget(absent_keys))
         return raw.fetch(many_keys)
 
+    get_rounds: dict[str, Round] = {
+        "store": timed(lambda: store.batch_get(keys), store.cache.clear),
+        "repository": timed(lambda: _decoded(repo.fetch_many(keys))),
+        "raw": timed(lambda: raw.fetch(many_keys)),
+        "waterfall": timed(waterfall),
+    }
+    set_rounds: dict[str, Round] = {
+        "store": timed(lambda: store.batch_set(store_values, category=StateCategory.WARM)),
+        "repository": timed(lambda: repo.store_many(_requests(repo_values))),
+        "executemany": timed(lambda: raw.executemany(many_values)),
+        "copy": timed(lambda: raw.copy_merge(copy_values)),
+    }
+    fast = _orjson()
+    if fast is not None:
+        get_rounds["orjson"] = timed(lambda: raw.fetch(many_keys, fast[0]))
+        set_rounds["orjson"] = timed(lambda: raw.copy_merge(copy_values, fast[1]))
+    _note_codec(env)
     rounds = settings.rounds_for(15, 3)
-    gets = interleave(
-        {
-            "store": timed(lambda: store.batch_get(keys), store.cache.clear),
-            "repository": timed(lambda: _decoded(repo.fetch_many(keys))),
-            "raw": timed(lambda: raw.fetch(many_keys)),
-            "waterfall": timed(waterfall),
-        },
-        rounds=rounds,
-    )
-    sets = interleave(
-        {
-            "store": timed(lambda: store.batch_set(store_values, category=StateCategory.WARM)),
-            "repository": timed(lambda: repo.store_many(_requests(repo_values))),
-            "executemany": timed(lambda: raw.executemany(many_values)),
-            "copy": timed(lambda: raw.copy_merge(copy_values)),
-        },
-        rounds=rounds,
-    )
+    gets, sets = interleave(get_rounds, rounds=rounds), interleave(set_rounds, rounds=rounds)
     same_work = "TieredStore vs the same work raw (MGET miss + SELECT = ANY)"
+    select = "psycopg SELECT .. WHERE key = ANY(%s)"
+    copy = "psycopg COPY into temp table + one merge"
     return [
-        *_rows("WARM", "batch_get", gets, size,
-               {"raw": "psycopg SELECT .. WHERE key = ANY(%s) + json.loads"},
-               [(same_work, "store", "waterfall")]),
+        *_rows("WARM", "batch_get", gets, size, {"raw": f"{select} + json.loads"},
+               [(same_work, "store", "waterfall"),
+                *_orjson_rows(gets, f"{select} + orjson.loads", "raw")]),
         *_rows("WARM", "batch_set", sets, size,
-               {"copy": "psycopg COPY into temp table + one merge",
-                "executemany": "psycopg executemany UPSERT"}),
+               {"copy": copy, "executemany": "psycopg executemany UPSERT"},
+               _orjson_rows(sets, f"{copy}, orjson.dumps", "copy")),
     ]  # fmt: skip
 
 
@@ -248,7 +304,7 @@ def batch_warm(env: BenchEnv, settings: Settings) -> list[Row]:
 def batch_cold(env: BenchEnv, settings: Settings) -> list[Row]:
     from flask_tiered_state.storage.base import StateCategory
 
-    size = settings.pick(100, 20)
+    size = settings.pick(COLD_KEYS, 20)
     store, _ = _full_store(env, "batch_cold")
     repo = store.get_repositories().cold
     workers = S3_WORKERS
@@ -293,9 +349,11 @@ def batch_cold(env: BenchEnv, settings: Settings) -> list[Row]:
     }
     set_samples = interleave(sets, rounds=rounds)
     env.note(
-        f"COLD batches use {size} keys, not 1,000: moto's server runs in this process and "
-        "serves one request per ~5 ms, so 1,000-key rounds would take minutes. The thread "
-        f"pools of both sides have {workers} workers."
+        f"COLD batches use {size} keys. S3 is moto's server in a separate process (as a "
+        "remote S3 would be), so its request handling does not compete with the measured "
+        "code for this process's GIL; it handles one request at a time (a few ms each "
+        f"here), which bounds both sides alike. The thread pools of both sides have {workers} "
+        "workers."
     )
     concurrent = f"boto3 on a {workers}-thread pool"
     return [

@@ -2,19 +2,24 @@
 
 Redis keys live under ``bench:<run id>:``; PostgreSQL work happens in databases
 created for the run (``tiered_state_bench_<run id>_<name>``) and dropped with
-``FORCE``; S3 is moto's ThreadedMotoServer on a free loopback port with buckets
-created for the run. Servers are reached as the test suite reaches them
-(``TIERED_STATE_TEST_REDIS_URL``, ``TIERED_STATE_TEST_POSTGRES_URL``).
+``FORCE``; S3 is moto's standalone server, started as a separate process on a free
+loopback port (as a real S3 is remote: its request handling must not compete with
+the measured code for this process's GIL), with buckets created for the run.
+Servers are reached as the test suite reaches them (``TIERED_STATE_TEST_REDIS_URL``,
+``TIERED_STATE_TEST_POSTGRES_URL``).
 """
 
 from __future__ import annotations
 
-import logging
+import http.client
+import importlib.util
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +31,16 @@ REDIS_URL = os.environ.get("TIERED_STATE_TEST_REDIS_URL", "redis://127.0.0.1:637
 POSTGRES_ADMIN_URL = os.environ.get(
     "TIERED_STATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+#: AWS test credentials, for the moto server and for the library's boto3 clients.
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+#: moto's standalone server; ``-H 127.0.0.1 -p PORT`` are appended.
+MOTO_COMMAND = (sys.executable, "-m", "moto.server")
+#: Seconds to wait for a started moto server to answer (importing moto takes a few).
+MOTO_START_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -37,6 +52,24 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _wait_for_http(server: subprocess.Popen[bytes], port: int, timeout: float) -> str | None:
+    """None once ``server`` answers HTTP on ``port``; else why not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            return f"exited with status {server.returncode} before answering"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            conn.request("GET", "/")
+            conn.getresponse().read()
+            return None
+        except (OSError, http.client.HTTPException):  # not listening yet, or starting
+            time.sleep(0.1)
+        finally:
+            conn.close()
+    return f"did not answer on port {port} within {timeout:g} s"
 
 
 class BenchEnv:
@@ -56,6 +89,7 @@ class BenchEnv:
         self._redis_url = redis_url
         self._admin_url = postgres_admin_url
         self._s3_endpoint = s3_endpoint_url
+        self._s3_failure: str | None = None
         self._redis_checked = False
         self._cleanups: list[tuple[str, Callable[[], object]]] = []
         self._tmp: Path | None = None
@@ -164,25 +198,57 @@ class BenchEnv:
     # -- S3 ----------------------------------------------------------------------------
 
     def s3_endpoint(self) -> str:
+        """The S3 endpoint: the override given, else a moto server started for the run."""
         if self._s3_endpoint is None:
-            try:
-                from moto.server import ThreadedMotoServer
-            except ImportError as exc:
-                raise ServiceUnavailable(f"moto[server] is not installed: {exc}") from exc
-            for name, value in (
-                ("AWS_ACCESS_KEY_ID", "testing"),
-                ("AWS_SECRET_ACCESS_KEY", "testing"),
-                ("AWS_DEFAULT_REGION", "us-east-1"),
-            ):
+            if self._s3_failure is not None:  # do not wait for a broken server again
+                raise ServiceUnavailable(self._s3_failure)
+            for name, value in AWS_TEST_ENV.items():
                 os.environ.setdefault(name, value)
-            # werkzeug logs every request at INFO: thousands of lines per benchmark
-            logging.getLogger("werkzeug").setLevel(logging.ERROR)
-            port = _free_port()
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-            server.start()
-            self.on_close("moto server", server.stop)
-            self._s3_endpoint = f"http://127.0.0.1:{port}"
+            try:
+                self._s3_endpoint = self._start_moto()
+            except ServiceUnavailable as exc:
+                self._s3_failure = str(exc)
+                raise
         return self._s3_endpoint
+
+    def _start_moto(self) -> str:
+        # find_spec, not import: moto's modules stay out of this process's heap
+        if importlib.util.find_spec("moto") is None:
+            raise ServiceUnavailable("moto[server] is not installed")
+        port = _free_port()
+        # werkzeug logs every request: thousands of lines per benchmark, kept out of stderr
+        log_path = self.tempdir("moto") / "moto-server.log"
+        log = log_path.open("wb")
+        command = [*MOTO_COMMAND, "-H", "127.0.0.1", "-p", str(port)]
+        server = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **AWS_TEST_ENV, "MOTO_PORT": str(port)},
+        )
+        log.close()  # the child holds its own descriptor
+
+        def stop() -> None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+        self.on_close("moto server", stop)
+        problem = _wait_for_http(server, port, MOTO_START_TIMEOUT)
+        if problem is not None:
+            stop()
+            # the run's directory goes at close; keep the log where the message says
+            kept = Path(tempfile.gettempdir()) / f"tiered-state-bench-{self.run_id}-moto.log"
+            shutil.copyfile(log_path, kept)
+            lines = kept.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            last = f"; its last line: {lines[-1][:200]}" if lines else " (empty)"
+            where = f"moto server ({' '.join(command)})"
+            raise ServiceUnavailable(f"{where} {problem}; log {kept}{last}")
+        return f"http://127.0.0.1:{port}"
 
     def s3_client(self, **config: Any) -> Any:
         """A plain boto3 S3 client on the endpoint (botocore ``Config(**config)``)."""

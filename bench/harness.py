@@ -6,7 +6,7 @@ shared 2-core box comes in bursts, lands on both sides. Each side's figure is th
 median of its rounds; the ratio is the median of the per-round ratios, each pairing
 two samples taken back to back (see :func:`paired_ratio`). The garbage collector is
 paused inside timed sections, as :mod:`timeit` does: a collection of this process's
-large heap (moto, botocore) would bill whichever side happened to trigger it.
+large heap (botocore, SQLAlchemy) would bill whichever side happened to trigger it.
 """
 
 from __future__ import annotations

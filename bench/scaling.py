@@ -2,8 +2,9 @@
 +-20% from 1,000 to 100,000 keys).
 
 Sizes run interleaved; a small size repeats its batch within a round so that every
-round moves a similar number of keys. COLD stops at a few hundred keys: moto serves
-about 200 requests a second here, so 100,000 keys would take over ten minutes.
+round moves a similar number of keys. COLD stops at a few hundred keys: moto's server
+(a separate process) serves a few hundred requests a second here and a COLD write of
+an existing key costs two (HEAD, PUT), so 100,000 keys would take over ten minutes.
 """
 
 from __future__ import annotations

@@ -4,14 +4,20 @@ and a run leaves nothing behind. No timing target is asserted here (timings belo
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
+import os
+import socket
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bench.env import BenchEnv
+import bench.env
+from bench.env import BenchEnv, ServiceUnavailable
 from bench.harness import Benchmark, Row, Settings, compare, interleave, render_table
 from bench.runner import ALL, main, run, select
 
@@ -113,3 +119,75 @@ def test_a_missing_server_gives_a_skip_row_in_one_line() -> None:
     assert [(r.benchmark, r.verdict) for r in rows] == [("get_hot", "SKIP")]
     assert "127.0.0.1:1" in rows[0].note
     assert len(render_table(rows).splitlines()) == 3
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_quick_batch_cold_runs_s3_in_a_separate_process(redis_url: str, postgres_url: str) -> None:
+    with BenchEnv(redis_url=redis_url) as env:
+        rows = run(_by_name("batch_cold"), QUICK, env, log=io.StringIO())
+        port = int(env.s3_endpoint().rsplit(":", 1)[1])
+        # werkzeug logs each request of the separate server to this file
+        log = (env.tempdir("moto") / "moto-server.log").read_text(encoding="utf-8")
+        assert f'"PUT /bench-{env.run_id}-batch_cold'.lower() in log.lower()
+        notes = list(env.notes)
+    assert _refused(port)
+    assert [r.status for r in rows] == [None] * len(rows) and len(rows) >= 6
+    assert all(r.ratio is not None and math.isfinite(r.ratio) for r in rows)
+    assert rows[0].benchmark.startswith("COLD batch_get 20: ")
+    assert any("COLD batches use 20 keys" in note for note in notes)
+
+
+def test_quick_batch_hot_shows_the_json_codec(redis_url: str, postgres_url: str) -> None:
+    with BenchEnv(redis_url=redis_url) as env:
+        rows = run(_by_name("batch_hot"), QUICK, env, log=io.StringIO())
+        notes = list(env.notes)
+    codec = [r for r in rows if "orjson" in r.benchmark]
+    if importlib.util.find_spec("orjson") is None:
+        assert codec == []
+    else:
+        assert len(codec) == 4 and all(r.target is None and r.verdict == "info" for r in codec)
+    assert sum(note.startswith("JSON codec of the library: ") for note in notes) == 1
+
+
+def _kept_log(env: BenchEnv) -> Path:
+    return Path(tempfile.gettempdir()) / f"tiered-state-bench-{env.run_id}-moto.log"
+
+
+def test_a_moto_server_that_exits_gives_a_skip_naming_its_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code = "import sys; print('no moto today'); sys.exit(3)"
+    monkeypatch.setattr(bench.env, "MOTO_COMMAND", (sys.executable, "-c", code))
+    with BenchEnv() as env:
+        with pytest.raises(ServiceUnavailable, match="exited with status 3") as failure:
+            env.s3_endpoint()
+        with pytest.raises(ServiceUnavailable, match="exited with status 3"):
+            env.s3_endpoint()  # remembered: no second server, no second wait
+    kept = _kept_log(env)
+    try:
+        assert f"log {kept}; its last line: no moto today" in str(failure.value)
+        assert kept.read_text(encoding="utf-8") == "no moto today\n"  # survives close
+    finally:
+        kept.unlink()
+
+
+def test_a_moto_server_that_never_answers_is_stopped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    monkeypatch.setattr(bench.env, "MOTO_COMMAND", (sys.executable, "-c", code))
+    monkeypatch.setattr(bench.env, "MOTO_START_TIMEOUT", 2.0)
+    with BenchEnv() as env, pytest.raises(ServiceUnavailable) as failure:
+        env.s3_endpoint()
+    _kept_log(env).unlink()
+    assert "did not answer on port" in str(failure.value) and "within 2 s" in str(failure.value)
+    with pytest.raises(ProcessLookupError):  # terminated and reaped
+        os.kill(int(pid_file.read_text()), 0)
