@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import batch, domain, scaling, storage_tiers
+from . import batch, batch_cold, domain, scaling, storage_tiers
 from .env import BenchEnv, ServiceUnavailable
 from .harness import Benchmark, Row, Settings, render_table
 
@@ -22,6 +22,7 @@ __all__ = ["ALL", "main", "run", "select"]
 ALL: list[Benchmark] = [
     *storage_tiers.BENCHMARKS,
     *batch.BENCHMARKS,
+    *batch_cold.BENCHMARKS,
     *scaling.BENCHMARKS,
     *domain.BENCHMARKS,
 ]

@@ -41,6 +41,7 @@ __all__ = [
 MAGIC = b"TS1"
 _CATEGORIES = {c.value.encode("ascii"): c for c in StateCategory}
 _REDIS_SPECIAL = frozenset("*?[]\\^")
+_stored, _metadata = StoredValue._make, StateMetadata._make
 
 
 def redis_literal(text: str) -> str:
@@ -141,17 +142,22 @@ def decode_entry(key: str, raw: bytes | str, where: str) -> StoredValue:
     if digest.encode("ascii") != checksum or magic != MAGIC:
         raise _corrupt(key, where, f"sha256 {digest} does not match the stored checksum")
     try:
-        return StoredValue(
-            key,
-            body.decode("utf-8"),
-            StateMetadata(
-                digest,
-                len(body),
-                int(version),
-                _CATEGORIES[category],
-                float(stored_at),
-                None if ttl == b"-" else int(ttl),
-            ),
+        # _make: batch reads decode a value per key, and it skips a Python-level __new__
+        return _stored(
+            (
+                key,
+                body.decode("utf-8"),
+                _metadata(
+                    (
+                        digest,
+                        len(body),
+                        int(version),
+                        _CATEGORIES[category],
+                        float(stored_at),
+                        None if ttl == b"-" else int(ttl),
+                    )
+                ),
+            )
         )
     except (KeyError, ValueError):  # UnicodeDecodeError is a ValueError
         raise _corrupt(key, where, "its header is damaged") from None

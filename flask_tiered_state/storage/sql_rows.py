@@ -20,6 +20,7 @@ __all__ = ["prepare_row", "prepare_rows", "row_metadata", "verified"]
 
 #: Column text to enum: a dict lookup costs a fraction of ``StateCategory(text)`` per row.
 _CATEGORIES = {c.value: c for c in StateCategory}
+_stored, _metadata = StoredValue._make, StateMetadata._make
 
 
 def prepare_row(
@@ -93,8 +94,7 @@ def verified(key: str, row: Sequence[Any], tier: str, backend: str) -> StoredVal
             details={"tier": tier, "backend": backend},
         )
     member = _CATEGORIES.get(category)
-    metadata = StateMetadata(
-        checksum, size, version, StateCategory(category) if member is None else member,
-        stored_at, ttl,
-    )  # fmt: skip
-    return StoredValue(key, value, metadata)
+    if member is None:
+        member = StateCategory(category)
+    # _make: batch reads verify a row per key, and it skips a Python-level __new__
+    return _stored((key, value, _metadata((checksum, size, version, member, stored_at, ttl))))
