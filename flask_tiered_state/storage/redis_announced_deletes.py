@@ -51,23 +51,14 @@ class RedisAnnouncedDeletes(RedisTierBase):
 
         :returns: how many were deleted.
         """
-        names = [self.key_prefix + c.key for c in copies]
-        if not names and not messages:
-            return 0
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for start in range(0, len(names), CHUNK):
-                chunk = copies[start : start + CHUNK]
-                args: list[Any] = []
-                for copy in chunk:
-                    args += (copy.metadata.checksum, copy.metadata.version)
-                pipe.eval(DELETE_IF_UNCHANGED_LUA, len(chunk), *names[start : start + CHUNK], *args)
-            for message in messages:
-                pipe.publish(channel, message)
-            replies = pipe.execute()
-        except RedisError as exc:
-            raise self._unavailable(f"delete {len(names)} changed copies", exc) from exc
-        return sum(int(n) for n in replies[: len(replies) - len(messages)])
+        return self._delete_where(
+            DELETE_IF_UNCHANGED_LUA,
+            [self.key_prefix + c.key for c in copies],
+            [(c.metadata.checksum, c.metadata.version) for c in copies],
+            channel,
+            messages,
+            "changed copies",
+        )
 
     def delete_stale_and_publish(
         self, stale_since: Mapping[str, float], channel: str, messages: Sequence[bytes]
@@ -78,20 +69,37 @@ class RedisAnnouncedDeletes(RedisTierBase):
 
         :returns: how many were deleted.
         """
-        items = [(self.key_prefix + k, t) for k, t in stale_since.items()]
-        if not items and not messages:
+        return self._delete_where(
+            DELETE_IF_STORED_BEFORE_LUA,
+            [self.key_prefix + k for k in stale_since],
+            [(repr(t),) for t in stale_since.values()],
+            channel,
+            messages,
+            "stale copies",
+        )
+
+    def _delete_where(
+        self,
+        script: str,
+        names: Sequence[str],
+        args: Sequence[tuple[Any, ...]],
+        channel: str,
+        messages: Sequence[bytes],
+        what: str,
+    ) -> int:
+        """Run a compare-and-delete ``script`` per chunk (``args``: its values per key),
+        then publish ``messages``, in one pipeline; how many keys were deleted."""
+        if not names and not messages:
             return 0
         try:
             pipe = self.client.pipeline(transaction=False)
-            for start in range(0, len(items), CHUNK):
-                chunk = items[start : start + CHUNK]
-                names = [name for name, _ in chunk]
-                pipe.eval(
-                    DELETE_IF_STORED_BEFORE_LUA, len(chunk), *names, *(repr(t) for _, t in chunk)
-                )
+            for start in range(0, len(names), CHUNK):
+                chunk = names[start : start + CHUNK]
+                values = [v for key_args in args[start : start + CHUNK] for v in key_args]
+                pipe.eval(script, len(chunk), *chunk, *values)
             for message in messages:
                 pipe.publish(channel, message)
             replies = pipe.execute()
         except RedisError as exc:
-            raise self._unavailable(f"delete {len(items)} stale copies", exc) from exc
+            raise self._unavailable(f"delete {len(names)} {what}", exc) from exc
         return sum(int(n) for n in replies[: len(replies) - len(messages)])
