@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from ..errors import ConfigurationError, InvalidRequestError
+from .keys import validate_key
 
-__all__ = ["check_expected_version", "check_ttl", "check_value", "check_version"]
+__all__ = [
+    "check_expected_version",
+    "check_ttl",
+    "check_value",
+    "check_version",
+    "check_write",
+]
 
 
 def check_value(key: str, value: object) -> str:
@@ -48,3 +55,12 @@ def check_expected_version(expected: object) -> int:
         f"or None, not {expected!r}.",
         details={"expected_version": repr(expected)},
     )
+
+
+def check_write(key: object, value: object, version: object, ttl: object) -> None:
+    """Check one write's key, value, explicit version and per-call TTL (None: none given)."""
+    check_value(validate_key(key), value)
+    if version is not None:
+        check_version(version)
+    if ttl is not None:
+        check_ttl(ttl)

@@ -25,7 +25,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from ..errors import ConcurrencyError, ConfigurationError, IntegrityError, TierUnavailableError
-from ._write_checks import check_expected_version, check_ttl, check_value, check_version
+from ._write_checks import check_expected_version, check_write
 from .base import StateCategory, StateMetadata, StoredValue, TierStats, WriteRequest
 from .filesystem_names import encode_key, relative_parts, walk
 from .keys import glob_literal_prefix, glob_to_regex, validate_key, validate_keys, validate_pattern
@@ -233,14 +233,9 @@ class FilesystemStateRepository:
         ttl_seconds: int | None = None,
         expected_version: int | None = None,
     ) -> StateMetadata:
-        validate_key(key)
-        check_value(key, value)
-        if version is not None:
-            check_version(version)
+        check_write(key, value, version, ttl_seconds)
         if expected_version is not None:
             check_expected_version(expected_version)
-        if ttl_seconds is not None:
-            check_ttl(ttl_seconds)
         dirty: set[str] = set()
         try:
             metadata = self._write(key, value, version, expected_version, dirty)
@@ -253,11 +248,7 @@ class FilesystemStateRepository:
         """Write every item, then fsync each directory touched once. Not all or nothing:
         after a failure the items before it are stored."""
         for item in items:
-            check_value(validate_key(item.key), item.value)
-            if item.version is not None:
-                check_version(item.version)
-            if item.ttl_seconds is not None:
-                check_ttl(item.ttl_seconds)
+            check_write(item.key, item.value, item.version, item.ttl_seconds)
         dirty: set[str] = set()
         written: dict[str, StateMetadata] = {}
         try:

@@ -39,7 +39,7 @@ from concurrent.futures import Future
 import boto3  # noqa: F401
 
 from ..errors import ConcurrencyError, IntegrityError, TierUnavailableError
-from ._write_checks import check_expected_version, check_ttl, check_value, check_version
+from ._write_checks import check_expected_version, check_write
 from .base import StateMetadata, StoredValue, WriteRequest
 from .keys import validate_key, validate_keys
 
@@ -113,7 +113,7 @@ class S3StateRepository(S3Writes):
         ttl_seconds: int | None = None,
         expected_version: int | None = None,
     ) -> StateMetadata:
-        _check_write(validate_key(key), value, version, ttl_seconds)
+        check_write(key, value, version, ttl_seconds)
         body = value.encode("utf-8")
         if expected_version is None:
             if version is not None:
@@ -142,7 +142,7 @@ class S3StateRepository(S3Writes):
         twice is stored once, with its last item."""
         latest = {validate_key(item.key): item for item in items}
         for item in latest.values():
-            _check_write(item.key, item.value, item.version, item.ttl_seconds)
+            check_write(item.key, item.value, item.version, item.ttl_seconds)
         unversioned = [key for key, item in latest.items() if item.version is None]
         remembered = self._versions.known(unversioned)
         new = self._new_keys([key for key in unversioned if key not in remembered])
@@ -222,11 +222,3 @@ class S3StateRepository(S3Writes):
                     details={"failed": failed},
                 )
         return existed
-
-
-def _check_write(key: str, value: object, version: int | None, ttl: int | None) -> None:
-    check_value(key, value)
-    if version is not None:
-        check_version(version)
-    if ttl is not None:
-        check_ttl(ttl)

@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import IntegrityError, InvalidRequestError
-from ._write_checks import check_ttl, check_value, check_version
+from ._write_checks import check_write
 from .base import StateCategory, StateMetadata, StoredValue, WriteRequest
-from .keys import validate_key
 
 __all__ = ["prepare_row", "prepare_rows", "row_metadata", "verified"]
 
@@ -27,12 +26,7 @@ def prepare_row(
     key: str, value: str, version: int | None, ttl: int | None, now: float, category: str
 ) -> dict[str, Any]:
     """Check a write's arguments and compute its columns."""
-    validate_key(key)
-    check_value(key, value)
-    if version is not None:
-        check_version(version)
-    if ttl is not None:
-        check_ttl(ttl)
+    check_write(key, value, version, ttl)
     try:
         encoded = value.encode("utf-8")
     except UnicodeEncodeError as exc:
