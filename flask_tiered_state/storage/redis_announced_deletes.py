@@ -4,7 +4,7 @@ subscriber hears of a change only after the stale copies are gone."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -29,18 +29,14 @@ class RedisAnnouncedDeletes(RedisTierBase):
         :returns: how many of ``keys`` existed.
         """
         names = [self.key_prefix + k for k in dict.fromkeys(validate_keys(keys))]
-        if not names and not messages:
-            return 0
-        try:
-            pipe = self.client.pipeline(transaction=False)
+
+        def unlink(pipe: Any) -> None:
             for start in range(0, len(names), CHUNK):
                 pipe.unlink(*names[start : start + CHUNK])
-            for message in messages:
-                pipe.publish(channel, message)
-            replies = pipe.execute()
-        except RedisError as exc:
-            raise self._unavailable(f"delete {len(names)} keys and publish", exc) from exc
-        return sum(int(n) for n in replies[: len(replies) - len(messages)])
+
+        return self._then_publish(
+            unlink, len(names), channel, messages, f"delete {len(names)} keys and publish"
+        )
 
     def delete_if_unchanged(
         self, copies: Sequence[StoredValue], channel: str, messages: Sequence[bytes]
@@ -89,17 +85,36 @@ class RedisAnnouncedDeletes(RedisTierBase):
     ) -> int:
         """Run a compare-and-delete ``script`` per chunk (``args``: its values per key),
         then publish ``messages``, in one pipeline; how many keys were deleted."""
-        if not names and not messages:
-            return 0
-        try:
-            pipe = self.client.pipeline(transaction=False)
+
+        def compare_and_delete(pipe: Any) -> None:
             for start in range(0, len(names), CHUNK):
                 chunk = names[start : start + CHUNK]
                 values = [v for key_args in args[start : start + CHUNK] for v in key_args]
                 pipe.eval(script, len(chunk), *chunk, *values)
+
+        return self._then_publish(
+            compare_and_delete, len(names), channel, messages, f"delete {len(names)} {what}"
+        )
+
+    def _then_publish(
+        self,
+        queue_deletes: Callable[[Any], None],
+        keys: int,
+        channel: str,
+        messages: Sequence[bytes],
+        action: str,
+    ) -> int:
+        """One pipeline: the deletes ``queue_deletes`` adds (about ``keys`` keys), then a
+        ``PUBLISH`` of each message, so subscribers hear of a change only after the stale
+        values are gone. Returns the sum of the deletes' replies (keys deleted)."""
+        if not keys and not messages:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            queue_deletes(pipe)
             for message in messages:
                 pipe.publish(channel, message)
             replies = pipe.execute()
         except RedisError as exc:
-            raise self._unavailable(f"delete {len(names)} {what}", exc) from exc
+            raise self._unavailable(action, exc) from exc
         return sum(int(n) for n in replies[: len(replies) - len(messages)])
