@@ -93,5 +93,8 @@ def _delete_if_unchanged(repository: Any, written: StoredValue) -> None:
         delete_if_unchanged([written], "", [])
         return
     current = repository.fetch(written.key)
-    if current is not None and current.metadata[:3] == written.metadata[:3]:
+    if current is not None and (current.metadata.checksum, current.metadata.version) == (
+        written.metadata.checksum,
+        written.metadata.version,
+    ):
         repository.delete(written.key)
