@@ -18,12 +18,14 @@ __all__ = [
     "CallbackError",
     "ConcurrencyError",
     "ConfigurationError",
+    "DeadlineExceededError",
     "IntegrityError",
     "InvalidKeyError",
     "InvalidPatternError",
     "InvalidRequestError",
     "InvalidStateTypeError",
     "InvalidTransitionError",
+    "OutcomeUnknownError",
     "RateLimitedError",
     "StateAlreadyExistsError",
     "StateNotFoundError",
@@ -99,6 +101,40 @@ class TierUnavailableError(StorageError):
     ) -> None:
         super().__init__(message, details={"tier": tier, **(details or {})})
         self.tier = tier
+
+
+class DeadlineExceededError(TierUnavailableError):
+    """A call ran past its time budget (``TIERED_STATE_CALL_TIMEOUT_SECONDS``) or a
+    database timeout (statement or lock); nothing more is waited for."""
+
+    code = "deadline_exceeded"
+    http_status = 503
+
+
+class OutcomeUnknownError(TierUnavailableError):
+    """A write reached the database, but its reply was lost and whether it committed
+    could not be found out (the database did not answer the check either).
+
+    Caches and copies are left consistent with either outcome. Read the state again, or
+    retry with the same ``expected_version``: a
+    :class:`ConcurrencyError` naming the next version then means the first attempt
+    was applied.
+    """
+
+    code = "outcome_unknown"
+    http_status = 503
+
+    def __init__(
+        self,
+        tier: str,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        failure: TierUnavailableError | None = None,
+    ) -> None:
+        super().__init__(tier, message, details=details)
+        #: What to raise once the write is known not to have committed.
+        self.failure = failure or TierUnavailableError(tier, message, details=details)
 
 
 class IntegrityError(StorageError):

@@ -16,11 +16,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
+    "ANY_COPY",
+    "StaleCopy",
     "StateCategory",
     "StateMetadata",
     "StateRepositories",
@@ -102,6 +104,35 @@ class StoredValue(NamedTuple):
     metadata: StateMetadata
 
 
+class StaleCopy(NamedTuple):
+    """Which copy of one key a conditional delete removes (a *fence*).
+
+    A write with compare-and-set gives a version that goes on from every copy of the key,
+    so its fence is the version alone: a copy below it is stale, and a copy as new or
+    newer (another writer's value, moved into the tier meanwhile) stays. A write without
+    a version (last writer wins) may be numbered afresh by its tier, so versions do not
+    order it against other copies; its fence carries its checksum and time: every copy
+    but its own that was stored before it is stale, and a copy stored after it stays.
+    """
+
+    version: int
+    checksum: str | None = None
+    written_at: float = 0.0
+
+    def removes(self, version: int, checksum: str, stored_at: float) -> bool:
+        """True when a copy at ``version`` with ``checksum``, stored at ``stored_at``
+        (seconds since the epoch), is stale."""
+        if self.checksum is None:
+            return version < self.version
+        return stored_at < self.written_at and (
+            version != self.version or checksum != self.checksum
+        )
+
+
+#: The fence of a copy that goes whatever it holds (deletes, corrupt copies).
+ANY_COPY = StaleCopy(2**62)
+
+
 @dataclass(frozen=True, slots=True)
 class WriteRequest:
     """One item of :meth:`StateRepository.store_many`."""
@@ -180,6 +211,23 @@ class StateRepository(Protocol):
 
     def delete_many(self, keys: Sequence[str]) -> int:
         """Delete ``keys`` in chunks; the number that existed."""
+        ...
+
+    def store_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        """Store each item (every one carries its version) where this tier lacks the key
+        or holds an older version of it, atomically per key: a copy never replaces a
+        value as new or newer. Returns the metadata of the items stored."""
+        ...
+
+    def delete_unchanged(self, copies: Sequence[StoredValue]) -> list[str]:
+        """Delete each key still holding exactly the copy given (same version and
+        checksum), atomically per key; the keys deleted. How a move removes its source
+        and a copy is taken back: a value written meanwhile stays."""
+        ...
+
+    def delete_stale(self, fences: Mapping[str, StaleCopy]) -> int:
+        """Delete each key whose copy its :class:`StaleCopy` calls stale, atomically per
+        key; how many were deleted. How the copies a write made stale are dropped."""
         ...
 
     def keys(self, pattern: str = "*") -> Iterator[str]:

@@ -92,7 +92,9 @@ class StateBatchOperations:
                 coordinator.tier_failed(category, exc)
                 raise
             coordinator.after_home_write(
-                [StoredValue(r.key, r.value, written[r.key]) for r in requests], category
+                [StoredValue(r.key, r.value, written[r.key]) for r in requests],
+                category,
+                versioned=False,
             )
         return written
 

@@ -33,7 +33,7 @@ class CoordinatorCore:
         policy: TierPromotionPolicy | None = None,
         raw_repositories: StateRepositories | None = None,
         initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        max_backoff: float = 5.0,
         max_pending_hot: int = 100_000,
         clock: Any = time.monotonic,
     ) -> None:

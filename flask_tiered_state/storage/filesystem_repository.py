@@ -19,14 +19,20 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from hashlib import sha256
 from pathlib import Path
 
-from ..errors import ConcurrencyError, ConfigurationError, IntegrityError, TierUnavailableError
+from ..errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    IntegrityError,
+    InvalidRequestError,
+    TierUnavailableError,
+)
 from ._write_checks import check_expected_version, check_write
-from .base import StateCategory, StateMetadata, StoredValue, TierStats, WriteRequest
+from .base import StaleCopy, StateCategory, StateMetadata, StoredValue, TierStats, WriteRequest
 from .filesystem_names import encode_key, relative_parts, walk
 from .keys import glob_literal_prefix, glob_to_regex, validate_key, validate_keys, validate_pattern
 
@@ -183,10 +189,12 @@ class FilesystemStateRepository:
         version: int | None,
         expected: int | None,
         dirty: set[str],
+        *,
+        locked: bool = False,
     ) -> StateMetadata:
         path = self.path_of(key)
         body = value.encode("utf-8")
-        with self._locked(key):
+        with nullcontext() if locked else self._locked(key):
             if version is None or expected is not None:
                 current = self._current_version(key, path, expected is not None)
                 if expected is not None and current != expected:
@@ -273,6 +281,64 @@ class FilesystemStateRepository:
     def delete_many(self, keys: Sequence[str]) -> int:
         return sum(self.delete(key) for key in dict.fromkeys(validate_keys(keys)))
 
+    def store_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        """Write each copy whose key is absent or older, under the key's lock; then fsync
+        each directory touched once."""
+        for item in items:
+            check_write(item.key, item.value, item.version, item.ttl_seconds)
+            if item.version is None:
+                raise InvalidRequestError(
+                    f"store_copies needs the version of every copy; {item.key!r} has none.",
+                    details={"key": item.key},
+                )
+        dirty: set[str] = set()
+        written: dict[str, StateMetadata] = {}
+        try:
+            for item in items:
+                path = self.path_of(item.key)
+                with self._locked(item.key):
+                    if self._current_version(item.key, path, False) >= (item.version or 0):
+                        continue
+                    written[item.key] = self._write(
+                        item.key, item.value, item.version, None, dirty, locked=True
+                    )
+            self._sync(dirty)
+        except OSError as exc:
+            raise self._unavailable(f"write {len(items)} copies", exc) from exc
+        return written
+
+    def delete_unchanged(self, copies: Sequence[StoredValue]) -> list[str]:
+        """Delete each key whose file still holds exactly the copy, under the key's lock."""
+        validate_keys([c.key for c in copies])
+        return [c.key for c in copies if self._delete_if(c.key, _is_copy(c))]
+
+    def delete_stale(self, fences: Mapping[str, StaleCopy]) -> int:
+        """Delete each key whose file its fence calls stale, under the key's lock."""
+        validate_keys(list(fences))
+        return sum(self._delete_if(key, fence.removes) for key, fence in fences.items())
+
+    def _delete_if(self, key: str, doomed: Callable[[int, str, float], bool]) -> bool:
+        path = self.path_of(key)
+        try:
+            with self._locked(key):
+                try:
+                    with path.open("rb") as handle:
+                        header = json.loads(handle.readline())
+                    version, checksum = int(header["version"]), str(header["checksum"])
+                    stored_at = float(header["stored_at"])
+                except FileNotFoundError:
+                    return False
+                except (ValueError, KeyError, TypeError):
+                    version, checksum, stored_at = 0, "", 0.0  # damaged: older than any copy
+                if not doomed(version, checksum, stored_at):
+                    return False
+                path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise self._unavailable(f"delete {key!r}", exc) from exc
+        return True
+
     # -- scans ---------------------------------------------------------------
 
     def keys(self, pattern: str = "*") -> Iterator[str]:
@@ -312,3 +378,9 @@ class FilesystemStateRepository:
             fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)
+
+
+def _is_copy(copy: StoredValue) -> Callable[[int, str, float], bool]:
+    """A test of a file's (version, checksum, stored_at): True for exactly ``copy``."""
+    expected = (copy.metadata.version, copy.metadata.checksum)
+    return lambda version, checksum, _: (version, checksum) == expected

@@ -1,21 +1,26 @@
-"""Tier health and pending invalidations: how the store lives through a dead tier.
+"""Tier health and pending drops: how the store lives through a dead tier.
 
 Like flask-limiter with a dead storage, the coordinator logs the failure, serves
 from the next tier and re-checks the failed one with exponential backoff. A
-:class:`TierHealth` is that backoff clock. :class:`PendingDrops` remembers the keys
-whose copy in a tier could not be dropped after a newer write; the coordinator
-ignores those copies when reading and deletes them when the tier answers again,
-so a stale copy is never served (invariant 3).
+:class:`TierHealth` is that backoff clock. :class:`PendingDrops` remembers the copies
+a write made stale but could not delete (their tier was down); the coordinator ignores
+those copies when reading and deletes them when the tier answers again, with the
+write's :class:`~.base.StaleCopy` fence, so a stale copy is never served (invariant 3)
+and a newer value written meanwhile is never deleted. Drops of copies in shared tiers
+(a Redis HOT tier, the COLD tier) also go to the :class:`~.drop_journal.DropJournal`,
+so that they outlive the process.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TierUnavailableError
-from .base import StateCategory, StateRepositories
+from .base import StaleCopy, StateCategory, StateRepositories
+from .drop_journal import JOURNAL_ERRORS
 from .pending_drops import PendingDrops
 from .tier_health import TierHealth
 
@@ -23,6 +28,7 @@ from .tier_health import TierHealth
 from .tier_health import logger as logger
 
 if TYPE_CHECKING:
+    from .drop_journal import DropJournal
     from .invalidation import InvalidationPublisher
 
 __all__ = ["PendingDrops", "TierGuard", "TierHealth"]
@@ -44,7 +50,7 @@ class TierGuard:
         repositories: StateRepositories,
         *,
         initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        max_backoff: float = 5.0,
         max_pending_hot: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -62,6 +68,10 @@ class TierGuard:
         #: Set when other processes' caches are invalidated through Redis: HOT drops
         #: then also announce the changed keys, in the same round trip.
         self.publisher: InvalidationPublisher | None = None
+        #: Where drops that could not be done outlive the process (see
+        #: :mod:`.drop_journal`); None: in this process only.
+        self.journal: DropJournal | None = None
+        self._replay_lock = threading.Lock()
 
     def failed(self, category: StateCategory, exc: BaseException) -> None:
         self.health[category].mark_failed(exc)
@@ -78,54 +88,58 @@ class TierGuard:
         finally:
             health.end_check()
 
+    def recover_now(self) -> bool:
+        """HOT answered (this process's subscriber reconnected): recover it at once,
+        whatever the backoff says, so its pending drops run now. True when healthy."""
+        health = self.health[HOT]
+        if health.healthy:
+            return True
+        if not health.begin_check(force=True):
+            return False  # another thread is recovering it right now
+        try:
+            return self._recover_hot()
+        finally:
+            health.end_check()
+
     def _recover_hot(self) -> bool:
         pending = self.pending[HOT]
         try:
             if not self.repositories.hot.ping():
                 raise TierUnavailableError("hot", "The HOT tier did not answer PING.")
-            self._drop_pending(HOT)
+            self._drop_pending_hot()
             if pending.overflowed:
                 self._reconcile_hot()
                 pending.clear_overflow()
             self.health[HOT].mark_recovered()
             # Writers that still saw HOT degraded may have added keys meanwhile.
-            self._drop_pending(HOT)
+            self._drop_pending_hot()
         except TierUnavailableError as exc:
             self.failed(HOT, exc)
             return False
+        self.replay_journal()
         return True
 
-    def _drop_pending(self, category: StateCategory) -> None:
-        if category is HOT:
-            self._drop_pending_hot()
-            return
-        keys = self.pending[category].snapshot()
-        if keys:
-            self.repositories.by_category(category).delete_many(keys)
-            self.pending[category].discard(keys)
-
     def _drop_pending_hot(self) -> None:
-        """Drop the stale HOT copies, but only those stored before they became stale: a
-        shared HOT tier may meanwhile hold a newer value another process wrote there."""
-        pending = self.pending[HOT]
-        since = pending.stale_since()
+        """Drop the stale HOT copies with their fences, announcing what could not be
+        announced while HOT was down."""
+        fences = self.pending[HOT].snapshot()
+        self._delete_stale_hot(fences, ())
+        self.pending[HOT].discard(fences)
+
+    def _delete_stale_hot(self, fences: Mapping[str, StaleCopy], announce: Sequence[str]) -> None:
         hot: Any = self.repositories.hot
-        delete_stale = getattr(hot, "delete_stale_and_publish", None)
         publisher = self.publisher
-        if publisher is not None and delete_stale is not None:
-            # Announce what could not be announced while HOT was down, with the drop.
-            publisher.publish(lambda ch, messages: delete_stale(since, ch, messages), ())
-        elif since and delete_stale is not None:
-            delete_stale(since, "", [])
-        elif since:  # an in-process HOT tier: nobody else writes to it
-            hot.delete_many(list(since))
-        pending.discard(since)
+        if publisher is not None:
+            publisher.publish(
+                lambda ch, messages: hot.delete_stale(fences, channel=ch, messages=messages),
+                announce,
+            )
+        elif fences:
+            hot.delete_stale(fences)
 
     def _reconcile_hot(self) -> None:
-        """Drop every HOT copy that has a copy below it (too many pending drops to track).
-
-        A HOT home never has copies below it, except stale ones still pending a drop.
-        """
+        """Drop every HOT copy older than a copy below it (too many pending drops to
+        track). A HOT home never has a copy as new below it."""
         chunk: list[str] = []
         for key in self.repositories.hot.keys("*"):
             chunk.append(key)
@@ -136,20 +150,20 @@ class TierGuard:
             self._reconcile_chunk(chunk)
 
     def _reconcile_chunk(self, keys: list[str]) -> None:
-        below: set[str] = set()
+        below: dict[str, int] = {}
         for category in (WARM, COLD):
             pending = self.pending[category]
-            wanted = [k for k in keys if k not in below and k not in pending]
+            wanted = [k for k in keys if k not in pending]
             if wanted:
-                below.update(self.repositories.by_category(category).fetch_many(wanted))
+                found = self.repositories.by_category(category).fetch_many(wanted)
+                for key, stored in found.items():
+                    below[key] = max(below.get(key, 0), stored.metadata.version)
         if below:
-            logger.warning("Dropping %d HOT copies after a long HOT outage.", len(below))
-            hot: Any = self.repositories.hot
-            if hasattr(hot, "delete_stale_and_publish"):  # shared: keep later writes
-                stale_at = self.pending[HOT].overflow_stale_at
-                hot.delete_stale_and_publish(dict.fromkeys(sorted(below), stale_at), "", [])
-            else:
-                hot.delete_many(sorted(below))
+            # A HOT copy at the version below is a copy of it; only older ones are stale.
+            fences = {k: StaleCopy(v) for k, v in sorted(below.items())}
+            deleted = self.repositories.hot.delete_stale(fences)
+            if deleted:
+                logger.warning("Dropped %d stale HOT copies after a long HOT outage.", deleted)
 
     def retry_pending(self) -> None:
         """Retry dropping stale WARM and COLD copies whose backoff has elapsed."""
@@ -158,7 +172,9 @@ class TierGuard:
             if not self.pending[category] or not health.begin_check():
                 continue
             try:
-                self._drop_pending(category)
+                fences = self.pending[category].snapshot()
+                self.repositories.by_category(category).delete_stale(fences)
+                self.pending[category].discard(fences)
                 health.mark_recovered()
             except TierUnavailableError as exc:
                 health.mark_failed(exc)
@@ -168,67 +184,109 @@ class TierGuard:
     def drop(
         self,
         category: StateCategory,
-        keys: Sequence[str],
+        fences: Mapping[str, StaleCopy],
         *,
         announce: Sequence[str] | None = None,
     ) -> None:
-        """Delete the copies of ``keys`` in one tier; if it is down, remember to later.
+        """Delete the copies ``fences`` call stale in one tier; if it is down, remember
+        them (in the journal too, for shared tiers) and drop them later.
 
         Until then readers skip those copies, so a stale copy is never served.
 
         :param announce: for HOT, with a :attr:`publisher`: the keys whose change other
-            processes must hear of (default: ``keys``), published in the same round trip
-            after the deletion; kept for later when HOT is down.
+            processes must hear of (default: the fences' keys), published in the same
+            round trip after the deletion; kept for later when HOT is down.
         """
         publisher = self.publisher if category is HOT else None
+        announced: Sequence[str] = ()
         if publisher is not None:
-            announced = keys if announce is None else announce
-            if announced:
-                self._drop_and_announce(keys, announced, publisher)
-                return
-        if not keys:
+            announced = list(fences) if announce is None else announce
+        if not fences and not announced:
             return
         pending = self.pending[category]
         if category is HOT and not self.hot_usable():
-            if not pending.add(keys):
-                self.failed(HOT, TierUnavailableError("hot", "too many pending drops"))
+            self._defer(category, fences)
+            if publisher is not None:
+                publisher.defer(announced)
             return
-        pending.add(keys, transient=True)
+        pending.add(fences, transient=True)
         try:
-            self.repositories.by_category(category).delete_many(keys)
-        except TierUnavailableError as exc:
-            logger.warning("Could not drop %d stale %s copies: %s", len(keys), category, exc)
-            self.failed(category, exc)
-            return
-        pending.discard(keys)
-
-    def _drop_and_announce(
-        self, keys: Sequence[str], announce: Sequence[str], publisher: InvalidationPublisher
-    ) -> None:
-        pending = self.pending[HOT]
-        if not self.hot_usable():
-            if keys and not pending.add(keys):
-                self.failed(HOT, TierUnavailableError("hot", "too many pending drops"))
-            publisher.defer(announce)
-            return
-        if keys:
-            pending.add(keys, transient=True)
-        try:
-            hot: Any = self.repositories.hot
-            publisher.publish(
-                lambda ch, messages: hot.delete_and_publish(keys, ch, messages), announce
-            )
+            if category is HOT:
+                self._delete_stale_hot(fences, announced)
+            else:
+                self.repositories.by_category(category).delete_stale(fences)
         except TierUnavailableError as exc:
             logger.warning(
-                "Could not drop %d stale HOT copies and announce %d changed keys: %s",
-                len(keys),
-                len(announce),
+                "Could not drop %d stale %s copies (announcing %d keys): %s",
+                len(fences),
+                category,
+                len(announced),
                 exc,
             )
-            self.failed(HOT, exc)
+            self.failed(category, exc)
+            self._defer(category, fences)
             return
-        if keys:
-            pending.discard(keys)
+        pending.discard(fences)
+
+    def _defer(self, category: StateCategory, fences: Mapping[str, StaleCopy]) -> None:
+        """Keep drops that could not be done: in this process (readers skip the copies),
+        and in the journal when the tier is shared with other processes."""
+        if not fences:
+            return
+        if not self.pending[category].add(fences) and category is HOT:
+            self.failed(HOT, TierUnavailableError("hot", "too many pending drops"))
+        if self.journal is None or not self.shared(category):
+            return
+        try:
+            self.journal.record(category, fences)
+        except JOURNAL_ERRORS as exc:
+            logger.error(
+                "Could not record %d pending %s drops in the WARM database: %s; they are "
+                "kept in this process only.",
+                len(fences),
+                category,
+                exc,
+            )
+
+    def shared(self, category: StateCategory) -> bool:
+        """True for tiers other processes read too (Redis HOT, every COLD tier)."""
+        return category is COLD or (category is HOT and self.repositories.hot.backend == "redis")
+
+    def replay_journal(self, limit: int = 1000) -> int:
+        """Do the drops other processes (or this one) recorded in the journal; how many
+        copies were deleted. Needs the tiers they are in to answer; a tier that fails
+        leaves its rows for the next replay."""
+        journal = self.journal
+        if journal is None or not self._replay_lock.acquire(blocking=False):
+            return 0
+        deleted = 0
+        try:
+            recorded = journal.pending(limit)
+            for category, fences in recorded.items():
+                if category is HOT and not self.health[HOT].healthy:
+                    continue
+                try:
+                    if category is HOT:
+                        before = len(fences)
+                        self._delete_stale_hot(fences, list(fences))
+                        deleted += before
+                    else:
+                        deleted += self.repositories.by_category(category).delete_stale(fences)
+                        self.announce_keys(list(fences))
+                except TierUnavailableError as exc:
+                    self.failed(category, exc)
+                    continue
+                journal.forget(category, fences)
+        except JOURNAL_ERRORS as exc:
+            logger.warning("Could not replay the pending drops journal: %s", exc)
+        finally:
+            self._replay_lock.release()
+        return deleted
+
+    def announce_keys(self, keys: Sequence[str]) -> None:
+        """Tell other processes' caches that ``keys`` changed (nothing to drop in HOT)."""
+        if self.publisher is not None and keys:
+            self.drop(HOT, {}, announce=keys)
 
     def report(self) -> dict[str, Any]:
         return {

@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterable, Sequence
 
-from ..errors import ConcurrencyError, TierUnavailableError
-from .base import StateCategory, StateMetadata, StoredValue
+from ..errors import ConcurrencyError, OutcomeUnknownError, TierUnavailableError
+from .base import ANY_COPY, StaleCopy, StateCategory, StateMetadata, StoredValue
 from .coordinator_core import COLD, HOT, WARM
 from .tier_reads import TierReads
 
-__all__ = ["DROPS", "HomeWrites"]
+__all__ = ["DROPS", "HomeWrites", "stale_fences"]
 
 #: The tiers whose copies a write to the key's home tier must drop (bottom-up).
 DROPS: dict[StateCategory, tuple[StateCategory, ...]] = {
@@ -20,6 +20,22 @@ DROPS: dict[StateCategory, tuple[StateCategory, ...]] = {
     WARM: (HOT,),
     COLD: (WARM, HOT),
 }
+
+
+def stale_fences(values: Sequence[StoredValue], *, versioned: bool) -> dict[str, StaleCopy]:
+    """The fences of the copies ``values`` (just written to their home) make stale.
+
+    A compare-and-set write's version goes on from every copy, so the copies below it are
+    the stale ones, and a newer copy (another writer's value, moved meanwhile) stays. A
+    last-writer-wins write may be numbered afresh by its home, so it removes every copy
+    stored before it but its own, and a copy stored after it stays.
+    """
+    if versioned:
+        return {v.key: StaleCopy(v.metadata.version) for v in values}
+    return {
+        v.key: StaleCopy(v.metadata.version, v.metadata.checksum, v.metadata.stored_at)
+        for v in values
+    }
 
 
 class HomeWrites(TierReads):
@@ -58,11 +74,22 @@ class HomeWrites(TierReads):
                     metadata, moved_from = self.store_moving(
                         repository.store, key, value, category, ttl_seconds, expected_version
                     )
+            except OutcomeUnknownError:
+                # Whichever way it went, no copy older than this write may be read.
+                if category is not HOT:
+                    fence = (
+                        ANY_COPY if expected_version is None else StaleCopy(expected_version + 1)
+                    )
+                    self.cache.invalidate(key)
+                    self.drop_copies(HOT, {key: fence}, announce=[key])
+                raise
             except TierUnavailableError as exc:
                 self.tier_failed(category, exc)
                 raise
             stored = StoredValue(key, value, metadata)
-            self.after_home_write([stored], category, also=moved_from)
+            self.after_home_write(
+                [stored], category, also=moved_from, versioned=expected_version is not None
+            )
         return stored
 
     def copies_elsewhere(self, key: str, home: StateCategory) -> dict[StateCategory, StoredValue]:
@@ -73,6 +100,28 @@ class HomeWrites(TierReads):
             if hit is not None:
                 copies[category] = hit
         return copies
+
+    def read_home(self, key: str, home: StateCategory) -> StoredValue | None:
+        """The authoritative value of ``key``, whose home tier is ``home``: read from the
+        home itself, never from the cache or a HOT copy; while the home lacks the key (it
+        is changing home), the newest copy in another tier. What a write's version check
+        and a conflict's re-read rely on.
+
+        The cache is refreshed with what was found, and HOT copies older than it are
+        dropped (and the key announced), so a stale copy that caused a conflict is gone.
+        """
+        token = self.cache.fill_token()
+        found = self.fetch_tier(home, [key]).get(key)
+        if found is None:
+            copies = self.copies_elsewhere(key, home).values()
+            found = max(copies, key=lambda c: c.metadata.version, default=None)
+        if found is None:
+            self.cache.invalidate(key)
+            return None
+        self.cache.fill(found, token)
+        if home is not HOT:
+            self.drop_copies(HOT, {key: StaleCopy(found.metadata.version)}, announce=[key])
+        return found
 
     def store_moving(
         self,
@@ -87,7 +136,9 @@ class HomeWrites(TierReads):
         the topmost copy in another tier, then write with the next version (the home
         must still lack the key). Returns the metadata and the tiers to drop copies from."""
         copies = self.copies_elsewhere(key, home)
-        actual = next(iter(copies.values())).metadata.version if copies else 0
+        # The newest copy is the value: an older one (a HOT copy another process could not
+        # drop yet) must not decide the check.
+        actual = max((c.metadata.version for c in copies.values()), default=0)
         if actual != expected_version:
             raise ConcurrencyError(key, expected_version, actual)
         metadata = store(
@@ -101,13 +152,20 @@ class HomeWrites(TierReads):
         home: StateCategory,
         *,
         also: Iterable[StateCategory] = (),
+        versioned: bool,
     ) -> None:
         """Refresh the cache with ``values`` and drop the copies that are now stale.
 
-        A batch larger than the cache's scan threshold invalidates its keys instead of
-        caching them. Call with the keys' locks held.
+        The drops are fenced (:func:`stale_fences`): a copy newer than the write, which
+        another process moved into a tier meanwhile, stays. A batch larger than the
+        cache's scan threshold invalidates its keys instead of caching them. Call with the
+        keys' locks held.
+
+        :param versioned: the writes were compare-and-set (their versions go on from every
+            copy); else they were last-writer-wins.
         """
         keys = [v.key for v in values]
+        fences = stale_fences(values, versioned=versioned)
         stale = {*DROPS[home], *also} - {home}
         # With both WARM and COLD stale (a HOT home, which readers reach first), the two
         # drops do not depend on each other: COLD's runs on a worker while this thread
@@ -115,21 +173,21 @@ class HomeWrites(TierReads):
         cold_drop = None
         if COLD in stale and WARM in stale:
             context = contextvars.copy_context()
-            cold_drop = self._drop_pool().submit(context.run, self.drop_copies, COLD, keys)
+            cold_drop = self._drop_pool().submit(context.run, self.drop_copies, COLD, fences)
         try:
             if len(values) > self.cache.scan_threshold:
                 self.cache.invalidate_many(keys)
             else:
                 self.cache.set_many(values)
             if cold_drop is None and COLD in stale:
-                self.drop_copies(COLD, keys)
+                self.drop_copies(COLD, fences)
             if WARM in stale:
-                self.drop_copies(WARM, keys)
+                self.drop_copies(WARM, fences)
         finally:
             if cold_drop is not None:
                 cold_drop.result()
         # Last: HOT's stale copies, with the announcement to other processes' caches.
-        self.drop_copies(HOT, keys if HOT in stale else [], announce=keys)
+        self.drop_copies(HOT, fences if HOT in stale else {}, announce=keys)
 
     def delete(self, key: str) -> bool:
         """Delete ``key`` from every tier, bottom-up; True if any tier had it."""
@@ -153,6 +211,6 @@ class HomeWrites(TierReads):
             self.pending[COLD].discard(keys)
             self.warm.delete_many(keys)
             self.pending[WARM].discard(keys)
-            self.drop_copies(HOT, keys)
+            self.drop_copies(HOT, dict.fromkeys(keys, ANY_COPY))
             self.cache.invalidate_many(keys)
         return deleted

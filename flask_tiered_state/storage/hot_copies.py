@@ -39,19 +39,10 @@ class HotCopyPlacement(CoordinatorCore):
         return placed
 
     def place_copies(self, requests: Sequence[WriteRequest]) -> set[str]:
-        """Write HOT copies; the keys written. A shared (Redis) HOT tier writes only
-        where the key is absent, so a value another process wrote there meanwhile (a
-        HOT home) is never overwritten by an older copy."""
-        hot: Any = self.hot
-        add = getattr(hot, "add_many", None)
-        if add is not None:
-            return set(add(requests))
-        if len(requests) == 1:
-            r = requests[0]
-            hot.store(r.key, r.value, version=r.version, ttl_seconds=r.ttl_seconds)
-        else:
-            hot.store_many(requests)
-        return {r.key for r in requests}
+        """Write HOT copies where HOT lacks the key or holds an older version (never over
+        a value as new or newer: a HOT home another process wrote meanwhile stays); the
+        keys written."""
+        return set(self.hot.store_copies(requests))
 
     def settle_hot_copies(self, sources: Sequence[StoredValue]) -> int:
         """After HOT copies of ``sources`` were placed: remove those whose source changed
@@ -67,7 +58,7 @@ class HotCopyPlacement(CoordinatorCore):
         locks and the fill tokens.
         """
         hot: Any = self.hot
-        if not sources or getattr(hot, "delete_if_unchanged", None) is None:
+        if not sources or not self.guard.shared(HOT):
             return 0
         by_tier: dict[StateCategory, list[StoredValue]] = {}
         for source in sources:
@@ -89,12 +80,15 @@ class HotCopyPlacement(CoordinatorCore):
         if not changed:
             return 0
         keys = [s.key for s in changed]
+        # Our copies are the sources' values with the sources' versions and checksums.
         publisher = self.guard.publisher
         try:
             if publisher is None:
-                hot.delete_if_unchanged(changed, "", [])
+                hot.delete_unchanged(changed)
             else:
-                publisher.publish(lambda ch, msgs: hot.delete_if_unchanged(changed, ch, msgs), keys)
+                publisher.publish(
+                    lambda ch, msgs: hot.delete_unchanged(changed, channel=ch, messages=msgs), keys
+                )
         except TierUnavailableError as exc:
             logger.warning("Could not remove %d HOT copies of changed values: %s", len(keys), exc)
             self.tier_failed(HOT, exc)
@@ -103,5 +97,4 @@ class HotCopyPlacement(CoordinatorCore):
     def announce(self, keys: Sequence[str]) -> None:
         """Tell other processes' caches that ``keys`` changed (nothing to drop in HOT);
         a no-op without cross-process invalidation."""
-        if self.guard.publisher is not None and keys:
-            self.drop_copies(HOT, [], announce=keys)
+        self.guard.announce_keys(keys)

@@ -8,12 +8,19 @@ other attribute (``unit_of_work``, ``engine``, ``document_expression``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConcurrencyError, ConfigurationError, InvalidKeyError, InvalidPatternError
-from .base import StateMetadata, StateRepository, StoredValue, TierStats, WriteRequest
+from .base import (
+    StaleCopy,
+    StateMetadata,
+    StateRepository,
+    StoredValue,
+    TierStats,
+    WriteRequest,
+)
 
 if TYPE_CHECKING:
     from ..observability.metrics import MetricsCollector
@@ -56,19 +63,9 @@ class InstrumentedRepository(_Timed):
         self.backend = inner.backend
         self.category = inner.category
         self._tier = inner.category.value
-        # Redis's extra calls, counted like the calls they resemble; left absent (so that
-        # hasattr() stays truthful) when the wrapped repository lacks them.
+        # Redis's extra call, counted like the calls it resembles; left absent (so that
+        # hasattr() stays truthful) when the wrapped repository lacks it.
         extra: Any = inner
-        if hasattr(inner, "add_many"):
-            self.add_many = lambda items: self._run(
-                "store_many", lambda: extra.add_many(items), len(items)
-            )
-        if hasattr(inner, "delete_if_unchanged"):
-            self.delete_if_unchanged = lambda copies, channel, messages: self._run(
-                "delete_many",
-                lambda: extra.delete_if_unchanged(copies, channel, messages),
-                len(copies),
-            )
         if hasattr(inner, "delete_and_publish"):
             self.delete_and_publish = lambda keys, channel, messages: self._run(
                 "delete_many" if keys else "publish",
@@ -117,6 +114,25 @@ class InstrumentedRepository(_Timed):
     def delete_many(self, keys: Sequence[str]) -> int:
         return self._run("delete_many", lambda: self.inner.delete_many(keys), len(keys))
 
+    def store_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        return self._run("store_many", lambda: self.inner.store_copies(items), len(items))
+
+    def delete_unchanged(self, copies: Sequence[StoredValue], **publish: Any) -> list[str]:
+        inner: Any = self.inner  # Redis takes channel= and messages= too
+        deleted: list[str] = self._run(
+            "delete_many", lambda: inner.delete_unchanged(copies, **publish), len(copies)
+        )
+        return deleted
+
+    def delete_stale(self, fences: Mapping[str, StaleCopy], **publish: Any) -> int:
+        inner: Any = self.inner
+        deleted: int = self._run(
+            "delete_many" if fences else "publish",
+            lambda: inner.delete_stale(fences, **publish),
+            len(fences) if fences else None,
+        )
+        return deleted
+
     def keys(self, pattern: str = "*") -> Iterator[str]:
         return iter(self._run("keys", lambda: list(self.inner.keys(pattern))))
 
@@ -164,3 +180,6 @@ class InstrumentedUnitOfWork(_Timed):
 
     def delete(self, key: str) -> bool:
         return bool(self._run("delete", lambda: self.inner.delete(key)))
+
+    def delete_stale(self, fences: Mapping[str, StaleCopy]) -> int:
+        return int(self._run("delete", lambda: self.inner.delete_stale(fences)))

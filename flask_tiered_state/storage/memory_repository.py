@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ..errors import ConcurrencyError
-from ._write_checks import check_ttl
+from ._write_checks import check_ttl, check_version, check_write
 from .base import (
+    StaleCopy,
     StateCategory,
     StateMetadata,
     StoredValue,
@@ -135,6 +136,50 @@ class MemoryStateRepository:
             now = self._clock()
             for key in dict.fromkeys(keys):
                 if self._live(key, now) is not None:
+                    del self._data[key]
+                    deleted += 1
+        return deleted
+
+    def store_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        for item in items:
+            check_write(item.key, item.value, item.version, item.ttl_seconds)
+            check_version(item.version)
+        stored: dict[str, StateMetadata] = {}
+        with self._lock:
+            now = self._clock()
+            for item in items:
+                current = self._live(item.key, now)
+                assert item.version is not None
+                if current is None or current[1].version < item.version:
+                    stored[item.key] = self._put(
+                        item.key, item.value, item.version, item.ttl_seconds, now
+                    )
+        return stored
+
+    def delete_unchanged(self, copies: Sequence[StoredValue]) -> list[str]:
+        validate_keys([c.key for c in copies])
+        deleted = []
+        with self._lock:
+            now = self._clock()
+            for copy in copies:
+                current = self._live(copy.key, now)
+                if current is not None and (current[1].version, current[1].checksum) == (
+                    copy.metadata.version,
+                    copy.metadata.checksum,
+                ):
+                    del self._data[copy.key]
+                    deleted.append(copy.key)
+        return deleted
+
+    def delete_stale(self, fences: Mapping[str, StaleCopy]) -> int:
+        validate_keys(list(fences))
+        deleted = 0
+        with self._lock:
+            now = self._clock()
+            for key, fence in fences.items():
+                current = self._live(key, now)
+                meta = None if current is None else current[1]
+                if meta is not None and fence.removes(meta.version, meta.checksum, meta.stored_at):
                     del self._data[key]
                     deleted += 1
         return deleted

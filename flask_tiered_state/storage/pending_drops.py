@@ -1,15 +1,17 @@
 """The keys whose copy in one tier is stale (a newer write could not drop it): readers
 skip those copies until they are deleted, so a stale copy is never served.
 
-Each key keeps the time it became stale: a copy stored before that time is the stale
-one, while a copy stored after it was written by someone else once the tier came back
-(a HOT home written by another process) and must survive the delayed drop."""
+Each key keeps the :class:`~.base.StaleCopy` fence of the write that made its copy
+stale: the delayed drop deletes only a copy the fence calls stale, so a value another
+process wrote or moved into the tier once it came back (a HOT home, a newer copy)
+survives it."""
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from .base import StaleCopy
 
 __all__ = ["PendingDrops"]
 
@@ -25,54 +27,53 @@ class PendingDrops:
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._keys: dict[str, float] = {}
+        self._fences: dict[str, StaleCopy] = {}
         self.overflowed = False
-        #: While :attr:`overflowed`: the latest time a key became stale (no copy of the
-        #: forgotten keys stored after it is stale).
-        self.overflow_stale_at = 0.0
 
     def __contains__(self, key: object) -> bool:
-        # Set membership is atomic under the GIL and internally locked without it.
-        return key in self._keys
+        # Dict membership is atomic under the GIL and internally locked without it.
+        return key in self._fences
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._fences)
 
     def __bool__(self) -> bool:
-        return bool(self._keys) or self.overflowed
+        return bool(self._fences) or self.overflowed
 
-    def add(self, keys: Iterable[str], *, transient: bool = False) -> bool:
-        """Remember ``keys``, stale from now on; False when that overflowed the limit.
+    def add(self, fences: Mapping[str, StaleCopy], *, transient: bool = False) -> bool:
+        """Remember ``fences`` (a later write's fence replaces an earlier one); False
+        when that overflowed the limit.
 
         ``transient`` marks keys whose drop is about to be attempted (they are removed
         again right after); those never count against the limit.
         """
-        now = time.time()
         with self._lock:
-            self._keys.update(dict.fromkeys(keys, now))
-            if self.overflowed:
-                self.overflow_stale_at = now
-            if transient or self.limit is None or len(self._keys) <= self.limit:
+            # Writes of one key are serialised: the fence added last is the latest write's.
+            known = self._fences
+            known.update(fences)
+            if transient or self.limit is None or len(known) <= self.limit:
                 return True
-            self._keys.clear()
+            known.clear()
             self.overflowed = True
-            self.overflow_stale_at = now
             return False
 
     def clear_overflow(self) -> None:
         with self._lock:
             self.overflowed = False
 
-    def discard(self, keys: Iterable[str]) -> None:
+    def discard(self, fences: Mapping[str, StaleCopy] | Iterable[str]) -> None:
+        """Forget keys once dropped; given fences, only where no later fence came since."""
         with self._lock:
-            for key in keys:
-                self._keys.pop(key, None)
+            known = self._fences
+            if isinstance(fences, Mapping):
+                for key, fence in fences.items():
+                    if known.get(key) == fence:
+                        del known[key]
+                return
+            for key in fences:
+                known.pop(key, None)
 
-    def snapshot(self) -> list[str]:
+    def snapshot(self) -> dict[str, StaleCopy]:
+        """Each key with the fence its drop must apply."""
         with self._lock:
-            return list(self._keys)
-
-    def stale_since(self) -> dict[str, float]:
-        """Each key with the time (``time.time()``) its copy became stale."""
-        with self._lock:
-            return dict(self._keys)
+            return dict(self._fences)

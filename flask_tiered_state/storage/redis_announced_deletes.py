@@ -1,6 +1,7 @@
 """Deletes from Redis announced to other processes: the keys (or the copies still
-unchanged) are deleted and the invalidation messages published in one pipeline, so a
-subscriber hears of a change only after the stale copies are gone."""
+unchanged, or the copies a fence calls stale) are deleted and the invalidation messages
+published in one pipeline, so a subscriber hears of a change only after the stale copies
+are gone."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from .base import StoredValue
+from .base import StaleCopy, StoredValue
 from .keys import validate_keys
-from .redis_codec import DELETE_IF_STORED_BEFORE_LUA, DELETE_IF_UNCHANGED_LUA
+from .redis_codec import DELETE_STALE_LUA, DELETE_UNCHANGED_LUA
 from .redis_connection import CHUNK, RedisTierBase
 
 __all__ = ["RedisAnnouncedDeletes"]
@@ -34,67 +35,70 @@ class RedisAnnouncedDeletes(RedisTierBase):
             for start in range(0, len(names), CHUNK):
                 pipe.unlink(*names[start : start + CHUNK])
 
-        return self._then_publish(
+        replies = self._then_publish(
             unlink, len(names), channel, messages, f"delete {len(names)} keys and publish"
         )
+        return sum(int(n) for n in replies)
 
-    def delete_if_unchanged(
-        self, copies: Sequence[StoredValue], channel: str, messages: Sequence[bytes]
-    ) -> int:
+    def delete_unchanged(
+        self,
+        copies: Sequence[StoredValue],
+        *,
+        channel: str = "",
+        messages: Sequence[bytes] = (),
+    ) -> list[str]:
         """Delete each of ``copies`` that Redis still holds with the same checksum and
         version (atomically per key: a newer value written meanwhile stays), then
-        ``PUBLISH`` each message on ``channel``; one round trip.
-
-        :returns: how many were deleted.
+        ``PUBLISH`` each message on ``channel``; one round trip. Returns the keys deleted.
         """
-        return self._delete_where(
-            DELETE_IF_UNCHANGED_LUA,
-            [self.key_prefix + c.key for c in copies],
-            [(c.metadata.checksum, c.metadata.version) for c in copies],
+        names = [self.key_prefix + c.key for c in copies]
+        validate_keys([c.key for c in copies])
+        replies = self._then_publish(
+            lambda pipe: self._queue_chunks(
+                pipe,
+                DELETE_UNCHANGED_LUA,
+                names,
+                [(c.metadata.checksum, c.metadata.version) for c in copies],
+            ),
+            len(names),
             channel,
             messages,
-            "changed copies",
+            f"delete {len(names)} unchanged copies",
         )
+        flags = [int(flag) for reply in replies for flag in reply]
+        return [c.key for c, flag in zip(copies, flags, strict=True) if flag]
 
-    def delete_stale_and_publish(
-        self, stale_since: Mapping[str, float], channel: str, messages: Sequence[bytes]
-    ) -> int:
-        """Delete each key whose value was stored before its time in ``stale_since``
-        (atomically per key: a value stored later, by another process once Redis came
-        back, stays), then ``PUBLISH`` each message on ``channel``; one round trip.
-
-        :returns: how many were deleted.
-        """
-        return self._delete_where(
-            DELETE_IF_STORED_BEFORE_LUA,
-            [self.key_prefix + k for k in stale_since],
-            [(repr(t),) for t in stale_since.values()],
-            channel,
-            messages,
-            "stale copies",
-        )
-
-    def _delete_where(
+    def delete_stale(
         self,
-        script: str,
-        names: Sequence[str],
-        args: Sequence[tuple[Any, ...]],
-        channel: str,
-        messages: Sequence[bytes],
-        what: str,
+        fences: Mapping[str, StaleCopy],
+        *,
+        channel: str = "",
+        messages: Sequence[bytes] = (),
     ) -> int:
-        """Run a compare-and-delete ``script`` per chunk (``args``: its values per key),
-        then publish ``messages``, in one pipeline; how many keys were deleted."""
-
-        def compare_and_delete(pipe: Any) -> None:
-            for start in range(0, len(names), CHUNK):
-                chunk = names[start : start + CHUNK]
-                values = [v for key_args in args[start : start + CHUNK] for v in key_args]
-                pipe.eval(script, len(chunk), *chunk, *values)
-
-        return self._then_publish(
-            compare_and_delete, len(names), channel, messages, f"delete {len(names)} {what}"
+        """Delete each key whose copy its fence calls stale (atomically per key: a value
+        written meanwhile as new or newer stays), then ``PUBLISH`` each message on
+        ``channel``; one round trip. Returns how many were deleted."""
+        validate_keys(list(fences))
+        names = [self.key_prefix + k for k in fences]
+        args = [(f.version, f.checksum or "", repr(f.written_at)) for f in fences.values()]
+        replies = self._then_publish(
+            lambda pipe: self._queue_chunks(pipe, DELETE_STALE_LUA, names, args),
+            len(names),
+            channel,
+            messages,
+            f"delete {len(names)} stale copies",
         )
+        return sum(int(n) for n in replies)
+
+    @staticmethod
+    def _queue_chunks(
+        pipe: Any, script: str, names: Sequence[str], args: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Queue ``script`` once per chunk of keys (``args``: its values per key)."""
+        for start in range(0, len(names), CHUNK):
+            chunk = names[start : start + CHUNK]
+            values = [v for key_args in args[start : start + CHUNK] for v in key_args]
+            pipe.eval(script, len(chunk), *chunk, *values)
 
     def _then_publish(
         self,
@@ -103,18 +107,19 @@ class RedisAnnouncedDeletes(RedisTierBase):
         channel: str,
         messages: Sequence[bytes],
         action: str,
-    ) -> int:
+    ) -> list[Any]:
         """One pipeline: the deletes ``queue_deletes`` adds (about ``keys`` keys), then a
         ``PUBLISH`` of each message, so subscribers hear of a change only after the stale
-        values are gone. Returns the sum of the deletes' replies (keys deleted)."""
+        values are gone. Returns the deletes' replies."""
         if not keys and not messages:
-            return 0
+            return []
         try:
             pipe = self.client.pipeline(transaction=False)
-            queue_deletes(pipe)
+            if keys:
+                queue_deletes(pipe)
             for message in messages:
                 pipe.publish(channel, message)
-            replies = pipe.execute()
+            replies: list[Any] = pipe.execute()
         except RedisError as exc:
             raise self._unavailable(action, exc) from exc
-        return sum(int(n) for n in replies[: len(replies) - len(messages)])
+        return replies[: len(replies) - len(messages)]

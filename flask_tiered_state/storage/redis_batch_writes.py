@@ -1,5 +1,5 @@
 """Batch writes to Redis: ``store_many`` (pipelined chunks, one round trip per ~CHUNK
-items) and ``add_many`` (``SET NX`` copies that never overwrite a newer value)."""
+items) and ``store_copies`` (copies that never overwrite a value as new or newer)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from ..errors import ConfigurationError
+from ..errors import InvalidRequestError
 from ._write_checks import check_version
 from .base import StateMetadata, WriteRequest
-from .redis_codec import ADD_MANY_LUA, MSET_EX_LUA, MSET_NEXT_LUA, EncodedWrite, plan_writes
+from .redis_codec import MSET_EX_LUA, MSET_NEXT_LUA, STORE_COPIES_LUA, EncodedWrite, plan_writes
 from .redis_connection import CHUNK, RedisTierBase
 
 __all__ = ["RedisBatchWrites"]
@@ -80,14 +80,18 @@ class RedisBatchWrites(RedisTierBase):
                 for p in chunk:
                     results[p.key] = p.metadata(self.category, p.version or 0)
 
-    def add_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
-        """Store the items whose key does not exist (``SET NX``; each item needs its
-        version): how cached copies are placed, so that a value another process wrote
-        meanwhile is never overwritten. Returns the metadata of the items stored."""
+    def store_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        """Store each item (with its version) where the key is absent or holds an older
+        version, atomically per key (one Lua call per chunk): how copies are placed, so
+        that a value another process wrote meanwhile is never overwritten by an older
+        copy. Returns the metadata of the items stored."""
         groups: dict[int | None, list[EncodedWrite]] = {}
         for item in items:
             if item.version is None:
-                raise ConfigurationError(f"add_many needs the version of {item.key!r}.")
+                raise InvalidRequestError(
+                    f"store_copies needs the version of every copy; {item.key!r} has none.",
+                    details={"key": item.key},
+                )
             check_version(item.version)
             prepared = self._prepare(item.key, item.value, item.version, item.ttl_seconds)
             groups.setdefault(prepared.ttl, []).append(prepared)
@@ -98,10 +102,10 @@ class RedisBatchWrites(RedisTierBase):
             for ttl, group in groups.items():
                 for start in range(0, len(group), CHUNK):
                     chunk = group[start : start + CHUNK]
-                    payloads = [p.payload(p.version or 0) for p in chunk]
-                    pipe.eval(
-                        ADD_MANY_LUA, len(chunk), *(p.name for p in chunk), ttl or 0, *payloads
-                    )
+                    args: list[Any] = [ttl or 0]
+                    for p in chunk:
+                        args += (p.version, p.payload(p.version or 0))
+                    pipe.eval(STORE_COPIES_LUA, len(chunk), *(p.name for p in chunk), *args)
                     queued.append(chunk)
             replies = pipe.execute() if queued else []
         except RedisError as exc:

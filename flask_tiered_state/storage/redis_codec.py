@@ -23,13 +23,13 @@ from ..errors import IntegrityError
 from .base import StateCategory, StateMetadata, StoredValue
 
 __all__ = [
-    "ADD_MANY_LUA",
-    "DELETE_IF_STORED_BEFORE_LUA",
-    "DELETE_IF_UNCHANGED_LUA",
+    "DELETE_STALE_LUA",
+    "DELETE_UNCHANGED_LUA",
     "MAGIC",
     "MSET_EX_LUA",
     "MSET_NEXT_LUA",
     "SET_VERSIONED_LUA",
+    "STORE_COPIES_LUA",
     "EncodedWrite",
     "decode_entry",
     "encode_head",
@@ -225,30 +225,44 @@ return #KEYS
 """
 
 #: KEYS: the keys; ARGV: checksum, version per key. Deletes each key whose stored header
-#: still carries that checksum and version (a compare-and-delete). Returns how many.
-DELETE_IF_UNCHANGED_LUA = r"""
-local n = 0
+#: still carries that checksum and version (a compare-and-delete). Returns 1 (deleted) or
+#: 0 (left alone) per key.
+DELETE_UNCHANGED_LUA = r"""
+local out = {}
 for i, key in ipairs(KEYS) do
   local head = redis.call('GETRANGE', key, 0, 255)
   local sum, version = string.match(head, '^TS1 (%x+) [^\n]* (%d+)\n')
   if sum == ARGV[2 * i - 1] and version == ARGV[2 * i] then
     redis.call('UNLINK', key)
-    n = n + 1
+    out[i] = 1
+  else
+    out[i] = 0
   end
 end
-return n
+return out
 """
 
-#: KEYS: the keys; ARGV: one time (seconds since the epoch) per key. Deletes each key whose
-#: header says it was stored before that time, or cannot be read (a stale copy); a value
-#: stored later stays. Returns how many were deleted.
-DELETE_IF_STORED_BEFORE_LUA = r"""
+#: KEYS: the keys; ARGV: version, checksum ('' = none), written_at per key: a StaleCopy
+#: fence. Without a checksum, a copy older than the version is stale; with one, a copy
+#: stored before written_at that is not exactly that version and checksum. A copy whose
+#: header cannot be read is stale too. Returns how many were deleted.
+DELETE_STALE_LUA = r"""
 local n = 0
 for i, key in ipairs(KEYS) do
   local head = redis.call('GETRANGE', key, 0, 255)
   if head ~= '' then
-    local at = tonumber(string.match(head, '^TS1 %x+ %a+ ([^ ]+) '))
-    if at == nil or at < tonumber(ARGV[i]) then
+    local sum, at, version = string.match(head, '^TS1 (%x+) %a+ ([^ ]+) [^ ]+ (%d+)\n')
+    local fence, want = tonumber(ARGV[3 * i - 2]), ARGV[3 * i - 1]
+    local stale = version == nil
+    if not stale then
+      version = tonumber(version)
+      if want == '' then
+        stale = version < fence
+      else
+        stale = tonumber(at) < tonumber(ARGV[3 * i]) and (version ~= fence or sum ~= want)
+      end
+    end
+    if stale then
       redis.call('UNLINK', key)
       n = n + 1
     end
@@ -257,19 +271,27 @@ end
 return n
 """
 
-#: KEYS: the keys; ARGV[1]: ttl (0 = none); then one complete payload per key. Sets each
-#: key only where it does not exist. Returns 1 (set) or 0 (left alone) per key.
-ADD_MANY_LUA = r"""
+#: KEYS: the keys; ARGV[1]: ttl (0 = none); then version, complete payload per key. Sets
+#: each key only where it is absent or holds an older version (a copy never replaces a
+#: value as new or newer; an unreadable header counts as older). Returns 1 (set) or 0
+#: (left alone) per key.
+STORE_COPIES_LUA = r"""
 local ttl = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
-  local done
-  if ttl > 0 then
-    done = redis.call('SET', key, ARGV[i + 1], 'EX', ttl, 'NX')
+  local head = redis.call('GETRANGE', key, 0, 255)
+  local current = nil
+  if head ~= '' then current = tonumber(string.match(head, '^TS1 [^\n]* (%d+)\n')) end
+  if head == '' or current == nil or current < tonumber(ARGV[2 * i]) then
+    if ttl > 0 then
+      redis.call('SET', key, ARGV[2 * i + 1], 'EX', ttl)
+    else
+      redis.call('SET', key, ARGV[2 * i + 1])
+    end
+    out[i] = 1
   else
-    done = redis.call('SET', key, ARGV[i + 1], 'NX')
+    out[i] = 0
   end
-  out[i] = done and 1 or 0
 end
 return out
 """

@@ -120,6 +120,22 @@ class S3TierBase:
         self._versions.remember(key, version, etag)
         return version, etag
 
+    def _head_copy(self, key: str) -> tuple[int, str, float, str] | None:
+        """The key's (version, checksum, stored_at, ETag) from one HEAD, or None when
+        absent."""
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except DRIVER_ERRORS as exc:
+            if error_code(exc) in MISSING:
+                self._versions.forget(key)
+                return None
+            raise self._unavailable(exc, f"HEAD of {key!r}") from exc
+        meta = head["Metadata"]
+        version = int(meta.get("version", 0))
+        self._versions.remember(key, version, head["ETag"])
+        stored_at = float(meta.get("stored-at", 0))
+        return version, meta.get("checksum-sha256", ""), stored_at, head["ETag"]
+
     def ping(self) -> bool:
         """True when ``head_bucket`` succeeds."""
         try:

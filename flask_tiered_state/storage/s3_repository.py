@@ -30,17 +30,18 @@ configured storage class and its metadata in the object's user metadata (``check
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 # Imported here too, so that importing this module without boto3 fails on "boto3"
 # itself, the name the factory looks for to name the extra to install (the submodules
 # that use it may already be imported).
 import boto3  # noqa: F401
 
-from ..errors import ConcurrencyError, IntegrityError, TierUnavailableError
+from ..errors import ConcurrencyError, IntegrityError, InvalidRequestError, TierUnavailableError
 from ._write_checks import check_expected_version, check_write
-from .base import StateMetadata, StoredValue, WriteRequest
+from .base import StaleCopy, StateMetadata, StoredValue, WriteRequest
 from .keys import validate_key, validate_keys
 
 # STORAGE_CLASSES and the LIST_ constants were defined here before the split.
@@ -49,6 +50,9 @@ from .s3_listing import DELETE_CHUNK
 from .s3_listing import LIST_FOR_NEW_KEYS as LIST_FOR_NEW_KEYS
 from .s3_listing import LIST_PAGE_SIZE as LIST_PAGE_SIZE
 from .s3_writes import S3Writes
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 __all__ = ["STORAGE_CLASSES", "S3StateRepository"]
 
@@ -194,6 +198,106 @@ class S3StateRepository(S3Writes):
             return self._delete_chunks(sorted(self.prefix + k for k in unique))
         finally:
             self._versions.forget_many(unique)
+
+    def store_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        """Store each copy where the key is absent (``If-None-Match: *``) or older (a HEAD,
+        then ``If-Match`` on its ETag), concurrently: a value written meanwhile makes S3
+        refuse the PUT, and the copy is left out."""
+        latest = {validate_key(item.key): item for item in items}
+        for item in latest.values():
+            if item.version is None:
+                raise InvalidRequestError(
+                    f"store_copies needs the version of every copy; {item.key!r} has none.",
+                    details={"key": item.key},
+                )
+            check_write(item.key, item.value, item.version, item.ttl_seconds)
+        written = self._executor().map(self._store_copy, latest.values())
+        return {m_key: m for m_key, m in zip(latest, written, strict=True) if m is not None}
+
+    def _store_copy(self, item: WriteRequest) -> StateMetadata | None:
+        assert item.version is not None
+        current = self._head_copy(item.key)
+        if current is not None and current[0] >= item.version:
+            return None
+        body = item.value.encode("utf-8")
+        try:
+            if current is None:
+                return self._put(item.key, body, item.version, item.ttl_seconds,
+                                 if_none_match=True)  # fmt: skip
+            return self._put(item.key, body, item.version, item.ttl_seconds, current[3])
+        except DRIVER_ERRORS as exc:
+            if error_code(exc) in CONFLICT | MISSING:
+                return None
+            raise self._unavailable(exc, f"PUT of the copy of {item.key!r}") from exc
+
+    def delete_unchanged(self, copies: Sequence[StoredValue]) -> list[str]:
+        """HEAD each key (concurrently), then delete those still holding exactly the copy
+        with ``delete_objects`` conditioned on each object's ETag, so an object rewritten
+        after its HEAD survives."""
+        wanted = {c.key: c.metadata for c in copies}
+        validate_keys(list(wanted))
+        return self._delete_where(
+            list(wanted),
+            lambda key, version, checksum, _: (
+                (version, checksum) == (wanted[key].version, wanted[key].checksum)
+            ),
+        )
+
+    def delete_stale(self, fences: Mapping[str, StaleCopy]) -> int:
+        """HEAD each key (concurrently), then delete the copies their fences call stale
+        with ``delete_objects`` conditioned on each object's ETag."""
+        validate_keys(list(fences))
+        return len(
+            self._delete_where(
+                list(fences),
+                lambda key, version, checksum, stored_at: fences[key].removes(
+                    version, checksum, stored_at
+                ),
+            )
+        )
+
+    def _delete_where(
+        self, keys: list[str], doomed: Callable[[str, int, str, float], bool]
+    ) -> list[str]:
+        """Delete the keys whose HEAD ``doomed`` accepts, each on the condition that its
+        ETag is still the one seen; the keys deleted."""
+        if not keys:
+            return []
+        heads = self._executor().map(self._head_copy, keys)
+        targets = {
+            key: head[3]
+            for key, head in zip(keys, heads, strict=True)
+            if head is not None and doomed(key, head[0], head[1], head[2])
+        }
+        deleted: list[str] = []
+        names = sorted(targets)
+        try:
+            for start in range(0, len(names), DELETE_CHUNK):
+                chunk = names[start : start + DELETE_CHUNK]
+                objects: list[ObjectIdentifierTypeDef] = [
+                    {"Key": self.prefix + k, "ETag": targets[k]} for k in chunk
+                ]
+                try:
+                    response = self._client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                    )
+                except DRIVER_ERRORS as exc:
+                    raise self._unavailable(exc, f"delete_objects of {len(chunk)} keys") from exc
+                refused: set[str] = set()
+                for error in response.get("Errors", []):
+                    key = error.get("Key", "")[len(self.prefix) :]
+                    if error.get("Code", "") not in CONFLICT | MISSING:
+                        raise TierUnavailableError(
+                            self.category.value,
+                            f"S3 delete_objects on bucket {self.bucket!r} failed for {key!r}: "
+                            f"{error.get('Code', '?')}.",
+                            details={"key": key},
+                        )
+                    refused.add(key)
+                deleted += [k for k in chunk if k not in refused]
+        finally:
+            self._versions.forget_many(targets)
+        return deleted
 
     def _delete_chunks(self, names: list[str]) -> int:
         existed = 0

@@ -16,16 +16,36 @@ one SELECT reads the versions back. Neither depends on a bind-parameter limit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import InvalidRequestError, TieredStateError, TierUnavailableError
+from ..errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    OutcomeUnknownError,
+    TieredStateError,
+    TierUnavailableError,
+)
+from .deadlines import Watch, check_budget, current_deadline, watchdog
 from .sql_schema import DriverSQL, Statements
 
 __all__ = ["Execute", "SQLExecutor"]
+
+#: SQLSTATEs of PostgreSQL's own timeouts: the statement did not run.
+_TIMEOUTS = {
+    "57014": "the statement ran past statement_timeout",
+    "55P03": "a lock was not granted within lock_timeout",
+}
+
+
+def _lost(exc: BaseException) -> bool:
+    """True when SQLAlchemy found the connection dead (and discarded it)."""
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
 
 #: Runs one compiled statement with named values and returns its rows.
 Execute = Callable[[DriverSQL, Mapping[str, Any]], list[Any]]
@@ -36,9 +56,17 @@ class SQLExecutor:
     """Runs :class:`~.sql_schema.Statements` on an engine for one repository."""
 
     def __init__(
-        self, engine: sa.Engine, statements: Statements, *, tier: str, use_copy: bool
+        self,
+        engine: sa.Engine,
+        statements: Statements,
+        *,
+        tier: str,
+        use_copy: bool,
+        timeout: float = 30.0,
     ) -> None:
         self.engine = engine
+        #: Seconds one round trip may take when no shorter call budget runs.
+        self.timeout = timeout
         self.sql = statements
         self.tier = tier
         self.backend = engine.dialect.name
@@ -73,39 +101,75 @@ class SQLExecutor:
         raw_integrity: bool = False,
     ) -> list[Any]:
         for attempt in range(1, attempts + 1):
+            check_budget(self.tier, "run a statement")
             try:
                 pooled = self.engine.raw_connection()
             except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
                 raise self.translate(exc) from exc
             cursor = None
+            watch: Watch | None = None
             try:
                 driver: Any = pooled.driver_connection
                 toggle = self._pg and not driver.autocommit
                 if toggle:
                     driver.autocommit = True
                 try:
-                    cursor = pooled.cursor()
-                    cursor.execute(statement.sql, statement.params(params))
-                    rows = list(cursor.fetchall()) if statement.returns_rows else []
-                    if write and not self._pg:
-                        pooled.commit()
+                    with self.watched(driver) as watch:
+                        cursor = pooled.cursor()
+                        cursor.execute(statement.sql, statement.params(params))
+                        rows = list(cursor.fetchall()) if statement.returns_rows else []
+                        if write and not self._pg:
+                            pooled.commit()
                     return rows
                 finally:
                     if cursor is not None:
-                        cursor.close()
+                        with suppress(self.driver_error):
+                            cursor.close()
                     if toggle and not driver.closed:
                         driver.autocommit = False
             except self.driver_error as exc:
-                if raw_integrity and isinstance(exc, self._integrity):
+                fired = watch is not None and watch.fired
+                if raw_integrity and not fired and isinstance(exc, self._integrity):
                     raise sa.exc.IntegrityError(statement.sql, None, exc) from exc
-                if self._is_disconnect(exc, pooled.dbapi_connection, cursor):
+                lost = fired or self._is_disconnect(exc, pooled.dbapi_connection, cursor)
+                if lost:
                     pooled.invalidate(exc)
-                    if attempt < attempts:
+                    if attempt < attempts and not fired:
                         continue
-                raise self.translate(exc) from exc
+                error = self.translate(exc, deadline=fired)
+                if write and lost and isinstance(error, TierUnavailableError):
+                    raise self.outcome_unknown(error) from exc
+                raise error from exc
             finally:
                 pooled.close()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def deadline(self) -> float:
+        """When the running round trip must end: the call's budget, or this tier's own
+        timeout when that comes first (or no budget runs)."""
+        own = time.monotonic() + self.timeout
+        outer = current_deadline()
+        return own if outer is None or own < outer else outer
+
+    @contextmanager
+    def watched(self, driver_connection: Any) -> Iterator[Watch | None]:
+        """Watch a PostgreSQL connection's socket until :meth:`deadline` (SQLite, a file
+        in this process, needs no watch)."""
+        if not self._pg:
+            yield None
+            return
+        with watchdog.watch(driver_connection.fileno(), self.deadline()) as watch:
+            yield watch
+
+    def outcome_unknown(self, error: TierUnavailableError) -> OutcomeUnknownError:
+        """The error of a write whose connection was lost after it was sent."""
+        return OutcomeUnknownError(
+            self.tier,
+            f"{error.message} The write was sent but its reply was lost, so it may have "
+            "been applied.",
+            details=error.details,
+            failure=error,
+        )
 
     # -- batches inside a transaction -----------------------------------------
 
@@ -179,6 +243,50 @@ class SQLExecutor:
     # -- errors ----------------------------------------------------------------
 
     @contextmanager
+    def transaction(
+        self, engine: sa.Engine, *, translate_block: bool = True
+    ) -> Iterator[sa.Connection]:
+        """One transaction on a connection of ``engine`` (the repository's, or its write
+        variant), its socket watched until the :meth:`deadline`; commit when the block
+        ends, roll back if it raises.
+
+        Driver errors of the block are raised as the library's own; with
+        ``translate_block=False`` the block's exceptions propagate unchanged, except that
+        a connection lost (or shut down at the deadline) is raised as the library's error.
+        A commit whose connection is lost raises
+        :class:`~flask_tiered_state.errors.OutcomeUnknownError`: it may have committed.
+        """
+        check_budget(self.tier, "begin a transaction")
+        with self.guard():
+            connection = engine.connect()
+        try:
+            with self.guard():
+                transaction = connection.begin()
+            with self.watched(connection.connection.driver_connection) as watch:
+                try:
+                    yield connection
+                except BaseException as exc:
+                    with suppress(sa.exc.SQLAlchemyError, self.driver_error):
+                        transaction.rollback()
+                    fired = watch is not None and watch.fired
+                    if isinstance(exc, (sa.exc.SQLAlchemyError, self.driver_error)) and (
+                        translate_block or fired or _lost(exc)
+                    ):
+                        raise self.translate(exc, deadline=fired) from exc
+                    raise
+                try:
+                    transaction.commit()
+                except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+                    fired = watch is not None and watch.fired
+                    error = self.translate(exc, deadline=fired)
+                    if (fired or _lost(exc)) and isinstance(error, TierUnavailableError):
+                        raise self.outcome_unknown(error) from exc
+                    raise error from exc
+        finally:
+            with suppress(sa.exc.SQLAlchemyError, self.driver_error):
+                connection.close()
+
+    @contextmanager
     def guard(self) -> Iterator[None]:
         """Re-raise SQLAlchemy and driver errors as the library's own."""
         try:
@@ -186,10 +294,25 @@ class SQLExecutor:
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             raise self.translate(exc) from exc
 
-    def translate(self, exc: BaseException) -> TieredStateError:
+    def translate(self, exc: BaseException, *, deadline: bool = False) -> TieredStateError:
         cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
         text = " ".join(str(cause).split()) or type(cause).__name__
         details = {"backend": self.backend, "error": type(cause).__name__}
+        if deadline:
+            return DeadlineExceededError(
+                self.tier,
+                f"The {self.tier} tier ({self.backend}) did not answer within the call's time "
+                "budget; the connection was closed. Retry later.",
+                details=details,
+            )
+        state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+        if state in _TIMEOUTS:
+            return DeadlineExceededError(
+                self.tier,
+                f"The {self.tier} tier ({self.backend}) gave up: {_TIMEOUTS[state]} ({text}). "
+                "Retry later.",
+                details=details,
+            )
         if isinstance(cause, self._bad_value):
             return InvalidRequestError(
                 f"The {self.backend} database refused the write: {text}. Values must be JSON "

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,10 +29,11 @@ import sqlalchemy as sa
 from ..errors import (
     ConcurrencyError,
     ConfigurationError,
+    InvalidRequestError,
     TieredStateError,
 )
 from ._write_checks import check_expected_version
-from .base import StateCategory, StateMetadata, StoredValue, TierStats, WriteRequest
+from .base import StaleCopy, StateCategory, StateMetadata, StoredValue, TierStats, WriteRequest
 from .keys import glob_to_regex, glob_to_sql_like, validate_key, validate_keys, validate_pattern
 from .sql_engine import SUPPORTED, WRITE_OPTIONS, build_engine
 from .sql_execution import Execute, SQLExecutor
@@ -161,25 +162,15 @@ class SQLStateRepository:
     def unit_of_work(self) -> Iterator[SQLUnitOfWork]:
         """One transaction: commit when the block ends, roll back if it raises.
 
-        The block's own exceptions propagate unchanged; a failure to begin or commit
-        raises :class:`~flask_tiered_state.errors.TierUnavailableError`.
+        The block's own exceptions propagate unchanged (a lost connection excepted); a
+        failure to begin or commit raises
+        :class:`~flask_tiered_state.errors.TierUnavailableError`, and a commit whose
+        reply was lost :class:`~flask_tiered_state.errors.OutcomeUnknownError`.
         """
-        with self._db.guard():
-            connection = self._writer.connect()
-            transaction = connection.begin()
-        work = SQLUnitOfWork(self, connection)
-        try:
-            try:
-                yield work
-            except BaseException:
-                with suppress(sa.exc.SQLAlchemyError, self._db.driver_error):
-                    transaction.rollback()
-                raise
-            with self._db.guard():
-                transaction.commit()
-            work._committed()
-        finally:
-            connection.close()
+        with self._db.transaction(self._writer, translate_block=False) as connection:
+            work = SQLUnitOfWork(self, connection)
+            yield work
+        work._committed()
 
     # -- reads -----------------------------------------------------------------
 
@@ -260,7 +251,7 @@ class SQLStateRepository:
         if not rows:
             return {}
         ready: list[dict[Any, Any]] = []
-        with self._db.guard(), self._writer.begin() as connection:
+        with self._db.transaction(self._writer) as connection:
             versions = self._store_rows(connection, rows, ready)
         self._db.mark_ready(ready)
         return {r["key"]: row_metadata(r, versions[r["key"]], self.category) for r in rows}
@@ -280,7 +271,7 @@ class SQLStateRepository:
         if len(unique) <= self.batch_size:  # one statement is atomic: one round trip
             gone = self._db.write(sql, {"keys": self._sql.key_list(unique)})
             return sum(1 for (expires_at,) in gone if expires_at is None or expires_at > now)
-        with self._db.guard(), self._writer.begin() as connection:
+        with self._db.transaction(self._writer) as connection:
             for start in range(0, len(unique), self.batch_size):
                 chunk = self._sql.key_list(unique[start : start + self.batch_size])
                 rows = connection.exec_driver_sql(sql.sql, sql.params({"keys": chunk}))
@@ -289,10 +280,64 @@ class SQLStateRepository:
                 )
         return deleted
 
+    def store_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        """Store the copies whose key is absent, expired or at an older version, in one
+        transaction (an upsert with a condition, then one read of the chunk's versions
+        to tell which were written)."""
+        for item in items:
+            if item.version is None:
+                raise InvalidRequestError(
+                    f"store_copies needs the version of every copy; {item.key!r} has none.",
+                    details={"key": item.key},
+                )
+        rows = prepare_rows(items, self._clock(), self._category_value)
+        if not rows:
+            return {}
+        stored: dict[str, StateMetadata] = {}
+        upsert, check = self._sql.upsert_copy, self._sql.copy_versions
+        with self._db.transaction(self._writer) as connection:
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                connection.exec_driver_sql(upsert.sql, [upsert.params(r) for r in chunk])
+                keys = self._sql.key_list([r["key"] for r in chunk])
+                now = {(k, v, c) for k, v, c in connection.exec_driver_sql(
+                    check.sql, check.params({"keys": keys, "now": chunk[0]["now"]})
+                )}  # fmt: skip
+                for r in chunk:
+                    if (r["key"], r["version"], r["checksum"]) in now:
+                        stored[r["key"]] = row_metadata(r, r["version"], self.category)
+        return stored
+
+    def delete_unchanged(self, copies: Sequence[StoredValue]) -> list[str]:
+        """Delete the rows still holding exactly these copies; one statement per chunk."""
+        items = [(c.key, c.metadata.version, c.metadata.checksum, 0.0) for c in copies]
+        return [key for (key,) in self._conditional_delete(self._sql.delete_unchanged, items)]
+
+    def delete_stale(self, fences: Mapping[str, StaleCopy]) -> int:
+        """Delete the rows their fences call stale; one statement per chunk. Counts the
+        live rows deleted."""
+        now = self._clock()
+        gone = self._conditional_delete(self._sql.delete_stale, _fence_items(fences))
+        return sum(1 for (expires_at,) in gone if expires_at is None or expires_at > now)
+
+    def _conditional_delete(
+        self,
+        statement: DriverSQL,
+        items: Sequence[tuple[str, int, str | None, float]],
+        execute: Execute | None = None,
+    ) -> list[Any]:
+        validate_keys([item[0] for item in items])
+        run = self._db.write if execute is None else execute
+        rows: list[Any] = []
+        for start in range(0, len(items), self.batch_size):
+            params = self._sql.fence_params(items[start : start + self.batch_size])
+            rows += run(statement, params)
+        return rows
+
     def purge_expired(self) -> int:
         """Delete expired rows; the number removed."""
         sql = self._sql.purge_expired
-        with self._db.guard(), self._writer.begin() as connection:
+        with self._db.transaction(self._writer) as connection:
             return connection.exec_driver_sql(sql.sql, sql.params({"now": self._clock()})).rowcount
 
     def touch_many(self, keys: Sequence[str], *, at: float | None = None) -> int:
@@ -300,7 +345,7 @@ class SQLStateRepository:
         unique = sorted(set(validate_keys(keys)))
         moment = self._clock() if at is None else at
         touched, sql = 0, self._sql.touch
-        with self._db.guard(), self._writer.begin() as connection:
+        with self._db.transaction(self._writer) as connection:
             for start in range(0, len(unique), self.batch_size):
                 chunk = self._sql.key_list(unique[start : start + self.batch_size])
                 params = sql.params({"keys": chunk, "now": moment})
@@ -346,6 +391,12 @@ class SQLStateRepository:
         params.update({f"row_{name}": v for name, v in row.items()})
         rows = self._db.write(statement, params, raw_integrity=True)
         return row_metadata(data, rows[0][0], self.category) if rows else None
+
+    def prepared_metadata(self, key: str, value: str, version: int) -> StateMetadata:
+        """The metadata a write of ``value`` as ``version`` stores now (for a caller that
+        learns a write committed without having its reply)."""
+        row = prepare_row(key, value, None, None, self._clock(), self._category_value)
+        return row_metadata(row, version, self.category)
 
     # -- shared by the repository and its units of work -----------------------
 
@@ -432,5 +483,19 @@ class SQLUnitOfWork:
         with self.repository._db.guard():
             return self.repository._delete_with(self._execute, key)
 
+    def delete_stale(self, fences: Mapping[str, StaleCopy]) -> int:
+        """:meth:`SQLStateRepository.delete_stale` inside this transaction."""
+        repo = self.repository
+        with repo._db.guard():
+            gone = repo._conditional_delete(
+                repo._sql.delete_stale, _fence_items(fences), self._execute
+            )
+        now = repo._clock()
+        return sum(1 for (expires_at,) in gone if expires_at is None or expires_at > now)
+
     def _committed(self) -> None:
         self.repository._db.mark_ready(self._ready)
+
+
+def _fence_items(fences: Mapping[str, StaleCopy]) -> list[tuple[str, int, str | None, float]]:
+    return [(k, f.version, f.checksum, f.written_at) for k, f in fences.items()]

@@ -259,9 +259,75 @@ class Statements:
         bytes_live = sa.func.coalesce(sa.func.sum(sa.case((live, c.size))), 0)
         self.stats = run(sa.select(count_live, bytes_live, sa.func.count()).select_from(table))
         self.ping = run(sa.select(sa.literal_column("1")))
+        #: A copy's upsert: written only where the key is absent, expired or older.
+        self.upsert_copy = run(
+            values.on_conflict_do_update(
+                index_elements=[c.key],
+                set_={**changes, "version": excluded.version},
+                where=sa.or_(c.version < excluded.version, expired),
+            )
+        )
+        self.copy_versions = run(sa.select(c.key, c.version, c.checksum).where(in_keys, live))
+        self._conditional_deletes(table, dialect)
 
         if self.postgresql:
             self._bulk_load(table, dialect)
+
+    def _conditional_deletes(self, table: sa.Table, dialect: sa.Dialect) -> None:
+        """The compare-and-delete statements: the keys of a batch with a version and
+        checksum each, joined to the table through its primary key (one statement per
+        chunk; rows of other keys are never looked at)."""
+        target = dialect.identifier_preparer.format_table(table)
+        unchanged = "t.version = d.version AND t.checksum = d.checksum"
+        stale = (
+            "((d.checksum IS NULL AND t.version < d.version) OR (d.checksum IS NOT NULL AND "
+            "t.stored_at < d.written_at AND (t.version <> d.version OR t.checksum <> d.checksum)))"
+        )
+        if self.postgresql:
+            source = (
+                "unnest(%(keys)s::text[], %(versions)s::bigint[], %(checksums)s::text[], "
+                "%(written_ats)s::float8[]) AS d(key, version, checksum, written_at)"
+            )
+
+            def delete(condition: str, returning: str) -> DriverSQL:
+                sql = (
+                    f"DELETE FROM {target} AS t USING {source} "
+                    f'WHERE t.key = d.key COLLATE "C" AND {condition} RETURNING {returning}'
+                )
+                names = ("keys", "versions", "checksums", "written_ats")
+                return DriverSQL(sql, names, False, True, {})
+
+        else:
+            source = (
+                "(SELECT json_extract(value, '$[0]') AS key, json_extract(value, '$[1]') "
+                "AS version, json_extract(value, '$[2]') AS checksum, json_extract(value, "
+                "'$[3]') AS written_at FROM json_each(?)) AS d"
+            )
+
+            def delete(condition: str, returning: str) -> DriverSQL:
+                sql = (
+                    f"DELETE FROM {target} WHERE rowid IN (SELECT t.rowid FROM {source} "
+                    f"JOIN {target} AS t ON t.key = d.key WHERE {condition}) "
+                    f"RETURNING {returning.removeprefix('t.')}"
+                )
+                return DriverSQL(sql, ("items",), True, True, {})
+
+        #: Deletes the rows still at exactly (version, checksum); returns their keys.
+        self.delete_unchanged = delete(unchanged, "t.key")
+        #: Deletes the rows a StaleCopy fence calls stale; returns their expiry.
+        self.delete_stale = delete(stale, "t.expires_at")
+
+    def fence_params(self, items: Sequence[tuple[str, int, str | None, float]]) -> dict[str, Any]:
+        """``(key, version, checksum, written_at)`` of each key (a :class:`StaleCopy`, or
+        a copy with its checksum) as the conditional deletes' parameters."""
+        if self.postgresql:
+            return {
+                "keys": [k for k, _, _, _ in items],
+                "versions": [v for _, v, _, _ in items],
+                "checksums": [c for _, _, c, _ in items],
+                "written_ats": [w for _, _, _, w in items],
+            }
+        return {"items": json.dumps([list(item) for item in items])}
 
     def _bulk_load(self, table: sa.Table, dialect: sa.Dialect) -> None:
         """PostgreSQL + psycopg: COPY into a session temp table, then one merge per

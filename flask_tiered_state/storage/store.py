@@ -68,7 +68,7 @@ class TieredStore(StoreIntrospection):
         metrics: MetricsCollector | None = None,
         max_value_bytes: int | None = None,
         initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        max_backoff: float = 5.0,
         invalidation: bool = True,
     ) -> None:
         if not isinstance(repositories, StateRepositories):

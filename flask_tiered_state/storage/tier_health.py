@@ -27,7 +27,7 @@ class TierHealth:
         name: str,
         *,
         initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        max_backoff: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -70,9 +70,10 @@ class TierHealth:
         """True when degraded and the backoff delay has passed."""
         return not self.healthy and self._clock() >= self.next_check_at
 
-    def begin_check(self) -> bool:
-        """Claim the right to run the due check; only one thread checks at a time."""
-        if not self.check_due():
+    def begin_check(self, *, force: bool = False) -> bool:
+        """Claim the right to run the due check (with ``force``, a check now, due or
+        not); only one thread checks at a time."""
+        if not (force or self.check_due()):
             return False
         return self._check_lock.acquire(blocking=False)
 

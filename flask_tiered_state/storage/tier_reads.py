@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import IntegrityError, TierUnavailableError
-from .base import StateCategory, StateRepository, StoredValue
+from .base import ANY_COPY, StateCategory, StateRepository, StoredValue
 from .coordinator_core import COLD, HOT, WARM
 from .health import logger
 from .hot_copies import HotCopyPlacement
@@ -72,7 +72,7 @@ class TierReads(HotCopyPlacement):
             if stored is not None:
                 if corrupt is not None:
                     logger.warning("Dropping the corrupt HOT copy of %r: %s", key, corrupt)
-                    self.drop_copies(HOT, [key], announce=())
+                    self.drop_copies(HOT, {key: ANY_COPY}, announce=())
                 return category, stored
         if corrupt is not None:
             raise corrupt

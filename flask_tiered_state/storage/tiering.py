@@ -1,9 +1,11 @@
 """Moving values between tiers: the promotion policy and the tier manager.
 
-Every move is copy (carrying the version) -> read back and verify checksum and
-version -> delete the source. A failure at any step leaves at least one complete,
-verified copy, and readers find the value throughout (invariant 2). Moving a key to
-the tier its current copy is already in changes nothing and deletes nothing.
+Every move is copy (carrying the version; never over a value as new or newer) -> read
+back and verify checksum and version -> delete the source *at the version copied*. A
+failure at any step leaves at least one complete, verified copy, and readers find the
+value throughout (invariant 2); a writer that changes the key during the move wins, and
+the key is reported as not moved. Moving a key to the tier its current copy is already in
+changes nothing and deletes nothing.
 
 Promotion to HOT places a *cached copy* with a TTL and keeps the home copy: deleting
 the home copy would leave an expiring copy as the only one, and an acknowledged
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, IntegrityError, TierUnavailableError
-from .base import StateCategory, StoredValue, WriteRequest
+from .base import StaleCopy, StateCategory, StoredValue, WriteRequest
 from .keys import validate_keys
 
 if TYPE_CHECKING:
@@ -109,6 +111,9 @@ class StateTierManager:
     def promote_many(self, keys: Sequence[str], *, ttl_seconds: int | None = None) -> int:
         """Place verified HOT copies of ``keys`` (one round trip per tier per chunk).
 
+        A copy never replaces a value in HOT as new or newer, and a copy whose source
+        changed while it was placed is taken back (see :ref:`invalidation`).
+
         :returns: how many keys got a HOT copy.
         :raises TierUnavailableError: when the HOT tier is down.
         """
@@ -129,45 +134,91 @@ class StateTierManager:
                 for s in sources
             ]
             try:
-                stored = coordinator.place_copies(requests)
-                sources = [s for s in sources if s.key in stored]
-                if sources:
-                    self._verify(HOT, sources)
+                written = coordinator.place_copies(requests)
+                sources = [s for s in sources if s.key in written]
+                verified = self._verified(HOT, sources, written) if sources else {}
+                placed = [s for s in sources if s.key in verified]
             except TierUnavailableError as exc:
                 coordinator.tier_failed(HOT, exc)
                 raise
-            placed = len(sources) - coordinator.settle_hot_copies(sources)
-            coordinator.count_movements("promotions", placed)
+            count = len(placed) - coordinator.settle_hot_copies(placed)
+            coordinator.count_movements("promotions", count)
             coordinator.announce([s.key for s in sources])
-        return placed
+        return count
 
     def demote_many(self, keys: Sequence[str]) -> int:
-        """Move ``keys`` to COLD: copy, verify, then delete the WARM and HOT copies.
+        """Move ``keys`` to COLD: copy, verify, then delete the source at the version
+        copied, and the copies above it.
 
-        :returns: how many keys moved (keys already in COLD or absent do not count).
+        :returns: how many keys moved (keys already in COLD, absent, or changed by a writer
+            during the move do not count).
         """
         return len(self._demote(validate_keys(keys)))
 
     def _demote(self, keys: Sequence[str]) -> list[str]:
+        """Copy -> verify -> delete the source *at the version copied*.
+
+        Another process may change a key between our read and our delete; a plain delete
+        would then remove its acknowledged value. So the source goes only if it still is
+        the copy moved (compare-and-delete), and a key whose source changed stays where
+        it is, reported "not moved"; the COLD copy placed for it is taken back.
+        """
         keys = list(dict.fromkeys(keys))
         coordinator = self.coordinator
         with coordinator.locked(keys):
-            located = coordinator.locate_many(keys)
-            moving = [stored for category, stored in located.values() if category is not COLD]
-            if not moving:
+            sources = self._move_sources(keys)
+            if not sources:
                 return []
-            coordinator.cold.store_many(
-                [WriteRequest(s.key, s.value, version=s.metadata.version) for s in moving]
+            moving = [source for _, source in sources.values()]
+            written = set(
+                coordinator.cold.store_copies(
+                    [WriteRequest(s.key, s.value, version=s.metadata.version) for s in moving]
+                )
             )
-            copies = self._verify(COLD, moving)
-            moved = [s.key for s in moving]
-            # Same version in every copy from here on: a failure below leaves duplicates,
+            copies = self._verified(COLD, moving, written)
+            moved: list[str] = []
+            for tier in (WARM, HOT):
+                group = [s for k, (t, s) in sources.items() if t is tier and k in copies]
+                if group:
+                    moved += coordinator.repositories.by_category(tier).delete_unchanged(group)
+            done = set(moved)
+            # A writer won: its value stays home; the copy we placed is older, take it back.
+            lost = [s for s in moving if s.key in copies and s.key not in done]
+            placed = [s for s in lost if s.key in written]
+            if placed:
+                coordinator.cold.delete_unchanged(placed)
+            # Same version in the COLD copy from here on: a failure below leaves duplicates,
             # never a loss, and readers keep finding the value.
-            coordinator.warm.delete_many(moved)
-            coordinator.cache.set_many(copies)
-            coordinator.drop_copies(HOT, moved)  # and announce the move
+            above = {k: StaleCopy(copies[k].metadata.version + 1) for k in moved}
+            under_hot = {k: f for k, f in above.items() if sources[k][0] is HOT}
+            if under_hot:
+                coordinator.drop_copies(WARM, under_hot)
+            coordinator.cache.set_many([copies[k] for k in moved])
+            coordinator.cache.invalidate_many([s.key for s in lost])
+            coordinator.drop_copies(
+                HOT,
+                {k: f for k, f in above.items() if sources[k][0] is WARM},
+                announce=[*moved, *(s.key for s in lost)],
+            )
             coordinator.count_movements("demotions", len(moved))
         return moved
+
+    def _move_sources(self, keys: Sequence[str]) -> dict[str, tuple[StateCategory, StoredValue]]:
+        """Each key's newest copy above COLD and its tier: the WARM record (a HOT copy of
+        it is no source), or a HOT home; keys in neither are left out."""
+        coordinator = self.coordinator
+        hot = coordinator.fetch_tier(HOT, keys)
+        warm = coordinator.fetch_tier(WARM, keys)
+        sources: dict[str, tuple[StateCategory, StoredValue]] = {}
+        for key in keys:
+            in_hot, in_warm = hot.get(key), warm.get(key)
+            if in_warm is not None and (
+                in_hot is None or in_warm.metadata.version >= in_hot.metadata.version
+            ):
+                sources[key] = (WARM, in_warm)
+            elif in_hot is not None:
+                sources[key] = (HOT, in_hot)
+        return sources
 
     def idle_keys(self, values: Sequence[StoredValue]) -> list[str]:
         """The keys among ``values`` that the policy considers idle."""
@@ -206,26 +257,37 @@ class StateTierManager:
             idle = idle[: max(0, limit - done)]
         return self._demote(idle) if idle else []
 
-    def _verify(self, category: StateCategory, sources: Sequence[StoredValue]) -> list[StoredValue]:
-        """Read the copies back; delete and report any that differ from their source."""
+    def _verified(
+        self, category: StateCategory, sources: Sequence[StoredValue], written: set[str]
+    ) -> dict[str, StoredValue]:
+        """The copies in ``category`` that read back exactly as their sources (checksum
+        and version), by key.
+
+        A copy that reads back otherwise is someone else's value (a writer or another
+        move won the key meanwhile: not moved, nothing deleted), unless the tier still
+        holds exactly the copy we wrote: then the read-back itself was wrong, the copy is
+        deleted and :class:`IntegrityError` raised, leaving the sources.
+        """
         repository = self.coordinator.repositories.by_category(category)
         copies = repository.fetch_many([s.key for s in sources])
-        bad = []
+        good: dict[str, StoredValue] = {}
+        wrong: list[StoredValue] = []
         for source in sources:
             copy = copies.get(source.key)
-            if (
-                copy is None
-                or copy.metadata.checksum != source.metadata.checksum
-                or copy.metadata.version != source.metadata.version
+            if copy is not None and (copy.metadata.version, copy.metadata.checksum) == (
+                source.metadata.version,
+                source.metadata.checksum,
             ):
-                bad.append(source.key)
-        if bad:
-            repository.delete_many(bad)
+                good[source.key] = copy
+            elif source.key in written:
+                wrong.append(source)
+        damaged = repository.delete_unchanged(wrong) if wrong else []
+        if damaged:
             raise IntegrityError(
-                bad[0],
-                f"The {category} copy of {len(bad)} key(s) did not read back with the source's "
-                f"checksum and version (first: {bad[0]!r}); the copies were deleted and the "
-                "sources kept.",
-                details={"keys": bad[:100]},
+                damaged[0],
+                f"The {category} copy of {len(damaged)} key(s) did not read back with the "
+                f"source's checksum and version (first: {damaged[0]!r}); the copies were "
+                "deleted and the sources kept.",
+                details={"keys": damaged[:100]},
             )
-        return [copies[s.key] for s in sources]
+        return good

@@ -3,24 +3,41 @@
 WARM writes run in the SQL transaction of the WARM repository's unit of work, where
 the caller also writes its own rows (history) on :attr:`StoreTransaction.connection`.
 Writes to a HOT or COLD home are applied just before the commit, together with the
-removal of their WARM copy inside the transaction; if one fails, or the commit does,
-the SQL rolls back and the writes already applied are undone
+removal of their stale WARM copy inside the transaction; if one fails, or the commit
+does, the SQL rolls back and the writes already applied are undone
 (:mod:`~flask_tiered_state.storage.transaction_undo`).
 After the commit, the cache is refreshed and the copies other tiers hold are dropped
 (remembered and retried if a tier is down, never served meanwhile).
+
+A commit whose reply is lost (the connection broke after COMMIT was sent, or the call's
+deadline closed it) may have committed or not. It is *resolved*, not guessed: the
+caller's ``resolve`` callable asks the database (for the domain: is the history row
+with this write's event id there?). Committed: the transaction ends as if the reply had
+come. Not committed: the HOT and COLD writes are undone and the failure raised. Still
+unknown (the database does not answer the check either): nothing is undone, every cached
+copy older than the write is dropped, and
+:class:`~flask_tiered_state.errors.OutcomeUnknownError` is raised; whatever the database
+holds then, no process reads an older value as current.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConcurrencyError, ConfigurationError, TieredStateError, TierUnavailableError
-from .base import StateCategory, StateMetadata, StoredValue
+from ..errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    OutcomeUnknownError,
+    TieredStateError,
+    TierUnavailableError,
+)
+from .base import ANY_COPY, StaleCopy, StateCategory, StateMetadata, StoredValue
 from .coordinator import DROPS
+from .health import logger
 from .instrumented import _NOT_TIER_ERRORS
 from .keys import validate_key
 from .transaction_undo import AppliedWrite, previous_value, undo_applied
@@ -30,9 +47,14 @@ if TYPE_CHECKING:
 
     from .store import TieredStore
 
-__all__ = ["StoreTransaction", "open_transaction", "write_with_row"]
+__all__ = ["Resolve", "StoreTransaction", "open_transaction", "write_with_row"]
 
 HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
+
+#: Asks the database whether a transaction whose commit reply was lost committed: True
+#: or False; raises :class:`~flask_tiered_state.errors.TierUnavailableError` when it
+#: cannot tell.
+Resolve = Callable[[], bool]
 
 
 @dataclass(slots=True)
@@ -41,6 +63,22 @@ class _Deferred:
     category: StateCategory
     ttl_seconds: int | None
     expected_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    stored: StoredValue
+    home: StateCategory
+    moved_from: tuple[StateCategory, ...]
+    #: Compare-and-set (the version goes on from every copy), else last-writer-wins.
+    versioned: bool
+
+    def fence(self) -> StaleCopy:
+        """The copies this write makes stale (see :func:`~.home_writes.stale_fences`)."""
+        metadata = self.stored.metadata
+        if self.versioned:
+            return StaleCopy(metadata.version)
+        return StaleCopy(metadata.version, metadata.checksum, metadata.stored_at)
 
 
 class StoreTransaction:
@@ -54,7 +92,7 @@ class StoreTransaction:
         self._store = store
         self._uow = unit_of_work
         self.connection = unit_of_work.connection
-        self._written: dict[str, tuple[StoredValue, StateCategory, tuple[StateCategory, ...]]] = {}
+        self._written: dict[str, _Written] = {}
         self._deferred: dict[str, _Deferred] = {}
         self._deleted: dict[str, None] = {}
         self._applied: list[AppliedWrite] = []
@@ -91,7 +129,8 @@ class StoreTransaction:
             if not expected or exc.actual not in (0, None):
                 raise
             metadata, moved_from = self._store_moved(key, text, WARM, ttl, expected)
-        self._written[key] = (StoredValue(key, text, metadata), WARM, moved_from)
+        stored = StoredValue(key, text, metadata)
+        self._written[key] = _Written(stored, WARM, moved_from, expected is not None)
         return metadata
 
     def delete(self, key: str) -> bool:
@@ -143,18 +182,24 @@ class StoreTransaction:
                 raise
             stored = StoredValue(key, write.value, metadata)
             self._applied.append(AppliedWrite(write.category, previous, stored))
-            # The WARM copy goes in the same transaction as the caller's rows.
-            self._uow.delete(key)
-            self._written[key] = (stored, write.category, (*moved_from, WARM))
+            written = _Written(stored, write.category, (*moved_from, WARM),
+                               write.expected_version is not None)  # fmt: skip
+            # The stale WARM copy goes in the same transaction as the caller's rows.
+            self._uow.delete_stale({key: written.fence()})
+            self._written[key] = written
 
     def _after_commit(self) -> None:
         _publish(self._store, self._written, self._deleted, self._token)
 
+    def _after_unknown_outcome(self) -> None:
+        """Neither outcome is known: leave nothing older than the write readable."""
+        _forget_older(self._store, self._written, self._deleted)
+
 
 def _publish(
     store: TieredStore,
-    written: dict[str, tuple[StoredValue, StateCategory, tuple[StateCategory, ...]]],
-    deleted: dict[str, None],
+    written: Mapping[str, _Written],
+    deleted: Mapping[str, None],
     token: int,
 ) -> None:
     """After a commit: refresh the cache, drop the stale copies, announce the keys."""
@@ -162,20 +207,50 @@ def _publish(
     keys = [*written, *deleted]
     if not keys:
         return
-    drops: dict[StateCategory, list[str]] = {COLD: [], HOT: []}
-    for key, (_, home, moved_from) in written.items():
-        for category in dict.fromkeys((*DROPS[home], *moved_from)):
-            if category is not home and category is not WARM:  # WARM: done in the SQL
-                drops[category].append(key)
-    drops[COLD] += deleted
-    drops[HOT] += deleted
+    drops: dict[StateCategory, dict[str, StaleCopy]] = {COLD: {}, HOT: {}}
+    for key, write in written.items():
+        for category in dict.fromkeys((*DROPS[write.home], *write.moved_from)):
+            if category is not write.home and category is not WARM:  # WARM: in the SQL
+                drops[category][key] = write.fence()
+    for key in deleted:
+        drops[COLD][key] = drops[HOT][key] = ANY_COPY
     with coordinator.locked(keys):
-        for stored, _, _ in written.values():
-            cache.refresh(stored, token)
+        for write in written.values():
+            cache.refresh(write.stored, token)
         cache.invalidate_many(deleted)
         coordinator.drop_copies(COLD, drops[COLD])  # bottom-up, like deletes
         # HOT last, announcing every changed key to other processes' caches.
         coordinator.drop_copies(HOT, drops[HOT], announce=keys)
+
+
+def _forget_older(
+    store: TieredStore, written: Mapping[str, _Written], deleted: Mapping[str, None]
+) -> None:
+    """After a commit of unknown outcome: drop every cached copy older than the writes
+    (they are stale if it committed, and mere copies if not), and forget the keys in
+    every process's cache. A HOT home written before the commit stays as it is."""
+    coordinator = store.coordinator
+    keys = [*written, *deleted]
+    hot_copies = {key: write.fence() for key, write in written.items() if write.home is not HOT}
+    with coordinator.locked(keys):
+        store.cache.invalidate_many(keys)
+        coordinator.drop_copies(HOT, hot_copies, announce=keys)
+
+
+def _resolved(
+    store: TieredStore,
+    exc: OutcomeUnknownError,
+    resolve: Resolve | None,
+) -> bool | None:
+    """Whether a commit of unknown outcome committed (None: still unknown)."""
+    if resolve is None:
+        return None
+    try:
+        return resolve()
+    except TieredStateError as failure:
+        logger.error("Could not find out whether a commit with a lost reply committed: %s",
+                     failure)  # fmt: skip
+        return None
 
 
 def write_with_row(
@@ -186,12 +261,14 @@ def write_with_row(
     expected_version: int,
     table: sa.Table,
     row: Mapping[str, Any],
+    resolve: Resolve | None = None,
 ) -> StateMetadata | None:
     """A compare-and-set write of a WARM-home ``key`` from ``expected_version`` and the
     insert of the caller's ``row`` into ``table``, as one statement where the WARM
     repository offers it (PostgreSQL): the cheap form of a store transaction doing one
     WARM ``set`` and one insert. After it, the cache and the other tiers are handled as
-    after a transaction's commit.
+    after a transaction's commit; a lost reply is resolved with ``resolve`` as a
+    transaction's commit is.
 
     :returns: the metadata, or None when nothing was written: the repository has no
         such statement, or ``key`` is not in WARM at ``expected_version``. Run the
@@ -213,6 +290,21 @@ def write_with_row(
         metadata: StateMetadata | None = store_with_row(
             key, text, expected_version=expected_version, table=table, row=row
         )
+    except OutcomeUnknownError as exc:
+        failed = True
+        # What it would have written: the next version, this text.
+        guess = StoredValue(
+            key, text, store.warm.prepared_metadata(key, text, expected_version + 1)
+        )
+        written = {key: _Written(guess, WARM, (), True)}
+        outcome = _resolved(store, exc, resolve)
+        if outcome is None:
+            _forget_older(store, written, {})
+            raise
+        if not outcome:
+            raise exc.failure from exc
+        _publish(store, written, {}, token)
+        return guess.metadata
     except TieredStateError as exc:
         failed = not isinstance(exc, _NOT_TIER_ERRORS)
         raise
@@ -221,13 +313,20 @@ def write_with_row(
             collector.observe(WARM.value, "store", perf_counter() - started, error=failed)
     if metadata is None:
         return None
-    _publish(store, {key: (StoredValue(key, text, metadata), WARM, ())}, {}, token)
+    _publish(store, {key: _Written(StoredValue(key, text, metadata), WARM, (), True)}, {}, token)
     return metadata
 
 
 @contextmanager
-def open_transaction(store: TieredStore) -> Iterator[StoreTransaction]:
-    """Run the block in one WARM transaction; see :class:`StoreTransaction`."""
+def open_transaction(
+    store: TieredStore, *, resolve: Resolve | None = None
+) -> Iterator[StoreTransaction]:
+    """Run the block in one WARM transaction; see :class:`StoreTransaction`.
+
+    :param resolve: asked whether the transaction committed when its commit reply is
+        lost (see the module docstring); without it such a commit raises
+        :class:`~flask_tiered_state.errors.OutcomeUnknownError`.
+    """
     unit_of_work = getattr(store.warm, "unit_of_work", None)
     if unit_of_work is None:
         raise ConfigurationError(
@@ -237,6 +336,7 @@ def open_transaction(store: TieredStore) -> Iterator[StoreTransaction]:
     store.coordinator.retry_pending()
     collector = store.metrics_collector
     transaction: StoreTransaction | None = None
+    committing = False
     try:
         with unit_of_work() as work:
             if collector is not None:
@@ -246,8 +346,20 @@ def open_transaction(store: TieredStore) -> Iterator[StoreTransaction]:
             transaction = StoreTransaction(store, work)
             yield transaction
             transaction._before_commit()
+            committing = True
+    except OutcomeUnknownError as exc:
+        if not committing or transaction is None:
+            raise
+        outcome = _resolved(store, exc, resolve)
+        if outcome is None:
+            transaction._after_unknown_outcome()
+            raise
+        if not outcome:
+            undo_applied(store.coordinator, transaction._applied)
+            raise exc.failure from exc
     except BaseException:
         if transaction is not None:  # not committed: undo what reached HOT or COLD
             undo_applied(store.coordinator, transaction._applied)
         raise
+    assert transaction is not None
     transaction._after_commit()

@@ -88,13 +88,4 @@ def undo_applied(coordinator: StateRepositoryCoordinator, applied: Sequence[Appl
 
 
 def _delete_if_unchanged(repository: Any, written: StoredValue) -> None:
-    delete_if_unchanged = getattr(repository, "delete_if_unchanged", None)
-    if delete_if_unchanged is not None:  # Redis: atomic compare-and-delete
-        delete_if_unchanged([written], "", [])
-        return
-    current = repository.fetch(written.key)
-    if current is not None and (current.metadata.checksum, current.metadata.version) == (
-        written.metadata.checksum,
-        written.metadata.version,
-    ):
-        repository.delete(written.key)
+    repository.delete_unchanged([written])

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from flask_tiered_state.errors import TierUnavailableError
 from flask_tiered_state.storage.base import (
+    StaleCopy,
     StateCategory,
     StateMetadata,
     StateRepositories,
@@ -97,6 +98,22 @@ class FaultyRepository:
     def delete_many(self, keys: Sequence[str]) -> int:
         self._enter("delete_many", list(keys))
         return self.inner.delete_many(keys)
+
+    def store_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        self._enter("store_copies", [i.key for i in items])
+        return self.inner.store_copies(items)
+
+    def delete_unchanged(self, copies: Sequence[StoredValue], **publish: Any) -> list[str]:
+        self._enter("delete_unchanged", [c.key for c in copies])
+        inner: Any = self.inner
+        result: list[str] = inner.delete_unchanged(copies, **publish)
+        return result
+
+    def delete_stale(self, fences: Mapping[str, StaleCopy], **publish: Any) -> int:
+        self._enter("delete_stale", dict(fences))
+        inner: Any = self.inner
+        result: int = inner.delete_stale(fences, **publish)
+        return result
 
     def keys(self, pattern: str = "*") -> Iterator[str]:
         self._enter("keys", pattern)

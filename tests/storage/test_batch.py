@@ -56,7 +56,7 @@ def test_batch_set_is_one_store_many_and_one_drop_per_tier(
     assert set(written) == set(items)
     assert all(m.version == 1 and m.category is WARM for m in written.values())
     assert calls(hot, warm, cold) == {
-        "hot": {"delete_many": 1},
+        "hot": {"delete_stale": 1},
         "warm": {"store_many": 1},
         "cold": {},
     }
@@ -103,8 +103,8 @@ def test_batch_set_to_hot_home_drops_lower_copies_in_one_call_each(
     store.batch_set({"s1": "new1", "s2": "new2"}, category="hot", ttl_seconds=30)
     assert calls(hot, warm, cold) == {
         "hot": {"store_many": 1},
-        "warm": {"delete_many": 1},
-        "cold": {"delete_many": 1},
+        "warm": {"delete_stale": 1},
+        "cold": {"delete_stale": 1},
     }
     assert warm.inner.fetch_many(["s1", "s2"]) == {} and cold.inner.fetch("s2") is None
     assert hot.inner.fetch("s1").metadata.ttl_seconds == 30  # type: ignore[union-attr]
@@ -137,7 +137,7 @@ def test_batch_promote_copies_and_verifies_in_one_round_trip_each(
         repo.reset()
     keys = [f"k{i}" for i in range(100)] + ["archived", "absent"]
     assert store.batch_promote(keys, ttl_seconds=90) == 100  # k0 was already in HOT
-    assert hot.calls == {"fetch_many": 2, "store_many": 1}  # locate, copy, read back
+    assert hot.calls == {"fetch_many": 2, "store_copies": 1}  # locate, copy, read back
     assert warm.calls == {"fetch_many": 1} and cold.calls == {"fetch_many": 1}
     copies = hot.inner.fetch_many(keys)
     assert len(copies) == 101 and copies["k5"].metadata.ttl_seconds == 90

@@ -11,8 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flask_tiered_state.errors import ConcurrencyError, InvalidKeyError, InvalidPatternError
+from flask_tiered_state.errors import (
+    ConcurrencyError,
+    InvalidKeyError,
+    InvalidPatternError,
+    InvalidRequestError,
+)
 from flask_tiered_state.storage.base import (
+    ANY_COPY,
+    StaleCopy,
     StateCategory,
     StateMetadata,
     StateRepository,
@@ -200,6 +207,106 @@ def test_any_json_document_round_trips(repository: StateRepository, value: Any) 
     assert fetched is not None
     assert fetched.value == text
     assert json.loads(fetched.value) == json.loads(text)
+    repository.delete(key)
+
+
+# --------------------------------------------------------------------------- conditional writes
+
+
+def test_store_copies_never_replaces_a_value_as_new_or_newer(repository: StateRepository) -> None:
+    absent, older, same, newer = (fresh_key(n) for n in ("absent", "older", "same", "newer"))
+    repository.store(older, doc("v2"), version=2)
+    repository.store(same, doc("v5 here"), version=5)
+    repository.store(newer, doc("v9"), version=9)
+    written = repository.store_copies(
+        [WriteRequest(k, doc(f"copy of {k}"), version=5) for k in (absent, older, same, newer)]
+    )
+    assert sorted(written) == sorted([absent, older])
+    assert all(m.version == 5 for m in written.values())
+    found = repository.fetch_many([absent, older, same, newer])
+    assert {k: (v.value, v.metadata.version) for k, v in found.items()} == {
+        absent: (doc(f"copy of {absent}"), 5),
+        older: (doc(f"copy of {older}"), 5),
+        same: (doc("v5 here"), 5),
+        newer: (doc("v9"), 9),
+    }
+    assert written[absent].checksum == checksum_of(doc(f"copy of {absent}"))
+
+
+def test_store_copies_needs_every_version(repository: StateRepository) -> None:
+    with pytest.raises(InvalidRequestError, match="version"):
+        repository.store_copies([WriteRequest(fresh_key(), doc(1))])
+    assert repository.store_copies([]) == {}
+
+
+def test_delete_unchanged_removes_exactly_the_copies_given(repository: StateRepository) -> None:
+    kept, changed, gone, absent = (fresh_key(n) for n in ("kept", "changed", "gone", "absent"))
+    copies = [repository.store(k, doc(k), version=3) for k in (kept, changed, gone)]
+    seen = {
+        k: StoredValue(k, doc(k), m) for k, m in zip((kept, changed, gone), copies, strict=True)
+    }
+    repository.store(changed, doc("rewritten"), version=3)  # same version, other value
+    repository.delete(gone)
+    ghost = StoredValue(absent, doc(1), copies[0])
+    assert repository.delete_unchanged([seen[kept], seen[changed], seen[gone], ghost]) == [kept]
+    assert repository.fetch(kept) is None
+    assert repository.fetch(changed).value == doc("rewritten")  # type: ignore[union-attr]
+    assert repository.delete_unchanged([]) == []
+
+
+def test_delete_stale_follows_the_fence(repository: StateRepository) -> None:
+    names = ("older", "equal", "newer", "other", "mine", "later", "absent")
+    keys = {n: fresh_key(n) for n in names}
+    for name in ("older", "equal", "newer", "other", "mine"):
+        version = {"older": 4, "newer": 6}.get(name, 5)
+        repository.store(keys[name], doc(name), version=version)
+    written_at = time.time() + 0.001
+    time.sleep(0.01)
+    repository.store(keys["later"], doc("later"), version=1)  # stored after the write
+    mine = checksum_of(doc("mine"))
+    fences = {
+        # compare-and-set writes: the version alone decides
+        keys["older"]: StaleCopy(5),  # older than the version: stale
+        keys["equal"]: StaleCopy(5),  # same version: kept
+        keys["newer"]: StaleCopy(5),  # newer: kept
+        # last-writer-wins writes: every copy but the writer's own, stored before it
+        keys["other"]: StaleCopy(5, mine, written_at),  # another value: stale
+        keys["mine"]: StaleCopy(5, mine, written_at),  # the writer's own copy: kept
+        keys["later"]: StaleCopy(5, mine, written_at),  # stored after the write: kept
+        keys["absent"]: StaleCopy(5),
+    }
+    assert repository.delete_stale(fences) == 2
+    assert sorted(repository.fetch_many(list(keys.values()))) == sorted(
+        keys[n] for n in ("equal", "newer", "mine", "later")
+    )
+    assert repository.delete_stale({keys["newer"]: StaleCopy(6, mine, time.time() + 1)}) == 1
+    assert repository.delete_stale({keys["equal"]: ANY_COPY}) == 1
+    assert repository.delete_stale({}) == 0
+
+
+@IO_SETTINGS
+@given(
+    stored=st.integers(1, 8),
+    fence=st.integers(1, 8),
+    exact=st.booleans(),
+    same_value=st.booleans(),
+    before=st.booleans(),
+)
+def test_delete_stale_agrees_with_the_fence_rule(
+    repository: StateRepository,
+    stored: int,
+    fence: int,
+    exact: bool,
+    same_value: bool,
+    before: bool,
+) -> None:
+    key = fresh_key("fence")
+    metadata = repository.store(key, doc("value"), version=stored)
+    checksum = metadata.checksum if same_value else checksum_of(doc("another"))
+    written_at = metadata.stored_at + (60 if before else -60)
+    rule = StaleCopy(fence, checksum, written_at) if exact else StaleCopy(fence)
+    removes = rule.removes(stored, metadata.checksum, metadata.stored_at)
+    assert repository.delete_stale({key: rule}) == int(removes)
     repository.delete(key)
 
 

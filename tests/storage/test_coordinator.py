@@ -98,7 +98,8 @@ def test_delete_runs_bottom_up_and_reports_whether_any_tier_had_the_key() -> Non
     coordinator.read("k")
     order: list[str] = []
     for repo in (hot, warm, cold):
-        repo.hooks["delete_many"] = lambda _keys, r=repo: order.append(r.category.value)
+        operation = "delete_stale" if repo is hot else "delete_many"
+        repo.hooks[operation] = lambda _keys, r=repo: order.append(r.category.value)
     assert coordinator.delete("k") is True
     assert order == ["cold", "warm", "hot"]
     assert coordinator.read("k") is None
@@ -256,7 +257,7 @@ def test_a_stale_lower_copy_that_could_not_be_dropped_is_skipped_then_dropped() 
     clock = FakeClock()
     coordinator, _, warm, _ = make(clock=clock)
     warm.inner.store("k", doc("old warm"))
-    warm.failing.add("delete_many")
+    warm.failing.add("delete_stale")
     written = coordinator.write("k", doc("new"), category=HOT, ttl_seconds=5)
     assert written.metadata.category is HOT
     assert "k" in coordinator.pending[WARM]

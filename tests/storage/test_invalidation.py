@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import redis
 
+from flask_tiered_state.errors import InvalidRequestError
 from flask_tiered_state.storage.base import (
     StateCategory,
-    StateMetadata,
     StateRepositories,
     StoredValue,
     WriteRequest,
@@ -282,14 +282,8 @@ def test_deferred_announcements_are_kept_merged_and_bounded() -> None:
 
 
 class Interleaved(FaultyRepository):
-    """A Redis HOT tier whose ``hooks["add_many"]`` runs just before copies are placed:
-    another store's change lands between this store's read and its placing."""
-
-    def add_many(self, items: list[WriteRequest]) -> dict[str, StateMetadata]:
-        self._enter("add_many", [i.key for i in items])
-        inner: Any = self.inner
-        result: dict[str, StateMetadata] = inner.add_many(items)
-        return result
+    """A Redis HOT tier whose ``hooks["store_copies"]`` runs just before copies are
+    placed: another store's change lands between this store's read and its placing."""
 
 
 @pytest.fixture
@@ -330,9 +324,9 @@ def test_a_copy_placed_while_another_store_changes_the_value_is_removed(
     a, (b, hot) = make_store(), b_store
     a.set("k", 1)
     settled(b, 1)
-    hot.hooks["add_many"] = meanwhile(lambda: a.set("k", 2))  # commits, drops HOT, announces
+    hot.hooks["store_copies"] = meanwhile(lambda: a.set("k", 2))  # commits, drops HOT, announces
     assert b.get("k") == 1  # B read 1 before A's change...
-    assert hot.calls["add_many"] == 1
+    assert hot.calls["store_copies"] == 1
     assert hot.inner.fetch("k") is None  # ...but its copy of 1 did not outlive the change
     assert b.movements()["auto_promotions"] == 0
     assert make_store().get("k") == 2
@@ -340,7 +334,7 @@ def test_a_copy_placed_while_another_store_changes_the_value_is_removed(
     # The same race on an explicit promotion.
     a.set("p", 1)
     settled(b, 3)
-    hot.hooks["add_many"] = meanwhile(lambda: a.set("p", 3))
+    hot.hooks["store_copies"] = meanwhile(lambda: a.set("p", 3))
     assert b.promote_to_hot("p") is False
     assert hot.inner.fetch("p") is None and make_store().get("p") == 3
 
@@ -351,7 +345,9 @@ def test_placing_a_copy_never_overwrites_a_hot_home_written_meanwhile(
     a, (b, hot) = make_store(), b_store
     a.set("k", {"warm": 1})
     settled(b, 1)
-    hot.hooks["add_many"] = meanwhile(lambda: a.set("k", {"hot": 2}, category=HOT, ttl_seconds=60))
+    hot.hooks["store_copies"] = meanwhile(
+        lambda: a.set("k", {"hot": 2}, category=HOT, ttl_seconds=60)
+    )
     assert b.get("k") == {"warm": 1}
     kept = hot.inner.fetch("k")
     assert kept is not None and kept.value == doc({"hot": 2})  # A's acknowledged write stays
@@ -359,11 +355,11 @@ def test_placing_a_copy_never_overwrites_a_hot_home_written_meanwhile(
     eventually(lambda: b.get("k") == {"hot": 2}, "B sees the change")
 
 
-def test_redis_add_many_and_delete_if_unchanged(redis_url: str, redis_prefix: str) -> None:
+def test_redis_store_copies_and_delete_unchanged(redis_url: str, redis_prefix: str) -> None:
     repository = RedisStateRepository(redis_url, key_prefix=redis_prefix)
     try:
         repository.store("taken", doc("theirs"), version=7)
-        added = repository.add_many(
+        added = repository.store_copies(
             [
                 WriteRequest("taken", doc("mine"), version=1, ttl_seconds=60),
                 WriteRequest("free", doc("mine"), version=4, ttl_seconds=60),
@@ -378,10 +374,10 @@ def test_redis_add_many_and_delete_if_unchanged(redis_url: str, redis_prefix: st
         assert free is not None and forever is not None
         repository.store("forever", doc(1), version=3)  # changed since we placed it
         stale = StoredValue("ghost", doc(1), free.metadata)
-        assert repository.delete_if_unchanged([free, forever, stale], "", []) == 1
+        assert repository.delete_unchanged([free, forever, stale]) == ["free"]
         assert repository.fetch("free") is None and repository.fetch("forever") is not None
-        with pytest.raises(Exception, match="version"):
-            repository.add_many([WriteRequest("x", doc(1))])
+        with pytest.raises(InvalidRequestError, match="version"):
+            repository.store_copies([WriteRequest("x", doc(1))])
     finally:
         repository.close()
 

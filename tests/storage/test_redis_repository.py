@@ -22,7 +22,7 @@ from flask_tiered_state.errors import (
     InvalidRequestError,
     TierUnavailableError,
 )
-from flask_tiered_state.storage.base import StateCategory, WriteRequest, checksum_of
+from flask_tiered_state.storage.base import StaleCopy, StateCategory, WriteRequest, checksum_of
 from flask_tiered_state.storage.redis_repository import RedisStateRepository
 
 pytestmark = pytest.mark.redis
@@ -481,15 +481,14 @@ def test_stopped_server_raises_tier_unavailable(disposable_redis: Any) -> None:
         repo.close()
 
 
-def test_delete_stale_keeps_values_stored_after_their_time(
+def test_delete_stale_keeps_copies_the_fence_calls_current(
     repo: RedisStateRepository, raw: redis.Redis
 ) -> None:
-    repo.store("old", '"old"')
-    cut = time.time() + 0.001
-    time.sleep(0.01)
-    repo.store("new", '"new"')
+    repo.store("old", '"old"', version=3)
+    repo.store("new", '"new"', version=5)
     raw.set(repo.key_prefix + "garbled", b"not a stored value")
-    stale = {"old": cut, "new": cut, "garbled": cut, "absent": cut}
-    assert repo.delete_stale_and_publish(stale, "", []) == 2
+    fence = StaleCopy(5)
+    stale = {"old": fence, "new": fence, "garbled": fence, "absent": fence}
+    assert repo.delete_stale(stale) == 2  # a damaged header counts as stale
     assert repo.fetch("old") is None and raw.get(repo.key_prefix + "garbled") is None
     assert repo.fetch("new").value == '"new"'  # type: ignore[union-attr]

@@ -202,7 +202,7 @@ def test_a_crash_between_copy_and_delete_leaves_a_verified_readable_copy(
     store, _, warm, cold = make_store()
     store.set("k", {"balance": 10})
     store.set("k", {"balance": 20})
-    warm.failing.add("delete_many")  # the delete step of the move fails
+    warm.failing.add("delete_unchanged")  # the delete step of the move fails
     with pytest.raises(TierUnavailableError):
         store.demote_to_cold("k")
     assert_verified(warm.inner.fetch("k"), 2)
