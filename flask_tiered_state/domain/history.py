@@ -24,6 +24,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from ..errors import TierUnavailableError
+from ..storage.deadlines import watched_connection
+
 __all__ = [
     "ACTIVITY_COLUMNS",
     "DEFAULT_HISTORY_TABLE",
@@ -70,6 +73,7 @@ def define_history_table(metadata: sa.MetaData, name: str = DEFAULT_HISTORY_TABL
         sa.Column("reason", sa.Text, nullable=True),
         sa.Column("correlation_id", sa.String(200), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("event_id", sa.String(32), nullable=True),
         sa.Index(f"uq_{name}_state_version", "state_id", "version", unique=True),
         sa.Index(f"ix_{name}_state_created", "state_id", "created_at"),
         sa.Index(f"ix_{name}_state_transition", "state_id", "transition"),
@@ -117,9 +121,11 @@ class HistoryRepository:
         actor: str | None,
         reason: str | None,
         correlation_id: str | None,
+        event_id: str | None = None,
     ) -> dict[str, Any]:
         """The insert parameters of one mutation (records as JSON text)."""
         return {
+            "event_id": event_id,
             "state_id": new["state_id"],
             "version": new["version"],
             "transition": transition,
@@ -234,6 +240,47 @@ class HistoryRepository:
         stmt = sa.select(t.c.version).where(t.c.state_id == state_id).order_by(t.c.version)
         with self.engine.connect() as conn:
             return [int(v) for v in conn.execute(stmt).scalars()]
+
+    def committed(self, state_id: str, version: int, event_id: str) -> bool:
+        """Whether the write with ``event_id`` committed its row ``(state_id, version)``:
+        how a write whose commit reply was lost finds out what happened.
+
+        A transaction still writing that row may not have ended yet (the server had not
+        seen the broken connection); on PostgreSQL the check waits for it: an insert of
+        the same ``(state_id, version)`` blocks on the unique index until it commits or
+        rolls back (the probe row itself is always rolled back).
+
+        :raises TierUnavailableError: the database does not answer (still unknown).
+        """
+        t = self.table
+        try:
+            with (
+                self.engine.connect() as connection,
+                watched_connection(connection),
+                connection.begin() as transaction,
+            ):
+                if connection.dialect.name == "postgresql":
+                    probe = (
+                        postgresql.insert(t)
+                        .values(state_id=state_id, version=version, transition="probe",
+                                to_status="probe", new_record={}, created_at=sa.func.now())
+                        .on_conflict_do_nothing(index_elements=[t.c.state_id, t.c.version])
+                        .returning(t.c.id)
+                    )  # fmt: skip
+                    if connection.execute(probe).first() is not None:
+                        transaction.rollback()
+                        return False
+                found = connection.execute(
+                    sa.select(t.c.event_id).where(t.c.state_id == state_id, t.c.version == version)
+                ).scalar_one_or_none()
+                transaction.rollback()
+        except sa.exc.SQLAlchemyError as exc:
+            raise TierUnavailableError(
+                "warm",
+                f"Could not find out whether the change of {state_id!r} to version {version} "
+                f"committed: {' '.join(str(exc).split())[:300]}",
+            ) from exc
+        return found == event_id
 
     def count(self, state_id: str | None = None) -> int:
         """The number of rows (of one state, or of all)."""

@@ -56,6 +56,11 @@ class ManagerBase:
     _close_store: bool
     _temp_dir: Path | None
 
+    @property
+    def call_timeout(self) -> float | None:
+        """The time budget of each call on one state: the store's (``call_timeout``)."""
+        return self.store.call_timeout
+
     def log_state_operation(
         self,
         operation: str,
@@ -94,6 +99,7 @@ class ManagerBase:
                     correlation_id=get_correlation_id(),
                     actor=actor,
                     reason=reason,
+                    event_id=write.event_id,
                 )
             )
         self.log_state_operation(

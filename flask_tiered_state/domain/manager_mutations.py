@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ConcurrencyError, InvalidRequestError, StateNotFoundError, VersionNotFoundError
+from ..storage.deadlines import within_budget
 from .arguments import (
     UPDATE_TRANSITIONS,
     check_actor_reason,
@@ -35,6 +36,7 @@ _Build = Callable[[dict[str, Any], StateTypeSpec], dict[str, Any]]
 class MutationsMixin(ManagerBase):
     """``register_state``, ``update_state``, ``delete_state`` and ``rollback_state``."""
 
+    @within_budget
     def register_state(
         self,
         state_id: str,
@@ -65,6 +67,7 @@ class MutationsMixin(ManagerBase):
         self._committed(write, actor, reason, started)
         return record
 
+    @within_budget
     def update_state(
         self,
         state_id: str,
@@ -104,6 +107,7 @@ class MutationsMixin(ManagerBase):
         """The DELETE transition: returns the tombstone (status ``deleted``)."""
         return self.update_state(state_id, None, StateTransition.DELETE, actor=actor, reason=reason)
 
+    @within_budget
     def rollback_state(
         self,
         state_id: str,

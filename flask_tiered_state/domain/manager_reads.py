@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import InvalidRequestError
 from ..storage.base import StateCategory
+from ..storage.deadlines import within_budget
 from ..storage.keys import validate_pattern
 from .manager_base import ManagerBase
 from .model import KEY_PREFIX, StateStatus, validate_state_id
@@ -22,6 +23,7 @@ class ReadsMixin(ManagerBase):
     """``get_state``, ``batch_get_state``, ``search_states``, ``get_states_by_type``,
     ``get_keys_by_pattern`` and ``count_states``."""
 
+    @within_budget
     def get_state(self, state_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None:
         """The record of ``state_id``, or None (also for a deleted state, unless
         ``include_deleted``). The dict is the caller's own copy."""

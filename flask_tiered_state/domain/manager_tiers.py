@@ -7,6 +7,7 @@ from typing import Any
 from .. import signals
 from ..errors import StateNotFoundError
 from ..storage.base import StateRepositories
+from ..storage.deadlines import within_budget
 from .manager_base import ManagerBase
 from .model import state_key, validate_state_id
 from .operations import health_status
@@ -18,6 +19,7 @@ class TiersMixin(ManagerBase):
     """``promote_to_hot``, ``demote_to_cold``, ``get_repositories``, ``get_storage_stats``,
     ``get_health_status`` and ``get_performance_metrics``."""
 
+    @within_budget
     def promote_to_hot(self, state_id: str, *, ttl_seconds: int | None = None) -> bool:
         """Copy a state to the HOT tier; False when nothing was moved.
 
@@ -25,6 +27,7 @@ class TiersMixin(ManagerBase):
         """
         return self._move(state_id, hot=True, ttl_seconds=ttl_seconds)
 
+    @within_budget
     def demote_to_cold(self, state_id: str) -> bool:
         """Move a state to the COLD tier (archive); False when nothing was moved. An
         archived state is read and updated as usual but is not searchable.

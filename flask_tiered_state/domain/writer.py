@@ -12,16 +12,17 @@ two writers racing on one version cannot both commit (invariant 5).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..errors import ConcurrencyError, StateAlreadyExistsError
+from ..errors import ConcurrencyError, InvalidStateTypeError, StateAlreadyExistsError
 from ..json_codec import loads
-from ..storage.base import StateCategory
-from ..storage.transaction import write_with_row
+from ..storage.base import StateCategory, StoredValue
+from ..storage.transaction import Resolve, write_with_row
 from .context import get_correlation_id
 from .history import HistoryRepository
 from .model import StateTransition
@@ -44,6 +45,8 @@ class Write:
     old: dict[str, Any] | None
     new: dict[str, Any]
     expected_version: int
+    #: Identifies the write: in its history row, and in the event it delivers.
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class HistoryConflict(ConcurrencyError):
@@ -71,17 +74,33 @@ class RecordWriter:
         """The current record under ``key`` and the storage version to expect when writing it.
 
         The store checks ``expected_version`` in the home tier, or, while the key is absent
-        there, against the copy another tier holds (an archived record moving home), so
-        the version of whichever copy was read is the one to expect. With ``fresh`` the
-        local cache is bypassed (after a conflict, a cached copy may be stale).
+        there, against the newest copy another tier holds (an archived record moving
+        home), so the version of whichever copy was read is the one to expect. A cached or
+        HOT copy is fast but may be stale; with ``fresh`` the record is read from its home
+        tier itself (after a conflict, and before refusing an ``expected_version``), and
+        the stale copies found on the way are dropped.
         """
-        if fresh:
-            self.store.cache.invalidate(key)
         entry = self.store.get_entry(key)
-        if entry is None:
+        if entry is None and not fresh:
             return None, 0
+        if fresh:
+            home = self._home_of(entry)
+            entry = self.store.coordinator.read_home(key, home)
+            if entry is None:
+                return None, 0
+        assert entry is not None
         record: dict[str, Any] = loads(entry.value)
         return record, entry.metadata.version
+
+    def _home_of(self, entry: StoredValue | None) -> StateCategory:
+        """The home tier of the record a (possibly stale) copy shows: its type's."""
+        if entry is None:
+            return StateCategory.WARM  # unknown: the store looks in every other tier too
+        type_name = loads(entry.value).get("type")
+        try:
+            return self.types.get(type_name).home_tier
+        except InvalidStateTypeError:
+            return entry.metadata.category
 
     def ttl_for(self, spec: StateTypeSpec) -> int | None:
         if spec.home_tier is not StateCategory.HOT:
@@ -103,13 +122,15 @@ class RecordWriter:
                 actor=actor,
                 reason=reason,
                 correlation_id=correlation_id,
+                event_id=w.event_id,
             )
             for w in writes
         ]
-        if len(writes) == 1 and self._commit_single(writes[0], rows[0]):
+        resolve = self._resolver(writes[0])
+        if len(writes) == 1 and self._commit_single(writes[0], rows[0], resolve):
             return
         try:
-            with self.store.transaction() as txn:
+            with self.store.transaction(resolve=resolve) as txn:
                 for w in writes:
                     txn.set(
                         w.key,
@@ -123,7 +144,13 @@ class RecordWriter:
             taken = self._conflicting(writes)
             raise HistoryConflict(taken["state_id"], taken["version"] - 1, None) from exc
 
-    def _commit_single(self, w: Write, row: dict[str, Any]) -> bool:
+    def _resolver(self, write: Write) -> Resolve:
+        """How a commit of ``write`` (and of the writes with it) whose reply was lost is
+        found out: its history row, with its event id, is there or not."""
+        new = write.new
+        return lambda: self.history.committed(new["state_id"], new["version"], write.event_id)
+
+    def _commit_single(self, w: Write, row: dict[str, Any], resolve: Resolve) -> bool:
         """A change of a WARM-home record as ONE statement where the WARM database offers
         it (PostgreSQL): the compare-and-set UPDATE feeding the history INSERT, in one
         round trip instead of BEGIN, two statements and COMMIT. False when nothing was
@@ -139,6 +166,7 @@ class RecordWriter:
                 expected_version=w.expected_version,
                 table=self.history.table,
                 row=self.history.insert_values(row),
+                resolve=resolve,
             )
         except sa.exc.IntegrityError as exc:  # nothing was written; name the state
             raise HistoryConflict(w.new["state_id"], w.new["version"] - 1, None) from exc

@@ -64,6 +64,7 @@ from alembic.script import ScriptDirectory
 __all__ = [
     "BASELINE_REVISION",
     "BRANCH_LABEL",
+    "HEAD_REVISION",
     "SCRIPT_LOCATION",
     "TABLES",
     "VERSION_LOCATION",
@@ -82,8 +83,12 @@ VERSION_LOCATION = "flask_tiered_state:migrations/versions"
 VERSION_TABLE = "tiered_state_alembic_version"
 BRANCH_LABEL = "tiered_state"
 BASELINE_REVISION = "ts0001"
+#: The newest packaged revision.
+HEAD_REVISION = "ts0002"
 #: The tables the revisions manage.
-TABLES = ("tiered_state_entries", "tiered_state_history")
+TABLES = ("tiered_state_entries", "tiered_state_history", "tiered_state_entries_drops")
+#: The tables of the baseline revision.
+BASELINE_TABLES = TABLES[:2]
 
 
 def _script() -> tuple[Config, ScriptDirectory]:
@@ -116,15 +121,23 @@ def current_revision(engine: sa.Engine) -> str | None:
 def upgrade(engine: sa.Engine, revision: str = "heads") -> str | None:
     """Create or upgrade the tables to ``revision``; return the revision reached.
 
-    Existing tables without a recorded revision are adopted as the baseline.
+    Existing tables without a recorded revision (created by the code at first use) are
+    adopted: stamped with the revision whose schema they have, then upgraded.
     """
     with engine.begin() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         if context.get_current_revision() is None:
-            existing = set(sa.inspect(connection).get_table_names())
-            if existing.issuperset(TABLES):
-                context.stamp(_script()[1], BASELINE_REVISION)
+            adopted = _adoptable(connection)
+            if adopted is not None:
+                context.stamp(_script()[1], adopted)
     return _run(engine, revision, lambda script, rev: script._upgrade_revs(revision, rev))
+
+
+def _adoptable(connection: sa.Connection) -> str | None:
+    """The revision whose schema existing tables without a recorded revision have."""
+    existing = set(sa.inspect(connection).get_table_names())
+    # Later revisions check what is there, so the baseline is always the one to stamp.
+    return BASELINE_REVISION if existing.issuperset(BASELINE_TABLES) else None
 
 
 def downgrade(engine: sa.Engine, revision: str = "base") -> str | None:

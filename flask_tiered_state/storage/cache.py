@@ -65,6 +65,8 @@ class StateCache(GuardedFills):
         not from its last hit) is a miss, so values changed by other processes are
         re-read at the latest after this long even when no invalidation reaches this
         process. None: no maximum age.
+    :param unsynced_max_age_seconds: the maximum age while the cache is not
+        :attr:`synchronised` (its store's invalidation subscriber is disconnected).
     :param clock: monotonic seconds, injectable for tests.
     """
 
@@ -76,6 +78,7 @@ class StateCache(GuardedFills):
         history_length: int = 32,
         max_history_keys: int | None = None,
         max_age_seconds: float | None = 300.0,
+        unsynced_max_age_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_entries = _positive_int("max_entries", max_entries)
@@ -89,6 +92,14 @@ class StateCache(GuardedFills):
         )
         self.max_age_seconds = check_max_age(max_age_seconds)
         self._max_age = _NEVER if self.max_age_seconds is None else self.max_age_seconds
+        unsynced = check_max_age(unsynced_max_age_seconds, "unsynced_max_age_seconds")
+        assert unsynced is not None
+        #: While :attr:`synchronised` is False, only entries cached this recently are hits.
+        self.unsynced_max_age_seconds = unsynced
+        #: False while changes of other processes may go unheard (the invalidation
+        #: subscriber is disconnected): entries then serve for
+        #: :attr:`unsynced_max_age_seconds` after they were cached, no longer.
+        self.synchronised = True
         self.clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -106,7 +117,10 @@ class StateCache(GuardedFills):
         """Find ``key``, count the lookup and record the access (lock held)."""
         self._record_access(key, now)
         entry = self._entries.get(key)
-        if entry is not None and entry.expires_at <= now:
+        if entry is not None and (
+            entry.expires_at <= now
+            or (not self.synchronised and now - entry.cached_at > self.unsynced_max_age_seconds)
+        ):
             self._expire(key)
             entry = None
         if entry is None:
@@ -174,7 +188,10 @@ class StateCache(GuardedFills):
                     entry = entries.get(key)
                     if entry is None:
                         continue
-                    if entry.expires_at <= now:
+                    if entry.expires_at <= now or (
+                        not self.synchronised
+                        and now - entry.cached_at > self.unsynced_max_age_seconds
+                    ):
                         self._expire(key)
                     else:
                         found[key] = entry.stored

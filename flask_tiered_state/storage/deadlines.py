@@ -17,27 +17,33 @@ connection, and the repository raises
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from ..errors import ConfigurationError, DeadlineExceededError
 
 __all__ = [
     "TICK",
+    "Budgeted",
     "SocketWatchdog",
     "Watch",
     "budget",
     "check_budget",
     "check_seconds",
     "current_deadline",
+    "fresh_budget",
     "remaining",
     "watchdog",
+    "watched_connection",
+    "within_budget",
 ]
 
 #: How often the watchdog looks for sockets past their deadline (seconds).
@@ -87,6 +93,50 @@ def budget(seconds: float | None) -> Iterator[float | None]:
         yield deadline
     finally:
         _deadline.reset(token)
+
+
+@contextmanager
+def fresh_budget(seconds: float) -> Iterator[float]:
+    """Run the block within ``seconds`` from now, even past the running call's deadline
+    (how a failed call finds out what happened before it answers)."""
+    deadline = time.monotonic() + seconds
+    token = _deadline.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _deadline.reset(token)
+
+
+class Budgeted(Protocol):
+    """An object whose public calls each run within :attr:`call_timeout` seconds."""
+
+    @property
+    def call_timeout(self) -> float | None: ...
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def within_budget(method: F) -> F:
+    """Decorate a method of a :class:`Budgeted` object: the call runs within the object's
+    ``call_timeout`` (or the earlier deadline of a call it is part of)."""
+
+    @functools.wraps(method)
+    def timed(self: Budgeted, *args: Any, **kwargs: Any) -> Any:
+        seconds = self.call_timeout
+        if seconds is None:
+            return method(self, *args, **kwargs)
+        deadline = time.monotonic() + seconds
+        outer = _deadline.get()
+        if outer is not None and outer <= deadline:
+            return method(self, *args, **kwargs)
+        token = _deadline.set(deadline)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _deadline.reset(token)
+
+    return timed  # type: ignore[return-value]
 
 
 def check_budget(tier: str, what: str) -> None:
@@ -150,6 +200,18 @@ class SocketWatchdog:
                         entry.fired = True
                         self.fired += 1
                         _shut_down(entry.fileno)
+
+
+@contextmanager
+def watched_connection(connection: Any) -> Iterator[Watch | None]:
+    """Watch a SQLAlchemy connection's socket until the running call's deadline (a
+    PostgreSQL connection within a budget; otherwise nothing is watched)."""
+    deadline = _deadline.get()
+    if deadline is None or connection.dialect.name != "postgresql":
+        yield None
+        return
+    with watchdog.watch(connection.connection.driver_connection.fileno(), deadline) as watch:
+        yield watch
 
 
 def _shut_down(fileno: int) -> None:

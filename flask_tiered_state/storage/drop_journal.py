@@ -22,8 +22,11 @@ Table ``{entries table}_drops``::
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +35,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..errors import TieredStateError
 from .base import StaleCopy, StateCategory
 
-__all__ = ["DropJournal", "define_journal_table"]
+__all__ = ["DropJournal", "JournalReplayer", "define_journal_table"]
+
+logger = logging.getLogger("flask_tiered_state.storage")
 
 
 def define_journal_table(metadata: sa.MetaData, entries_table: str) -> sa.Table:
@@ -133,3 +138,46 @@ class DropJournal:
 
 #: What a journal call raises when the WARM database does not answer.
 JOURNAL_ERRORS = (sa.exc.SQLAlchemyError, TieredStateError)
+
+
+class JournalReplayer:
+    """A daemon thread that replays the journal every ``interval`` seconds (through
+    ``replay``, the store's :meth:`~.health.TierGuard.replay_journal`), so that the
+    drops a dead process left behind are done within about ``interval`` seconds.
+
+    :param replay: does the recorded drops; its errors are logged, never raised.
+    :param interval: seconds between two replays.
+    """
+
+    def __init__(self, replay: Callable[[], object], interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        target = weakref.WeakMethod(replay) if hasattr(replay, "__self__") else replay
+        self._thread = threading.Thread(
+            target=_replay_loop,
+            args=(target, self._stop, interval),
+            name="tiered-state-drops",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+def _replay_loop(replay: Any, stop: threading.Event, interval: float) -> None:
+    # A weak reference to the guard's method: a store dropped without close() ends the
+    # thread at the next tick.
+    while not stop.wait(interval):
+        call = replay() if isinstance(replay, weakref.WeakMethod) else replay
+        if call is None:
+            return
+        try:
+            call()
+        except Exception:  # the thread must survive anything
+            logger.exception("Replaying the pending drops journal failed.")
+        del call

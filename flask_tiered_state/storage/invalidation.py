@@ -148,6 +148,8 @@ class InvalidationSubscriber:
         stopped subscriber takes to notice).
     :param ping_seconds: a connection silent this long is pinged; one silent for twice
         this long is dropped and reconnected.
+    :param on_subscribed: called (in the thread) every time a subscription is confirmed:
+        Redis answers this process again (the store recovers its HOT tier at once).
     """
 
     def __init__(
@@ -158,9 +160,10 @@ class InvalidationSubscriber:
         cache: StateCache,
         *,
         initial_backoff: float = 0.1,
-        max_backoff: float = 5.0,
-        poll_seconds: float = 1.0,
-        ping_seconds: float = 15.0,
+        max_backoff: float = 1.0,
+        poll_seconds: float = 0.5,
+        ping_seconds: float = 1.0,
+        on_subscribed: Callable[[], object] | None = None,
     ) -> None:
         self.channel = channel
         self.sender = sender
@@ -169,6 +172,9 @@ class InvalidationSubscriber:
         self.max_backoff = max_backoff
         self.poll_seconds = poll_seconds
         self.ping_seconds = ping_seconds
+        self.on_subscribed = on_subscribed
+        # Until the first subscription is confirmed, changes may go unheard.
+        cache.synchronised = False
         self._client, self._owns_client = _subscriber_client(client)
         untyped: Any = self._client  # redis-py's pubsub() has no annotations
         self._pubsub: Any = untyped.pubsub(ignore_subscribe_messages=False)
@@ -266,6 +272,12 @@ class InvalidationSubscriber:
     def _subscribed(self) -> None:
         # Messages published while we were not subscribed are lost: start afresh.
         self.cache.clear()
+        self.cache.synchronised = True
+        if self.on_subscribed is not None:
+            try:
+                self.on_subscribed()
+            except Exception:  # the thread must survive anything
+                logger.exception("Recovering the HOT tier after resubscribing failed.")
         self.subscriptions += 1
         if self.failures:
             logger.warning(
@@ -306,6 +318,7 @@ class InvalidationSubscriber:
 
     def lost(self, exc: BaseException) -> None:
         """The connection failed: drop it and wait before the next attempt."""
+        self.cache.synchronised = False
         self.ready.clear()
         self._subscribing = False
         with suppress(Exception):
@@ -317,10 +330,11 @@ class InvalidationSubscriber:
         if self.failures == 1:
             logger.warning(
                 "Cache invalidation on %r lost its Redis connection (%s); reconnecting with "
-                "backoff. Until then cached values may be stale for up to the cache's "
-                "maximum age.",
+                "backoff. Until then cached values are served for %g seconds after they "
+                "were cached, no longer.",
                 self.channel,
                 self.last_error,
+                self.cache.unsynced_max_age_seconds,
             )
         self._attempted.set()
         delay = min(self.max_backoff, self.initial_backoff * 2 ** (self.failures - 1))

@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ._write_checks import check_expected_version
 from .base import StaleCopy, StateCategory, StateMetadata, StoredValue, TierStats, WriteRequest
+from .drop_journal import DropJournal, define_journal_table
 from .keys import glob_to_regex, glob_to_sql_like, validate_key, validate_keys, validate_pattern
 from .sql_engine import SUPPORTED, WRITE_OPTIONS, build_engine
 from .sql_execution import Execute, SQLExecutor
@@ -113,6 +114,10 @@ class SQLStateRepository:
         #: The :class:`sqlalchemy.Table` holding the values.
         self.table = build_table(table_name, metadata or sa.MetaData(), self.backend)
         self._sql = Statements(self.table, self.engine.dialect)
+        #: The drops other tiers still owe (see :mod:`.drop_journal`), in this database.
+        self.journal = DropJournal(
+            self.engine, define_journal_table(self.table.metadata, self.table.name)
+        )
         self._db = SQLExecutor(self.engine, self._sql, tier=self._tier, use_copy=use_copy)
         self._writer = self.engine.execution_options(**WRITE_OPTIONS)
         self._row_inserts: dict[tuple[str, tuple[str, ...]], DriverSQL] = {}
@@ -132,6 +137,7 @@ class SQLStateRepository:
                 self.table.create(self.engine, checkfirst=True)
                 for index in self.table.indexes:
                     index.create(self.engine, checkfirst=True)
+                self.journal.create()
                 return
             except (sa.exc.SQLAlchemyError, self._db.driver_error) as exc:
                 # Another process may have created it between our check and CREATE.

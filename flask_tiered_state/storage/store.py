@@ -23,6 +23,8 @@ from .base import StateCategory, StateMetadata, StateRepositories, StoredValue
 from .batch import StateBatchOperations
 from .cache import MISSING, StateCache
 from .coordinator import StateRepositoryCoordinator
+from .deadlines import check_seconds, within_budget
+from .drop_journal import JournalReplayer
 from .keys import validate_key, validate_pattern
 
 # Re-exported: these names were importable from here before the split.
@@ -37,7 +39,7 @@ from .tiering import StateTierManager, TierPromotionPolicy
 if TYPE_CHECKING:
     from ..observability.metrics import MetricsCollector
     from .invalidation import CacheInvalidation
-    from .transaction import StoreTransaction
+    from .transaction import Resolve, StoreTransaction
 
 __all__ = ["TieredStore", "dumps"]
 
@@ -57,6 +59,12 @@ class TieredStore(StoreIntrospection):
         theirs (a daemon thread, stopped by :meth:`close`). False: no messages and no
         thread; other processes' changes are then seen when cached values reach the
         cache's maximum age.
+    :param call_timeout: the time budget of each call, every round trip included (see
+        :mod:`.deadlines`); None: each round trip is bounded by its tier's own timeouts
+        only.
+    :param drop_replay_interval: with a Redis HOT tier, how often (seconds) the journal
+        of drops that other processes could not do is replayed (see
+        :mod:`.drop_journal`); None: only at start and when HOT recovers.
     """
 
     def __init__(
@@ -70,6 +78,8 @@ class TieredStore(StoreIntrospection):
         initial_backoff: float = 0.5,
         max_backoff: float = 5.0,
         invalidation: bool = True,
+        call_timeout: float | None = 10.0,
+        drop_replay_interval: float | None = 1.0,
     ) -> None:
         if not isinstance(repositories, StateRepositories):
             raise ConfigurationError(
@@ -98,6 +108,10 @@ class TieredStore(StoreIntrospection):
                 "trigger. Raise history_length or lower the threshold."
             )
         self.max_value_bytes = max_value_bytes
+        #: Seconds each call (and each transaction) may take in all, its round trips
+        #: included; past it :class:`~flask_tiered_state.errors.DeadlineExceededError`.
+        self.call_timeout = check_seconds("call_timeout", call_timeout)
+        check_seconds("drop_replay_interval", drop_replay_interval)
         self.metrics_collector = metrics
         used = repositories
         if metrics is not None:
@@ -119,13 +133,23 @@ class TieredStore(StoreIntrospection):
         self._closed = False
         #: Cross-process cache invalidation, when the HOT tier is Redis (else None).
         self.invalidation: CacheInvalidation | None = None
+        guard = self.coordinator.guard
         hot = repositories.hot
         if invalidation and hot.backend == "redis" and hasattr(hot, "delete_and_publish"):
             from .invalidation import CacheInvalidation
 
-            self.invalidation = CacheInvalidation(hot, self.cache)
-            self.coordinator.guard.publisher = self.invalidation.publisher
+            self.invalidation = CacheInvalidation(hot, self.cache, on_subscribed=guard.recover_now)
+            guard.publisher = self.invalidation.publisher
             self.invalidation.start()
+        # Drops other processes could not do (and may never do: they died) are done from
+        # the journal: now, and every drop_replay_interval while HOT is shared.
+        guard.journal = getattr(repositories.warm, "journal", None)
+        self._replayer: JournalReplayer | None = None
+        if guard.journal is not None:
+            guard.replay_journal()
+            if drop_replay_interval is not None and guard.shared(StateCategory.HOT):
+                self._replayer = JournalReplayer(guard.replay_journal, drop_replay_interval)
+                self._replayer.start()
 
     # -- values ----------------------------------------------------------------
 
@@ -149,6 +173,7 @@ class TieredStore(StoreIntrospection):
 
     # -- single keys -------------------------------------------------------------
 
+    @within_budget
     def get(self, key: str) -> Any:
         """The value under ``key`` (a fresh copy), or None."""
         validate_key(key)
@@ -158,10 +183,12 @@ class TieredStore(StoreIntrospection):
         stored = self.coordinator.read_through(key, token)
         return None if stored is None else loads(stored.value)
 
+    @within_budget
     def get_entry(self, key: str) -> StoredValue | None:
         """The stored JSON text and metadata under ``key``, or None."""
         return self.coordinator.read(validate_key(key))
 
+    @within_budget
     def set(
         self,
         key: str,
@@ -188,14 +215,17 @@ class TieredStore(StoreIntrospection):
             key, text, category=home, ttl_seconds=ttl, expected_version=expected
         ).metadata
 
+    @within_budget
     def delete(self, key: str) -> bool:
         """Delete ``key`` from every tier; True if any tier had it."""
         return self.coordinator.delete(validate_key(key))
 
+    @within_budget
     def keys(self, pattern: str = "*") -> list[str]:
         """Keys matching the glob ``pattern`` in any tier, de-duplicated and sorted."""
         return self.coordinator.keys(validate_pattern(pattern))
 
+    @within_budget
     def promote_to_hot(self, key: str, *, ttl_seconds: int | None = None) -> bool:
         """Place a verified HOT copy of ``key`` (TTL: ``ttl_seconds`` or the policy's).
 
@@ -204,21 +234,25 @@ class TieredStore(StoreIntrospection):
         validate_key(key)
         return self.tier_manager.promote_to_hot(key, ttl_seconds=check_ttl(ttl_seconds))
 
+    @within_budget
     def demote_to_cold(self, key: str) -> bool:
         """Move ``key`` to COLD (copy, verify, delete above). False if absent or in COLD."""
         return self.tier_manager.demote_to_cold(validate_key(key))
 
+    @within_budget
     def demote_idle(self, pattern: str = "*", *, limit: int | None = None) -> list[str]:
         """Demote the WARM values the policy calls idle; the keys moved."""
         return self.tier_manager.demote_idle(validate_pattern(pattern), limit=limit)
 
     # -- many keys ---------------------------------------------------------------
 
+    @within_budget
     def batch_get(self, keys: Sequence[str]) -> dict[str, Any]:
         """The values present among ``keys`` (absent keys are left out)."""
         found = self.batch.batch_get(keys)
         return {key: loads(stored.value) for key, stored in found.items()}
 
+    @within_budget
     def batch_set(
         self,
         items: Mapping[str, Any],
@@ -237,23 +271,32 @@ class TieredStore(StoreIntrospection):
         texts = {key: encode(key, value) for key, value in items.items()}
         return self.batch.batch_set(texts, category=home, ttl_seconds=ttl)
 
+    @within_budget
     def batch_delete(self, keys: Sequence[str]) -> int:
         """Delete ``keys`` from every tier; how many existed."""
         return self.batch.batch_delete(keys)
 
+    @within_budget
     def batch_promote(self, keys: Sequence[str], *, ttl_seconds: int | None = None) -> int:
         """Place verified HOT copies of ``keys``; how many got one."""
         return self.batch.batch_promote(keys, ttl_seconds=check_ttl(ttl_seconds))
 
+    @within_budget
     def batch_demote(self, keys: Sequence[str]) -> int:
         """Move ``keys`` to COLD; how many moved."""
         return self.batch.batch_demote(keys)
 
-    def transaction(self) -> AbstractContextManager[StoreTransaction]:
-        """A unit of work on the WARM database; see :class:`StoreTransaction`."""
+    def transaction(
+        self, *, resolve: Resolve | None = None
+    ) -> AbstractContextManager[StoreTransaction]:
+        """A unit of work on the WARM database; see :class:`StoreTransaction`.
+
+        :param resolve: asked whether the transaction committed when its commit reply
+            is lost (see :mod:`.transaction`).
+        """
         from .transaction import open_transaction
 
-        return open_transaction(self)
+        return open_transaction(self, resolve=resolve)
 
     def close(self) -> None:
         """Stop listening for invalidations and close every repository (once)."""
@@ -262,6 +305,8 @@ class TieredStore(StoreIntrospection):
         self._closed = True
         if self.invalidation is not None:
             self.invalidation.stop()
+        if self._replayer is not None:
+            self._replayer.stop()
         self.coordinator.close()
         for repository in self.get_repositories():
             repository.close()

@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (
     ConcurrencyError,
     ConfigurationError,
+    DeadlineExceededError,
     OutcomeUnknownError,
     TieredStateError,
     TierUnavailableError,
 )
 from .base import ANY_COPY, StaleCopy, StateCategory, StateMetadata, StoredValue
 from .coordinator import DROPS
+from .deadlines import budget, fresh_budget
 from .health import logger
 from .instrumented import _NOT_TIER_ERRORS
 from .keys import validate_key
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = ["Resolve", "StoreTransaction", "open_transaction", "write_with_row"]
 
 HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
+#: Seconds the check of a commit whose reply was lost may take.
+RESOLVE_SECONDS = 2.0
 
 #: Asks the database whether a transaction whose commit reply was lost committed: True
 #: or False; raises :class:`~flask_tiered_state.errors.TierUnavailableError` when it
@@ -242,11 +246,16 @@ def _resolved(
     exc: OutcomeUnknownError,
     resolve: Resolve | None,
 ) -> bool | None:
-    """Whether a commit of unknown outcome committed (None: still unknown)."""
-    if resolve is None:
+    """Whether a commit of unknown outcome committed (None: still unknown).
+
+    A database that did not answer for the whole call budget is not asked again (the
+    call would overrun it); one whose connection broke gets :data:`RESOLVE_SECONDS`.
+    """
+    if resolve is None or isinstance(exc.failure, DeadlineExceededError):
         return None
     try:
-        return resolve()
+        with fresh_budget(RESOLVE_SECONDS):
+            return resolve()
     except TieredStateError as failure:
         logger.error("Could not find out whether a commit with a lost reply committed: %s",
                      failure)  # fmt: skip
@@ -333,7 +342,16 @@ def open_transaction(
             f"transaction() needs a WARM repository with unit_of_work() (SQLStateRepository); "
             f"the WARM tier here is {store.warm.backend!r}."
         )
-    store.coordinator.retry_pending()
+    with budget(store.call_timeout):
+        store.coordinator.retry_pending()
+        with _run_transaction(store, unit_of_work, resolve) as transaction:
+            yield transaction
+
+
+@contextmanager
+def _run_transaction(
+    store: TieredStore, unit_of_work: Any, resolve: Resolve | None
+) -> Iterator[StoreTransaction]:
     collector = store.metrics_collector
     transaction: StoreTransaction | None = None
     committing = False

@@ -205,8 +205,8 @@ def test_graph(seeded: Flask) -> None:
 
 def test_init_db(seeded: Flask) -> None:
     result = ok_json(seeded, "init-db")
-    assert result["revision"] == "ts0001"
-    assert run(seeded, "init-db").output.endswith("are at revision ts0001.\n")
+    assert result["revision"] == "ts0002"
+    assert run(seeded, "init-db").output.endswith("are at revision ts0002.\n")
     assert current_state_manager.get_state("u1") is not None  # adopted, not recreated
 
 

@@ -54,8 +54,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 
 def test_upgrade_creates_exactly_the_code_tables(engine: sa.Engine) -> None:
-    assert migrations.upgrade(engine) == "ts0001"
-    assert migrations.current_revision(engine) == "ts0001"
+    assert migrations.upgrade(engine) == migrations.HEAD_REVISION
+    assert migrations.current_revision(engine) == migrations.HEAD_REVISION
     assert set(sa.inspect(engine).get_table_names()) == {
         *migrations.TABLES,
         migrations.VERSION_TABLE,
@@ -79,7 +79,7 @@ def test_upgrade_adopts_tables_created_by_the_code(engine: sa.Engine) -> None:
             {"key": "k", "value": "{}", "checksum": "c", "size": 2, "version": 1,
              "category": "warm", "stored_at": 1.0, "last_accessed": 1.0},
         )  # fmt: skip
-    assert migrations.upgrade(engine) == "ts0001"
+    assert migrations.upgrade(engine) == migrations.HEAD_REVISION
     with engine.connect() as connection:
         count = connection.execute(sa.text("SELECT count(*) FROM tiered_state_entries"))
         assert count.scalar_one() == 1
@@ -87,7 +87,7 @@ def test_upgrade_adopts_tables_created_by_the_code(engine: sa.Engine) -> None:
 
 def test_upgrade_twice_and_downgrade_to_base(engine: sa.Engine) -> None:
     migrations.upgrade(engine)
-    assert migrations.upgrade(engine) == "ts0001"
+    assert migrations.upgrade(engine) == migrations.HEAD_REVISION
     assert migrations.downgrade(engine) is None
     assert set(sa.inspect(engine).get_table_names()) == {migrations.VERSION_TABLE}
 
@@ -101,7 +101,7 @@ def test_the_version_location_works_for_an_apps_alembic() -> None:
     )
     script = ScriptDirectory.from_config(config)
     revision = script.get_revision(migrations.BRANCH_LABEL + "@head")
-    assert revision is not None and revision.revision == migrations.BASELINE_REVISION
+    assert revision is not None and revision.revision == migrations.HEAD_REVISION
 
 
 def test_the_documented_first_revision_is_written_into_the_apps_directory(
@@ -125,9 +125,10 @@ def test_the_documented_first_revision_is_written_into_the_apps_directory(
     config.set_main_option("version_locations", f"{app_dir / 'versions'} {installed}")
     app_versions = app_dir / "versions"
 
-    plain = command.revision(config, "plain")  # no --head: follows ts0001, in the package
+    plain = command.revision(config, "plain")  # no --head: follows ours, in the package
     assert plain is not None and not isinstance(plain, list)
-    assert Path(plain.path).parent == installed and plain.down_revision == "ts0001"
+    assert Path(plain.path).parent == installed
+    assert plain.down_revision == migrations.HEAD_REVISION
     Path(plain.path).unlink()
 
     first = command.revision(
@@ -140,8 +141,11 @@ def test_the_documented_first_revision_is_written_into_the_apps_directory(
     assert Path(second.path).parent == app_versions
     assert second.down_revision == first.revision
     heads = set(ScriptDirectory.from_config(config).get_heads())
-    assert heads == {migrations.BASELINE_REVISION, second.revision}
-    assert sorted(p.name for p in installed.glob("*.py")) == ["ts0001_initial.py"]
+    assert heads == {migrations.HEAD_REVISION, second.revision}
+    assert sorted(p.name for p in installed.glob("*.py")) == [
+        "ts0001_initial.py",
+        "ts0002_event_ids_and_drops.py",
+    ]
     capsys.readouterr()
 
 
