@@ -172,6 +172,13 @@ class AppState:
             promotion_window_seconds=s.promotion_window_seconds,
             demote_after_idle_seconds=s.demote_after_idle_seconds,
             create_tables=self.create_tables,
+            sql_statement_timeout=s.sql_statement_timeout_seconds,
+            sql_lock_timeout=s.sql_lock_timeout_seconds,
+            redis_timeout=s.redis_timeout_seconds,
+            s3_timeout=s.s3_timeout_seconds,
+            call_timeout=s.call_timeout_seconds,
+            cache_unsynced_seconds=s.cache_unsynced_seconds,
+            drop_replay_interval=s.drop_replay_seconds,
         )
         try:
             manager = StateManager.create(

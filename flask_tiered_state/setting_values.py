@@ -97,6 +97,13 @@ def seconds(key: str, value: object) -> float:
     return float(value)
 
 
+def optional_seconds(key: str, value: object) -> float | None:
+    """:func:`seconds`, or None (given as None, an empty string or ``none``)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    return seconds(key, value)
+
+
 def optional_str(key: str, value: object, expected: str) -> str | None:
     if value is None or value == "":
         return None

@@ -76,6 +76,16 @@ SETTINGS: tuple[Setting, ...] = (
             "SQLAlchemy URL of the WARM tier and the history; None uses the Flask-SQLAlchemy "
             "``db`` given to the extension, else a SQLite file in the instance folder.",
             values.database_uri),
+    Setting("SQL_STATEMENT_TIMEOUT_SECONDS", "float | None", 5.0,
+            "PostgreSQL's statement_timeout for the connections the library opens from "
+            "DATABASE_URI: a statement running longer is cancelled and the call raises "
+            "DeadlineExceededError. None leaves the server's setting. With a ``db`` of your own, "
+            "set it in its engine options; CALL_TIMEOUT_SECONDS applies either way.",
+            values.optional_seconds),
+    Setting("SQL_LOCK_TIMEOUT_SECONDS", "float | None", 2.0,
+            "PostgreSQL's lock_timeout for the same connections: how long a write waits for a "
+            "row another transaction holds before it gives up with DeadlineExceededError.",
+            values.optional_seconds),
     Setting("SQL_USE_COPY", "bool", True,
             "On PostgreSQL, write batches with COPY into a session temporary table, then merge. "
             "Set False behind PgBouncer in transaction mode, where session state does not "
@@ -90,6 +100,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("S3_STORAGE_CLASS", "str", "STANDARD_IA",
             "Storage class of COLD objects: " + ", ".join(S3_STORAGE_CLASSES) + ".",
             values.storage_class),
+    Setting("REDIS_TIMEOUT_SECONDS", "float", 1.0,
+            "Socket timeout of the Redis HOT tier: a Redis that does not answer within it is "
+            "marked degraded and reads go to WARM (one retry on a fresh connection first).",
+            values.seconds),
+    Setting("S3_TIMEOUT_SECONDS", "float", 10.0,
+            "Read timeout of each S3 request (connect: at most 2 seconds); botocore retries a "
+            "failed request twice.", values.seconds),
+    Setting("CALL_TIMEOUT_SECONDS", "float | None", 10.0,
+            "The time budget of one call on one state (get, update, a store transaction), its "
+            "round trips included: past it the call raises DeadlineExceededError (503) within "
+            "one tenth of a second, even when a server stopped answering. None bounds each "
+            "round trip by the timeouts above only.", values.optional_seconds),
     Setting("KEY_PREFIX", "str", "tiered_state:",
             "Prefix of every Redis key, so several apps can share one Redis database.",
             lambda k, v: values.key_text(k, v, 64)),
@@ -103,6 +125,15 @@ SETTINGS: tuple[Setting, ...] = (
             "from its tier again: the backstop for changes made by other processes. None keeps "
             "entries until they are evicted or invalidated.",
             lambda k, v: values.integer(k, v, 1, optional=True)),
+    Setting("CACHE_UNSYNCED_SECONDS", "float", 1.0,
+            "While a process is not subscribed to the invalidation channel (Redis is down or "
+            "unreachable from it), its cache serves an entry for at most this long after the "
+            "entry was cached, since other processes' changes may go unheard.", values.seconds),
+    Setting("DROP_REPLAY_SECONDS", "float | None", 1.0,
+            "With a Redis HOT tier, how often every process replays the journal of stale copies "
+            "another process could not drop (Redis was unreachable from it): the bound on how "
+            "long such a copy can be read. None: only at start and when HOT recovers.",
+            values.optional_seconds),
     Setting("INVALIDATION", "bool", True,
             "When the HOT tier is Redis, publish every change's cache invalidation through Redis "
             "and drop the cache entries other processes changed. False leaves other processes' "
@@ -161,15 +192,22 @@ class TieredStateSettings:
 
     redis_url: str | None = None
     database_uri: str | None = None
+    sql_statement_timeout_seconds: float | None = 5.0
+    sql_lock_timeout_seconds: float | None = 2.0
     sql_use_copy: bool = True
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     s3_prefix: str = ""
     s3_storage_class: str = "STANDARD_IA"
+    redis_timeout_seconds: float = 1.0
+    s3_timeout_seconds: float = 10.0
+    call_timeout_seconds: float | None = 10.0
     key_prefix: str = "tiered_state:"
     cache_max_entries: int = 10_000
     cache_max_bytes: int = 64 * _MIB
     cache_ttl_seconds: int | None = 300
+    cache_unsynced_seconds: float = 1.0
+    drop_replay_seconds: float | None = 1.0
     invalidation: bool = True
     hot_ttl_seconds: int = 3600
     promote_after_accesses: int = 5

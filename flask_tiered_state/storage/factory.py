@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigurationError
 from .base import StateCategory, StateRepositories, StateRepository
 from .cache import StateCache, check_max_age
+from .deadlines import check_seconds
 from .memory_repository import MemoryStateRepository
 from .store import TieredStore
 from .tiering import TierPromotionPolicy
@@ -58,7 +59,9 @@ def _backend_module(name: str, extra: str, packages: tuple[str, ...]) -> ModuleT
         ) from exc
 
 
-def _hot(redis_url: str | None, redis_client: Any, key_prefix: str) -> StateRepository:
+def _hot(
+    redis_url: str | None, redis_client: Any, key_prefix: str, timeout: float = 1.0
+) -> StateRepository:
     if redis_url is not None and redis_client is not None:
         raise ConfigurationError("Give redis_url or redis_client, not both.")
     if redis_url is None and redis_client is None:
@@ -73,7 +76,9 @@ def _hot(redis_url: str | None, redis_client: Any, key_prefix: str) -> StateRepo
             )
     module = _backend_module("redis_repository", "redis", ("redis", "hiredis"))
     repository: StateRepository = module.RedisStateRepository(
-        redis_client if redis_client is not None else redis_url, key_prefix=key_prefix
+        redis_client if redis_client is not None else redis_url,
+        key_prefix=key_prefix,
+        socket_timeout=timeout,
     )
     return repository
 
@@ -85,6 +90,7 @@ def _warm(
     local_dir: Path | None,
     create_tables: bool,
     use_copy: bool = True,
+    timeouts: dict[str, Any] | None = None,
 ) -> StateRepository:
     if database_uri is not None and engine is not None:
         raise ConfigurationError("Give database_uri or engine, not both.")
@@ -100,7 +106,12 @@ def _warm(
             )
     module = _backend_module("sql_repository", "postgres", ("psycopg", "psycopg_binary"))
     repository: StateRepository = module.SQLStateRepository(
-        target, metadata=metadata, create_tables=create_tables, use_copy=use_copy
+        target,
+        metadata=metadata,
+        create_tables=create_tables,
+        use_copy=use_copy,
+        connect_timeout=2.0,
+        **(timeouts or {}),
     )
     return repository
 
@@ -112,6 +123,7 @@ def _cold(
     storage_class: str,
     region_name: str | None,
     local_dir: Path | None,
+    read_timeout: float = 10.0,
 ) -> StateRepository:
     if bucket is None:
         if endpoint_url is not None:
@@ -135,6 +147,8 @@ def _cold(
         endpoint_url=endpoint_url,
         storage_class=storage_class,
         region_name=region_name,
+        connect_timeout=2.0,
+        read_timeout=read_timeout,
     )
     return repository
 
@@ -205,6 +219,13 @@ def build_store(
     cache_ttl_seconds: float | None = 300,
     invalidation: bool = True,
     sql_use_copy: bool = True,
+    sql_statement_timeout: float | None = 5.0,
+    sql_lock_timeout: float | None = 2.0,
+    redis_timeout: float = 1.0,
+    s3_timeout: float = 10.0,
+    call_timeout: float | None = 10.0,
+    cache_unsynced_seconds: float = 1.0,
+    drop_replay_interval: float | None = 1.0,
 ) -> TieredStore:
     """A :class:`TieredStore` over the configured backends (see the module docstring).
 
@@ -221,6 +242,16 @@ def build_store(
     :param sql_use_copy: on PostgreSQL with psycopg, write WARM batches with COPY; False
         behind PgBouncer in transaction mode (see
         :class:`~flask_tiered_state.storage.sql_repository.SQLStateRepository`).
+    :param sql_statement_timeout: seconds, PostgreSQL's ``statement_timeout`` for an
+        engine built from ``database_uri`` (None: the server's).
+    :param sql_lock_timeout: seconds, PostgreSQL's ``lock_timeout`` likewise.
+    :param redis_timeout: the Redis socket timeout, seconds.
+    :param s3_timeout: the read timeout of each S3 request, seconds.
+    :param call_timeout: the time budget of each store call (see
+        :class:`~flask_tiered_state.storage.store.TieredStore`).
+    :param cache_unsynced_seconds: how long after caching the cache serves an entry while
+        the invalidation subscriber is disconnected.
+    :param drop_replay_interval: see :class:`~flask_tiered_state.storage.store.TieredStore`.
     :raises ConfigurationError: a setting is invalid or a backend's package is missing.
     """
     policy = TierPromotionPolicy(
@@ -232,16 +263,37 @@ def build_store(
     max_age = check_max_age(cache_ttl_seconds, "cache_ttl_seconds")
     if not isinstance(invalidation, bool):
         raise ConfigurationError(f"invalidation must be True or False, not {invalidation!r}.")
-    cache = StateCache(cache_max_entries, cache_max_bytes, max_age_seconds=max_age)
+    cache = StateCache(
+        cache_max_entries,
+        cache_max_bytes,
+        max_age_seconds=max_age,
+        unsynced_max_age_seconds=cache_unsynced_seconds,
+    )
+    round_trip = check_seconds("call_timeout", call_timeout) or 30.0
+    sql_timeouts = {
+        "statement_timeout": check_seconds("sql_statement_timeout", sql_statement_timeout),
+        "lock_timeout": check_seconds("sql_lock_timeout", sql_lock_timeout),
+        "timeout": round_trip,
+    }
     collector = build_metrics(metrics)
     local = None if local_dir is None else Path(local_dir)
     built: list[StateRepository] = []
     try:
-        built.append(_hot(redis_url, redis_client, key_prefix))
-        built.append(_warm(database_uri, engine, sql_metadata, local, create_tables, sql_use_copy))
+        hot_timeout = check_seconds("redis_timeout", redis_timeout, allow_none=False)
+        built.append(_hot(redis_url, redis_client, key_prefix, hot_timeout or 1.0))
         built.append(
-            _cold(s3_bucket, s3_endpoint_url, s3_prefix, s3_storage_class, s3_region_name, local)
-        )
+            _warm(
+                database_uri, engine, sql_metadata, local, create_tables, sql_use_copy,
+                sql_timeouts,
+            )
+        )  # fmt: skip
+        cold_timeout = check_seconds("s3_timeout", s3_timeout, allow_none=False) or 10.0
+        built.append(
+            _cold(
+                s3_bucket, s3_endpoint_url, s3_prefix, s3_storage_class, s3_region_name, local,
+                cold_timeout,
+            )
+        )  # fmt: skip
         return TieredStore(
             StateRepositories(*built),
             cache=cache,
@@ -249,6 +301,8 @@ def build_store(
             metrics=collector,
             max_value_bytes=max_value_bytes,
             invalidation=invalidation,
+            call_timeout=call_timeout,
+            drop_replay_interval=drop_replay_interval,
         )
     except BaseException:
         for repository in built:

@@ -46,8 +46,7 @@ from .keys import validate_key, validate_keys
 
 # STORAGE_CLASSES and the LIST_ constants were defined here before the split.
 from .s3_connection import CONFLICT, DRIVER_ERRORS, MISSING, STORAGE_CLASSES, error_code
-from .s3_listing import DELETE_CHUNK
-from .s3_listing import LIST_FOR_NEW_KEYS as LIST_FOR_NEW_KEYS
+from .s3_listing import DELETE_CHUNK, LIST_FOR_NEW_KEYS
 from .s3_listing import LIST_PAGE_SIZE as LIST_PAGE_SIZE
 from .s3_writes import S3Writes
 
@@ -244,32 +243,72 @@ class S3StateRepository(S3Writes):
         )
 
     def delete_stale(self, fences: Mapping[str, StaleCopy]) -> int:
-        """HEAD each key (concurrently), then delete the copies their fences call stale
-        with ``delete_objects`` conditioned on each object's ETag."""
+        """Delete the copies their fences call stale with ``delete_objects`` conditioned on
+        each object's ETag. Only the keys a listing finds are looked at (drops mostly name
+        keys this tier never held); a copy whose version and ETag this repository
+        remembers needs no HEAD when its fence is a version alone."""
         validate_keys(list(fences))
+        remembered: dict[str, str] = {}
+        for key, fence in fences.items():
+            known = self._versions.get(key) if fence.checksum is None else None
+            if known is not None and fence.removes(known[0], "", 0.0):
+                remembered[key] = known[1]
         return len(
             self._delete_where(
                 list(fences),
                 lambda key, version, checksum, stored_at: fences[key].removes(
                     version, checksum, stored_at
                 ),
+                known=remembered,
+                listed=True,
             )
         )
 
     def _delete_where(
-        self, keys: list[str], doomed: Callable[[str, int, str, float], bool]
+        self,
+        keys: list[str],
+        doomed: Callable[[str, int, str, float], bool],
+        *,
+        known: Mapping[str, str] | None = None,
+        listed: bool = False,
     ) -> list[str]:
         """Delete the keys whose HEAD ``doomed`` accepts, each on the condition that its
-        ETag is still the one seen; the keys deleted."""
+        ETag is still the one seen; the keys deleted.
+
+        :param known: ETags of keys already known to be doomed (no HEAD; a changed object
+            makes the conditional delete refuse, and is looked at again).
+        :param listed: list the keys' range first and look only at the objects found.
+        """
         if not keys:
             return []
-        heads = self._executor().map(self._head_copy, keys)
+        known = dict(known or {})
+        rest = [k for k in keys if k not in known]
+        if listed and len(rest) >= LIST_FOR_NEW_KEYS:
+            cut = len(self.prefix)
+            present = {
+                n[cut:]
+                for start in range(0, len(rest), DELETE_CHUNK)
+                for n in self._existing(
+                    sorted(self.prefix + k for k in rest[start : start + DELETE_CHUNK])
+                )
+            }
+            rest = [k for k in rest if k in present]
+        heads = self._executor().map(self._head_copy, rest) if rest else []
         targets = {
             key: head[3]
-            for key, head in zip(keys, heads, strict=True)
+            for key, head in zip(rest, heads, strict=True)
             if head is not None and doomed(key, head[0], head[1], head[2])
         }
-        deleted: list[str] = []
+        chosen = {**known, **targets}
+        refused = self._delete_objects(chosen)
+        deleted = [k for k in chosen if k not in refused]
+        retry = [k for k in known if k in refused]  # changed since remembered: HEAD it
+        return deleted + (self._delete_where(retry, doomed) if retry else [])
+
+    def _delete_objects(self, targets: Mapping[str, str]) -> set[str]:
+        """``delete_objects`` of each key on the condition of its ETag, in chunks of 1,000;
+        the keys S3 refused (changed or gone since)."""
+        refused: set[str] = set()
         names = sorted(targets)
         try:
             for start in range(0, len(names), DELETE_CHUNK):
@@ -283,7 +322,6 @@ class S3StateRepository(S3Writes):
                     )
                 except DRIVER_ERRORS as exc:
                     raise self._unavailable(exc, f"delete_objects of {len(chunk)} keys") from exc
-                refused: set[str] = set()
                 for error in response.get("Errors", []):
                     key = error.get("Key", "")[len(self.prefix) :]
                     if error.get("Code", "") not in CONFLICT | MISSING:
@@ -294,10 +332,9 @@ class S3StateRepository(S3Writes):
                             details={"key": key},
                         )
                     refused.add(key)
-                deleted += [k for k in chunk if k not in refused]
         finally:
             self._versions.forget_many(targets)
-        return deleted
+        return refused
 
     def _delete_chunks(self, names: list[str]) -> int:
         existed = 0

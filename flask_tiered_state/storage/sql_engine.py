@@ -1,11 +1,12 @@
 """Engines the WARM tier builds from a URL, and their dead-connection check.
 
 An engine built here gets connect timeouts (``connect_timeout`` for libpq, the busy
-``timeout`` for SQLite), TCP keepalives and ``tcp_user_timeout`` on PostgreSQL (a dead
-peer is noticed on idle and on unacknowledged writes), and a check of every pooled
-connection at checkout. A SQLite engine gets WAL journaling and explicit transactions:
-SQLAlchemy's ``begin`` emits ``BEGIN`` (``BEGIN IMMEDIATE`` for the repository's write
-transactions), where the sqlite3 module would begin late, at the first write.
+``timeout`` for SQLite), PostgreSQL's ``statement_timeout`` and ``lock_timeout`` when
+given, TCP keepalives and ``tcp_user_timeout`` on PostgreSQL (a dead peer is noticed on
+idle and on unacknowledged writes), and a check of every pooled connection at checkout.
+A SQLite engine gets WAL journaling and explicit transactions: SQLAlchemy's ``begin``
+emits ``BEGIN`` (``BEGIN IMMEDIATE`` for the repository's write transactions), where
+the sqlite3 module would begin late, at the first write.
 
 That check replaces ``pool_pre_ping``'s round trip: pre-ping sends a query on every
 checkout, which doubles the cost of a one-statement read. A connection the server
@@ -41,9 +42,19 @@ def _describe(url: str | sa.URL) -> str:
 
 
 def build_engine(
-    url: str | sa.URL, *, connect_timeout: float, pool_pre_ping: bool = False
+    url: str | sa.URL,
+    *,
+    connect_timeout: float,
+    pool_pre_ping: bool = False,
+    statement_timeout: float | None = None,
+    lock_timeout: float | None = None,
 ) -> sa.Engine:
-    """An engine for ``url``; ``postgresql://`` and ``postgres://`` use psycopg 3."""
+    """An engine for ``url``; ``postgresql://`` and ``postgres://`` use psycopg 3.
+
+    :param statement_timeout: seconds, PostgreSQL's ``statement_timeout`` on every
+        connection (None: the server's).
+    :param lock_timeout: seconds, PostgreSQL's ``lock_timeout`` likewise.
+    """
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
@@ -61,6 +72,14 @@ def build_engine(
         _, plus, driver = parsed.drivername.partition("+")
         parsed = parsed.set(drivername=f"postgresql+{driver if plus else 'psycopg'}")
         connect_args = {"connect_timeout": max(1, math.ceil(connect_timeout))}
+        options = [
+            f"-c {name}={round(seconds * 1000)}"
+            for name, seconds in (("statement_timeout", statement_timeout),
+                                  ("lock_timeout", lock_timeout))
+            if seconds is not None
+        ]  # fmt: skip
+        if options:
+            connect_args["options"] = " ".join(options)
         if parsed.get_driver_name() in ("psycopg", "psycopg2"):
             connect_args.update(
                 keepalives=1,

@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ._write_checks import check_expected_version
 from .base import StaleCopy, StateCategory, StateMetadata, StoredValue, TierStats, WriteRequest
+from .deadlines import check_seconds
 from .drop_journal import DropJournal, define_journal_table
 from .keys import glob_to_regex, glob_to_sql_like, validate_key, validate_keys, validate_pattern
 from .sql_engine import SUPPORTED, WRITE_OPTIONS, build_engine
@@ -63,6 +64,11 @@ class SQLStateRepository:
         session temp table; set False behind a transaction-pooling proxy (PgBouncer in
         transaction mode), where session state does not survive the transaction.
     :param clock: wall-clock seconds since the epoch, injectable for TTL tests.
+    :param statement_timeout: seconds, PostgreSQL's ``statement_timeout`` for an engine
+        built from a URL (None: the server's).
+    :param lock_timeout: seconds, PostgreSQL's ``lock_timeout`` likewise.
+    :param timeout: the longest a round trip may wait for PostgreSQL when no shorter
+        call budget runs (see :mod:`.deadlines`): the socket is then shut down.
     """
 
     def __init__(
@@ -78,6 +84,9 @@ class SQLStateRepository:
         batch_size: int = 5000,
         use_copy: bool = True,
         clock: Callable[[], float] = time.time,
+        statement_timeout: float | None = None,
+        lock_timeout: float | None = None,
+        timeout: float = 30.0,
     ) -> None:
         validate_table_name(table_name)
         if not isinstance(category, StateCategory):
@@ -90,7 +99,11 @@ class SQLStateRepository:
             self.engine, self._owns_engine = engine_or_url, False
         elif isinstance(engine_or_url, (str, sa.URL)):
             self.engine = build_engine(
-                engine_or_url, connect_timeout=connect_timeout, pool_pre_ping=pool_pre_ping
+                engine_or_url,
+                connect_timeout=connect_timeout,
+                pool_pre_ping=pool_pre_ping,
+                statement_timeout=statement_timeout,
+                lock_timeout=lock_timeout,
             )
             self._owns_engine = True
         else:
@@ -118,7 +131,10 @@ class SQLStateRepository:
         self.journal = DropJournal(
             self.engine, define_journal_table(self.table.metadata, self.table.name)
         )
-        self._db = SQLExecutor(self.engine, self._sql, tier=self._tier, use_copy=use_copy)
+        self._db = SQLExecutor(
+            self.engine, self._sql, tier=self._tier, use_copy=use_copy,
+            timeout=check_seconds("timeout", timeout, allow_none=False) or 30.0,
+        )  # fmt: skip
         self._writer = self.engine.execution_options(**WRITE_OPTIONS)
         self._row_inserts: dict[tuple[str, tuple[str, ...]], DriverSQL] = {}
         if create_tables:

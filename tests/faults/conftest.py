@@ -19,12 +19,14 @@ from tests.conftest import DisposableRedis, unique_name
 
 from .servers import PrivatePostgres
 from .tcp_proxy import FaultProxy
+from .workers import Servers
 
 _HERE = Path(__file__).parent
 _POSTGRES_FIXTURES = frozenset(
-    {"private_postgres", "postgres_fault", "postgres_db", "pg_proxy", "proxied_postgres_url"}
-)
-_REDIS_FIXTURES = frozenset({"private_redis", "redis_proxy", "proxied_redis_url"})
+    {"private_postgres", "postgres_fault", "postgres_db", "pg_proxy", "proxied_postgres_url",
+     "servers"}
+)  # fmt: skip
+_REDIS_FIXTURES = frozenset({"private_redis", "redis_proxy", "proxied_redis_url", "servers"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
@@ -114,3 +116,21 @@ def redis_proxy(private_redis: DisposableRedis) -> Iterator[FaultProxy]:
 def proxied_redis_url(redis_proxy: FaultProxy) -> str:
     """``private_redis``'s URL through ``redis_proxy``."""
     return f"redis://127.0.0.1:{redis_proxy.port}/0"
+
+
+# --------------------------------------------------------------------------- all tiers
+
+
+@pytest.fixture
+def servers(
+    private_redis: DisposableRedis, postgres_db: str, s3_bucket: str, s3_endpoint_url: str
+) -> Servers:
+    """Where the scenario's managers keep their states: the test's private Redis and
+    PostgreSQL database, and a bucket of its own on moto's S3 server."""
+    return Servers(
+        redis_url=private_redis.url,
+        database_uri=postgres_db,
+        key_prefix=unique_name("faults:") + ":",
+        s3_bucket=s3_bucket,
+        s3_endpoint_url=s3_endpoint_url,
+    )

@@ -136,6 +136,13 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("CLI", "sometimes", "True or False"),
     ("LOCAL_DIR", 3, "directory path"),
     ("CREATE_TABLES", "perhaps", "True or False"),
+    ("SQL_STATEMENT_TIMEOUT_SECONDS", 0, "number of seconds > 0"),
+    ("SQL_LOCK_TIMEOUT_SECONDS", "later", "number of seconds > 0"),
+    ("REDIS_TIMEOUT_SECONDS", None, "number of seconds > 0"),
+    ("S3_TIMEOUT_SECONDS", -1, "number of seconds > 0"),
+    ("CALL_TIMEOUT_SECONDS", float("inf"), "number of seconds > 0"),
+    ("CACHE_UNSYNCED_SECONDS", 0, "number of seconds > 0"),
+    ("DROP_REPLAY_SECONDS", "often", "number of seconds > 0"),
 ]
 
 
