@@ -49,6 +49,7 @@ class CoordinatorCore:
             max_pending_hot=max_pending_hot,
             clock=clock,
         )
+        self.guard.forget_cached = cache.invalidate_many
         self.pending = self.guard.pending
         self.hot_usable = self.guard.hot_usable
         self.tier_failed = self.guard.failed

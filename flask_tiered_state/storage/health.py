@@ -71,6 +71,8 @@ class TierGuard:
         #: Where drops that could not be done outlive the process (see
         #: :mod:`.drop_journal`); None: in this process only.
         self.journal: DropJournal | None = None
+        #: Forgets keys in this process's cache (its own announcements do not reach it).
+        self.forget_cached: Callable[[Sequence[str]], object] | None = None
         self._replay_lock = threading.Lock()
 
     def failed(self, category: StateCategory, exc: BaseException) -> None:
@@ -276,6 +278,8 @@ class TierGuard:
                 except TierUnavailableError as exc:
                     self.failed(category, exc)
                     continue
+                if self.forget_cached is not None:
+                    self.forget_cached(list(fences))
                 journal.forget(category, fences)
         except JOURNAL_ERRORS as exc:
             logger.warning("Could not replay the pending drops journal: %s", exc)

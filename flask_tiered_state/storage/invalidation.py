@@ -48,6 +48,8 @@ __all__ = [
 
 KEYS_PER_MESSAGE = 1000
 CLEAR_ALL = "*"
+#: The most messages the subscriber handles in one turn.
+_DRAIN = 1000
 
 
 def channel_for(key_prefix: str) -> str:
@@ -245,7 +247,13 @@ class InvalidationSubscriber:
     # -- the thread's work -----------------------------------------------------
 
     def step(self) -> None:
-        """Subscribe if needed, then handle at most one message (run by the thread)."""
+        """Subscribe if needed, then handle the messages waiting (run by the thread).
+
+        Every message already received is handled in the same turn: a thread of a busy
+        process gets the GIL only now and then, and one message per turn would let them
+        pile up (under a thousand changes a second, invalidations fell tens of
+        milliseconds behind).
+        """
         pubsub = self._pubsub
         if not self._subscribing:
             pubsub.subscribe(self.channel)
@@ -263,11 +271,19 @@ class InvalidationSubscriber:
                 self._last_seen, self._ping_sent = now, True
             return
         self._last_seen, self._ping_sent = now, False
-        kind = message.get("type")
-        if kind in ("subscribe", b"subscribe"):
-            self._subscribed()
-        elif kind in ("message", b"message"):
-            self._received(message.get("data"))
+        keys: list[str] = []
+        for _ in range(_DRAIN):
+            kind = message.get("type")
+            if kind in ("subscribe", b"subscribe"):
+                self._subscribed()
+            elif kind in ("message", b"message") and self._received(message.get("data"), keys):
+                keys.clear()  # everything was cleared
+            message = pubsub.get_message(timeout=0)
+            if message is None:
+                break
+        if keys:
+            self.cache.invalidate_many(keys)
+            self.keys_invalidated += len(keys)
 
     def _subscribed(self) -> None:
         # Messages published while we were not subscribed are lost: start afresh.
@@ -291,30 +307,30 @@ class InvalidationSubscriber:
         self.ready.set()
         self._attempted.set()
 
-    def _received(self, data: object) -> None:
+    def _received(self, data: object, keys: list[str]) -> bool:
+        """Add the keys a message announces to ``keys``; True when it cleared the cache."""
         self.messages += 1
         if isinstance(data, bytes):
             try:
                 text = data.decode("ascii")
             except UnicodeDecodeError:
                 logger.warning("Ignoring a malformed invalidation message on %r.", self.channel)
-                return
+                return False
         elif isinstance(data, str):
             text = data
         else:
-            return
+            return False
         sender, _, rest = text.partition(" ")
         if sender == self.sender:
             self.own_messages += 1
-            return
+            return False
         if not rest:
-            return
+            return False
         if rest == CLEAR_ALL:
             self.cache.clear()
-            return
-        keys = rest.split(" ")
-        self.cache.invalidate_many(keys)
-        self.keys_invalidated += len(keys)
+            return True
+        keys += rest.split(" ")
+        return False
 
     def lost(self, exc: BaseException) -> None:
         """The connection failed: drop it and wait before the next attempt."""

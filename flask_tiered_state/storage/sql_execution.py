@@ -76,6 +76,10 @@ class SQLExecutor:
         self.driver_error: type[BaseException] = dbapi.Error
         self._integrity: type[BaseException] = dbapi.IntegrityError
         self._bad_value: tuple[type[BaseException], ...] = (dbapi.DataError, dbapi.IntegrityError)
+        # psycopg's connect_timeout running out: the server accepted but never answered.
+        self._connect_timeout: tuple[type[BaseException], ...] = tuple(
+            t for t in (getattr(getattr(dbapi, "errors", None), "ConnectionTimeout", None),) if t
+        )
         self._is_disconnect: Callable[..., bool] = engine.dialect.is_disconnect
 
     # -- single statements ----------------------------------------------------
@@ -303,6 +307,13 @@ class SQLExecutor:
                 self.tier,
                 f"The {self.tier} tier ({self.backend}) did not answer within the call's time "
                 "budget; the connection was closed. Retry later.",
+                details=details,
+            )
+        if isinstance(cause, self._connect_timeout):
+            return DeadlineExceededError(
+                self.tier,
+                f"The {self.tier} tier ({self.backend}) accepted a connection but did not "
+                f"answer it within the connect timeout ({text}). Retry later.",
                 details=details,
             )
         state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)

@@ -166,6 +166,8 @@ class StateTierManager:
         keys = list(dict.fromkeys(keys))
         coordinator = self.coordinator
         with coordinator.locked(keys):
+            # Another process's change announced while we move must win in the cache too.
+            token = coordinator.cache.fill_token()
             sources = self._move_sources(keys)
             if not sources:
                 return []
@@ -193,7 +195,7 @@ class StateTierManager:
             under_hot = {k: f for k, f in above.items() if sources[k][0] is HOT}
             if under_hot:
                 coordinator.drop_copies(WARM, under_hot)
-            coordinator.cache.set_many([copies[k] for k in moved])
+            coordinator.cache.fill_many([copies[k] for k in moved], token)
             coordinator.cache.invalidate_many([s.key for s in lost])
             coordinator.drop_copies(
                 HOT,

@@ -158,6 +158,10 @@ def mover_worker(
     out.put({"rounds": rounds, "demoted": demoted, "promoted": promoted})
 
 
+#: Versions per state whose acknowledgement time :func:`acked_writer_worker` records.
+SLOTS = 256
+
+
 def reader_worker(
     servers: Servers,
     state_ids: list[str],
@@ -165,33 +169,41 @@ def reader_worker(
     stop: Any,
     out: Any,
 ) -> None:
-    """Reads states in turn until ``stop``, comparing each read with what the writer had
-    acknowledged *before the read began* (``acked``: per state, a version and the
-    monotonic time it was acknowledged, written by the writer). Reports the stale reads:
-    how many, and the longest time between an acknowledgement and a read that still
-    returned an older version."""
+    """Reads states in turn until ``stop``, comparing each read with the acknowledgements
+    ``acked`` holds (per state, per version, the monotonic time the writer's call for it
+    returned; 0.0 while not acknowledged). A read that returned version ``v`` although
+    ``v + 1`` had been acknowledged before the read began is stale by the time since that
+    acknowledgement. Reports the reads, the stale ones and the stalest."""
     reads = stale = 0
     worst = 0.0
     errors = 0
+    stale_at: list[tuple[float, float]] = []
     with manager_of(servers) as manager:
         index = 0
         while not stop.is_set():
             position = index % len(state_ids)
-            state_id = state_ids[position]
             index += 1
-            with acked.get_lock():
-                version, at = acked[2 * position], acked[2 * position + 1]
             started = time.monotonic()
             try:
-                record = manager.get_state(state_id)
+                record = manager.get_state(state_ids[position])
             except TierUnavailableError:
                 errors += 1
                 continue
             reads += 1
-            if record is not None and version and record["version"] < version:
+            if record is None or record["version"] + 1 >= SLOTS:
+                continue
+            newer_at = acked[position * SLOTS + record["version"] + 1]
+            if 0.0 < newer_at < started:
                 stale += 1
-                worst = max(worst, started - at)
-    out.put({"reads": reads, "stale": stale, "worst_stale_seconds": worst, "errors": errors})
+                worst = max(worst, started - newer_at)
+                stale_at.append((started, started - newer_at))
+            # A real process does I/O between reads, giving the GIL to its invalidation
+            # thread; a loop of cache hits alone would keep that thread waiting for it.
+            time.sleep(0)
+    out.put(
+        {"reads": reads, "stale": stale, "worst_stale_seconds": worst, "errors": errors,
+         "stale_at": stale_at}
+    )  # fmt: skip
 
 
 def acked_writer_worker(
@@ -202,10 +214,11 @@ def acked_writer_worker(
     progress: Any,
     out: Any,
 ) -> None:
-    """``transitions`` increments over the states in turn, publishing each acknowledged
-    version with its time in ``acked`` (for :func:`reader_worker`) and the count in
-    ``progress``. A call that fails is retried (the write may have happened: the retry
-    re-reads first); reports the last version acknowledged per state and the failures."""
+    """``transitions`` increments over the states in turn, recording in ``acked`` the
+    monotonic time each version was acknowledged (for :func:`reader_worker`) and the
+    count in ``progress``. A call that fails is retried (the retry re-reads first, so a
+    write that did happen is not repeated); reports the last version acknowledged per
+    state and the failures."""
     acknowledged: dict[str, int] = {}
     failures: list[str] = []
     with manager_of(servers) as manager:
@@ -219,9 +232,8 @@ def acked_writer_worker(
                 failures.append(f"{type(exc).__name__}: {exc}"[:300])
                 time.sleep(0.01)
                 continue
-            now = time.monotonic()
-            with acked.get_lock():
-                acked[2 * position], acked[2 * position + 1] = version, now
+            if version < SLOTS:
+                acked[position * SLOTS + version] = time.monotonic()
             acknowledged[state_id] = version
             done += 1
             progress.value = done
@@ -245,3 +257,19 @@ def run_workers(
         process.join(timeout=30)
         assert process.exitcode == 0, f"{process.name} exited with {process.exitcode}"
     return results
+
+
+def partitioned_writer(servers: Servers, state_id: str, go: Any, out: Any) -> None:
+    """Reads ``state_id`` (caching it), waits for ``go``, then updates it once and reports
+    ``(acknowledged version, monotonic time of the acknowledgement)``; then idles until
+    it is killed (the test partitions it from Redis before ``go``)."""
+    manager = open_manager(servers)
+    record = manager.get_state(state_id)
+    assert record is not None
+    go.wait()
+    updated = manager.update_state(
+        state_id, {"data": {"count": record["data"]["count"] + 1}},
+        expected_version=record["version"],
+    )  # fmt: skip
+    out.put((updated["version"], time.monotonic()))
+    time.sleep(3600)

@@ -94,6 +94,30 @@ def test_values_with_a_ttl_leave_the_cache_when_they_expire() -> None:
     assert (stats.entries, stats.expirations, stats.bytes) == (1, 2, len(doc(1)))
 
 
+def test_an_unsynchronised_cache_serves_an_entry_only_briefly_after_caching_it() -> None:
+    """While changes of other processes may go unheard (no invalidation subscription), an
+    entry is a hit for ``unsynced_max_age_seconds`` after it was cached, no longer."""
+    clock = FakeClock()
+    cache = StateCache(clock=clock, unsynced_max_age_seconds=1.0)
+    cache.set(stored("old", 1))
+    clock.advance(5)
+    assert cache.get("old") == 1  # synchronised: the normal maximum age applies
+    cache.synchronised = False
+    assert cache.get("old") is MISSING  # cached 5 s ago: no longer served
+    cache.set(stored("new", 2))
+    clock.advance(0.9)
+    assert cache.get("new") == 2
+    assert cache.get_entries(["new"], scan=True).keys() == {"new"}
+    clock.advance(0.2)
+    assert cache.get("new") is MISSING
+    cache.set(stored("again", 3))
+    clock.advance(5)
+    cache.synchronised = True
+    assert cache.get("again") == 3
+    with pytest.raises(ConfigurationError, match="unsynced_max_age_seconds"):
+        StateCache(unsynced_max_age_seconds=0)
+
+
 def test_counters_and_hit_rate() -> None:
     cache = StateCache()
     cache.set(stored("k", 1))

@@ -1,0 +1,96 @@
+"""A writer cut off from Redis, then killed, leaves no stale copy behind for long.
+
+The writer's update commits in PostgreSQL, but Redis does not answer it (a black hole
+between that process and Redis only), so it can neither drop the HOT copy of the old
+version nor announce the change; then the process is killed. Other processes reach
+Redis. Before the fix, the drop lived only in the dead process's memory: every other
+process read the old version from the HOT copy until its TTL ran out (an hour), and
+their updates failed. Now the writer journals the drop in PostgreSQL before it answers,
+and every other process replays the journal each second.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from flask_tiered_state import StateManager
+
+from .tcp_proxy import FaultProxy
+from .workers import CONTEXT, Servers, manager_of, partitioned_writer, register_users
+
+pytestmark = pytest.mark.slow
+
+#: The documented bound: the journal replay interval (1 s), plus the replay's own round
+#: trips and the invalidation message.
+BOUND_SECONDS = 1.5
+
+
+def test_a_partitioned_then_killed_writer_leaves_no_stale_copy(
+    private_redis: Any, postgres_db: str, redis_proxy: FaultProxy, tmp_path: Any
+) -> None:
+    direct = Servers(
+        redis_url=private_redis.url,
+        database_uri=postgres_db,
+        key_prefix="partition:",
+        local_dir=str(tmp_path),
+    )
+    cut_off = Servers(
+        redis_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
+        database_uri=postgres_db,
+        key_prefix="partition:",
+        local_dir=str(tmp_path),
+    )
+    with manager_of(direct) as reader:
+        register_users(reader, ["p"])
+        assert reader.promote_to_hot("p")  # an hour of TTL
+        go, out = CONTEXT.Event(), CONTEXT.Queue()
+        writer = CONTEXT.Process(target=partitioned_writer, args=(cut_off, "p", go, out))
+        writer.start()
+        try:
+            assert reader.get_state("p")["version"] == 1  # type: ignore[index]
+            time.sleep(0.5)  # the writer has read and cached it
+            redis_proxy.black_hole()  # the writer's Redis calls now hang
+            go.set()
+            version, acknowledged_at = out.get(timeout=30)
+            os.kill(writer.pid, signal.SIGKILL)  # dies with whatever it meant to do
+            writer.join(timeout=10)
+            assert version == 2
+            stale_reads, current_after = poll_until_current(reader, "p", version)
+        finally:
+            if writer.is_alive():
+                writer.kill()
+                writer.join(timeout=10)
+        lag = current_after - acknowledged_at
+        with manager_of(direct) as newcomer:  # a process started afterwards
+            assert newcomer.get_state("p")["version"] == 2  # type: ignore[index]
+            assert newcomer.update_state("p", {"data": {"count": 5}})["version"] == 3
+        print(
+            f"\npartitioned writer killed: another process read the old version {stale_reads} "
+            f"times, for {lag * 1000:.0f} ms after the acknowledgement (bound "
+            f"{BOUND_SECONDS * 1000:.0f} ms)"
+        )
+        assert lag <= BOUND_SECONDS
+
+
+def poll_until_current(manager: StateManager, state_id: str, version: int) -> tuple[int, float]:
+    """Read until the state is at ``version``: (stale reads, monotonic time it was first
+    current). After that no read may go back to an older version."""
+    stale = 0
+    deadline = time.monotonic() + 30
+    while True:
+        record = manager.get_state(state_id)
+        assert record is not None
+        if record["version"] >= version:
+            current_at = time.monotonic()
+            break
+        stale += 1
+        assert time.monotonic() < deadline, "the old version never went away"
+        time.sleep(0.002)
+    for _ in range(200):  # and it stays current
+        assert manager.get_state(state_id)["version"] >= version  # type: ignore[index]
+    return stale, current_at
