@@ -268,15 +268,7 @@ class FilesystemStateRepository:
         return written
 
     def delete(self, key: str) -> bool:
-        path = self.path_of(key)
-        try:
-            with self._locked(key):
-                path.unlink()
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise self._unavailable(f"delete {key!r}", exc) from exc
-        return True
+        return self._delete_if(validate_key(key), lambda *_: True)
 
     def delete_many(self, keys: Sequence[str]) -> int:
         return sum(self.delete(key) for key in dict.fromkeys(validate_keys(keys)))

@@ -128,16 +128,21 @@ class TierGuard:
         self._delete_stale_hot(fences, ())
         self.pending[HOT].discard(fences)
 
-    def _delete_stale_hot(self, fences: Mapping[str, StaleCopy], announce: Sequence[str]) -> None:
+    def _delete_stale_hot(self, fences: Mapping[str, StaleCopy], announce: Sequence[str]) -> int:
+        """Delete the stale HOT copies and publish ``announce`` (with the keys deferred
+        earlier) in one round trip; how many copies were deleted."""
         hot: Any = self.repositories.hot
         publisher = self.publisher
-        if publisher is not None:
-            publisher.publish(
-                lambda ch, messages: hot.delete_stale(fences, channel=ch, messages=messages),
-                announce,
-            )
-        elif fences:
-            hot.delete_stale(fences)
+        if publisher is None:
+            return int(hot.delete_stale(fences)) if fences else 0
+        deleted: list[int] = []
+        publisher.publish(
+            lambda ch, messages: deleted.append(
+                hot.delete_stale(fences, channel=ch, messages=messages)
+            ),
+            announce,
+        )
+        return sum(deleted)
 
     def _reconcile_hot(self) -> None:
         """Drop every HOT copy older than a copy below it (too many pending drops to
@@ -269,9 +274,7 @@ class TierGuard:
                     continue
                 try:
                     if category is HOT:
-                        before = len(fences)
-                        self._delete_stale_hot(fences, list(fences))
-                        deleted += before
+                        deleted += self._delete_stale_hot(fences, list(fences))
                     else:
                         deleted += self.repositories.by_category(category).delete_stale(fences)
                         self.announce_keys(list(fences))

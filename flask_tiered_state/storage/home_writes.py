@@ -12,7 +12,7 @@ from .base import ANY_COPY, StaleCopy, StateCategory, StateMetadata, StoredValue
 from .coordinator_core import COLD, HOT, WARM
 from .tier_reads import TierReads
 
-__all__ = ["DROPS", "HomeWrites", "stale_fences"]
+__all__ = ["DROPS", "HomeWrites", "stale_fence"]
 
 #: The tiers whose copies a write to the key's home tier must drop (bottom-up).
 DROPS: dict[StateCategory, tuple[StateCategory, ...]] = {
@@ -22,20 +22,18 @@ DROPS: dict[StateCategory, tuple[StateCategory, ...]] = {
 }
 
 
-def stale_fences(values: Sequence[StoredValue], *, versioned: bool) -> dict[str, StaleCopy]:
-    """The fences of the copies ``values`` (just written to their home) make stale.
+def stale_fence(written: StoredValue, *, versioned: bool) -> StaleCopy:
+    """The fence of the copies a value just written to its home makes stale.
 
     A compare-and-set write's version goes on from every copy, so the copies below it are
     the stale ones, and a newer copy (another writer's value, moved meanwhile) stays. A
     last-writer-wins write may be numbered afresh by its home, so it removes every copy
     stored before it but its own, and a copy stored after it stays.
     """
+    metadata = written.metadata
     if versioned:
-        return {v.key: StaleCopy(v.metadata.version) for v in values}
-    return {
-        v.key: StaleCopy(v.metadata.version, v.metadata.checksum, v.metadata.stored_at)
-        for v in values
-    }
+        return StaleCopy(metadata.version)
+    return StaleCopy(metadata.version, metadata.checksum, metadata.stored_at)
 
 
 class HomeWrites(TierReads):
@@ -156,7 +154,7 @@ class HomeWrites(TierReads):
     ) -> None:
         """Refresh the cache with ``values`` and drop the copies that are now stale.
 
-        The drops are fenced (:func:`stale_fences`): a copy newer than the write, which
+        The drops are fenced (:func:`stale_fence`): a copy newer than the write, which
         another process moved into a tier meanwhile, stays. A batch larger than the
         cache's scan threshold invalidates its keys instead of caching them. Call with the
         keys' locks held.
@@ -165,7 +163,7 @@ class HomeWrites(TierReads):
             copy); else they were last-writer-wins.
         """
         keys = [v.key for v in values]
-        fences = stale_fences(values, versioned=versioned)
+        fences = {v.key: stale_fence(v, versioned=versioned) for v in values}
         stale = {*DROPS[home], *also} - {home}
         # With both WARM and COLD stale (a HOT home, which readers reach first), the two
         # drops do not depend on each other: COLD's runs on a worker while this thread

@@ -302,26 +302,18 @@ class SQLExecutor:
         cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
         text = " ".join(str(cause).split()) or type(cause).__name__
         details = {"backend": self.backend, "error": type(cause).__name__}
-        if deadline:
-            return DeadlineExceededError(
-                self.tier,
-                f"The {self.tier} tier ({self.backend}) did not answer within the call's time "
-                "budget; the connection was closed. Retry later.",
-                details=details,
-            )
-        if isinstance(cause, self._connect_timeout):
-            return DeadlineExceededError(
-                self.tier,
-                f"The {self.tier} tier ({self.backend}) accepted a connection but did not "
-                f"answer it within the connect timeout ({text}). Retry later.",
-                details=details,
-            )
         state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-        if state in _TIMEOUTS:
+        late = None
+        if deadline:
+            late = "did not answer within the call's time budget; the connection was closed"
+        elif isinstance(cause, self._connect_timeout):
+            late = f"accepted a connection but did not answer it in time ({text})"
+        elif state in _TIMEOUTS:
+            late = f"gave up: {_TIMEOUTS[state]} ({text})"
+        if late is not None:
             return DeadlineExceededError(
                 self.tier,
-                f"The {self.tier} tier ({self.backend}) gave up: {_TIMEOUTS[state]} ({text}). "
-                "Retry later.",
+                f"The {self.tier} tier ({self.backend}) {late}. Retry later.",
                 details=details,
             )
         if isinstance(cause, self._bad_value):

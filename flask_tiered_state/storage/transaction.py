@@ -40,6 +40,7 @@ from .base import ANY_COPY, StaleCopy, StateCategory, StateMetadata, StoredValue
 from .coordinator import DROPS
 from .deadlines import budget, fresh_budget
 from .health import logger
+from .home_writes import stale_fence
 from .instrumented import _NOT_TIER_ERRORS
 from .keys import validate_key
 from .transaction_undo import AppliedWrite, previous_value, undo_applied
@@ -78,11 +79,8 @@ class _Written:
     versioned: bool
 
     def fence(self) -> StaleCopy:
-        """The copies this write makes stale (see :func:`~.home_writes.stale_fences`)."""
-        metadata = self.stored.metadata
-        if self.versioned:
-            return StaleCopy(metadata.version)
-        return StaleCopy(metadata.version, metadata.checksum, metadata.stored_at)
+        """The copies this write makes stale."""
+        return stale_fence(self.stored, versioned=self.versioned)
 
 
 class StoreTransaction:
@@ -300,13 +298,13 @@ def write_with_row(
             key, text, expected_version=expected_version, table=table, row=row
         )
     except OutcomeUnknownError as exc:
-        failed = True
         # What it would have written: the next version, this text.
         guess = StoredValue(
             key, text, store.warm.prepared_metadata(key, text, expected_version + 1)
         )
         written = {key: _Written(guess, WARM, (), True)}
         outcome = _resolved(store, exc, resolve)
+        failed = not outcome
         if outcome is None:
             _forget_older(store, written, {})
             raise

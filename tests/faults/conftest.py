@@ -24,9 +24,11 @@ from .workers import Servers
 _HERE = Path(__file__).parent
 _POSTGRES_FIXTURES = frozenset(
     {"private_postgres", "postgres_fault", "postgres_db", "pg_proxy", "proxied_postgres_url",
-     "servers"}
+     "servers", "local_cold_servers"}
 )  # fmt: skip
-_REDIS_FIXTURES = frozenset({"private_redis", "redis_proxy", "proxied_redis_url", "servers"})
+_REDIS_FIXTURES = frozenset(
+    {"private_redis", "redis_proxy", "proxied_redis_url", "servers", "local_cold_servers"}
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
@@ -119,6 +121,18 @@ def proxied_redis_url(redis_proxy: FaultProxy) -> str:
 
 
 # --------------------------------------------------------------------------- all tiers
+
+
+@pytest.fixture
+def local_cold_servers(private_redis: DisposableRedis, postgres_db: str, tmp_path: Path) -> Servers:
+    """The test's private Redis and PostgreSQL database, with COLD in a directory (for
+    the scenarios that do not move states to COLD)."""
+    return Servers(
+        redis_url=private_redis.url,
+        database_uri=postgres_db,
+        key_prefix=unique_name("faults:") + ":",
+        local_dir=str(tmp_path),
+    )
 
 
 @pytest.fixture

@@ -37,7 +37,8 @@ def test_concurrent_read_modify_write_loses_no_update(servers: Servers) -> None:
     for result in results:
         acknowledged.update(result["acknowledged"])
     assert sum(acknowledged.values()) == PROCESSES * UPDATES
-    lost, wrong_history = [], []
+    lost: list[tuple[str, object, int]] = []
+    wrong_history: list[str] = []
     with manager_of(servers) as manager:
         for state_id in ids:
             record = manager.get_state(state_id)

@@ -11,10 +11,10 @@ and every other process replays the journal each second.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
-from typing import Any
 
 import pytest
 
@@ -31,20 +31,10 @@ BOUND_SECONDS = 1.5
 
 
 def test_a_partitioned_then_killed_writer_leaves_no_stale_copy(
-    private_redis: Any, postgres_db: str, redis_proxy: FaultProxy, tmp_path: Any
+    local_cold_servers: Servers, redis_proxy: FaultProxy
 ) -> None:
-    direct = Servers(
-        redis_url=private_redis.url,
-        database_uri=postgres_db,
-        key_prefix="partition:",
-        local_dir=str(tmp_path),
-    )
-    cut_off = Servers(
-        redis_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
-        database_uri=postgres_db,
-        key_prefix="partition:",
-        local_dir=str(tmp_path),
-    )
+    direct = local_cold_servers
+    cut_off = dataclasses.replace(direct, redis_url=f"redis://127.0.0.1:{redis_proxy.port}/0")
     with manager_of(direct) as reader:
         register_users(reader, ["p"])
         assert reader.promote_to_hot("p")  # an hour of TTL
@@ -57,6 +47,7 @@ def test_a_partitioned_then_killed_writer_leaves_no_stale_copy(
             redis_proxy.black_hole()  # the writer's Redis calls now hang
             go.set()
             version, acknowledged_at = out.get(timeout=30)
+            assert writer.pid is not None
             os.kill(writer.pid, signal.SIGKILL)  # dies with whatever it meant to do
             writer.join(timeout=10)
             assert version == 2

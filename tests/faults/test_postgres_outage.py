@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import pytest
 
@@ -88,14 +87,9 @@ def wait_for_success(load: Load, since: float, timeout: float = 20) -> float:
 
 
 def test_postgres_stopped_and_frozen_under_load(
-    postgres_fault: PrivatePostgres, postgres_db: str, private_redis: Any, tmp_path: Any
+    postgres_fault: PrivatePostgres, local_cold_servers: Servers
 ) -> None:
-    servers = Servers(
-        redis_url=private_redis.url,
-        database_uri=postgres_db,
-        key_prefix="pgfault:",
-        local_dir=str(tmp_path),
-    )
+    servers = local_cold_servers
     ids = [f"p{i}" for i in range(STATES)]
     with manager_of(servers) as setup:
         register_users(setup, ids)
@@ -152,18 +146,13 @@ def test_postgres_stopped_and_frozen_under_load(
 
 
 def test_a_row_lock_held_elsewhere_ends_in_a_typed_error_within_lock_timeout(
-    postgres_db: str, private_redis: Any, tmp_path: Any
+    postgres_db: str, local_cold_servers: Servers
 ) -> None:
     import psycopg
 
     from .servers import libpq_url
 
-    servers = Servers(
-        redis_url=private_redis.url,
-        database_uri=postgres_db,
-        key_prefix="locks:",
-        local_dir=str(tmp_path),
-    )
+    servers = local_cold_servers
     with manager_of(servers, sql_lock_timeout=0.5, call_timeout=5.0) as manager:
         register_users(manager, ["held"])
         with manager.store.warm.engine.connect() as connection:

@@ -36,14 +36,9 @@ BOUND_SECONDS = 2.0
 
 
 def test_redis_killed_and_restarted_empty_loses_no_write(
-    private_redis: Any, postgres_db: str, tmp_path: Any
+    private_redis: Any, local_cold_servers: Servers
 ) -> None:
-    servers = Servers(
-        redis_url=private_redis.url,
-        database_uri=postgres_db,
-        key_prefix="restart:",
-        local_dir=str(tmp_path),
-    )
+    servers = local_cold_servers
     ids = [f"r{i}" for i in range(STATES)]
     with manager_of(servers) as manager:
         register_users(manager, ids)
