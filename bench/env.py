@@ -268,7 +268,7 @@ class BenchEnv:
 
     def bucket(self, name: str) -> str:
         """A new, empty bucket, emptied and removed at :meth:`close`."""
-        bucket = f"bench-{self.run_id}-{name}".lower()[:63]
+        bucket = f"bench-{self.run_id}-{name}".lower().replace("_", "-")[:63]
         client = self.s3_client()
         client.create_bucket(Bucket=bucket)
 

@@ -29,11 +29,14 @@ def build_bench_store(
 
     kwargs: dict[str, Any] = {"local_dir": env.tempdir(name), **options}
     if redis:
-        kwargs.update(redis_url=env.redis_url(), key_prefix=env.redis_prefix(name))
+        kwargs.update(hot_url=env.redis_url(), key_prefix=env.redis_prefix(name))
     if database_url is not None:
-        kwargs["database_uri"] = database_url
+        kwargs["warm_url"] = database_url
     if s3:
-        kwargs.update(s3_bucket=env.bucket(name), s3_endpoint_url=env.s3_endpoint())
+        endpoint = env.s3_endpoint()
+        kwargs["cold_url"] = (
+            f"s3://{env.bucket(name)}/?endpoint_url={endpoint}&region_name=us-east-1"
+        )
     return env.closing(build_store(**kwargs))
 
 

@@ -21,16 +21,21 @@ END = ".. END GENERATED SETTINGS"
 
 #: Extra reST appended to a key's entry: where to read more.
 SEE_ALSO: dict[str, str] = {
-    "REDIS_URL": "Needs the ``redis`` extra. See :ref:`backend-redis`.",
-    "DATABASE_URI": (
-        "For PostgreSQL use ``postgresql+psycopg://user:password@host/dbname`` (plain "
-        "``postgresql://`` also selects psycopg 3; needs the ``postgres`` extra). "
-        "See :ref:`backend-sql`."
+    "HOT_URL": "``redis://`` needs the ``redis`` extra. See :ref:`backend-redis`.",
+    "HOT_OPTIONS": "See :ref:`backend-redis` for Redis's options.",
+    "WARM_URL": (
+        "For PostgreSQL, ``postgresql://`` and ``postgresql+psycopg://`` select psycopg 3 "
+        "(the ``postgres`` extra). See :ref:`backend-sql`."
     ),
-    "S3_BUCKET": "The bucket must exist. Needs the ``s3`` extra. See :ref:`backend-s3`.",
-    "S3_STORAGE_CLASS": "GLACIER and DEEP_ARCHIVE are refused: their objects need a restore "
-    "before every read.",
-    "KEY_PREFIX": "Only the Redis tier uses it; S3 objects use ``S3_PREFIX``.",
+    "WARM_OPTIONS": "See :ref:`backend-sql` for the SQL backend's options.",
+    "COLD_URL": (
+        "The bucket must exist; ``s3://`` needs the ``s3`` extra. GLACIER and DEEP_ARCHIVE "
+        "storage classes are refused: their objects need a restore before every read. See "
+        ":ref:`backend-s3`."
+    ),
+    "COLD_OPTIONS": "See :ref:`backend-s3` and :ref:`the directory's <backend-filesystem>` for the options.",
+    "KEY_PREFIX": "Only the Redis tier uses it; S3 objects are named with the prefix in "
+    "the COLD URL's path.",
     "CACHE_MAX_BYTES": "The default is 64 MiB.",
     "DEMOTE_AFTER_IDLE_SECONDS": "The default is 30 days. Nothing demotes on a timer yet: "
     "the threshold is used by :meth:`TieredStore.demote_idle() "

@@ -4,10 +4,11 @@ Every ``TIERED_STATE_*`` setting of the extension is read from an environment va
 of the same name, so the same code runs on the embedded defaults (nothing set) or on
 Redis, PostgreSQL and S3::
 
-    TIERED_STATE_REDIS_URL=redis://127.0.0.1:6379/0
-    TIERED_STATE_DATABASE_URI=postgresql+psycopg://postgres@127.0.0.1:5432/credit
-    TIERED_STATE_S3_BUCKET=credit-archive
-    TIERED_STATE_S3_ENDPOINT_URL=http://127.0.0.1:9000   # MinIO, moto; unset for AWS
+    TIERED_STATE_HOT_URL=redis://127.0.0.1:6379/0
+    TIERED_STATE_WARM_URL=postgresql+psycopg://postgres@127.0.0.1:5432/credit
+    TIERED_STATE_COLD_URL='s3://credit-archive/?endpoint_url=http://127.0.0.1:9000'
+
+(the ``endpoint_url`` for MinIO or moto; leave it out for AWS).
 
 (Flask's ``from_prefixed_env`` is not used: it strips the prefix and JSON-decodes the
 values, while the extension's settings keep the prefix and parse text themselves.)

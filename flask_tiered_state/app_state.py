@@ -16,9 +16,10 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask, current_app, has_app_context
+from werkzeug.local import LocalProxy
 
 from .domain.manager import StateManager
 from .errors import ConfigurationError
@@ -30,7 +31,14 @@ if TYPE_CHECKING:
     from .extension import TieredState
     from .storage.store import TieredStore
 
-__all__ = ["AppState", "ManagerSetup"]
+__all__ = [
+    "EXTENSION_KEY",
+    "AppState",
+    "ManagerSetup",
+    "current_state_manager",
+    "get_app_state",
+    "resolve_manager",
+]
 
 #: ``setup(manager)``: registers an app's types, validators and callbacks on a new manager.
 ManagerSetup = Callable[[StateManager], object]
@@ -67,7 +75,7 @@ class AppState:
     @property
     def uses_db(self) -> bool:
         """True when the WARM tier and history use the Flask-SQLAlchemy ``db``'s engine."""
-        return self.extension.db is not None and self.settings.database_uri is None
+        return self.extension.db is not None and self.settings.warm_url is None
 
     @property
     def create_tables(self) -> bool:
@@ -150,21 +158,20 @@ class AppState:
         local_dir = self.local_dir
         local_dir.mkdir(parents=True, exist_ok=True)
         store = build_store(
-            redis_url=s.redis_url,
-            database_uri=s.database_uri,
+            hot_url=s.hot_url,
+            warm_url=None if engine is not None else s.warm_url,
+            cold_url=s.cold_url,
+            hot_options=s.hot_options,
+            warm_options=s.warm_options,
+            cold_options=s.cold_options,
             engine=engine,
             sql_metadata=metadata,
-            s3_bucket=s.s3_bucket,
-            s3_endpoint_url=s.s3_endpoint_url,
-            s3_prefix=s.s3_prefix,
-            s3_storage_class=s.s3_storage_class,
             key_prefix=s.key_prefix,
             local_dir=local_dir,
             cache_max_entries=s.cache_max_entries,
             cache_max_bytes=s.cache_max_bytes,
             cache_ttl_seconds=s.cache_ttl_seconds,
             invalidation=s.invalidation,
-            sql_use_copy=s.sql_use_copy,
             hot_ttl_seconds=s.hot_ttl_seconds,
             metrics=s.metrics,
             max_value_bytes=s.max_state_bytes,
@@ -172,10 +179,6 @@ class AppState:
             promotion_window_seconds=s.promotion_window_seconds,
             demote_after_idle_seconds=s.demote_after_idle_seconds,
             create_tables=self.create_tables,
-            sql_statement_timeout=s.sql_statement_timeout_seconds,
-            sql_lock_timeout=s.sql_lock_timeout_seconds,
-            redis_timeout=s.redis_timeout_seconds,
-            s3_timeout=s.s3_timeout_seconds,
             call_timeout=s.call_timeout_seconds,
             cache_unsynced_seconds=s.cache_unsynced_seconds,
             drop_replay_interval=s.drop_replay_seconds,
@@ -211,3 +214,46 @@ class AppState:
     def __repr__(self) -> str:
         built = "built" if self.is_built else "not built"
         return f"<AppState of {self.app_name!r} ({built})>"
+
+
+#: The key of the per-app state in ``app.extensions``.
+EXTENSION_KEY = "tiered_state"
+
+
+def get_app_state(app: Flask | None = None) -> AppState:
+    """The :class:`AppState` of ``app`` (default: the current app).
+
+    :raises RuntimeError: outside an app context without ``app``, or when the
+        extension was not initialised on the app.
+    """
+    if app is None:
+        if not has_app_context():
+            raise RuntimeError(
+                "Working outside of application context: flask_tiered_state needs the app. "
+                "Use 'with app.app_context():', or StateManager.get_instance() for the "
+                "process-wide default manager."
+            )
+        app = cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+    state = app.extensions.get(EXTENSION_KEY)
+    if not isinstance(state, AppState):
+        raise RuntimeError(
+            f"flask_tiered_state is not initialised on app {app.name!r}. Did you forget "
+            "TieredState(app) / init_app(app) in the app factory?"
+        )
+    return state
+
+
+def resolve_manager() -> StateManager | None:
+    """The context resolver installed into StateManager (see the module docstring)."""
+    if not has_app_context():
+        return None
+    state = current_app.extensions.get(EXTENSION_KEY)
+    return state.manager if isinstance(state, AppState) else None
+
+
+def _current_manager() -> StateManager:
+    return get_app_state().manager
+
+
+#: The current app's :class:`~flask_tiered_state.domain.manager.StateManager`.
+current_state_manager: StateManager = cast(StateManager, LocalProxy(_current_manager))

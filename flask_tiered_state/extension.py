@@ -38,12 +38,18 @@ garbage-collected and at interpreter exit.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Flask, current_app, has_app_context
-from werkzeug.local import LocalProxy
+from flask import Flask
 
-from .app_state import AppState, ManagerSetup
+from .app_state import (
+    EXTENSION_KEY,
+    AppState,
+    ManagerSetup,
+    current_state_manager,
+    get_app_state,
+    resolve_manager,
+)
 from .correlation import install_correlation_hooks
 from .domain.manager import StateManager
 from .errors import ConfigurationError
@@ -63,49 +69,7 @@ __all__ = [
     "get_app_state",
 ]
 
-#: The key of the per-app state in ``app.extensions``.
-EXTENSION_KEY = "tiered_state"
-
 SetupT = TypeVar("SetupT", bound=ManagerSetup)
-
-
-def get_app_state(app: Flask | None = None) -> AppState:
-    """The :class:`AppState` of ``app`` (default: the current app).
-
-    :raises RuntimeError: outside an app context without ``app``, or when the
-        extension was not initialised on the app.
-    """
-    if app is None:
-        if not has_app_context():
-            raise RuntimeError(
-                "Working outside of application context: flask_tiered_state needs the app. "
-                "Use 'with app.app_context():', or StateManager.get_instance() for the "
-                "process-wide default manager."
-            )
-        app = cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
-    state = app.extensions.get(EXTENSION_KEY)
-    if not isinstance(state, AppState):
-        raise RuntimeError(
-            f"flask_tiered_state is not initialised on app {app.name!r}. Did you forget "
-            "TieredState(app) / init_app(app) in the app factory?"
-        )
-    return state
-
-
-def _resolve_manager() -> StateManager | None:
-    """The context resolver installed into StateManager (see the module docstring)."""
-    if not has_app_context():
-        return None
-    state = current_app.extensions.get(EXTENSION_KEY)
-    return state.manager if isinstance(state, AppState) else None
-
-
-def _current_manager() -> StateManager:
-    return get_app_state().manager
-
-
-#: The current app's :class:`~flask_tiered_state.domain.manager.StateManager`.
-current_state_manager: StateManager = cast(StateManager, LocalProxy(_current_manager))
 
 
 class TieredState:
@@ -113,7 +77,7 @@ class TieredState:
 
     :param app: an app to initialise now; or call :meth:`init_app` later (app factory).
     :param db: a Flask-SQLAlchemy instance whose engine and metadata the WARM tier and
-        the history use (unless ``TIERED_STATE_DATABASE_URI`` is set), so the app's
+        the history use (unless ``TIERED_STATE_WARM_URL`` is set), so the app's
         migrations see the tables.
     :param setup: a function ``setup(manager)`` that registers the app's types,
         validators and callbacks; the same as decorating it with :meth:`manager_setup`.
@@ -203,7 +167,7 @@ class TieredState:
 
         state = AppState(self, app, settings)
         app.extensions[EXTENSION_KEY] = state
-        StateManager.set_context_resolver(_resolve_manager)
+        StateManager.set_context_resolver(resolve_manager)
         install_correlation_hooks(app)
         install_correlation_filter(app.logger, *app.logger.handlers)
         install_library_filters()

@@ -9,42 +9,29 @@ digits and booleans as ``true/false``, ``1/0``, ``yes/no``, ``on/off``.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConfigurationError
 
 __all__ = [
-    "S3_STORAGE_CLASSES",
     "AccessControlHook",
     "access_control",
     "boolean",
-    "bucket",
-    "database_uri",
-    "endpoint",
     "fail",
     "integer",
     "key_text",
     "local_dir",
     "optional_boolean",
     "optional_str",
-    "redis_url",
+    "options",
     "seconds",
-    "storage_class",
+    "tier_url",
     "url_prefix",
 ]
-
-#: The S3 storage classes the COLD tier can read without a restore request.
-S3_STORAGE_CLASSES = (
-    "STANDARD",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER_IR",
-    "REDUCED_REDUNDANCY",
-)
 
 #: ``hook(request, action) -> bool | str``: True or an actor name allows, anything else denies.
 AccessControlHook = Callable[[Any, str], object]
@@ -52,7 +39,6 @@ AccessControlHook = Callable[[Any, str], object]
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True}
 _BOOL_WORDS.update({"0": False, "false": False, "no": False, "off": False})
 _KEY_CHARS_RE = re.compile(r"[A-Za-z0-9_\-.:/@+=]*")
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 _URL_PREFIX_RE = re.compile(r"(/[A-Za-z0-9._~\-]+)+")
 _IMPORT_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
@@ -112,47 +98,6 @@ def optional_str(key: str, value: object, expected: str) -> str | None:
     return value
 
 
-def redis_url(key: str, value: object) -> str | None:
-    expected = "None (in-process HOT tier) or a redis://, rediss:// or unix:// URL"
-    url = optional_str(key, value, expected)
-    if url is not None and not re.match(r"(rediss?|unix)://\S+$", url):
-        raise fail(key, value, expected)
-    return url
-
-
-def database_uri(key: str, value: object) -> str | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    expected = "None (SQLite in the instance folder) or a SQLAlchemy database URL"
-    uri = optional_str(key, value, expected)
-    if uri is not None:
-        try:
-            make_url(uri)
-        except (ArgumentError, ValueError):
-            raise fail(key, value, expected) from None
-    return uri
-
-
-def bucket(key: str, value: object) -> str | None:
-    expected = (
-        "None (a directory in the instance folder) or an S3 bucket name: "
-        "3-63 characters of a-z, 0-9, '.' and '-'"
-    )
-    bucket = optional_str(key, value, expected)
-    if bucket is not None and not _BUCKET_RE.fullmatch(bucket):
-        raise fail(key, value, expected)
-    return bucket
-
-
-def endpoint(key: str, value: object) -> str | None:
-    expected = "None (AWS) or an http:// or https:// URL"
-    url = optional_str(key, value, expected)
-    if url is not None and not re.match(r"https?://[^\s/]+\S*$", url):
-        raise fail(key, value, expected)
-    return url
-
-
 def key_text(key: str, value: object, max_length: int) -> str:
     expected = f"a string of at most {max_length} characters from A-Z a-z 0-9 _ - . : / @ + ="
     if not isinstance(value, str) or len(value) > max_length:
@@ -160,17 +105,6 @@ def key_text(key: str, value: object, max_length: int) -> str:
     if not _KEY_CHARS_RE.fullmatch(value):
         raise fail(key, value, expected)
     return value
-
-
-def storage_class(key: str, value: object) -> str:
-    if value not in S3_STORAGE_CLASSES:
-        raise fail(
-            key,
-            value,
-            "one of " + ", ".join(S3_STORAGE_CLASSES) + " (GLACIER and DEEP_ARCHIVE objects "
-            "need a restore before every read, so the COLD tier cannot use them)",
-        )
-    return str(value)
 
 
 def url_prefix(key: str, value: object) -> str | None:
@@ -214,3 +148,33 @@ def local_dir(key: str, value: object) -> str | None:
 
 def optional_boolean(key: str, value: object) -> bool | None:
     return None if value is None else boolean(key, value)
+
+
+def tier_url(key: str, value: object, *, optional: bool = True) -> str | None:
+    """A tier's backend URL (checked against its backend by the settings as a whole)."""
+    expected = "a backend URL such as redis://, postgresql://, sqlite:///, s3:// or file:///" + (
+        " or None (the embedded default)" if optional else ""
+    )
+    if value is None or value == "":
+        if optional:
+            return None
+        raise fail(key, value, expected)
+    if not isinstance(value, str) or not re.match(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+$", value):
+        raise fail(key, value, expected)
+    return value
+
+
+def options(key: str, value: object) -> dict[str, Any]:
+    """A tier's backend options: a dict of keyword arguments, or its JSON text."""
+    expected = "a dict of the backend's keyword arguments (or its JSON text), or None"
+    if value is None or value == "":
+        return {}
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise fail(key, value, expected) from None
+    if not isinstance(parsed, Mapping) or not all(isinstance(name, str) for name in parsed):
+        raise fail(key, value, expected)
+    return dict(parsed)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from . import setting_values as values
@@ -27,7 +28,7 @@ from .errors import ConfigurationError
 __all__ = [
     "CONFIG_PREFIX",
     "DOCUMENTED_AT",
-    "S3_STORAGE_CLASSES",
+    "RETIRED_SETTINGS",
     "SETTINGS",
     "AccessControlHook",
     "Setting",
@@ -37,9 +38,6 @@ __all__ = [
 ]
 
 CONFIG_PREFIX = "TIERED_STATE_"
-
-#: The S3 storage classes the COLD tier can read without a restore request.
-S3_STORAGE_CLASSES = values.S3_STORAGE_CLASSES
 
 #: ``hook(request, action) -> bool | str``: True or an actor name allows, anything else denies.
 AccessControlHook = values.AccessControlHook
@@ -57,12 +55,12 @@ class Setting:
 
     @property
     def key(self) -> str:
-        """The ``app.config`` key, e.g. ``TIERED_STATE_REDIS_URL``."""
+        """The ``app.config`` key, e.g. ``TIERED_STATE_HOT_URL``."""
         return CONFIG_PREFIX + self.name
 
     @property
     def attribute(self) -> str:
-        """The :class:`TieredStateSettings` attribute, e.g. ``redis_url``."""
+        """The :class:`TieredStateSettings` attribute, e.g. ``hot_url``."""
         return self.name.lower()
 
 
@@ -70,43 +68,29 @@ _MIB = 1024 * 1024
 
 #: Every ``TIERED_STATE_*`` key, in documentation order.
 SETTINGS: tuple[Setting, ...] = (
-    Setting("REDIS_URL", "str | None", None,
-            "Redis URL of the HOT tier; None keeps HOT in process memory.", values.redis_url),
-    Setting("DATABASE_URI", "str | None", None,
-            "SQLAlchemy URL of the WARM tier and the history; None uses the Flask-SQLAlchemy "
+    Setting("HOT_URL", "str", "memory://",
+            "URL of the HOT tier's backend: ``redis://host:6379/0`` (also ``rediss://``, "
+            "``unix://``), or ``memory://`` for process memory.",
+            lambda k, v: values.tier_url(k, v, optional=False)),
+    Setting("HOT_OPTIONS", "dict", {},
+            "Keyword arguments of the HOT backend, e.g. ``{\"socket_timeout\": 1.0}`` for "
+            "Redis (see Backends).", values.options),
+    Setting("WARM_URL", "str | None", None,
+            "SQLAlchemy URL of the WARM tier and the history: ``postgresql://user@host/db`` "
+            "(psycopg 3) or ``sqlite:////path/state.db``. None uses the Flask-SQLAlchemy "
             "``db`` given to the extension, else a SQLite file in the instance folder.",
-            values.database_uri),
-    Setting("SQL_STATEMENT_TIMEOUT_SECONDS", "float | None", 5.0,
-            "PostgreSQL's statement_timeout for the connections the library opens from "
-            "DATABASE_URI: a statement running longer is cancelled and the call raises "
-            "DeadlineExceededError. None leaves the server's setting. With a ``db`` of your own, "
-            "set it in its engine options; CALL_TIMEOUT_SECONDS applies either way.",
-            values.optional_seconds),
-    Setting("SQL_LOCK_TIMEOUT_SECONDS", "float | None", 2.0,
-            "PostgreSQL's lock_timeout for the same connections: how long a write waits for a "
-            "row another transaction holds before it gives up with DeadlineExceededError.",
-            values.optional_seconds),
-    Setting("SQL_USE_COPY", "bool", True,
-            "On PostgreSQL, write batches with COPY into a session temporary table, then merge. "
-            "Set False behind PgBouncer in transaction mode, where session state does not "
-            "survive the transaction.", values.boolean),
-    Setting("S3_BUCKET", "str | None", None,
-            "S3 bucket of the COLD tier; None uses a directory in the instance folder.",
-            values.bucket),
-    Setting("S3_ENDPOINT_URL", "str | None", None,
-            "Endpoint of an S3-compatible service (MinIO, moto); None means AWS.", values.endpoint),
-    Setting("S3_PREFIX", "str", "", "Prefix of every object key in the bucket.",
-            lambda k, v: values.key_text(k, v, 200)),
-    Setting("S3_STORAGE_CLASS", "str", "STANDARD_IA",
-            "Storage class of COLD objects: " + ", ".join(S3_STORAGE_CLASSES) + ".",
-            values.storage_class),
-    Setting("REDIS_TIMEOUT_SECONDS", "float", 1.0,
-            "Socket timeout of the Redis HOT tier: a Redis that does not answer within it is "
-            "marked degraded and reads go to WARM (one retry on a fresh connection first).",
-            values.seconds),
-    Setting("S3_TIMEOUT_SECONDS", "float", 10.0,
-            "Read timeout of each S3 request (connect: at most 2 seconds); botocore retries a "
-            "failed request twice.", values.seconds),
+            values.tier_url),
+    Setting("WARM_OPTIONS", "dict", {},
+            "Keyword arguments of the WARM backend, e.g. ``{\"statement_timeout\": 5.0, "
+            "\"lock_timeout\": 2.0, \"use_copy\": false}`` for PostgreSQL (see Backends).",
+            values.options),
+    Setting("COLD_URL", "str | None", None,
+            "URL of the COLD tier: ``s3://bucket/prefix?endpoint_url=...&storage_class=..."
+            "&region_name=...`` or ``file:///path/to/dir``. None uses a directory in the "
+            "instance folder.", values.tier_url),
+    Setting("COLD_OPTIONS", "dict", {},
+            "Keyword arguments of the COLD backend, e.g. ``{\"read_timeout\": 10}`` for S3 "
+            "(see Backends).", values.options),
     Setting("CALL_TIMEOUT_SECONDS", "float | None", 10.0,
             "The time budget of one call on one state (get, update, a store transaction), its "
             "round trips included: past it the call raises DeadlineExceededError (503) within "
@@ -190,17 +174,12 @@ _BY_KEY = {setting.key: setting for setting in SETTINGS}
 class TieredStateSettings:
     """The validated settings of one app; see :data:`SETTINGS` for each field's meaning."""
 
-    redis_url: str | None = None
-    database_uri: str | None = None
-    sql_statement_timeout_seconds: float | None = 5.0
-    sql_lock_timeout_seconds: float | None = 2.0
-    sql_use_copy: bool = True
-    s3_bucket: str | None = None
-    s3_endpoint_url: str | None = None
-    s3_prefix: str = ""
-    s3_storage_class: str = "STANDARD_IA"
-    redis_timeout_seconds: float = 1.0
-    s3_timeout_seconds: float = 10.0
+    hot_url: str = "memory://"
+    hot_options: dict[str, Any] = field(default_factory=dict)
+    warm_url: str | None = None
+    warm_options: dict[str, Any] = field(default_factory=dict)
+    cold_url: str | None = None
+    cold_options: dict[str, Any] = field(default_factory=dict)
     call_timeout_seconds: float | None = 10.0
     key_prefix: str = "tiered_state:"
     cache_max_entries: int = 10_000
@@ -234,6 +213,7 @@ class TieredStateSettings:
             for setting in SETTINGS
         }
         settings = cls(**parsed)
+        settings._check_backends()
         if settings.api_prefix is not None and settings.api_prefix == settings.dashboard_prefix:
             raise values.fail(
                 CONFIG_PREFIX + "DASHBOARD_PREFIX",
@@ -241,6 +221,34 @@ class TieredStateSettings:
                 f"a URL prefix other than TIERED_STATE_API_PREFIX ({settings.api_prefix!r})",
             )
         return settings
+
+    def _check_backends(self) -> None:
+        """Check each configured tier's URL and options against its backend (its package
+        is installed, it takes the URL and every option), without connecting anything."""
+        from .storage.base import BackendContext, StateCategory
+        from .storage.registry import check_backend
+
+        embedded = {
+            StateCategory.HOT: "memory://",
+            StateCategory.WARM: "sqlite:///tiered_state.sqlite3",
+            StateCategory.COLD: "file:cold",
+        }
+        for category, url, options in (
+            (StateCategory.HOT, self.hot_url, self.hot_options),
+            (StateCategory.WARM, self.warm_url, self.warm_options),
+            (StateCategory.COLD, self.cold_url, self.cold_options),
+        ):
+            if url is None and not options:
+                continue
+            key = CONFIG_PREFIX + category.name
+            context = BackendContext(category, key_prefix=self.key_prefix, local_dir=Path("."))
+            try:
+                check_backend(url or embedded[category], options, context)
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"{key}_URL / {key}_OPTIONS: {exc.message}",
+                    details={"key": f"{key}_URL", **exc.details},
+                ) from exc
 
     def to_dict(self) -> dict[str, Any]:
         """The settings by config key, for display (``flask state stats``, the dashboard)."""
@@ -265,6 +273,51 @@ def _closest(name: str, known: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
+#: Keys of earlier versions (without the prefix) -> the key that replaced them, and how
+#: to write it; ``init_app`` refuses them with that advice.
+RETIRED_SETTINGS = {
+    "REDIS_URL": ("HOT_URL", "the same redis:// URL"),
+    "DATABASE_URI": ("WARM_URL", "the same SQLAlchemy URL"),
+    "S3_BUCKET": ("COLD_URL", "s3://BUCKET/PREFIX?endpoint_url=...&storage_class=..."),
+    "S3_ENDPOINT_URL": ("COLD_URL", "s3://BUCKET/PREFIX?endpoint_url=..."),
+    "S3_PREFIX": ("COLD_URL", "s3://BUCKET/PREFIX"),
+    "S3_STORAGE_CLASS": ("COLD_URL", "s3://BUCKET/PREFIX?storage_class=..."),
+    "SQL_USE_COPY": ("WARM_OPTIONS", '{"use_copy": false}'),
+    "SQL_STATEMENT_TIMEOUT_SECONDS": ("WARM_OPTIONS", '{"statement_timeout": 5.0}'),
+    "SQL_LOCK_TIMEOUT_SECONDS": ("WARM_OPTIONS", '{"lock_timeout": 2.0}'),
+    "REDIS_TIMEOUT_SECONDS": ("HOT_OPTIONS", '{"socket_timeout": 1.0}'),
+    "S3_TIMEOUT_SECONDS": ("COLD_OPTIONS", '{"read_timeout": 10.0}'),
+}
+
+
+def _retired_message(config: Mapping[str, Any], retired: list[str]) -> str:
+    """Say what replaced each retired key; the S3 keys are folded into one URL."""
+    parts = []
+    names = [key[len(CONFIG_PREFIX) :] for key in retired]
+    s3 = [n for n in names if n.startswith("S3_") and RETIRED_SETTINGS[n][0] == "COLD_URL"]
+    if s3:
+        bucket = config.get(CONFIG_PREFIX + "S3_BUCKET") or "BUCKET"
+        prefix = config.get(CONFIG_PREFIX + "S3_PREFIX") or ""
+        query = [
+            f"{name}={config[CONFIG_PREFIX + key]}"
+            for key, name in (("S3_ENDPOINT_URL", "endpoint_url"),
+                              ("S3_STORAGE_CLASS", "storage_class"))
+            if config.get(CONFIG_PREFIX + key)
+        ]  # fmt: skip
+        url = f"s3://{bucket}/{prefix}" + ("?" + "&".join(query) if query else "")
+        keys = ", ".join(CONFIG_PREFIX + n for n in s3)
+        parts.append(f"{keys}: write TIERED_STATE_COLD_URL = {url!r}")
+    for name in names:
+        if name in s3:
+            continue
+        new, how = RETIRED_SETTINGS[name]
+        parts.append(f"{CONFIG_PREFIX}{name}: write {CONFIG_PREFIX}{new} = {how}")
+    return (
+        "Setting(s) of an earlier version in app.config, replaced by the backend URLs and "
+        "options of each tier: " + "; ".join(parts) + ". See the Configuration page."
+    )
+
+
 def check_unknown_keys(config: Mapping[str, Any]) -> None:
     """Refuse ``TIERED_STATE_*`` keys of ``config`` that are not settings (typos).
 
@@ -277,6 +330,12 @@ def check_unknown_keys(config: Mapping[str, Any]) -> None:
     )
     if not unknown:
         return
+    retired = [key for key in unknown if key[len(CONFIG_PREFIX) :] in RETIRED_SETTINGS]
+    if retired:
+        raise ConfigurationError(
+            _retired_message(config, retired),
+            details={"key": retired[0], "retired": retired},
+        )
     names = [setting.name for setting in SETTINGS]
     suggestions: dict[str, str] = {}
     for key in unknown:

@@ -62,11 +62,12 @@ def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     requests clean up after the test."""
     request.getfixturevalue("postgres_engine")  # drops the test's tables afterwards
     return {
-        "TIERED_STATE_REDIS_URL": request.getfixturevalue("redis_url"),
+        "TIERED_STATE_HOT_URL": request.getfixturevalue("redis_url"),
         "TIERED_STATE_KEY_PREFIX": request.getfixturevalue("redis_prefix"),
-        "TIERED_STATE_DATABASE_URI": request.getfixturevalue("postgres_url"),
-        "TIERED_STATE_S3_BUCKET": request.getfixturevalue("s3_bucket"),
-        "TIERED_STATE_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint_url"),
+        "TIERED_STATE_WARM_URL": request.getfixturevalue("postgres_url"),
+        "TIERED_STATE_COLD_URL": s3_url(
+            request.getfixturevalue("s3_bucket"), request.getfixturevalue("s3_endpoint_url")
+        ),
     }
 
 
@@ -213,6 +214,14 @@ def s3_endpoint_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+def s3_url(bucket: str | None, endpoint_url: str | None, prefix: str = "") -> str | None:
+    """The COLD tier's URL for a bucket on the moto server (None: no bucket)."""
+    if bucket is None:
+        return None
+    query = f"?endpoint_url={endpoint_url}&region_name=us-east-1" if endpoint_url else ""
+    return f"s3://{bucket}/{prefix}{query}"
 
 
 def s3_client(endpoint_url: str) -> Any:

@@ -1,43 +1,64 @@
 """The :class:`StateManager`: typed, validated, audited domain states over a TieredStore.
 
-This module builds and holds managers (the default instance, ``create``, ``close``);
-the API is assembled from mixins of one purpose each, all over
-:class:`~flask_tiered_state.domain.manager_base.ManagerBase`:
-
-- :mod:`.manager_config`: state types, validators, named callbacks;
-- :mod:`.manager_reads`: ``get_state``, batches of ids, searches, key patterns, counts;
-- :mod:`.manager_history`: history queries, recent activity, diffs;
-- :mod:`.manager_mutations`: register, update (every transition), delete, roll back;
-- :mod:`.manager_batches`: upserts, one transition for many states, deletes;
-- :mod:`.manager_tiers`: moves between tiers, storage figures, health, metrics.
+One class, one job: the public API of the domain layer. It composes what are concepts
+of their own -- the type registry, the lifecycles, the validators, the record builder,
+the writer of records and history rows, the batch writer, the history repository, the
+search, the callback dispatcher -- and adds the read-modify-write loop, the after-commit
+delivery of events, and the instances (the default one, ``create``, ``close``).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError
+from .. import signals
+from ..errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    InvalidRequestError,
+    StateNotFoundError,
+    TieredStateError,
+    ValidationError,
+    VersionNotFoundError,
+)
+from ..storage.base import StateCategory, StateRepositories
+from ..storage.checks import int_option
+from ..storage.deadlines import within_budget
+from ..storage.keys import validate_pattern
+from .arguments import (
+    UPDATE_TRANSITIONS,
+    check_actor_reason,
+    check_positive_int,
+    check_transition,
+)
 from .batch import BatchWriter
-from .callbacks import CallbackDispatcher, CallbackRegistry
+from .callbacks import (
+    CallbackDispatcher,
+    CallbackRegistry,
+    StateEvent,
+    event_name,
+    parse_event_name,
+)
+from .context import get_correlation_id
+from .diff import diff_records
 from .history import DEFAULT_HISTORY_TABLE, HistoryRepository, define_history_table
 from .instances import DefaultInstance
-from .manager_batches import BatchesMixin
-from .manager_config import ConfigurationMixin
-from .manager_history import HistoryQueriesMixin
-from .manager_mutations import MutationsMixin
-from .manager_reads import ReadsMixin
-from .manager_tiers import TiersMixin
-from .operations import OperationStats
+from .lifecycle import Lifecycle
+from .model import KEY_PREFIX, StateStatus, StateTransition, state_key, validate_state_id
+from .operations import OperationStats, health_status
+from .paging import Page, validate_paging
 from .records import RecordBuilder
-from .registry import TypeRegistry
-from .search import StateSearch
-from .validation import ValidatorRegistry
-from .writer import RecordWriter
+from .registry import StateTypeSpec, TypeRegistry
+from .search import COUNT_FIELDS, StateSearch
+from .validation import STRUCTURE_FIELDS, ValidatorRegistry
+from .writer import RecordWriter, Write
 
 if TYPE_CHECKING:
     from ..storage.store import TieredStore
@@ -47,16 +68,17 @@ __all__ = ["StateManager"]
 logger = logging.getLogger("flask_tiered_state.domain")
 
 _instances: DefaultInstance[StateManager] = DefaultInstance()
+_DELETED = StateStatus.DELETED.value
+#: ``build(current_record, spec) -> new_record`` of one read-modify-write.
+_Build = Callable[[dict[str, Any], StateTypeSpec], dict[str, Any]]
+#: The most rows one history query returns.
+MAX_HISTORY_LIMIT = 1000
+#: States per transaction of batch_update_state, by default and at most.
+DEFAULT_CHUNK_SIZE = 500
+MAX_CHUNK_SIZE = 5000
 
 
-class StateManager(
-    ConfigurationMixin,
-    ReadsMixin,
-    HistoryQueriesMixin,
-    MutationsMixin,
-    BatchesMixin,
-    TiersMixin,
-):
+class StateManager:
     """Keeps an application's domain states: typed, validated, audited, tiered.
 
     **Which instance you get.** :meth:`StateManager.create` builds an independent
@@ -173,9 +195,8 @@ class StateManager(
                 f"The store's WARM tier must be a SQLStateRepository (history lives in its "
                 f"database); got {warm!r}."
             )
-        for name, value in (("hot_ttl_seconds", hot_ttl_seconds), ("max_attempts", max_attempts)):
-            if type(value) is not int or value < 1:
-                raise ConfigurationError(f"{name} must be a positive integer, not {value!r}.")
+        int_option("hot_ttl_seconds", hot_ttl_seconds)
+        int_option("max_attempts", max_attempts)
         self.store = store
         self.closed = False
         self._close_store = close_store
@@ -255,3 +276,613 @@ class StateManager(
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<StateManager {state} history={self.history.table.name!r}>"
+
+    # -- collaborators, timing, the after-commit delivery --------------------
+    @property
+    def call_timeout(self) -> float | None:
+        """The time budget of each call on one state: the store's (``call_timeout``)."""
+        return self.store.call_timeout
+
+    def log_state_operation(
+        self,
+        operation: str,
+        state_id: str,
+        transition_type: StateTransition | str | None,
+        duration_ms: float,
+    ) -> None:
+        """Log one operation (DEBUG) and add it to :meth:`get_performance_metrics`."""
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "state operation %s on %r (%s) took %.3f ms",
+                operation,
+                state_id,
+                transition_type,
+                duration_ms,
+                extra={"correlation_id": get_correlation_id(), "state_id": state_id},
+            )
+        self._ops.record(operation, duration_ms)
+
+    def _committed(
+        self, write: Write, actor: str | None, reason: str | None, started: float
+    ) -> None:
+        """After commit: deliver the event and record the operation."""
+        new = write.new
+        name = event_name(write.spec.name, write.transition)
+        if self.dispatcher.wants(name):
+            self.dispatcher.dispatch(
+                StateEvent(
+                    name=name,
+                    state_id=new["state_id"],
+                    state_type=write.spec.name,
+                    transition=write.transition,
+                    old_state=write.old,
+                    new_state=new,
+                    version=new["version"],
+                    correlation_id=get_correlation_id(),
+                    actor=actor,
+                    reason=reason,
+                    event_id=write.event_id,
+                )
+            )
+        self.log_state_operation(
+            write.transition.value,
+            new["state_id"],
+            write.transition,
+            (time.perf_counter() - started) * 1000.0,
+        )
+
+    @staticmethod
+    def _ids(state_ids: Iterable[str]) -> list[str]:
+        """The distinct valid ids of an iterable (not a string), in order."""
+        if isinstance(state_ids, (str, bytes)) or not isinstance(state_ids, Iterable):
+            raise InvalidRequestError(
+                f"Expected an iterable of state ids, not {type(state_ids).__name__}.",
+                details={"state_ids": repr(state_ids)[:200]},
+            )
+        return list(dict.fromkeys(validate_state_id(i) for i in state_ids))
+
+    # -- configuration: state types, validators, named callbacks ---------------
+    def register_state_type(
+        self,
+        name: str,
+        *,
+        lifecycle: Lifecycle | None = None,
+        schema: Any = None,
+        home_tier: StateCategory = StateCategory.WARM,
+        hot_ttl_seconds: int | None = None,
+    ) -> StateTypeSpec:
+        """Add a state type (or replace a type's settings, built-in ones included).
+
+        :param lifecycle: its :class:`~flask_tiered_state.domain.lifecycle.Lifecycle`
+            (default: the default lifecycle).
+        :param schema: a marshmallow Schema (class or instance) for its ``data``.
+        :param home_tier: where its records are durably kept.
+        :param hot_ttl_seconds: TTL when the home tier is HOT.
+        """
+        spec = self.types.register(
+            name,
+            lifecycle=lifecycle,
+            schema=schema,
+            home_tier=home_tier,
+            hot_ttl_seconds=hot_ttl_seconds,
+        )
+        self.validators.set_schema(spec.name, schema)
+        return spec
+
+    def get_state_type(self, state_type: object) -> StateTypeSpec:
+        """The settings of a type, or InvalidStateTypeError listing the known ones."""
+        return self.types.get(state_type)
+
+    def register_validator(self, state_type: object, validator: Any) -> None:
+        """Run ``validator`` on the ``data`` of every register and update of the type: a
+        ``callable(data) -> bool`` (False rejects), a callable raising
+        :class:`marshmallow.ValidationError`, or a marshmallow Schema class or instance."""
+        self.validators.register(self.types.get(state_type).name, validator)
+
+    def unregister_validator(self, state_type: object, validator: Any) -> bool:
+        """Remove a validator of the type; True if it was registered."""
+        return self.validators.unregister(self.types.get(state_type).name, validator)
+
+    def register_callback(self, event_name: str, fn: Callable[..., Any]) -> None:
+        """Call ``fn(state_id, old_state, new_state, transition_type)`` after each committed
+        change named ``event_name`` (``{type}_{past tense}``, e.g. ``user_suspended``)."""
+        parse_event_name(event_name, self.types.names())
+        self.callbacks.register(event_name, fn)
+
+    def unregister_callback(self, event_name: str, fn: Callable[..., Any]) -> bool:
+        """Remove a callback; True if it was registered."""
+        parse_event_name(event_name, self.types.names())
+        return self.callbacks.unregister(event_name, fn)
+
+    # -- reads: by id, by ids, searches, patterns, counts ----------------------
+    @within_budget
+    def get_state(self, state_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None:
+        """The record of ``state_id``, or None (also for a deleted state, unless
+        ``include_deleted``). The dict is the caller's own copy."""
+        validate_state_id(state_id)
+        record: dict[str, Any] | None = self.store.get(KEY_PREFIX + state_id)
+        if record is None or (record["status"] == _DELETED and not include_deleted):
+            return None
+        return record
+
+    def batch_get_state(
+        self, state_ids: Iterable[str], *, include_deleted: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """The records of the ids that exist (one round trip per tier per chunk)."""
+        ids = self._ids(state_ids)
+        found = self.store.batch_get([KEY_PREFIX + i for i in ids])
+        cut = len(KEY_PREFIX)
+        return {
+            key[cut:]: record
+            for key, record in found.items()
+            if record is not None and (include_deleted or record["status"] != _DELETED)
+        }
+
+    def search_states(
+        self,
+        state_type: object = None,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        page: int = 1,
+        per_page: int = 50,
+    ) -> Page[dict[str, Any]]:
+        """States whose fields equal ``filters`` (dotted paths, AND), newest first.
+
+        Runs in the WARM database; see :mod:`flask_tiered_state.domain.search` for the
+        paths allowed and what is covered.
+        """
+        page, per_page = validate_paging(page, per_page)
+        type_name = None
+        if state_type is not None:
+            spec = self.types.get(state_type)
+            if spec.home_tier is not StateCategory.WARM:
+                raise InvalidRequestError(
+                    f"States of type {spec.name!r} live in the {spec.home_tier.value} tier and "
+                    "are not searchable; search covers types whose home tier is warm. Read "
+                    "them by id with get_state.",
+                    details={"state_type": spec.name, "home_tier": spec.home_tier.value},
+                )
+            type_name = spec.name
+        return self._search.search(type_name, filters, page=page, per_page=per_page)
+
+    def get_states_by_type(
+        self, state_type: object, *, page: int = 1, per_page: int = 50
+    ) -> Page[dict[str, Any]]:
+        """The states of one type (not deleted), newest first."""
+        if state_type is None:
+            raise InvalidRequestError("get_states_by_type needs a state type, not None.")
+        return self.search_states(state_type, None, page=page, per_page=per_page)
+
+    def get_keys_by_pattern(self, pattern: str) -> list[str]:
+        """The ids of stored states (tombstones included) matching a glob of ``*`` and
+        ``?`` over state ids, sorted."""
+        validate_pattern(pattern)
+        cut = len(KEY_PREFIX)
+        return [key[cut:] for key in self.store.keys(KEY_PREFIX + pattern)]
+
+    def count_states(
+        self, *, by: Sequence[str] | str = ("type", "status"), include_deleted: bool = False
+    ) -> dict[str, Any]:
+        """How many states there are of each type and status, in one SQL query.
+
+        Counts what searches cover: the states of types whose home tier is WARM, held in
+        the WARM tier (not sessions, not archived states), without deleted ones unless
+        ``include_deleted``. Groups without states are left out.
+
+        :param by: the fields to group by, outermost first: ``("type", "status")``,
+            ``("status", "type")``, ``("type",)`` or ``("status",)``.
+        :returns: with two fields, nested dicts such as
+            ``{"user": {"active": 12, "created": 3}, "feature": {"active": 5}}``; with
+            one, ``{"user": 15, "feature": 5}``.
+        :raises InvalidRequestError: ``by`` names another field, or one twice.
+        """
+        fields = _check_group_fields(by)
+        if type(include_deleted) is not bool:
+            raise InvalidRequestError(
+                f"include_deleted must be True or False, not {include_deleted!r}.",
+                details={"include_deleted": repr(include_deleted)},
+            )
+        warm = [
+            name
+            for name in self.types.names()
+            if self.types.get(name).home_tier is StateCategory.WARM
+        ]
+        counts: dict[str, Any] = {}
+        if not warm:
+            return counts
+        for *keys, count in self._search.counts(fields, warm, include_deleted=include_deleted):
+            node = counts
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = count
+        return counts
+
+    # -- history: queries, recent activity, diffs ------------------------------
+    def get_state_history(self, state_id: str) -> list[dict[str, Any]]:
+        """Every history row of ``state_id``, oldest version first ([] for unknown ids)."""
+        return self.history.for_state(validate_state_id(state_id))
+
+    def get_recent_changes(self, state_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest ``limit`` (1-1000) history rows of ``state_id``, newest first."""
+        validate_state_id(state_id)
+        return self.history.recent(
+            state_id, check_positive_int(limit, "limit", maximum=MAX_HISTORY_LIMIT)
+        )
+
+    def get_changes_by_transition(
+        self, state_id: str, transition_type: StateTransition | str
+    ) -> list[dict[str, Any]]:
+        """The history rows of ``state_id`` recorded by ``transition_type``, oldest first."""
+        validate_state_id(state_id)
+        transition = check_transition(transition_type, what="transition_type")
+        return self.history.by_transition(state_id, transition.value)
+
+    def get_recent_activity(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest ``limit`` (1-1000) history rows across all states, newest first.
+
+        Rows are light: ``state_id, version, transition, from_status, to_status, actor,
+        reason, correlation_id, created_at``, without the old and new records (read those
+        with :meth:`get_state_history` or :meth:`get_recent_changes`). The query reads the
+        history's primary key index backwards, so its cost does not grow with the
+        history. Every type is covered, sessions and archived states included.
+        """
+        return self.history.latest(check_positive_int(limit, "limit", maximum=MAX_HISTORY_LIMIT))
+
+    def diff_versions(self, state_id: str, from_version: int, to_version: int) -> dict[str, Any]:
+        """Dotted paths added, removed and changed from one recorded version to another."""
+        validate_state_id(state_id)
+        check_positive_int(from_version, "from_version")
+        check_positive_int(to_version, "to_version")
+        records = self.history.records_at(state_id, [from_version, to_version])
+        for version in (from_version, to_version):
+            if version not in records:
+                available = self.history.versions(state_id)
+                if not available:
+                    raise StateNotFoundError(state_id)
+                raise VersionNotFoundError(state_id, version, available)
+        return {
+            "state_id": state_id,
+            "from_version": from_version,
+            "to_version": to_version,
+            **diff_records(records[from_version], records[to_version]),
+        }
+
+    # -- changes: register, update (every transition), delete, roll back -------
+    @within_budget
+    def register_state(
+        self,
+        state_id: str,
+        state_type: object,
+        initial_data: Mapping[str, Any] | None,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a state (CREATE) from ``{"name", "type", "data", "metadata"}``.
+
+        ``name`` defaults to the id. The type's validators run on ``data``.
+
+        :raises StateAlreadyExistsError: the id is taken, or was used by a deleted or
+            expired state (ids are never reused).
+        """
+        started = time.perf_counter()
+        validate_state_id(state_id)
+        check_actor_reason(actor, reason)
+        spec = self.types.get(state_type)
+        record = self._records.new_record(state_id, spec, initial_data)
+        key = state_key(state_id)
+        write = Write(key, spec, StateTransition.CREATE, None, record, 0)
+        try:
+            self._writer.commit([write], actor=actor, reason=reason)
+        except ConcurrencyError:
+            raise self._writer.already_exists(state_id, key) from None
+        self._committed(write, actor, reason, started)
+        return record
+
+    @within_budget
+    def update_state(
+        self,
+        state_id: str,
+        new_data: Mapping[str, Any] | None,
+        transition: StateTransition | str = StateTransition.UPDATE,
+        *,
+        expected_version: int | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        merge: bool = False,
+    ) -> dict[str, Any]:
+        """Apply ``transition`` to a state, with the changes in ``new_data``.
+
+        ``name``, ``data`` and ``metadata``, when given, replace the record's (with
+        ``merge=True``, ``data`` and ``metadata`` are merged key by key instead);
+        fields not given are kept. Validators run when ``data`` is given.
+
+        :raises StateNotFoundError: no state has the id.
+        :raises InvalidTransitionError: the lifecycle does not allow it from the status.
+        :raises ConcurrencyError: ``expected_version`` is not the state's version.
+        """
+        started = time.perf_counter()
+        validate_state_id(state_id)
+        step = check_transition(transition, UPDATE_TRANSITIONS, what="transition")
+        check_actor_reason(actor, reason)
+        if expected_version is not None:
+            check_positive_int(expected_version, "expected_version")
+
+        def build(current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
+            return self._records.changed_record(current, spec, step, new_data, merge=merge)
+
+        return self._mutate(state_id, step, build, expected_version, actor, reason, started)
+
+    def delete_state(
+        self, state_id: str, *, actor: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        """The DELETE transition: returns the tombstone (status ``deleted``)."""
+        return self.update_state(state_id, None, StateTransition.DELETE, actor=actor, reason=reason)
+
+    @within_budget
+    def rollback_state(
+        self,
+        state_id: str,
+        to_version: int,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Restore ``name, status, data, metadata`` of an earlier version, as a new
+        recorded mutation (ROLLBACK) with the next version number.
+
+        Allowed where the lifecycle allows the status change it implies (some
+        transition leads from the current status to the restored one); validators run
+        on the restored data.
+        """
+        started = time.perf_counter()
+        validate_state_id(state_id)
+        check_positive_int(to_version, "to_version")
+        check_actor_reason(actor, reason)
+
+        def build(current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
+            if to_version >= current["version"]:
+                raise InvalidRequestError(
+                    f"Cannot roll {state_id!r} back to version {to_version}: it is at version "
+                    f"{current['version']}; to_version must be an earlier version.",
+                    details={"state_id": state_id, "to_version": to_version},
+                )
+            target = self.history.records_at(state_id, [to_version]).get(to_version)
+            if target is None:
+                raise VersionNotFoundError(state_id, to_version, self.history.versions(state_id))
+            return self._records.restored_record(current, spec, target, to_version)
+
+        return self._mutate(state_id, StateTransition.ROLLBACK, build, None, actor, reason, started)
+
+    def _mutate(
+        self,
+        state_id: str,
+        transition: StateTransition,
+        build: _Build,
+        expected_version: int | None,
+        actor: str | None,
+        reason: str | None,
+        started: float,
+    ) -> dict[str, Any]:
+        key = state_key(state_id)
+        fresh = False
+        last_version = 0
+        for attempt in range(self._max_attempts):
+            current, home_version = self._writer.read(key, fresh=fresh)
+            if current is None:
+                raise StateNotFoundError(state_id)
+            last_version = current["version"]
+            if expected_version is not None and current["version"] != expected_version:
+                if not fresh:  # the cached copy may be stale: look again before refusing
+                    fresh = True
+                    continue
+                raise ConcurrencyError(state_id, expected_version, current["version"])
+            spec = self.types.get(current["type"])
+            new = build(current, spec)
+            write = Write(key, spec, transition, current, new, home_version)
+            try:
+                self._writer.commit([write], actor=actor, reason=reason)
+            except ConcurrencyError:
+                fresh = True
+                if expected_version is not None:
+                    latest, _ = self._writer.read(key, fresh=True)
+                    actual = None if latest is None else latest["version"]
+                    raise ConcurrencyError(state_id, expected_version, actual) from None
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))
+                continue
+            self._committed(write, actor, reason, started)
+            return new
+        latest, _ = self._writer.read(key, fresh=True)
+        raise ConcurrencyError(
+            state_id, last_version, None if latest is None else latest["version"]
+        )
+
+    # -- batches: upserts, one transition for many states, deletes --------------
+    def batch_set_state(
+        self,
+        items: Mapping[str, Mapping[str, Any]],
+        *,
+        state_type: object = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Upsert many states in one transaction: an absent id is registered (CREATE), an
+        existing one updated (UPDATE, replacing the fields given). Each item is a state
+        structure; its ``type`` (or ``state_type``) is required for new ids. Every item is
+        validated before anything is written; all are written, with their history rows,
+        or none."""
+        started = time.perf_counter()
+        check_actor_reason(actor, reason)
+        writes = self._batch.upsert(
+            items, state_type, max_attempts=self._max_attempts, actor=actor, reason=reason
+        )
+        for write in writes:
+            self._committed(write, actor, reason, started)
+        return {w.new["state_id"]: w.new for w in writes}
+
+    def batch_update_state(
+        self,
+        items: Mapping[str, Mapping[str, Any] | None],
+        transition: StateTransition | str = StateTransition.UPDATE,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        merge: bool = False,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> dict[str, dict[str, Any]]:
+        """Apply the same ``transition`` to many existing states, each with its changes:
+        ``items`` maps state ids to what :meth:`update_state` takes as ``new_data``
+        (a state structure, or None for no change of fields).
+
+        The states go in chunks of ``chunk_size``, each in one store transaction: the
+        chunk's records are read with one round trip per tier (none for records in the
+        local cache), every item is checked -- lifecycle, guards and validators --
+        before anything of the chunk is written, then the records are written
+        (compare-and-set on the versions read) with one history row each. A chunk is
+        written completely or not at all; a chunk that loses a race with another writer
+        is read again and retried. Signals and callbacks follow each chunk's commit, in
+        the order of ``items``.
+
+        Refusals raise what :meth:`update_state` raises, naming the state:
+        :class:`~flask_tiered_state.errors.StateNotFoundError`,
+        :class:`~flask_tiered_state.errors.InvalidTransitionError`,
+        :class:`~flask_tiered_state.errors.ValidationError`,
+        :class:`~flask_tiered_state.errors.ConcurrencyError`. Nothing of the failing
+        chunk is written, while earlier chunks stay committed: the error's
+        ``details["batch_committed"]`` counts the items committed before it (always the
+        first ones of ``items``). The ids and the shape of every item are checked before
+        the first chunk.
+
+        :param merge: merge ``data`` and ``metadata`` key by key, as in
+            :meth:`update_state`.
+        :param chunk_size: states per transaction (1 to 5,000).
+        :returns: the new records, by state id, in the order of ``items``.
+        """
+        step = check_transition(transition, UPDATE_TRANSITIONS, what="transition")
+        check_actor_reason(actor, reason)
+        check_positive_int(chunk_size, "chunk_size", maximum=MAX_CHUNK_SIZE)
+        if type(merge) is not bool:
+            raise InvalidRequestError(
+                f"merge must be True or False, not {merge!r}.", details={"merge": repr(merge)}
+            )
+        _check_update_items(items)
+        done: dict[str, dict[str, Any]] = {}
+        started = time.perf_counter()
+        chunks = self._batch.update(
+            items,
+            step,
+            merge=merge,
+            chunk_size=chunk_size,
+            max_attempts=self._max_attempts,
+            actor=actor,
+            reason=reason,
+        )
+        try:
+            for writes in chunks:
+                for write in writes:
+                    self._committed(write, actor, reason, started)
+                    done[write.new["state_id"]] = write.new
+                started = time.perf_counter()
+        except TieredStateError as exc:
+            exc.details.setdefault("batch_committed", len(done))
+            raise
+        return done
+
+    def batch_delete_state(
+        self, state_ids: Iterable[str], *, actor: str | None = None, reason: str | None = None
+    ) -> int:
+        """Delete (DELETE transition, tombstones) the live states among ``state_ids`` in
+        one transaction; missing and already deleted ids are skipped. Returns how many
+        were deleted."""
+        started = time.perf_counter()
+        check_actor_reason(actor, reason)
+        writes = self._batch.delete(
+            self._ids(state_ids), max_attempts=self._max_attempts, actor=actor, reason=reason
+        )
+        for write in writes:
+            self._committed(write, actor, reason, started)
+        return len(writes)
+
+    # -- tiers, figures and health ---------------------------------------------
+    @within_budget
+    def promote_to_hot(self, state_id: str, *, ttl_seconds: int | None = None) -> bool:
+        """Copy a state to the HOT tier; False when nothing was moved.
+
+        :raises StateNotFoundError: no record exists under ``state_id``.
+        """
+        return self._move(state_id, hot=True, ttl_seconds=ttl_seconds)
+
+    @within_budget
+    def demote_to_cold(self, state_id: str) -> bool:
+        """Move a state to the COLD tier (archive); False when nothing was moved. An
+        archived state is read and updated as usual but is not searchable.
+
+        :raises StateNotFoundError: no record exists under ``state_id``.
+        """
+        return self._move(state_id, hot=False, ttl_seconds=None)
+
+    def _move(self, state_id: str, *, hot: bool, ttl_seconds: int | None) -> bool:
+        key = state_key(validate_state_id(state_id))
+        if hot:
+            moved = self.store.promote_to_hot(key, ttl_seconds=ttl_seconds)
+        else:
+            moved = self.store.demote_to_cold(key)
+        if not moved:
+            if self.store.get_entry(key) is None:
+                raise StateNotFoundError(state_id)
+            return False
+        signal = signals.state_promoted if hot else signals.state_demoted
+        self.dispatcher.send(signal, None, state_id=state_id, key=key)
+        return True
+
+    def get_repositories(self) -> StateRepositories:
+        """The store's repositories, for direct tier access."""
+        return self.store.get_repositories()
+
+    def get_storage_stats(self) -> dict[str, Any]:
+        """The store's statistics (tiers, cache) and the history row count."""
+        return {**self.store.stats(), "history_rows": self.history.count()}
+
+    def get_health_status(self) -> dict[str, Any]:
+        """``{"status", "state_count", "cache_hit_rate", "tiers": {...}}``; status is
+        ``healthy``, ``degraded`` (HOT or COLD down) or ``unhealthy`` (WARM down)."""
+        return health_status(self.store, self._search.count)
+
+    def get_performance_metrics(self) -> dict[str, Any]:
+        """Per-operation counts and durations, plus the store's metrics."""
+        return {"operations": self._ops.snapshot(), "store": self.store.metrics()}
+
+
+def _check_group_fields(by: object) -> tuple[str, ...]:
+    fields = (by,) if isinstance(by, str) else by
+    allowed = ", ".join(repr(f) for f in COUNT_FIELDS)
+    if (
+        not isinstance(fields, (tuple, list))
+        or not 1 <= len(fields) <= len(COUNT_FIELDS)
+        or any(f not in COUNT_FIELDS for f in fields)
+        or len(set(fields)) != len(fields)
+    ):
+        raise InvalidRequestError(
+            f"Invalid by={by!r}: count_states groups by {allowed}, or both (each at most "
+            "once), e.g. by=('type', 'status').",
+            details={"by": repr(by), "allowed": list(COUNT_FIELDS)},
+        )
+    return tuple(fields)
+
+
+def _check_update_items(items: object) -> None:
+    """Ids and item shapes, before anything is read or written."""
+    if not isinstance(items, Mapping):
+        raise InvalidRequestError(
+            "batch_update_state takes a mapping of state id to the changes (a state "
+            f"structure, or None), not {type(items).__name__}.",
+            details={"items": type(items).__name__},
+        )
+    for state_id, changes in items.items():
+        validate_state_id(state_id)
+        if changes is not None and not isinstance(changes, Mapping):
+            raise ValidationError(
+                f"The state structure for {state_id!r} must be a mapping with the keys "
+                f"{', '.join(STRUCTURE_FIELDS)}, or None, not {type(changes).__name__}.",
+                {"_schema": [f"Expected a mapping, got {type(changes).__name__}."]},
+            )

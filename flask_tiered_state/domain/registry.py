@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, InvalidRequestError, InvalidStateTypeError
 from ..storage.base import StateCategory
+from ..storage.checks import int_option
 from .lifecycle import DEFAULT_LIFECYCLE, Lifecycle
 from .model import StateType
 
@@ -85,13 +86,7 @@ class TypeRegistry:
                 f"home_tier for type {type_name!r} must be a StateCategory (hot, warm, cold), "
                 f"not {home_tier!r}."
             ) from None
-        if hot_ttl_seconds is not None and (
-            type(hot_ttl_seconds) is not int or hot_ttl_seconds <= 0
-        ):
-            raise ConfigurationError(
-                f"hot_ttl_seconds for type {type_name!r} must be a positive integer or None, "
-                f"not {hot_ttl_seconds!r}."
-            )
+        int_option(f"hot_ttl_seconds of type {type_name!r}", hot_ttl_seconds, optional=True)
         spec = StateTypeSpec(
             type_name, lifecycle or DEFAULT_LIFECYCLE, tier, hot_ttl_seconds, schema
         )

@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import inspect
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from ..errors import ConfigurationError
 
 __all__ = [
     "ANY_COPY",
+    "BackendContext",
+    "BackendFactory",
+    "DocumentQuery",
+    "DocumentSearch",
     "StaleCopy",
     "StateCategory",
     "StateMetadata",
@@ -30,6 +38,7 @@ __all__ = [
     "StoredValue",
     "TierStats",
     "WriteRequest",
+    "check_options",
     "checksum_of",
     "make_metadata",
 ]
@@ -280,3 +289,97 @@ class StateRepositories:
 
     def __iter__(self) -> Iterator[StateRepository]:
         return iter((self.hot, self.warm, self.cold))
+
+
+# --------------------------------------------------------------------------- search
+
+#: A JSON scalar a search compares with: equality includes the JSON type, so ``1``
+#: matches neither ``true`` nor ``"1"``.
+JSONScalar = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentQuery:
+    """Which stored JSON documents a search matches (see :class:`DocumentSearch`).
+
+    :param key_prefix: only keys that start with it.
+    :param equal: ``(path, value)`` pairs that must all hold: the document's value at
+        ``path`` (object keys from the root) is the JSON scalar ``value``.
+    :param not_equal: ``(field, text)``: the top-level text ``field`` is not ``text``.
+    :param one_of: ``(field, texts)``: the top-level text ``field`` is one of ``texts``.
+
+    Expired values never match.
+    """
+
+    key_prefix: str
+    equal: tuple[tuple[tuple[str, ...], JSONScalar], ...] = ()
+    not_equal: tuple[tuple[str, str], ...] = ()
+    one_of: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@runtime_checkable
+class DocumentSearch(Protocol):
+    """A capability of a repository that can query the documents it holds where they
+    are, without loading them (the SQL repository: a GIN containment test on
+    PostgreSQL, ``json_extract`` on SQLite). The domain's search goes through it."""
+
+    def search_documents(
+        self, query: DocumentQuery, *, newest_by: str, offset: int, limit: int
+    ) -> tuple[list[str], int]:
+        """``(values, total)``: the matching values ordered by the top-level text field
+        ``newest_by`` descending, then key, from ``offset``, at most ``limit``; and how
+        many match in all."""
+        ...
+
+    def count_documents(
+        self, query: DocumentQuery, group_by: Sequence[str]
+    ) -> list[tuple[Any, ...]]:
+        """``[(value of each field..., count)]``: the matches grouped by the top-level
+        text fields ``group_by`` (none: one row, the count)."""
+        ...
+
+
+# --------------------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True, slots=True)
+class BackendContext:
+    """What a backend factory gets besides its URL and options.
+
+    :param category: the tier the repository will serve.
+    :param key_prefix: the prefix of every key in a shared server (Redis).
+    :param local_dir: the app's directory for embedded data (relative ``file:`` URLs).
+    :param sql_metadata: a :class:`sqlalchemy.MetaData` to define SQL tables on.
+    :param create_tables: whether to create missing tables.
+    """
+
+    category: StateCategory
+    key_prefix: str = "tiered_state:"
+    local_dir: Path | None = None
+    sql_metadata: Any = None
+    create_tables: bool = True
+
+
+#: ``factory(url, options, context)``: the repository for ``url`` (see
+#: :mod:`~flask_tiered_state.storage.registry`).
+BackendFactory = Callable[[str, Mapping[str, Any], BackendContext], StateRepository]
+
+
+def check_options(
+    options: Mapping[str, Any], target: Callable[..., Any], *, fixed: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``options`` if every name is a keyword argument ``target`` takes (``fixed`` ones,
+    which come from the URL and the context, excepted), else :class:`ConfigurationError`
+    listing the names it takes. For backend factories."""
+    taken = {
+        name
+        for name, parameter in inspect.signature(target).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    } - set(fixed)
+    unknown = sorted(set(options) - taken)
+    if unknown:
+        raise ConfigurationError(
+            f"{getattr(target, '__qualname__', target)} takes no option "
+            f"{', '.join(map(repr, unknown))}; its options are {', '.join(sorted(taken))}."
+        )
+    return dict(options)

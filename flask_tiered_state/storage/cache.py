@@ -32,26 +32,83 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..json_codec import loads
-from .base import StoredValue
-from .cache_fills import _WRITTEN_KEYS_TRACKED as _WRITTEN_KEYS_TRACKED
-from .cache_fills import GuardedFills
-from .cache_lru import _NEVER as _NEVER
-from .cache_lru import _Entry as _Entry
-from .cache_lru import _positive_int as _positive_int
-from .cache_lru import check_max_age as check_max_age
-from .cache_stats import CacheEntryInfo as CacheEntryInfo
-from .cache_stats import CacheStats as CacheStats
+from cachetools import LRUCache
 
-__all__ = ["MISSING", "CacheEntryInfo", "CacheStats", "StateCache"]
+from ..json_codec import loads
+from .base import StateMetadata, StoredValue
+from .checks import int_option, seconds_option
+
+__all__ = ["MISSING", "CacheEntryInfo", "CacheStats", "StateCache", "check_max_age"]
 
 #: Returned by :meth:`StateCache.get` for an absent key (``None`` is a valid JSON value).
 MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "MISSING"})()
+_WRITTEN_KEYS_TRACKED = 4096
+_NEVER = float("inf")
 
 
-class StateCache(GuardedFills):
+@dataclass(slots=True)
+class _Entry:
+    stored: StoredValue
+    size: int
+    cached_at: float
+    last_accessed: float
+    expires_at: float  # on the cache's clock: value TTL or max age, whichever is first
+    hits: int = 0
+    snapshot: bytes | None = None
+
+
+def _positive_int(name: str, value: object) -> int:
+    checked = int_option(name, value)
+    assert checked is not None
+    return checked
+
+
+def check_max_age(value: object, name: str = "max_age_seconds") -> float | None:
+    """``value`` as a maximum age in seconds (None: no maximum age)."""
+    return seconds_option(name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntryInfo:
+    """What the cache knows about one cached key."""
+
+    key: str
+    metadata: StateMetadata
+    size: int
+    cached_at: float
+    last_accessed: float
+    hits: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """Counters and sizes of a :class:`StateCache`."""
+
+    entries: int
+    bytes: int
+    max_entries: int
+    max_bytes: int
+    hits: int
+    misses: int
+    evictions: int
+    invalidations: int
+    #: Entries that left the cache because their TTL or the maximum age ran out.
+    expirations: int
+    max_age_seconds: float | None = None
+
+    @property
+    def hit_rate(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "hit_rate": self.hit_rate}
+
+
+class StateCache:
     """A thread-safe LRU of verified values, bounded by entries and bytes.
 
     :param max_entries: at most this many keys are cached.
@@ -92,7 +149,9 @@ class StateCache(GuardedFills):
         )
         self.max_age_seconds = check_max_age(max_age_seconds)
         self._max_age = _NEVER if self.max_age_seconds is None else self.max_age_seconds
-        unsynced = check_max_age(unsynced_max_age_seconds, "unsynced_max_age_seconds")
+        unsynced = seconds_option(
+            "unsynced_max_age_seconds", unsynced_max_age_seconds, optional=False
+        )
         assert unsynced is not None
         #: While :attr:`synchronised` is False, only entries cached this recently are hits.
         self.unsynced_max_age_seconds = unsynced
@@ -104,14 +163,13 @@ class StateCache(GuardedFills):
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
-        self._history: OrderedDict[str, deque[float]] = OrderedDict()
+        #: Access times per key, for the promotion policy: a bounded map, LRU first out.
+        self._history: LRUCache[str, deque[float]] = LRUCache(self.max_history_keys)
         self._seq = 0
         self._written: OrderedDict[str, int] = OrderedDict()
         self._written_floor = 0
         self._hits = self._misses = self._evictions = self._invalidations = 0
         self._expirations = 0
-
-    # -- reads ---------------------------------------------------------------
 
     def _lookup(self, key: str, now: float) -> _Entry | None:
         """Find ``key``, count the lookup and record the access (lock held)."""
@@ -224,7 +282,6 @@ class StateCache(GuardedFills):
         with self._lock:
             return len(self._entries)
 
-    # -- writes --------------------------------------------------------------
     def set(self, stored: StoredValue) -> None:
         """Cache a value that was just written to its tier (refuses no write)."""
         with self._lock:
@@ -272,3 +329,144 @@ class StateCache(GuardedFills):
                 self._hits, self._misses, self._evictions, self._invalidations,
                 self._expirations, self.max_age_seconds,
             )  # fmt: skip
+
+    # -- fills guarded against racing writes ---------------------------------
+
+    def fill_token(self) -> int:
+        """Take before reading a tier; pass to :meth:`fill` afterwards."""
+        with self._lock:
+            return self._seq
+
+    def written_since(self, key: str, token: int) -> bool:
+        """True when ``key`` was written or invalidated after ``token`` was taken."""
+        with self._lock:
+            return self._written.get(key, self._written_floor) > token
+
+    def fill(self, stored: StoredValue, token: int) -> bool:
+        """Cache a value read from a tier, unless ``stored.key`` was written since ``token``."""
+        with self._lock:
+            if self._written.get(stored.key, self._written_floor) > token:
+                return False
+            self._put(stored)
+            return True
+
+    def fill_and_history(self, stored: StoredValue, token: int) -> tuple[float, ...]:
+        """:meth:`fill`, then :meth:`access_history` of the key, under one lock."""
+        key = stored.key
+        with self._lock:
+            if self._written.get(key, self._written_floor) <= token:
+                self._put(stored)
+            return self._times(key)
+
+    def fill_many(self, values: Sequence[StoredValue], token: int) -> None:
+        """:meth:`fill` for many values."""
+        for start in range(0, len(values), 1000):
+            with self._lock:
+                now, wall = self.clock(), time.time()
+                written, floor = self._written, self._written_floor
+                for stored in values[start : start + 1000]:
+                    if written.get(stored.key, floor) <= token:
+                        self._put(stored, now, wall)
+
+    def refresh(self, stored: StoredValue, token: int) -> None:
+        """Cache a value written outside the key's lock: when the key was written again
+        since ``token``, drop it instead, because this value may be the older one."""
+        with self._lock:
+            newer = self._written.get(stored.key, self._written_floor) > token
+            self._mark_written(stored.key)
+            if newer:
+                self._drop(stored.key)
+            else:
+                self._put(stored)
+
+    def _mark_written(self, key: str) -> None:
+        """Give ``key`` the next number of the write sequence (lock held)."""
+        self._seq += 1
+        self._written[key] = self._seq
+        self._written.move_to_end(key)
+        if len(self._written) > _WRITTEN_KEYS_TRACKED:
+            # A key we stop tracking counts as written at the newest forgotten sequence.
+            self._written_floor = self._written.popitem(last=False)[1]
+
+    # -- access history (for the promotion policy) ----------------------------
+
+    def _record_access(self, key: str, now: float) -> None:
+        """Append ``now`` to the access times of ``key`` (lock held)."""
+        history = self._history.get(key)  # a hit counts as the key's latest use
+        if history is None:
+            history = self._history[key] = deque(maxlen=self.history_length)
+        history.append(now)
+
+    def _times(self, key: str) -> tuple[float, ...]:
+        """The access times of ``key``, oldest first (lock held)."""
+        history = self._history.get(key)
+        return () if history is None else tuple(history)
+
+    def frequent(self, keys: Iterable[str], count: int, since: float) -> list[str]:
+        """The keys among ``keys`` accessed at least ``count`` times after ``since``."""
+        index = -count
+        with self._lock:
+            history = self._history
+            return [
+                key
+                for key in keys
+                if (times := history.get(key)) is not None
+                and len(times) >= count
+                and times[index] > since
+            ]
+
+    def access_history(self, key: str) -> tuple[float, ...]:
+        """Monotonic times of the latest accesses to ``key``, oldest first."""
+        with self._lock:
+            return self._times(key)
+
+    # -- the LRU: expiry, drops, eviction (lock held) ------------------------
+
+    def _expire(self, key: str) -> None:
+        self._bytes -= self._entries.pop(key).size
+        self._expirations += 1
+
+    def _drop(self, key: str) -> bool:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        self._bytes -= entry.size
+        self._invalidations += 1
+        return True
+
+    def _put(self, stored: StoredValue, now: float | None = None, wall: float = 0.0) -> None:
+        """Cache ``stored``; ``now`` and ``wall`` (the cache clock and ``time.time()``),
+        when given, are one reading shared by a batch."""
+        key = stored.key
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old.size
+        metadata = stored.metadata
+        size = metadata.size
+        if size > self.max_bytes:
+            return
+        if now is None:
+            now, wall = self.clock(), time.time()
+        expires_at = now + self._max_age
+        ttl = metadata.ttl_seconds
+        if ttl is not None:
+            # A value with a TTL (a HOT home, a HOT copy) leaves the cache when it expires.
+            expires_at = min(expires_at, now + metadata.stored_at + ttl - wall)
+        self._entries[key] = _Entry(stored, size, now, now, expires_at)
+        self._bytes += size
+        self._evict(keep=key)
+
+    def _evict(self, *, keep: str) -> None:
+        entries = self._entries
+        while len(entries) > self.max_entries or self._bytes > self.max_bytes:
+            oldest = next(iter(entries))
+            if oldest == keep and len(entries) == 1:
+                # Only the entry just added is left and it is still too large.
+                self._bytes -= entries.pop(keep).size
+                self._evictions += 1
+                return
+            if oldest == keep:
+                entries.move_to_end(keep)
+                continue
+            self._bytes -= entries.pop(oldest).size
+            self._evictions += 1

@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ..errors import ConfigurationError, DeadlineExceededError
+from ..errors import DeadlineExceededError
 
 __all__ = [
     "TICK",
@@ -37,7 +37,6 @@ __all__ = [
     "Watch",
     "budget",
     "check_budget",
-    "check_seconds",
     "current_deadline",
     "fresh_budget",
     "remaining",
@@ -50,20 +49,6 @@ __all__ = [
 TICK = 0.05
 
 _deadline: ContextVar[float | None] = ContextVar("tiered_state_deadline", default=None)
-
-
-def check_seconds(name: str, value: object, *, allow_none: bool = True) -> float | None:
-    """``value`` as a positive, finite number of seconds (or None where allowed)."""
-    if value is None and allow_none:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value < float("inf")
-    ):
-        allowed = "a positive number of seconds" + (" or None" if allow_none else "")
-        raise ConfigurationError(f"{name} must be {allowed}, not {value!r}.")
-    return float(value)
 
 
 def current_deadline() -> float | None:

@@ -7,34 +7,117 @@ a write made stale but could not delete (their tier was down); the coordinator i
 those copies when reading and deletes them when the tier answers again, with the
 write's :class:`~.base.StaleCopy` fence, so a stale copy is never served (invariant 3)
 and a newer value written meanwhile is never deleted. Drops of copies in shared tiers
-(a Redis HOT tier, the COLD tier) also go to the :class:`~.drop_journal.DropJournal`,
-so that they outlive the process.
+(a Redis HOT tier, the COLD tier) also go to the WARM database's journal
+(:class:`~.sql.journal.DropJournal`), so that they outlive the process, and a
+:class:`JournalReplayer` thread does the drops other processes left there.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TierUnavailableError
+from ..errors import TieredStateError, TierUnavailableError
 from .base import StaleCopy, StateCategory, StateRepositories
-from .drop_journal import JOURNAL_ERRORS
 from .pending_drops import PendingDrops
-from .tier_health import TierHealth
-
-# Re-exported: the storage modules log through this logger, imported from here.
-from .tier_health import logger as logger
 
 if TYPE_CHECKING:
-    from .drop_journal import DropJournal
     from .invalidation import InvalidationPublisher
+    from .sql.journal import DropJournal
 
-__all__ = ["PendingDrops", "TierGuard", "TierHealth"]
+__all__ = ["JournalReplayer", "TierGuard", "TierHealth", "logger"]
+
+#: The storage layer's logger.
+logger = logging.getLogger("flask_tiered_state.storage")
 
 HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
 _RECONCILE_CHUNK = 1000
+
+
+class TierHealth:
+    """Healthy, or degraded with the time of the next check (exponential backoff).
+
+    :param name: the tier's name, for logs.
+    :param initial_backoff: seconds before the first re-check.
+    :param max_backoff: the longest wait between two checks.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
+        self.healthy = True
+        self.failures = 0
+        self.degraded_since: float | None = None
+        self.next_check_at = 0.0
+        self.last_error: str | None = None
+
+    def mark_failed(self, error: BaseException | str) -> None:
+        """Record a failure and schedule the next check."""
+        with self._lock:
+            now = self._clock()
+            if self.healthy:
+                logger.warning("Tier %s is unavailable: %s", self.name, error)
+                self.degraded_since = now
+            self.healthy = False
+            self.failures += 1
+            delay = min(self.max_backoff, self.initial_backoff * 2 ** (self.failures - 1))
+            self.next_check_at = now + delay
+            self.last_error = str(error)
+
+    def mark_recovered(self) -> None:
+        with self._lock:
+            if not self.healthy:
+                logger.warning(
+                    "Tier %s answers again after %d failed checks.", self.name, self.failures
+                )
+            self.healthy = True
+            self.failures = 0
+            self.degraded_since = None
+            self.last_error = None
+
+    def check_due(self) -> bool:
+        """True when degraded and the backoff delay has passed."""
+        return not self.healthy and self._clock() >= self.next_check_at
+
+    def begin_check(self, *, force: bool = False) -> bool:
+        """Claim the right to run the due check (with ``force``, a check now, due or
+        not); only one thread checks at a time."""
+        if not (force or self.check_due()):
+            return False
+        return self._check_lock.acquire(blocking=False)
+
+    def end_check(self) -> None:
+        self._check_lock.release()
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            now = self._clock()
+            return {
+                "healthy": self.healthy,
+                "failures": self.failures,
+                "degraded_for_seconds": (
+                    None if self.degraded_since is None else round(now - self.degraded_since, 3)
+                ),
+                "next_check_in_seconds": (
+                    None if self.healthy else round(max(0.0, self.next_check_at - now), 3)
+                ),
+                "last_error": self.last_error,
+            }
 
 
 class TierGuard:
@@ -69,7 +152,7 @@ class TierGuard:
         #: then also announce the changed keys, in the same round trip.
         self.publisher: InvalidationPublisher | None = None
         #: Where drops that could not be done outlive the process (see
-        #: :mod:`.drop_journal`); None: in this process only.
+        #: :mod:`.sql.journal`); None: in this process only.
         self.journal: DropJournal | None = None
         #: Forgets keys in this process's cache (its own announcements do not reach it).
         self.forget_cached: Callable[[Sequence[str]], object] | None = None
@@ -246,7 +329,7 @@ class TierGuard:
             return
         try:
             self.journal.record(category, fences)
-        except JOURNAL_ERRORS as exc:
+        except TieredStateError as exc:
             logger.error(
                 "Could not record %d pending %s drops in the WARM database: %s; they are "
                 "kept in this process only.",
@@ -284,7 +367,7 @@ class TierGuard:
                 if self.forget_cached is not None:
                     self.forget_cached(list(fences))
                 journal.forget(category, fences)
-        except JOURNAL_ERRORS as exc:
+        except TieredStateError as exc:
             logger.warning("Could not replay the pending drops journal: %s", exc)
         finally:
             self._replay_lock.release()
@@ -300,3 +383,46 @@ class TierGuard:
             c.value: {**self.health[c].to_dict(), "pending_drops": len(self.pending[c])}
             for c in StateCategory
         }
+
+
+class JournalReplayer:
+    """A daemon thread that replays the journal every ``interval`` seconds (through
+    ``replay``, the store's :meth:`~.health.TierGuard.replay_journal`), so that the
+    drops a dead process left behind are done within about ``interval`` seconds.
+
+    :param replay: does the recorded drops; its errors are logged, never raised.
+    :param interval: seconds between two replays.
+    """
+
+    def __init__(self, replay: Callable[[], object], interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        target = weakref.WeakMethod(replay) if hasattr(replay, "__self__") else replay
+        self._thread = threading.Thread(
+            target=_replay_loop,
+            args=(target, self._stop, interval),
+            name="tiered-state-drops",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+def _replay_loop(replay: Any, stop: threading.Event, interval: float) -> None:
+    # A weak reference to the guard's method: a store dropped without close() ends the
+    # thread at the next tick.
+    while not stop.wait(interval):
+        call = replay() if isinstance(replay, weakref.WeakMethod) else replay
+        if call is None:
+            return
+        try:
+            call()
+        except Exception:  # the thread must survive anything
+            logger.exception("Replaying the pending drops journal failed.")
+        del call

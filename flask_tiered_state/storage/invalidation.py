@@ -387,7 +387,7 @@ def _close(pubsub: Any, client: redis.Redis | None, stop: threading.Event) -> No
 class CacheInvalidation:
     """The publisher and the subscriber of one store.
 
-    :param hot: the HOT :class:`~.redis_repository.RedisStateRepository` (its client
+    :param hot: the HOT :class:`~.redis.RedisStateRepository` (its client
         and key prefix).
     :param cache: the store's cache.
     :param options: passed to :class:`InvalidationSubscriber`.

@@ -18,33 +18,33 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, InvalidRequestError, StateTooLargeError
-from ..json_codec import loads
+from ..json_codec import dumps, loads
 from .base import StateCategory, StateMetadata, StateRepositories, StoredValue
 from .batch import StateBatchOperations
 from .cache import MISSING, StateCache
+from .checks import (
+    as_category,
+    check_optional_expected_version,
+    check_optional_ttl,
+    int_option,
+    seconds_option,
+)
 from .coordinator import StateRepositoryCoordinator
-from .deadlines import check_seconds, within_budget
-from .drop_journal import JournalReplayer
+from .deadlines import within_budget
+from .health import JournalReplayer
+from .instrumented import InstrumentedRepository
 from .keys import validate_key, validate_pattern
-
-# Re-exported: these names were importable from here before the split.
-from .store_arguments import _CATEGORIES as _CATEGORIES
-from .store_arguments import as_category as as_category
-from .store_arguments import check_expected_version as check_expected_version
-from .store_arguments import check_ttl as check_ttl
-from .store_arguments import dumps as dumps
-from .store_introspection import StoreIntrospection
 from .tiering import StateTierManager, TierPromotionPolicy
+from .transaction import Resolve, StoreTransaction, open_transaction
 
 if TYPE_CHECKING:
     from ..observability.metrics import MetricsCollector
-    from .invalidation import CacheInvalidation
-    from .transaction import Resolve, StoreTransaction
+    from .invalidation import CacheInvalidation  # imports redis-py, an extra
 
-__all__ = ["TieredStore", "dumps"]
+__all__ = ["TieredStore"]
 
 
-class TieredStore(StoreIntrospection):
+class TieredStore:
     """Get, set, delete and move JSON values across the cache and the HOT, WARM and COLD
     tiers.
 
@@ -64,7 +64,7 @@ class TieredStore(StoreIntrospection):
         only.
     :param drop_replay_interval: with a Redis HOT tier, how often (seconds) the journal
         of drops that other processes could not do is replayed (see
-        :mod:`.drop_journal`); None: only at start and when HOT recovers.
+        :mod:`.sql.journal`); None: only at start and when HOT recovers.
     """
 
     def __init__(
@@ -93,12 +93,7 @@ class TieredStore(StoreIntrospection):
                     f"The repository given as the {category} tier serves the {served} tier; "
                     f"build it with category=StateCategory.{category.name}."
                 )
-        if max_value_bytes is not None and (
-            type(max_value_bytes) is not int or max_value_bytes < 1
-        ):
-            raise ConfigurationError(
-                f"max_value_bytes must be a positive integer or None, not {max_value_bytes!r}."
-            )
+        int_option("max_value_bytes", max_value_bytes, optional=True)
         self.cache = StateCache() if cache is None else cache
         self.policy = TierPromotionPolicy() if policy is None else policy
         if self.policy.promote_after_accesses > self.cache.history_length:
@@ -110,13 +105,11 @@ class TieredStore(StoreIntrospection):
         self.max_value_bytes = max_value_bytes
         #: Seconds each call (and each transaction) may take in all, its round trips
         #: included; past it :class:`~flask_tiered_state.errors.DeadlineExceededError`.
-        self.call_timeout = check_seconds("call_timeout", call_timeout)
-        check_seconds("drop_replay_interval", drop_replay_interval)
+        self.call_timeout = seconds_option("call_timeout", call_timeout)
+        seconds_option("drop_replay_interval", drop_replay_interval)
         self.metrics_collector = metrics
         used = repositories
         if metrics is not None:
-            from .instrumented import InstrumentedRepository
-
             used = StateRepositories(*(InstrumentedRepository(r, metrics) for r in repositories))
         self.coordinator = StateRepositoryCoordinator(
             used,
@@ -136,7 +129,7 @@ class TieredStore(StoreIntrospection):
         guard = self.coordinator.guard
         hot = repositories.hot
         if invalidation and hot.backend == "redis" and hasattr(hot, "delete_and_publish"):
-            from .invalidation import CacheInvalidation
+            from .invalidation import CacheInvalidation  # imports redis-py, an extra
 
             self.invalidation = CacheInvalidation(hot, self.cache, on_subscribed=guard.recover_now)
             guard.publisher = self.invalidation.publisher
@@ -208,8 +201,8 @@ class TieredStore(StoreIntrospection):
         """
         validate_key(key)
         home = as_category(category)
-        ttl = check_ttl(ttl_seconds)
-        expected = check_expected_version(expected_version)
+        ttl = check_optional_ttl(ttl_seconds)
+        expected = check_optional_expected_version(expected_version)
         text = self.encode(key, value)
         return self.coordinator.write(
             key, text, category=home, ttl_seconds=ttl, expected_version=expected
@@ -232,7 +225,7 @@ class TieredStore(StoreIntrospection):
         :returns: False when the key is absent or already in HOT.
         """
         validate_key(key)
-        return self.tier_manager.promote_to_hot(key, ttl_seconds=check_ttl(ttl_seconds))
+        return self.tier_manager.promote_to_hot(key, ttl_seconds=check_optional_ttl(ttl_seconds))
 
     @within_budget
     def demote_to_cold(self, key: str) -> bool:
@@ -266,7 +259,7 @@ class TieredStore(StoreIntrospection):
             raise InvalidRequestError(
                 f"batch_set takes a mapping of keys to values, not {type(items).__name__}."
             )
-        home, ttl = as_category(category), check_ttl(ttl_seconds)
+        home, ttl = as_category(category), check_optional_ttl(ttl_seconds)
         encode = self.encode
         texts = {key: encode(key, value) for key, value in items.items()}
         return self.batch.batch_set(texts, category=home, ttl_seconds=ttl)
@@ -279,7 +272,7 @@ class TieredStore(StoreIntrospection):
     @within_budget
     def batch_promote(self, keys: Sequence[str], *, ttl_seconds: int | None = None) -> int:
         """Place verified HOT copies of ``keys``; how many got one."""
-        return self.batch.batch_promote(keys, ttl_seconds=check_ttl(ttl_seconds))
+        return self.batch.batch_promote(keys, ttl_seconds=check_optional_ttl(ttl_seconds))
 
     @within_budget
     def batch_demote(self, keys: Sequence[str]) -> int:
@@ -294,8 +287,6 @@ class TieredStore(StoreIntrospection):
         :param resolve: asked whether the transaction committed when its commit reply
             is lost (see :mod:`.transaction`).
         """
-        from .transaction import open_transaction
-
         return open_transaction(self, resolve=resolve)
 
     def close(self) -> None:
@@ -310,6 +301,63 @@ class TieredStore(StoreIntrospection):
         self.coordinator.close()
         for repository in self.get_repositories():
             repository.close()
+
+    # -- what the store reports ------------------------------------------------
+
+    def get_repositories(self) -> StateRepositories:
+        """The repositories behind the tiers, for direct access (backups, recovery)."""
+        return self.coordinator.get_repositories()
+
+    def _tier_rates(self, category: StateCategory) -> dict[str, Any]:
+        hits = self.coordinator.tier_hits[category]
+        misses = self.coordinator.tier_misses[category]
+        return {"hits": hits, "misses": misses, "hit_rate": hits / (hits + misses or 1)}
+
+    def stats(self) -> dict[str, Any]:
+        """Per tier: backend, key count, bytes where cheap, hit rate and health; the cache."""
+        tiers: dict[str, Any] = {}
+        health = self.coordinator.guard.report()
+        for repository in self.get_repositories():
+            category = repository.category
+            entry: dict[str, Any] = {"backend": repository.backend, "available": True}
+            try:
+                entry.update(repository.stats().to_dict())
+            except Exception as exc:  # a dead tier must not hide the others' figures
+                entry.update(available=False, error=str(exc))
+            entry.update(self._tier_rates(category), health=health[category.value])
+            tiers[category.value] = entry
+        return {
+            "cache": self.cache.stats().to_dict(),
+            "tiers": tiers,
+            "movements": self.movements(),
+            "invalidation": self.invalidation_stats(),
+        }
+
+    def movements(self) -> dict[str, int]:
+        """Keys moved by this store since it was built: ``promotions`` (asked for),
+        ``auto_promotions`` (HOT copies placed on frequent reads) and ``demotions``."""
+        coordinator = self.coordinator
+        with coordinator._counts_lock:
+            return dict(coordinator.movements)
+
+    def invalidation_stats(self) -> dict[str, Any]:
+        """The state of cross-process invalidation (``enabled`` False without it)."""
+        invalidation = self.invalidation
+        if invalidation is None:
+            return {"enabled": False}
+        return {"enabled": True, **invalidation.stats()}
+
+    def metrics(self) -> dict[str, Any]:
+        """Cache counters, per-tier hit rates, movements, invalidation and the
+        collector's figures (if any)."""
+        collector = self.metrics_collector
+        return {
+            "cache": self.cache.stats().to_dict(),
+            "tiers": {c.value: self._tier_rates(c) for c in StateCategory},
+            "movements": self.movements(),
+            "invalidation": self.invalidation_stats(),
+            "repositories": {} if collector is None else collector.snapshot(),
+        }
 
     def __enter__(self) -> TieredStore:
         return self

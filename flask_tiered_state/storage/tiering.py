@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError, IntegrityError, TierUnavailableError
+from ..errors import IntegrityError, TierUnavailableError
 from .base import StaleCopy, StateCategory, StoredValue, WriteRequest
+from .checks import int_option, seconds_option
 from .keys import validate_keys
 
 if TYPE_CHECKING:
@@ -53,19 +54,10 @@ class TierPromotionPolicy:
     auto_promote: bool = True
 
     def __post_init__(self) -> None:
-        if type(self.promote_after_accesses) is not int or self.promote_after_accesses < 1:
-            raise ConfigurationError(
-                "promote_after_accesses must be an integer of at least 1, "
-                f"not {self.promote_after_accesses!r}."
-            )
-        if type(self.hot_ttl_seconds) is not int or self.hot_ttl_seconds < 1:
-            raise ConfigurationError(
-                f"hot_ttl_seconds must be a positive integer, not {self.hot_ttl_seconds!r}."
-            )
+        int_option("promote_after_accesses", self.promote_after_accesses)
+        int_option("hot_ttl_seconds", self.hot_ttl_seconds)
         for name in ("promotion_window_seconds", "demote_after_idle_seconds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigurationError(f"{name} must be a positive number, not {value!r}.")
+            seconds_option(name, getattr(self, name), optional=False)
 
     def should_promote(self, access_times: Sequence[float], now: float) -> bool:
         """True when ``access_times`` (monotonic, oldest first) holds enough recent accesses."""

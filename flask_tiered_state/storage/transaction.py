@@ -5,7 +5,7 @@ the caller also writes its own rows (history) on :attr:`StoreTransaction.connect
 Writes to a HOT or COLD home are applied just before the commit, together with the
 removal of their stale WARM copy inside the transaction; if one fails, or the commit
 does, the SQL rolls back and the writes already applied are undone
-(:mod:`~flask_tiered_state.storage.transaction_undo`).
+(below).
 After the commit, the cache is refreshed and the copies other tiers hold are dropped
 (remembered and retried if a tier is down, never served meanwhile).
 
@@ -22,7 +22,7 @@ holds then, no process reads an older value as current.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter
@@ -32,22 +32,23 @@ from ..errors import (
     ConcurrencyError,
     ConfigurationError,
     DeadlineExceededError,
+    IntegrityError,
     OutcomeUnknownError,
     TieredStateError,
     TierUnavailableError,
 )
 from .base import ANY_COPY, StaleCopy, StateCategory, StateMetadata, StoredValue
-from .coordinator import DROPS
+from .checks import as_category, check_optional_expected_version, check_optional_ttl
+from .coordinator import DROPS, stale_fence
 from .deadlines import budget, fresh_budget
 from .health import logger
-from .home_writes import stale_fence
-from .instrumented import _NOT_TIER_ERRORS
+from .instrumented import _NOT_TIER_ERRORS, InstrumentedUnitOfWork
 from .keys import validate_key
-from .transaction_undo import AppliedWrite, previous_value, undo_applied
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from .coordinator import StateRepositoryCoordinator
     from .store import TieredStore
 
 __all__ = ["Resolve", "StoreTransaction", "open_transaction", "write_with_row"]
@@ -111,11 +112,10 @@ class StoreTransaction:
     ) -> StateMetadata | None:
         """Write like :meth:`TieredStore.set`. A WARM write runs now, in the transaction,
         and returns its metadata; a HOT or COLD write runs at commit and returns None."""
-        from .store import as_category, check_expected_version, check_ttl
-
         validate_key(key)
         home = as_category(category)
-        ttl, expected = check_ttl(ttl_seconds), check_expected_version(expected_version)
+        ttl = check_optional_ttl(ttl_seconds)
+        expected = check_optional_expected_version(expected_version)
         text = self._store.encode(key, value)
         self._deleted.pop(key, None)
         if home is not WARM:
@@ -196,6 +196,85 @@ class StoreTransaction:
     def _after_unknown_outcome(self) -> None:
         """Neither outcome is known: leave nothing older than the write readable."""
         _forget_older(self._store, self._written, self._deleted)
+
+
+# -- undoing the HOT and COLD writes of a transaction that did not commit ---------
+#
+# Undoing a store transaction's HOT and COLD writes when its SQL does not commit.
+#
+# Writes to a HOT or COLD home are applied just before the SQL commit (the tiers have no
+# shared transaction). When a later write or the commit itself fails, the writes already
+# applied are put back as they were, so a failed transaction leaves neither its values
+# nor its rows behind (invariant 4): a replaced value is restored with its version
+# (compare-and-set on the version just written), a new key is deleted if it is still the
+# value written. A value another writer changed meanwhile is left alone, and a tier that
+# fails during the undo is logged: those are the only ways a failed transaction's value
+# can remain.
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedWrite:
+    """A write applied to a HOT or COLD home before the commit, and what it replaced."""
+
+    category: StateCategory
+    previous: StoredValue | None
+    written: StoredValue
+
+
+def previous_value(repository: Any, key: str, expected_version: int | None) -> StoredValue | None:
+    """The value a write is about to replace (None for a new key, or an unreadable one)."""
+    if expected_version == 0:
+        return None
+    try:
+        found: StoredValue | None = repository.fetch(key)
+    except IntegrityError:
+        return None
+    return found
+
+
+def undo_applied(coordinator: StateRepositoryCoordinator, applied: Sequence[AppliedWrite]) -> None:
+    """Put every applied write back as it was (last first), then make every process
+    forget the values that never committed."""
+    if not applied:
+        return
+    for write in reversed(applied):
+        key = write.written.key
+        repository = coordinator.repositories.by_category(write.category)
+        try:
+            if write.previous is None:
+                _delete_if_unchanged(repository, write.written)
+            else:
+                meta = write.previous.metadata
+                repository.store(
+                    key,
+                    write.previous.value,
+                    version=meta.version,
+                    ttl_seconds=meta.ttl_seconds,
+                    expected_version=write.written.metadata.version,
+                )
+        except ConcurrencyError:
+            logger.warning(
+                "Not undoing the %s write of %r: another writer changed it since.",
+                write.category.value,
+                key,
+            )
+        except TierUnavailableError as exc:
+            logger.error(
+                "Could not undo the %s write of %r after the transaction failed: %s",
+                write.category.value,
+                key,
+                exc,
+            )
+    keys = [write.written.key for write in applied]
+    coordinator.cache.invalidate_many(keys)
+    try:
+        coordinator.announce(keys)
+    except TierUnavailableError as exc:
+        logger.warning("Could not announce %d undone writes: %s", len(keys), exc)
+
+
+def _delete_if_unchanged(repository: Any, written: StoredValue) -> None:
+    repository.delete_unchanged([written])
 
 
 def _publish(
@@ -356,8 +435,6 @@ def _run_transaction(
     try:
         with unit_of_work() as work:
             if collector is not None:
-                from .instrumented import InstrumentedUnitOfWork
-
                 work = InstrumentedUnitOfWork(work, collector, WARM.value)
             transaction = StoreTransaction(store, work)
             yield transaction

@@ -135,7 +135,7 @@ def test_quick_batch_cold_runs_s3_in_a_separate_process(redis_url: str, postgres
         port = int(env.s3_endpoint().rsplit(":", 1)[1])
         # werkzeug logs each request of the separate server to this file
         log = (env.tempdir("moto") / "moto-server.log").read_text(encoding="utf-8")
-        assert f'"PUT /bench-{env.run_id}-batch_cold'.lower() in log.lower()
+        assert f'"PUT /bench-{env.run_id}-batch-cold'.lower() in log.lower()
         notes = list(env.notes)
     assert _refused(port)
     assert [r.status for r in rows] == [None] * len(rows) and len(rows) >= 6

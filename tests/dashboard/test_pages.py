@@ -191,7 +191,7 @@ def test_assets_are_served_by_the_blueprint_with_a_strict_policy(dash_app: Flask
 
 
 def test_the_pages_stay_up_when_the_hot_tier_is_down(disposable_redis: Any, tmp_path: Path) -> None:
-    app = build_app(tmp_path, TIERED_STATE_REDIS_URL=disposable_redis.url)
+    app = build_app(tmp_path, TIERED_STATE_HOT_URL=disposable_redis.url)
     try:
         populate(get_app_state(app).manager)
         get_app_state(app).manager.promote_to_hot("user-04")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from flask_tiered_state.domain.manager import StateManager
+from tests.conftest import s3_url
 
 SERVERS = pytest.param("servers", marks=[pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3])
 
@@ -30,11 +31,12 @@ def build_test_store(
     if kind == "embedded":
         return build_store(local_dir=tmp_path / "embedded", **options)
     return build_store(
-        redis_url=request.getfixturevalue("redis_url"),
+        hot_url=request.getfixturevalue("redis_url"),
         key_prefix=request.getfixturevalue("redis_prefix"),
         engine=request.getfixturevalue("postgres_engine"),
-        s3_bucket=request.getfixturevalue("s3_bucket"),
-        s3_endpoint_url=request.getfixturevalue("s3_endpoint_url"),
+        cold_url=s3_url(
+            request.getfixturevalue("s3_bucket"), request.getfixturevalue("s3_endpoint_url")
+        ),
         local_dir=tmp_path / "servers",
         **options,
     )

@@ -64,7 +64,7 @@ def test_recent_activity_lists_the_latest_changes_of_all_states(manager: StateMa
     )
     assert latest[0]["reason"] == "test data" and latest[0]["to_status"] == "deleted"
     stamps = [datetime.fromisoformat(r["created_at"]) for r in latest]
-    assert all(s.utcoffset() is not None and s.utcoffset().total_seconds() == 0 for s in stamps)
+    assert all((o := s.utcoffset()) is not None and o.total_seconds() == 0 for s in stamps)
     assert stamps == sorted(stamps, reverse=True)
     # the same rows as the full history, newest first
     everything = manager.get_recent_activity()

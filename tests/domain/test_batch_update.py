@@ -162,7 +162,9 @@ def test_a_stale_cached_copy_is_read_again_and_no_update_is_lost(
     foreign = {**cached, "data": {**cached["data"], "foreign": True}, "version": 2}
     text = json.dumps(foreign, sort_keys=True, separators=(",", ":"))
     warm = manager.get_repositories().warm
-    warm.store("state:u1", text, expected_version=warm.fetch("state:u1").metadata.version)
+    current = warm.fetch("state:u1")
+    assert current is not None
+    warm.store("state:u1", text, expected_version=current.metadata.version)
     result = manager.batch_update_state(
         {"u1": {"data": {"mine": 1}}, "u2": {"data": {"mine": 2}}}, merge=True
     )

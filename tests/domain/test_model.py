@@ -44,7 +44,8 @@ def test_invalid_state_ids_name_the_rule(state_id: object, shown: str) -> None:
 
 
 def test_enum_values_are_the_stored_strings() -> None:
-    assert StateType.USER == "user" and str(StateType.SESSION) == "session"
+    user: str = StateType.USER  # a str subclass: it equals the stored string
+    assert user == "user" and str(StateType.SESSION) == "session"
     assert [s.value for s in StateStatus] == [
         "created",
         "active",

@@ -51,4 +51,4 @@ def test_repeated_searches_are_never_prepared_and_stay_exact(manager: StateManag
     assert [r["state_id"] for r in last.items] == ["u0"] and last.total == 3
     assert beyond.items == [] and beyond.total == 3
     with engine.connect() as conn:  # and the connections keep psycopg's default
-        assert conn.connection.driver_connection.prepare_threshold == 5  # type: ignore[union-attr]
+        assert conn.connection.driver_connection.prepare_threshold == 5

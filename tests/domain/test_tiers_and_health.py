@@ -54,7 +54,7 @@ def test_health_degrades_when_redis_dies(
     from flask_tiered_state.storage.factory import build_store
 
     manager = StateManager.create(
-        store=build_store(redis_url=disposable_redis.url, local_dir=tmp_path)
+        store=build_store(hot_url=disposable_redis.url, local_dir=tmp_path)
     )
     try:
         manager.register_state("u1", StateType.USER, {})

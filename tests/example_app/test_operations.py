@@ -14,8 +14,9 @@ from example_app.config import from_environment
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.errors import ConfigurationError
 from flask_tiered_state.extension import get_app_state
+from tests.conftest import services_config
 
-from .conftest import error, ok, services_config
+from .conftest import error, ok
 
 SMALL = ["--users", "25", "--transactions", "150"]
 
@@ -113,14 +114,14 @@ def test_the_overview_page_links_every_flow(credit_app: Flask, client: FlaskClie
 
 def test_configuration_comes_from_the_environment(tmp_path: Any) -> None:
     environ = {
-        "TIERED_STATE_REDIS_URL": "redis://cache:6379/0",
+        "TIERED_STATE_HOT_URL": "redis://cache:6379/0",
         "CREDIT_SESSION_TTL_SECONDS": "60",
         "FLASK_SECRET_KEY": "s3cret",
         "TIERED_STATE_UNKNOWN": "x",
         "HOME": "/root",
     }
     assert from_environment(environ) == {
-        "TIERED_STATE_REDIS_URL": "redis://cache:6379/0",
+        "TIERED_STATE_HOT_URL": "redis://cache:6379/0",
         "CREDIT_SESSION_TTL_SECONDS": "60",
         "SECRET_KEY": "s3cret",
     }

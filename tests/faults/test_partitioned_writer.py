@@ -38,12 +38,12 @@ def test_a_partitioned_then_killed_writer_leaves_no_stale_copy(
     with manager_of(direct) as reader:
         register_users(reader, ["p"])
         assert reader.promote_to_hot("p")  # an hour of TTL
-        go, out = CONTEXT.Event(), CONTEXT.Queue()
-        writer = CONTEXT.Process(target=partitioned_writer, args=(cut_off, "p", go, out))
+        ready, go, out = CONTEXT.Event(), CONTEXT.Event(), CONTEXT.Queue()
+        writer = CONTEXT.Process(target=partitioned_writer, args=(cut_off, "p", ready, go, out))
         writer.start()
         try:
             assert reader.get_state("p")["version"] == 1  # type: ignore[index]
-            time.sleep(0.5)  # the writer has read and cached it
+            assert ready.wait(30)  # the writer has read and cached it
             redis_proxy.black_hole()  # the writer's Redis calls now hang
             go.set()
             version, acknowledged_at = out.get(timeout=30)

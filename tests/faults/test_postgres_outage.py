@@ -153,7 +153,7 @@ def test_a_row_lock_held_elsewhere_ends_in_a_typed_error_within_lock_timeout(
     from .servers import libpq_url
 
     servers = local_cold_servers
-    with manager_of(servers, sql_lock_timeout=0.5, call_timeout=5.0) as manager:
+    with manager_of(servers, warm_options={"lock_timeout": 0.5}, call_timeout=5.0) as manager:
         register_users(manager, ["held"])
         with manager.store.warm.engine.connect() as connection:
             settings = connection.exec_driver_sql(

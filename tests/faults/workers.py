@@ -18,6 +18,7 @@ from typing import Any
 from flask_tiered_state import StateManager
 from flask_tiered_state.errors import ConcurrencyError, TierUnavailableError
 from flask_tiered_state.storage.factory import build_store
+from tests.conftest import s3_url
 
 #: multiprocessing context of every worker: a fresh interpreter, no inherited sockets.
 CONTEXT = multiprocessing.get_context("spawn")
@@ -39,12 +40,10 @@ class Servers:
 def open_manager(servers: Servers, **options: Any) -> StateManager:
     """A manager over the servers, with ``options`` for :func:`build_store`."""
     store = build_store(
-        redis_url=servers.redis_url,
-        database_uri=servers.database_uri,
+        hot_url=servers.redis_url,
+        warm_url=servers.database_uri,
         key_prefix=servers.key_prefix,
-        s3_bucket=servers.s3_bucket,
-        s3_endpoint_url=servers.s3_endpoint_url,
-        s3_region_name="us-east-1" if servers.s3_bucket else None,
+        cold_url=s3_url(servers.s3_bucket, servers.s3_endpoint_url),
         local_dir=servers.local_dir,
         **{**servers.options, **options},
     )
@@ -259,13 +258,14 @@ def run_workers(
     return results
 
 
-def partitioned_writer(servers: Servers, state_id: str, go: Any, out: Any) -> None:
-    """Reads ``state_id`` (caching it), waits for ``go``, then updates it once and reports
-    ``(acknowledged version, monotonic time of the acknowledgement)``; then idles until
-    it is killed (the test partitions it from Redis before ``go``)."""
+def partitioned_writer(servers: Servers, state_id: str, ready: Any, go: Any, out: Any) -> None:
+    """Reads ``state_id`` (caching it), says ``ready``, waits for ``go``, then updates it
+    once and reports ``(acknowledged version, monotonic time of the acknowledgement)``;
+    then idles until it is killed (the test partitions it from Redis before ``go``)."""
     manager = open_manager(servers)
     record = manager.get_state(state_id)
     assert record is not None
+    ready.set()
     go.wait()
     updated = manager.update_state(
         state_id, {"data": {"count": record["data"]["count"] + 1}},

@@ -13,8 +13,9 @@ from flask import Flask
 
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import get_app_state
+from tests.conftest import services_config
 
-from .conftest import AppFactory, services_config
+from .conftest import AppFactory
 
 
 def manager_of(app: Flask) -> StateManager:
@@ -104,7 +105,9 @@ def load_tables(engine: sa.Engine) -> int:
 def test_sql_use_copy_chooses_how_batches_are_written(
     make_app: AppFactory, postgres_url: str, postgres_engine: sa.Engine, use_copy: bool
 ) -> None:
-    app = make_app(TIERED_STATE_DATABASE_URI=postgres_url, TIERED_STATE_SQL_USE_COPY=use_copy)
+    app = make_app(
+        TIERED_STATE_WARM_URL=postgres_url, TIERED_STATE_WARM_OPTIONS={"use_copy": use_copy}
+    )
     store = manager_of(app).store
     written = store.batch_set({f"k{i}": {"n": i} for i in range(3)})
     assert sorted(written) == ["k0", "k1", "k2"]

@@ -143,7 +143,8 @@ def test_promote_and_demote_one_state(seeded: Flask) -> None:
     assert ok_json(seeded, "demote", "u2")["moved"] == ["u2"]
     cold = current_state_manager.get_repositories().cold
     assert cold.fetch("state:u2") is not None
-    assert current_state_manager.get_state("u2")["data"] == {"plan": "pro"}
+    demoted = current_state_manager.get_state("u2")
+    assert demoted is not None and demoted["data"] == {"plan": "pro"}
     assert run(seeded, "promote", "t1").output == "promoted: 1, unchanged: 0, failed: 0\n"
     fails(run(seeded, "promote", "nobody"), "No state with id 'nobody'")
     fails(run(seeded, "demote"), "Give one or more STATE_IDS, or --pattern.", code=2)
@@ -181,7 +182,7 @@ def test_health(seeded: Flask) -> None:
 
 def test_health_exits_1_when_the_warm_tier_is_down(make_app: AppFactory) -> None:
     app = make_app(
-        TIERED_STATE_DATABASE_URI="postgresql+psycopg://postgres@127.0.0.1:9/nowhere",
+        TIERED_STATE_WARM_URL="postgresql+psycopg://postgres@127.0.0.1:9/nowhere",
         TIERED_STATE_CREATE_TABLES=False,
         TIERED_STATE_API_PREFIX="/api",
     )

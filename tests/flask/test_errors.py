@@ -154,7 +154,7 @@ def test_without_app_wide_handlers_the_blueprint_still_answers_json(make_app: Ap
 
 @pytest.mark.redis
 def test_503_when_the_hot_tier_is_really_down(make_app: AppFactory, disposable_redis: Any) -> None:
-    app = make_app(TIERED_STATE_API_PREFIX="/api", TIERED_STATE_REDIS_URL=disposable_redis.url)
+    app = make_app(TIERED_STATE_API_PREFIX="/api", TIERED_STATE_HOT_URL=disposable_redis.url)
     client = app.test_client()
     register(client, "s0", "session")
     disposable_redis.stop()

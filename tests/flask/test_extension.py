@@ -156,7 +156,7 @@ def test_database_uri_wins_over_db(make_app: AppFactory, tmp_path: Path) -> None
     app = make_app(
         extension=TieredState(db=db),
         SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.sqlite3'}",
-        TIERED_STATE_DATABASE_URI=uri,
+        TIERED_STATE_WARM_URL=uri,
     )
     db.init_app(app)
     with app.app_context():

@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 
 from flask_tiered_state import migrations
 from flask_tiered_state.domain.history import define_history_table
-from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.sql import SQLStateRepository
 
 
 def code_metadata(engine: sa.Engine) -> sa.MetaData:

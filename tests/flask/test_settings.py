@@ -24,15 +24,18 @@ NOT_CALLABLE = 42
 
 
 def test_the_table_and_the_settings_class_agree() -> None:
-    fields = {f.name: f.default for f in dataclasses.fields(TieredStateSettings)}
+    fields = {
+        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for f in dataclasses.fields(TieredStateSettings)
+    }
     assert [s.attribute for s in SETTINGS] == list(fields)
     for setting in SETTINGS:
         assert fields[setting.attribute] == setting.default, setting.key
         assert setting.key == "TIERED_STATE_" + setting.name
         assert setting.doc.endswith((".", ".``")), setting.key
     required = {
-        "REDIS_URL", "DATABASE_URI", "S3_BUCKET", "S3_ENDPOINT_URL", "S3_PREFIX",
-        "S3_STORAGE_CLASS", "KEY_PREFIX", "CACHE_MAX_ENTRIES", "CACHE_MAX_BYTES",
+        "HOT_URL", "HOT_OPTIONS", "WARM_URL", "WARM_OPTIONS", "COLD_URL", "COLD_OPTIONS",
+        "KEY_PREFIX", "CACHE_MAX_ENTRIES", "CACHE_MAX_BYTES",
         "HOT_TTL_SECONDS", "PROMOTE_AFTER_ACCESSES", "PROMOTION_WINDOW_SECONDS",
         "DEMOTE_AFTER_IDLE_SECONDS", "MAX_STATE_BYTES", "METRICS", "REGISTER_ERROR_HANDLERS",
         "API_PREFIX", "DASHBOARD_PREFIX", "ACCESS_CONTROL", "CLI",
@@ -71,39 +74,39 @@ def test_text_forms_from_the_environment_are_accepted(tmp_path: Path) -> None:
         "TIERED_STATE_CACHE_MAX_ENTRIES": "500",
         "TIERED_STATE_METRICS": "off",
         "TIERED_STATE_INVALIDATION": "0",
-        "TIERED_STATE_SQL_USE_COPY": "false",
+        "TIERED_STATE_WARM_OPTIONS": '{"use_copy": false}',
+        "TIERED_STATE_COLD_OPTIONS": None,
         "TIERED_STATE_CACHE_TTL_SECONDS": "30",
         "TIERED_STATE_CLI": "Yes",
         "TIERED_STATE_PROMOTION_WINDOW_SECONDS": "2.5",
         "TIERED_STATE_MAX_STATE_BYTES": None,
-        "TIERED_STATE_REDIS_URL": "",
+        "TIERED_STATE_WARM_URL": "",
         "TIERED_STATE_LOCAL_DIR": tmp_path,
         "TIERED_STATE_ACCESS_CONTROL": f"{__name__}:allow_all",
     }
     settings = load_settings(config)
     assert settings.cache_max_entries == 500
     assert settings.metrics is False and settings.cli is True
-    assert settings.invalidation is False and settings.sql_use_copy is False
+    assert settings.invalidation is False and settings.warm_options == {"use_copy": False}
     assert settings.cache_ttl_seconds == 30
     assert settings.promotion_window_seconds == 2.5
-    assert settings.max_state_bytes is None and settings.redis_url is None
+    assert settings.max_state_bytes is None and settings.warm_url is None
+    assert settings.cold_options == {}
     assert settings.local_dir == str(tmp_path)
     assert settings.access_control is allow_all
     assert settings.to_dict()["TIERED_STATE_ACCESS_CONTROL"].endswith(":allow_all")
 
 
 BAD_VALUES: list[tuple[str, Any, str]] = [
-    ("REDIS_URL", "http://localhost:6379", "redis://"),
-    ("REDIS_URL", 6379, "redis://"),
-    ("DATABASE_URI", "not a url", "SQLAlchemy database URL"),
-    ("DATABASE_URI", 5, "SQLAlchemy database URL"),
-    ("S3_BUCKET", "Bad_Bucket", "bucket name"),
-    ("S3_BUCKET", "ab", "bucket name"),
-    ("S3_ENDPOINT_URL", "localhost:9000", "http:// or https://"),
-    ("S3_PREFIX", "a b", "at most 200 characters"),
-    ("S3_PREFIX", None, "at most 200 characters"),
-    ("S3_STORAGE_CLASS", "GLACIER", "STANDARD_IA"),
-    ("S3_STORAGE_CLASS", "standard", "STANDARD_IA"),
+    ("HOT_URL", "no url here", "redis://"),
+    ("HOT_URL", None, "backend URL"),
+    ("HOT_URL", 6379, "redis://"),
+    ("HOT_OPTIONS", ["socket_timeout"], "dict of the backend's keyword arguments"),
+    ("HOT_OPTIONS", "{not json", "JSON text"),
+    ("WARM_URL", "not a url", "postgresql://"),
+    ("WARM_OPTIONS", {1: 2}, "dict of the backend's keyword arguments"),
+    ("COLD_URL", 5, "s3://"),
+    ("COLD_OPTIONS", "[1, 2]", "dict of the backend's keyword arguments"),
     ("KEY_PREFIX", "x" * 65, "at most 64 characters"),
     ("KEY_PREFIX", "app prefix:", "at most 64 characters"),
     ("CACHE_MAX_ENTRIES", 0, "integer >= 1"),
@@ -114,7 +117,6 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("CACHE_TTL_SECONDS", 0, "integer >= 1 or None"),
     ("CACHE_TTL_SECONDS", "5m", "integer >= 1 or None"),
     ("INVALIDATION", None, "True or False"),
-    ("SQL_USE_COPY", "pgbouncer", "True or False"),
     ("HOT_TTL_SECONDS", 0, "integer >= 1"),
     ("PROMOTE_AFTER_ACCESSES", None, "integer >= 1"),
     ("PROMOTION_WINDOW_SECONDS", 0, "number of seconds > 0"),
@@ -136,10 +138,6 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("CLI", "sometimes", "True or False"),
     ("LOCAL_DIR", 3, "directory path"),
     ("CREATE_TABLES", "perhaps", "True or False"),
-    ("SQL_STATEMENT_TIMEOUT_SECONDS", 0, "number of seconds > 0"),
-    ("SQL_LOCK_TIMEOUT_SECONDS", "later", "number of seconds > 0"),
-    ("REDIS_TIMEOUT_SECONDS", None, "number of seconds > 0"),
-    ("S3_TIMEOUT_SECONDS", -1, "number of seconds > 0"),
     ("CALL_TIMEOUT_SECONDS", float("inf"), "number of seconds > 0"),
     ("CACHE_UNSYNCED_SECONDS", 0, "number of seconds > 0"),
     ("DROP_REPLAY_SECONDS", "often", "number of seconds > 0"),
@@ -157,6 +155,58 @@ def test_a_bad_value_fails_init_app_naming_key_value_and_expectation(
     assert message.startswith(f"{key} is {value!r}; expected ")
     assert expected in message
     assert caught.value.details["key"] == key
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"TIERED_STATE_HOT_URL": "http://cache:6379"}, ["No backend serves http://", "redis://"]),
+        ({"TIERED_STATE_HOT_URL": "memory://x"}, ["TIERED_STATE_HOT_URL", "'memory://' alone"]),
+        ({"TIERED_STATE_HOT_OPTIONS": {"colour": 1}}, ["'colour'", "default_ttl_seconds"]),
+        ({"TIERED_STATE_WARM_URL": "mysql://db/x"}, ["No backend serves mysql://"]),
+        ({"TIERED_STATE_WARM_OPTIONS": {"use_cpy": False}}, ["'use_cpy'", "use_copy"]),
+        ({"TIERED_STATE_COLD_URL": "s3://Bad_Bucket/x"}, ["'Bad_Bucket'", "3-63"]),
+        ({"TIERED_STATE_COLD_URL": "s3://b-1/?storage_class=GLACIER"}, ["GLACIER", "restores"]),
+        ({"TIERED_STATE_COLD_URL": "s3://b-1/?colour=red"}, ["colour", "endpoint_url"]),
+        ({"TIERED_STATE_COLD_OPTIONS": {"fsync": "yes", "x": 1}}, ["'x'", "fsync"]),
+    ],
+)
+def test_backend_urls_and_options_are_checked_at_init_app(
+    make_app: AppFactory, config: dict[str, Any], words: list[str]
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_app(**config)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_the_settings_of_earlier_versions_name_what_replaced_them(make_app: AppFactory) -> None:
+    app = make_app(
+        init=False,
+        TIERED_STATE_REDIS_URL="redis://cache:6379/0",
+        TIERED_STATE_S3_BUCKET="archive",
+        TIERED_STATE_S3_PREFIX="cold/",
+        TIERED_STATE_S3_ENDPOINT_URL="http://minio:9000",
+        TIERED_STATE_SQL_USE_COPY=False,
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        TieredState(app)
+    message = str(caught.value)
+    assert "TIERED_STATE_REDIS_URL: write TIERED_STATE_HOT_URL = the same redis:// URL" in message
+    assert (
+        "write TIERED_STATE_COLD_URL = 's3://archive/cold/?endpoint_url=http://minio:9000'"
+        in message
+    )
+    assert 'TIERED_STATE_SQL_USE_COPY: write TIERED_STATE_WARM_OPTIONS = {"use_copy": false}' in (
+        message
+    )
+    assert caught.value.details["retired"] == [
+        "TIERED_STATE_REDIS_URL",
+        "TIERED_STATE_S3_BUCKET",
+        "TIERED_STATE_S3_ENDPOINT_URL",
+        "TIERED_STATE_S3_PREFIX",
+        "TIERED_STATE_SQL_USE_COPY",
+    ]
 
 
 def test_every_key_has_a_bad_value_test() -> None:
@@ -183,31 +233,31 @@ def test_cache_ttl_none_keeps_entries_until_evicted() -> None:
     settings = load_settings({"TIERED_STATE_CACHE_TTL_SECONDS": None})
     assert settings.cache_ttl_seconds is None
     defaults = load_settings({})
-    assert (defaults.cache_ttl_seconds, defaults.invalidation, defaults.sql_use_copy) == (
+    assert (defaults.cache_ttl_seconds, defaults.invalidation, defaults.hot_url) == (
         300,
         True,
-        True,
+        "memory://",
     )
 
 
 def test_a_misspelt_key_fails_init_app_with_the_closest_known_one(make_app: AppFactory) -> None:
-    app = make_app(init=False, TIERED_STATE_REDIS_ULR="redis://cache:6379/0")
+    app = make_app(init=False, TIERED_STATE_HOT_ULR="redis://cache:6379/0")
     with pytest.raises(ConfigurationError) as caught:
         TieredState(app)
     message = str(caught.value)
     assert message.startswith(
-        "Unknown setting(s) in app.config: TIERED_STATE_REDIS_ULR "
-        "(did you mean TIERED_STATE_REDIS_URL?)."
+        "Unknown setting(s) in app.config: TIERED_STATE_HOT_ULR "
+        "(did you mean TIERED_STATE_HOT_URL?)."
     )
     assert "docs/configuration.rst" in message and "settings.SETTINGS" in message
     assert caught.value.details == {
-        "key": "TIERED_STATE_REDIS_ULR",
-        "unknown": ["TIERED_STATE_REDIS_ULR"],
-        "suggestions": {"TIERED_STATE_REDIS_ULR": "TIERED_STATE_REDIS_URL"},
+        "key": "TIERED_STATE_HOT_ULR",
+        "unknown": ["TIERED_STATE_HOT_ULR"],
+        "suggestions": {"TIERED_STATE_HOT_ULR": "TIERED_STATE_HOT_URL"},
     }
     assert "tiered_state" not in app.extensions
-    assert "TIERED_STATE_REDIS_URL" not in app.config  # nothing written before the check
-    del app.config["TIERED_STATE_REDIS_ULR"]
+    assert "TIERED_STATE_HOT_URL" not in app.config  # nothing written before the check
+    del app.config["TIERED_STATE_HOT_ULR"]
     TieredState(app)
 
 

@@ -14,13 +14,13 @@ BACKENDS = ["memory", "redis", "postgresql", "sqlite", "s3", "filesystem"]
 
 
 def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> StateRepository:
-    from flask_tiered_state.storage.memory_repository import MemoryStateRepository
+    from flask_tiered_state.storage.memory import MemoryStateRepository
 
     return MemoryStateRepository(StateCategory.HOT)
 
 
 def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> StateRepository:
-    from flask_tiered_state.storage.redis_repository import RedisStateRepository
+    from flask_tiered_state.storage.redis import RedisStateRepository
 
     url = request.getfixturevalue("redis_url")
     prefix = request.getfixturevalue("redis_prefix")
@@ -28,19 +28,19 @@ def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> StateRepository:
 
 
 def _postgresql(request: pytest.FixtureRequest, tmp_path: Path) -> StateRepository:
-    from flask_tiered_state.storage.sql_repository import SQLStateRepository
+    from flask_tiered_state.storage.sql import SQLStateRepository
 
     return SQLStateRepository(request.getfixturevalue("postgres_engine"))
 
 
 def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> StateRepository:
-    from flask_tiered_state.storage.sql_repository import SQLStateRepository
+    from flask_tiered_state.storage.sql import SQLStateRepository
 
     return SQLStateRepository(f"sqlite:///{tmp_path / 'warm.sqlite3'}")
 
 
 def _s3(request: pytest.FixtureRequest, tmp_path: Path) -> StateRepository:
-    from flask_tiered_state.storage.s3_repository import S3StateRepository
+    from flask_tiered_state.storage.s3 import S3StateRepository
 
     return S3StateRepository(
         request.getfixturevalue("s3_bucket"),
@@ -51,7 +51,7 @@ def _s3(request: pytest.FixtureRequest, tmp_path: Path) -> StateRepository:
 
 
 def _filesystem(request: pytest.FixtureRequest, tmp_path: Path) -> StateRepository:
-    from flask_tiered_state.storage.filesystem_repository import FilesystemStateRepository
+    from flask_tiered_state.storage.filesystem import FilesystemStateRepository
 
     return FilesystemStateRepository(tmp_path / "cold")
 

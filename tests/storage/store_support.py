@@ -25,7 +25,7 @@ from flask_tiered_state.storage.base import (
     TierStats,
     WriteRequest,
 )
-from flask_tiered_state.storage.memory_repository import MemoryStateRepository
+from flask_tiered_state.storage.memory import MemoryStateRepository
 
 HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
 
@@ -148,4 +148,4 @@ def faulty_tiers(
 ) -> tuple[StateRepositories, FaultyRepository, FaultyRepository, FaultyRepository]:
     base = repositories or memory_tiers()
     hot, warm, cold = (FaultyRepository(r) for r in base)
-    return StateRepositories(hot, warm, cold), hot, warm, cold  # type: ignore[arg-type]
+    return StateRepositories(hot, warm, cold), hot, warm, cold

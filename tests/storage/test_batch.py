@@ -10,8 +10,8 @@ import pytest
 from flask_tiered_state.errors import InvalidKeyError, InvalidRequestError, TierUnavailableError
 from flask_tiered_state.storage.base import StateCategory, StateRepositories
 from flask_tiered_state.storage.cache import StateCache
-from flask_tiered_state.storage.memory_repository import MemoryStateRepository
-from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.memory import MemoryStateRepository
+from flask_tiered_state.storage.sql import SQLStateRepository
 from flask_tiered_state.storage.store import TieredStore
 from flask_tiered_state.storage.tiering import TierPromotionPolicy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flask_tiered_state.errors import ConcurrencyError, TierUnavailableError
-from flask_tiered_state.storage.base import StateCategory
+from flask_tiered_state.storage.base import StateCategory, StoredValue
 from flask_tiered_state.storage.cache import StateCache
 from flask_tiered_state.storage.coordinator import StateRepositoryCoordinator
 from flask_tiered_state.storage.tiering import TierPromotionPolicy
@@ -35,7 +35,8 @@ def test_waterfall_finds_the_value_in_the_first_tier_and_fills_the_cache() -> No
     assert found is not None and found.value == doc("archived")
     assert found.metadata.category is COLD
     assert (hot.calls["fetch"], warm.calls["fetch"], cold.calls["fetch"]) == (1, 1, 1)
-    hot.reset(), warm.reset(), cold.reset()
+    for repo in (hot, warm, cold):
+        repo.reset()
     assert coordinator.read("k") == found  # now from the cache: no tier touched
     assert not (hot.calls or warm.calls or cold.calls)
     assert coordinator.read("absent") is None
@@ -99,7 +100,11 @@ def test_delete_runs_bottom_up_and_reports_whether_any_tier_had_the_key() -> Non
     order: list[str] = []
     for repo in (hot, warm, cold):
         operation = "delete_stale" if repo is hot else "delete_many"
-        repo.hooks[operation] = lambda _keys, r=repo: order.append(r.category.value)
+
+        def record(_keys: object, r: FaultyRepository = repo) -> None:
+            order.append(r.category.value)
+
+        repo.hooks[operation] = record
     assert coordinator.delete("k") is True
     assert order == ["cold", "warm", "hot"]
     assert coordinator.read("k") is None
@@ -150,14 +155,14 @@ def test_a_read_racing_a_write_never_caches_or_copies_the_older_value() -> None:
     # The read fetches "old"; before it fills the cache and HOT, a writer commits "new".
     original_fetch = warm.inner.fetch
 
-    def fetch_then_write(key: str) -> object:
+    def fetch_then_write(key: str) -> StoredValue | None:
         value = original_fetch(key)
         coordinator.write(key, doc("new"), category=WARM)
         return value
 
-    warm.inner.fetch = fetch_then_write  # type: ignore[method-assign]
-    first = coordinator.read("k")
-    warm.inner.fetch = original_fetch  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(warm.inner, "fetch", fetch_then_write)
+        first = coordinator.read("k")
     assert first is not None and first.value == doc("old")  # read before the write ended
     assert hot.inner.fetch("k") is None  # no stale HOT copy was placed
     assert coordinator.read("k").value == doc("new")  # type: ignore[union-attr]

@@ -12,9 +12,9 @@ from flask_tiered_state.storage.base import (
     StateCategory,
     StateRepositories,
 )
-from flask_tiered_state.storage.filesystem_repository import FilesystemStateRepository
-from flask_tiered_state.storage.memory_repository import MemoryStateRepository
-from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.filesystem import FilesystemStateRepository
+from flask_tiered_state.storage.memory import MemoryStateRepository
+from flask_tiered_state.storage.sql import SQLStateRepository
 from flask_tiered_state.storage.store import TieredStore
 
 from .store_support import FaultyRepository, doc
@@ -72,7 +72,7 @@ def test_a_drop_that_cannot_be_done_is_journaled_before_the_write_returns(
         MemoryStateRepository(HOT), warm, FilesystemStateRepository(tmp_path / "cold")
     )
     hot, cold = FaultyRepository(base.hot), FaultyRepository(base.cold)
-    store = TieredStore(StateRepositories(hot, warm, cold), drop_replay_interval=None)  # type: ignore[arg-type]
+    store = TieredStore(StateRepositories(hot, warm, cold), drop_replay_interval=None)
     try:
         store.set("k", {"v": 1})
         cold.inner.store("k", doc({"v": 0}), version=1)  # an old archived copy

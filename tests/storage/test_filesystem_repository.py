@@ -24,13 +24,13 @@ from flask_tiered_state.errors import (
     TierUnavailableError,
 )
 from flask_tiered_state.storage.base import StateCategory, WriteRequest, checksum_of
-from flask_tiered_state.storage.filesystem_names import (
+from flask_tiered_state.storage.filesystem import FilesystemStateRepository
+from flask_tiered_state.storage.filesystem.names import (
     SEGMENT,
     decode_key,
     encode_key,
     relative_parts,
 )
-from flask_tiered_state.storage.filesystem_repository import FilesystemStateRepository
 from flask_tiered_state.storage.keys import validate_key
 
 KEY_CHARS = "abcXYZ019_-.:/@+="

@@ -28,14 +28,14 @@ from flask_tiered_state.storage.base import (
     WriteRequest,
 )
 from flask_tiered_state.storage.factory import build_store
-from flask_tiered_state.storage.filesystem_repository import FilesystemStateRepository
+from flask_tiered_state.storage.filesystem import FilesystemStateRepository
 from flask_tiered_state.storage.invalidation import (
     KEYS_PER_MESSAGE,
     InvalidationPublisher,
     channel_for,
 )
-from flask_tiered_state.storage.redis_repository import RedisStateRepository
-from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.redis import RedisStateRepository
+from flask_tiered_state.storage.sql import SQLStateRepository
 from flask_tiered_state.storage.store import TieredStore
 from flask_tiered_state.storage.tiering import TierPromotionPolicy
 
@@ -72,7 +72,7 @@ def make_store(
 
     def make(**options: Any) -> TieredStore:
         store = build_store(
-            redis_url=options.pop("redis_url", redis_url),
+            hot_url=options.pop("hot_url", redis_url),
             key_prefix=redis_prefix,
             engine=postgres_engine,
             local_dir=tmp_path,  # one COLD directory, shared like a bucket
@@ -236,8 +236,8 @@ def test_no_thread_without_redis_or_with_invalidation_off(
 def test_the_subscriber_survives_a_redis_restart_and_clears_its_cache(
     make_store: Callable[..., TieredStore], disposable_redis: Any
 ) -> None:
-    a = make_store(redis_url=disposable_redis.url)
-    b = make_store(redis_url=disposable_redis.url)
+    a = make_store(hot_url=disposable_redis.url)
+    b = make_store(hot_url=disposable_redis.url)
     assert a.invalidation is not None and b.invalidation is not None
     subscriber = b.invalidation.subscriber
     subscriber.initial_backoff, subscriber.max_backoff = 0.05, 0.2
@@ -394,7 +394,7 @@ from flask_tiered_state.storage.factory import build_store
 
 redis_url, prefix, database, local_dir = sys.argv[1:5]
 store = build_store(
-    redis_url=redis_url, key_prefix=prefix, database_uri=database, local_dir=local_dir
+    hot_url=redis_url, key_prefix=prefix, warm_url=database, local_dir=local_dir
 )
 try:
     assert store.get("shared") == {"v": 1} and "shared" in store.cache

@@ -16,8 +16,8 @@ from flask_tiered_state.observability.metrics import (
 from flask_tiered_state.storage.base import StateCategory, WriteRequest
 from flask_tiered_state.storage.factory import build_store
 from flask_tiered_state.storage.instrumented import InstrumentedRepository
-from flask_tiered_state.storage.memory_repository import MemoryStateRepository
-from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.memory import MemoryStateRepository
+from flask_tiered_state.storage.sql import SQLStateRepository
 from flask_tiered_state.storage.store import TieredStore
 
 from .store_support import FaultyRepository, doc, memory_tiers
@@ -39,7 +39,7 @@ def test_simple_collector_counts_operations_errors_and_batches() -> None:
     collector = SimpleMetricsCollector()
     assert isinstance(collector, MetricsCollector)
     faulty = FaultyRepository(MemoryStateRepository(StateCategory.WARM))
-    repository = InstrumentedRepository(faulty, collector)  # type: ignore[arg-type]
+    repository = InstrumentedRepository(faulty, collector)
     exercise(repository)
     faulty.failing.add("fetch")
     with pytest.raises(TierUnavailableError):
@@ -134,7 +134,7 @@ def test_writes_inside_transactions_are_counted(tmp_path: Path) -> None:
 
 
 def test_transactions_without_a_collector_use_the_unit_of_work_directly(tmp_path: Path) -> None:
-    from flask_tiered_state.storage.sql_repository import SQLUnitOfWork
+    from flask_tiered_state.storage.sql import SQLUnitOfWork
 
     store = build_store(local_dir=tmp_path)
     try:

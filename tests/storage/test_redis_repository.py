@@ -23,7 +23,7 @@ from flask_tiered_state.errors import (
     TierUnavailableError,
 )
 from flask_tiered_state.storage.base import StaleCopy, StateCategory, WriteRequest, checksum_of
-from flask_tiered_state.storage.redis_repository import RedisStateRepository
+from flask_tiered_state.storage.redis import RedisStateRepository
 
 pytestmark = pytest.mark.redis
 

@@ -23,10 +23,10 @@ from flask_tiered_state.errors import (
     InvalidRequestError,
     TierUnavailableError,
 )
-from flask_tiered_state.storage import s3_listing
 from flask_tiered_state.storage.base import StateCategory, WriteRequest, checksum_of
-from flask_tiered_state.storage.s3_repository import S3StateRepository
-from flask_tiered_state.storage.s3_versions import VersionMemory
+from flask_tiered_state.storage.s3 import S3StateRepository
+from flask_tiered_state.storage.s3 import repository as s3_repository_module
+from flask_tiered_state.storage.s3.versions import VersionMemory
 from tests.conftest import free_port, s3_client, unique_name
 
 pytestmark = pytest.mark.s3
@@ -511,7 +511,7 @@ def test_delete_many_uses_one_delete_objects_call_per_1000_keys(
 def test_delete_many_counts_with_heads_past_a_long_listing(
     repo: S3StateRepository, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(s3_listing, "LIST_PAGE_SIZE", 2)
+    monkeypatch.setattr(s3_repository_module, "LIST_PAGE_SIZE", 2)
     repo.store_many([WriteRequest(k, "1", version=1) for k in ["a", "b1", "b2", "b3", "b4", "c"]])
     heads = count_calls(client, "HeadObject")
     # the listing of a..z stops after two pages (a, b1, b2, b3): c and z are HEADed

@@ -27,7 +27,7 @@ from flask_tiered_state.errors import (
     TierUnavailableError,
 )
 from flask_tiered_state.storage.base import StateCategory, WriteRequest, checksum_of
-from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.sql import SQLStateRepository
 from tests.conftest import free_port
 
 

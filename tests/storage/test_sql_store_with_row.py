@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from flask_tiered_state.errors import InvalidRequestError
-from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.sql import SQLStateRepository
 
 pytestmark = pytest.mark.postgres
 

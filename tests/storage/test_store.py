@@ -24,10 +24,11 @@ from flask_tiered_state.errors import (
 )
 from flask_tiered_state.storage.base import StateCategory, StateRepositories, checksum_of
 from flask_tiered_state.storage.factory import build_store
-from flask_tiered_state.storage.memory_repository import MemoryStateRepository
-from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.memory import MemoryStateRepository
+from flask_tiered_state.storage.sql import SQLStateRepository
 from flask_tiered_state.storage.store import TieredStore
 from flask_tiered_state.storage.tiering import TierPromotionPolicy
+from tests.conftest import s3_url
 
 from .store_support import FakeClock, memory_tiers
 
@@ -291,10 +292,12 @@ def test_transaction_rolls_back_everything_on_error(sql_store: TieredStore) -> N
     assert audit_notes(sql_store) == []
 
 
-def test_a_failing_hot_write_at_commit_rolls_the_sql_back(sql_store: TieredStore) -> None:
+def test_a_failing_hot_write_at_commit_rolls_the_sql_back(
+    sql_store: TieredStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sql_store.set("k", "old")
     hot = sql_store.get_repositories().hot
-    hot.store = _raise_unavailable  # type: ignore[method-assign]
+    monkeypatch.setattr(hot, "store", _raise_unavailable)
     with pytest.raises(TierUnavailableError), sql_store.transaction() as txn:
         txn.set("k", "new")
         txn.set("session", 1, category=HOT)
@@ -339,7 +342,7 @@ def test_a_failed_commit_undoes_the_hot_and_cold_writes(
     """The SQL connection is cut (its backend terminated) after the HOT and COLD writes
     were applied: the commit fails, so those writes are undone on real Redis."""
     built = build_store(
-        redis_url=redis_url, key_prefix=redis_prefix + "undo:", engine=postgres_engine,
+        hot_url=redis_url, key_prefix=redis_prefix + "undo:", engine=postgres_engine,
         local_dir=tmp_path,
     )  # fmt: skip
     note = sa.Column("note", sa.String(50), primary_key=True)
@@ -400,11 +403,10 @@ def server_store(
     redis_url: str, redis_prefix: str, postgres_engine: Any, s3_bucket: str, s3_endpoint_url: str
 ) -> Iterator[TieredStore]:
     built = build_store(
-        redis_url=redis_url,
+        hot_url=redis_url,
         key_prefix=redis_prefix,
         engine=postgres_engine,
-        s3_bucket=s3_bucket,
-        s3_endpoint_url=s3_endpoint_url,
+        cold_url=s3_url(s3_bucket, s3_endpoint_url),
         metrics="simple",
         promote_after_accesses=2,
     )
@@ -443,7 +445,7 @@ def test_a_stopped_redis_degrades_to_warm_and_recovers_by_itself(
     disposable_redis: Any, postgres_engine: Any, tmp_path: Path
 ) -> None:
     built = build_store(
-        redis_url=disposable_redis.url,
+        hot_url=disposable_redis.url,
         engine=postgres_engine,
         local_dir=tmp_path,
         promote_after_accesses=1,
@@ -490,11 +492,11 @@ def test_recovery_drops_stale_hot_copies_but_not_a_newer_write_of_another_proces
     before this process retries the drop: those must survive; a copy stored before the
     WARM write (one that outlived the outage) must not. ``reconciled``: too many
     pending drops to track, so recovery reconciles the whole HOT tier."""
-    from flask_tiered_state.storage.redis_codec import encode_write
+    from flask_tiered_state.storage.redis.codec import encode_write
 
     def open_store(name: str) -> TieredStore:
         built = build_store(
-            redis_url=disposable_redis.url, engine=postgres_engine, local_dir=tmp_path / name
+            hot_url=disposable_redis.url, engine=postgres_engine, local_dir=tmp_path / name
         )
         built.coordinator.guard.health[HOT].initial_backoff = 0.05
         built.coordinator.guard.health[HOT].max_backoff = 0.1

@@ -25,6 +25,7 @@ from hypothesis.stateful import (
 from flask_tiered_state.storage.base import StateCategory
 from flask_tiered_state.storage.factory import build_store
 from flask_tiered_state.storage.store import TieredStore
+from tests.conftest import s3_url
 
 # Few keys, so that sequences often touch one key in several tiers.
 KEYS = st.sampled_from(["k:1", "k:2", "user_1", "user.1"])
@@ -139,12 +140,10 @@ def test_store_agrees_with_a_dict_on_redis_postgresql_and_s3(
 ) -> None:
     def make_store() -> TieredStore:
         return build_store(
-            redis_url=redis_url,
+            hot_url=redis_url,
             key_prefix=redis_prefix,
             engine=postgres_engine,
-            s3_bucket=s3_bucket,
-            s3_endpoint_url=s3_endpoint_url,
-            s3_region_name="us-east-1",
+            cold_url=s3_url(s3_bucket, s3_endpoint_url),
             local_dir=tmp_path,
             cache_max_entries=3,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,9 @@ from flask_tiered_state.storage.base import (
     checksum_of,
 )
 from flask_tiered_state.storage.cache import StateCache
-from flask_tiered_state.storage.filesystem_repository import FilesystemStateRepository
-from flask_tiered_state.storage.memory_repository import MemoryStateRepository
-from flask_tiered_state.storage.sql_repository import SQLStateRepository
+from flask_tiered_state.storage.filesystem import FilesystemStateRepository
+from flask_tiered_state.storage.memory import MemoryStateRepository
+from flask_tiered_state.storage.sql import SQLStateRepository
 from flask_tiered_state.storage.store import TieredStore
 from flask_tiered_state.storage.tiering import TierPromotionPolicy
 
@@ -132,17 +132,17 @@ def test_a_copy_that_does_not_read_back_is_deleted_and_the_source_kept(
     store.set("k", {"a": 1})
     original = hot.inner.fetch_many
 
-    def corrupting_read_back(keys: list[str]) -> dict[str, StoredValue]:
+    def corrupting_read_back(keys: Sequence[str]) -> dict[str, StoredValue]:
         found = original(keys)
         return {
-            k: StoredValue(k, v.value, StateMetadata(**{**v.metadata.to_dict(), "checksum": "0"}))  # type: ignore[arg-type]
+            k: StoredValue(k, v.value, StateMetadata(**{**v.metadata.to_dict(), "checksum": "0"}))
             for k, v in found.items()
         }
 
-    hot.inner.fetch_many = corrupting_read_back  # type: ignore[method-assign]
-    with pytest.raises(IntegrityError, match="did not read back"):
-        store.promote_to_hot("k")
-    hot.inner.fetch_many = original  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hot.inner, "fetch_many", corrupting_read_back)
+        with pytest.raises(IntegrityError, match="did not read back"):
+            store.promote_to_hot("k")
     assert hot.inner.fetch("k") is None
     assert_verified(warm.inner.fetch("k"), 1)
 

@@ -4,7 +4,7 @@ Revision ID: ts0001
 Revises:
 Create Date: 2024-11-22
 
-A frozen copy of the definitions in ``storage/sql_schema.py`` and
+A frozen copy of the definitions in ``storage/sql/schema.py`` and
 ``domain/history.py`` at this revision; ``tests/flask/test_migrations.py`` fails when
 the code's tables and the migrated schema differ, so a change to either needs a new
 revision here.

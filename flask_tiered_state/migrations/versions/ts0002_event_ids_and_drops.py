@@ -7,7 +7,7 @@ Create Date: 2026-12-06
 ``event_id`` identifies the write that inserted a history row: a write whose commit
 reply was lost looks for its own row to find out whether it committed. The journal
 (``tiered_state_entries_drops``) keeps the stale copies a process could not drop, so
-that they are dropped even if that process dies (``storage/drop_journal.py``).
+that they are dropped even if that process dies (``storage/sql/journal.py``).
 """
 
 from __future__ import annotations

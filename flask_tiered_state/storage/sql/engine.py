@@ -1,0 +1,175 @@
+"""Engines the WARM tier builds from a URL, and their dead-connection check.
+
+An engine built here gets connect timeouts (``connect_timeout`` for libpq, the busy
+``timeout`` for SQLite), PostgreSQL's ``statement_timeout`` and ``lock_timeout`` when
+given, TCP keepalives and ``tcp_user_timeout`` on PostgreSQL (a dead peer is noticed on
+idle and on unacknowledged writes), and a check of every pooled connection at checkout.
+A SQLite engine gets WAL journaling and explicit transactions: SQLAlchemy's ``begin``
+emits ``BEGIN`` (``BEGIN IMMEDIATE`` for the repository's write transactions), where
+the sqlite3 module would begin late, at the first write.
+
+That check replaces ``pool_pre_ping``'s round trip: pre-ping sends a query on every
+checkout, which doubles the cost of a one-statement read. A connection the server
+closed (restart, ``pg_terminate_backend``, idle timeout of a proxy that closes
+sockets) has its socket readable while idle, with EOF or the server's FATAL message
+pending; only then is a real ping sent, and a failing connection is replaced before
+anyone uses it. A peer that vanished without closing the socket is caught by the
+keepalives instead. ``pool_pre_ping=True`` restores SQLAlchemy's own behaviour.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+from typing import Any
+
+import sqlalchemy as sa
+
+from ...errors import ConfigurationError
+from ..deadlines import check_budget, remaining
+
+__all__ = ["SUPPORTED", "WRITE_OPTIONS", "build_engine", "install_liveness_check"]
+
+SUPPORTED = ("postgresql", "sqlite")
+#: Execution options of the repository's write transactions (see ``_sqlite_begin``).
+WRITE_OPTIONS = {"tiered_state_sqlite_begin": "IMMEDIATE"}
+
+
+def _describe(url: str | sa.URL) -> str:
+    if isinstance(url, sa.URL):
+        return url.render_as_string(hide_password=True)
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}{sep}..." if sep else repr(url[:20])
+
+
+def build_engine(
+    url: str | sa.URL,
+    *,
+    connect_timeout: float,
+    pool_pre_ping: bool = False,
+    statement_timeout: float | None = None,
+    lock_timeout: float | None = None,
+) -> sa.Engine:
+    """An engine for ``url``; ``postgresql://`` and ``postgres://`` use psycopg 3.
+
+    :param statement_timeout: seconds, PostgreSQL's ``statement_timeout`` on every
+        connection (None: the server's).
+    :param lock_timeout: seconds, PostgreSQL's ``lock_timeout`` likewise.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(
+            f"The database URL {_describe(url)} is not a SQLAlchemy URL; expected e.g. "
+            "postgresql+psycopg://user@host/db or sqlite:////path/to/file.db."
+        ) from exc
+    if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)):
+        raise ConfigurationError(f"connect_timeout must be seconds, not {connect_timeout!r}.")
+    if connect_timeout <= 0:
+        raise ConfigurationError(f"connect_timeout must be positive, not {connect_timeout!r}.")
+    backend = parsed.get_backend_name()
+    connect_args: dict[str, Any]
+    if backend in ("postgresql", "postgres"):
+        _, plus, driver = parsed.drivername.partition("+")
+        parsed = parsed.set(drivername=f"postgresql+{driver if plus else 'psycopg'}")
+        connect_args = {"connect_timeout": max(1, math.ceil(connect_timeout))}
+        options = [
+            f"-c {name}={round(seconds * 1000)}"
+            for name, seconds in (("statement_timeout", statement_timeout),
+                                  ("lock_timeout", lock_timeout))
+            if seconds is not None
+        ]  # fmt: skip
+        if options:
+            connect_args["options"] = " ".join(options)
+        if parsed.get_driver_name() in ("psycopg", "psycopg2"):
+            connect_args.update(
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
+                tcp_user_timeout=60_000,
+            )
+    elif backend == "sqlite":
+        connect_args = {"timeout": connect_timeout}
+    else:
+        raise ConfigurationError(
+            f"The database URL {parsed.render_as_string(hide_password=True)!r} is for "
+            f"{backend}; the WARM tier supports {' and '.join(SUPPORTED)}."
+        )
+    try:
+        engine = sa.create_engine(parsed, connect_args=connect_args, pool_pre_ping=pool_pre_ping)
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        extra = ' (pip install "flask-tiered-state[postgres]")' if backend != "sqlite" else ""
+        raise ConfigurationError(
+            f"The driver for {parsed.drivername} is not installed{extra}: {exc}"
+        ) from exc
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if not pool_pre_ping:
+        install_liveness_check(engine)
+    if "connect_timeout" in connect_args:
+        sa.event.listen(engine, "do_connect", _connect_within_budget)
+    return engine
+
+
+def _connect_within_budget(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+    # A new connection is opened inside a call with a time budget: wait for the server no
+    # longer than the budget leaves (libpq waits at least 2 seconds, whatever is asked).
+    left = remaining()
+    if left is not None:
+        check_budget("warm", "connect to the database")
+        configured = cparams.get("connect_timeout", 2)
+        cparams["connect_timeout"] = max(2, min(int(configured), math.ceil(left)))
+
+
+def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
+    # The sqlite3 module's own transaction handling starts transactions late (at the
+    # first write) and deferred; SQLAlchemy's transactions take over instead (below).
+    dbapi_connection.isolation_level = None
+    # WAL lets readers run beside the writer; a no-op for :memory: databases.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    # The repository's write transactions begin IMMEDIATE: they take the write lock at
+    # BEGIN, waiting up to the busy timeout, so one that reads and then writes never
+    # fails on a lock upgrade. Other transactions (searches) stay DEFERRED and never
+    # hold up writers.
+    mode = connection.get_execution_options().get("tiered_state_sqlite_begin", "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
+
+
+def install_liveness_check(engine: sa.Engine) -> None:
+    """Replace dead pooled connections at checkout without a round trip (see module)."""
+    dialect = engine.dialect
+
+    def check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if getattr(dbapi_connection, "closed", False):
+            raise sa.exc.DisconnectionError("The pooled connection is closed.")
+        if not _has_pending_input(dbapi_connection):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"The pooled connection is dead: {exc}") from exc
+
+    sa.event.listen(engine, "checkout", check)
+
+
+def _has_pending_input(dbapi_connection: Any) -> bool:
+    try:
+        fd = dbapi_connection.fileno()
+    except Exception:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # pragma: no cover - Windows
+    return bool(readable)
