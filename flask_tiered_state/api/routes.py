@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import marshmallow
@@ -20,14 +20,21 @@ from flask.wrappers import Response
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from ..access import check_access
+from ..app_state import get_app_state
+from ..domain.model import STATE_ID_RULE
+from ..domain.paging import MAX_PER_PAGE
 from ..errors import InvalidRequestError, StateNotFoundError, ValidationError
-from ..extension import get_app_state
 from ..http_errors import register_blueprint_error_handlers
 from .openapi import build_openapi
 from .schemas import (
     DiffQuerySchema,
+    DiffSchema,
+    HealthSchema,
     HistoryQuerySchema,
+    HistorySchema,
     ListQuerySchema,
+    PageSchema,
+    RecordSchema,
     RegisterStateSchema,
     RollbackSchema,
     TransitionSchema,
@@ -42,13 +49,22 @@ PLAIN_FILTERS = frozenset({"name"})
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One view: URL rule (relative to the prefix), method, endpoint and hook action."""
+    """One view: URL rule (relative to the prefix), method, endpoint, hook action, and
+    what the OpenAPI document says of it (the schemas it loads and answers with)."""
 
     rule: str
     method: str
     endpoint: str
     action: str
     view: Callable[..., Response]
+    summary: str
+    responds: type[marshmallow.Schema] | dict[str, Any]
+    status: int = 200
+    body: type[marshmallow.Schema] | None = None
+    query: type[marshmallow.Schema] | None = None
+    parameters: tuple[dict[str, Any], ...] = ()
+    #: Other answers than the errors every view may give: status -> (meaning, schema).
+    responses: Mapping[int, tuple[str, Any]] = field(default_factory=dict)
 
 
 def _respond(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -242,26 +258,70 @@ def _finite(value: Any) -> Any:
 
 _ENDPOINT_GET = "get_state"
 
+_STATE_ID = {
+    "name": "state_id",
+    "in": "path",
+    "required": True,
+    "description": f"State ids are {STATE_ID_RULE}.",
+    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_\-.:@]{1,200}$"},
+}
+_FILTERS = {
+    "name": "filters",
+    "in": "query",
+    "description": (
+        "Equality filters on dotted paths (data.status=active, metadata.plan=pro, name=...); "
+        "values are read as JSON where they parse (30, true, null), else as text."
+    ),
+    "style": "form",
+    "explode": True,
+    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+}
+
 #: Every route of the blueprint; the OpenAPI document is built from this table.
 ROUTES: tuple[Route, ...] = (
-    Route("/states", "GET", "list_states", "states.list", list_states),
-    Route("/states", "POST", "register_state", "states.register", register_state),
-    Route("/states/<state_id>", "GET", _ENDPOINT_GET, "states.read", get_state),
     Route(
-        "/states/<state_id>/transitions",
-        "POST",
-        "transition_state",
-        "states.transition",
-        transition_state,
+        "/states", "GET", "list_states", "states.list", list_states,
+        f"List states by type, status and filters, {MAX_PER_PAGE} at most per page.",
+        PageSchema, query=ListQuerySchema, parameters=(_FILTERS,),
     ),
-    Route("/states/<state_id>/history", "GET", "state_history", "states.history", state_history),
-    Route("/states/<state_id>/diff", "GET", "diff_state", "states.diff", diff_state),
     Route(
-        "/states/<state_id>/rollback", "POST", "rollback_state", "states.rollback", rollback_state
+        "/states", "POST", "register_state", "states.register", register_state,
+        "Register a new state.", RecordSchema, status=201, body=RegisterStateSchema,
     ),
-    Route("/health", "GET", "health", "health", health),
-    Route("/openapi.json", "GET", "openapi", "openapi", openapi_document),
-)
+    Route(
+        "/states/<state_id>", "GET", _ENDPOINT_GET, "states.read", get_state,
+        "A state's current record.", RecordSchema, parameters=(_STATE_ID,),
+    ),
+    Route(
+        "/states/<state_id>/transitions", "POST", "transition_state", "states.transition",
+        transition_state, "Apply a lifecycle transition (or UPDATE) to a state.",
+        RecordSchema, body=TransitionSchema, parameters=(_STATE_ID,),
+    ),
+    Route(
+        "/states/<state_id>/history", "GET", "state_history", "states.history", state_history,
+        "A state's history: every change, the latest N, or those of one transition.",
+        HistorySchema, query=HistoryQuerySchema, parameters=(_STATE_ID,),
+    ),
+    Route(
+        "/states/<state_id>/diff", "GET", "diff_state", "states.diff", diff_state,
+        "What changed between two versions, as dotted paths.",
+        DiffSchema, query=DiffQuerySchema, parameters=(_STATE_ID,),
+    ),
+    Route(
+        "/states/<state_id>/rollback", "POST", "rollback_state", "states.rollback",
+        rollback_state, "Restore an earlier version's record as a new, recorded version.",
+        RecordSchema, body=RollbackSchema, parameters=(_STATE_ID,),
+    ),
+    Route(
+        "/health", "GET", "health", "health", health,
+        "Health of the manager and every tier (503 when unhealthy).",
+        HealthSchema, responses={503: ("Unhealthy.", HealthSchema)},
+    ),
+    Route(
+        "/openapi.json", "GET", "openapi", "openapi", openapi_document, "This document.",
+        {"type": "object", "description": "An OpenAPI 3.1 document."},
+    ),
+)  # fmt: skip
 
 _ACTIONS = {f"{BLUEPRINT_NAME}.{route.endpoint}": route.action for route in ROUTES}
 

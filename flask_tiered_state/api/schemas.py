@@ -1,23 +1,34 @@
-"""marshmallow schemas of the REST blueprint's request bodies and query strings.
+"""marshmallow schemas of the REST blueprint: the request bodies and query strings the
+views load, and the responses they answer with.
 
 Bodies that break a schema answer 422 (``validation_error`` with the messages by
 field); query strings that break one answer 400 (``invalid_request``). Unknown body
-fields are refused, so a typo never passes silently.
+fields are refused, so a typo never passes silently. The response schemas describe
+what the views return for the OpenAPI document (:mod:`.openapi`), where the tests
+check every response against them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields, pre_load, validate
+from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
 
 from ..domain.arguments import MAX_REASON_LENGTH, UPDATE_TRANSITIONS
+from ..domain.model import StateStatus
 from ..domain.paging import MAX_PER_PAGE
 
 __all__ = [
+    "ChangeSchema",
     "DiffQuerySchema",
+    "DiffSchema",
+    "ErrorSchema",
+    "HealthSchema",
     "HistoryQuerySchema",
+    "HistorySchema",
     "ListQuerySchema",
+    "PageSchema",
+    "RecordSchema",
     "RegisterStateSchema",
     "RollbackSchema",
     "TransitionSchema",
@@ -57,7 +68,10 @@ class TransitionSchema(Schema):
     transition = fields.String(
         required=True,
         validate=validate.OneOf([t.value for t in UPDATE_TRANSITIONS]),
-        metadata={"description": "One of " + ", ".join(TRANSITION_NAMES) + " (any case)."},
+        metadata={
+            "description": "One of " + ", ".join(TRANSITION_NAMES) + " (any case).",
+            "enum": [*TRANSITION_NAMES, *(t.value for t in UPDATE_TRANSITIONS)],
+        },
     )
     data = fields.Dict(
         keys=fields.String(),
@@ -124,3 +138,97 @@ class DiffQuerySchema(Schema):
 
     from_version = fields.Integer(data_key="from", required=True, validate=validate.Range(min=1))
     to_version = fields.Integer(data_key="to", required=True, validate=validate.Range(min=1))
+
+
+# -- responses ------------------------------------------------------------------
+
+
+class _Response(Schema):
+    """A response body: described, never loaded; other keys may appear."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+class RecordSchema(_Response):
+    """A state's record."""
+
+    state_id = fields.String(required=True)
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in StateStatus]))
+    data = fields.Dict(required=True)
+    metadata = fields.Dict(required=True)
+    version = fields.Integer(required=True, validate=validate.Range(min=1))
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class ChangeSchema(_Response):
+    """One recorded change of a state: its history row."""
+
+    state_id = fields.String(required=True)
+    version = fields.Integer(required=True)
+    transition = fields.String(required=True)
+    from_status = fields.String(allow_none=True)
+    to_status = fields.String(required=True)
+    old_record = fields.Nested(RecordSchema, allow_none=True)
+    new_record = fields.Nested(RecordSchema, required=True)
+    actor = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    correlation_id = fields.String(allow_none=True)
+    created_at = fields.DateTime(required=True)
+
+
+class PageSchema(_Response):
+    """One page of search results."""
+
+    items = fields.List(fields.Nested(RecordSchema), required=True)
+    total = fields.Integer(required=True)
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+    pages = fields.Integer(
+        required=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "The number of pages; 0 when nothing matches."},
+    )
+
+
+class HistorySchema(_Response):
+    """A state's changes."""
+
+    state_id = fields.String(required=True)
+    items = fields.List(fields.Nested(ChangeSchema), required=True)
+
+
+class DiffSchema(_Response):
+    """What changed between two versions, by dotted path."""
+
+    state_id = fields.String(required=True)
+    from_version = fields.Integer(required=True)
+    to_version = fields.Integer(required=True)
+    added = fields.Dict(required=True, metadata={"description": "path -> new value"})
+    removed = fields.Dict(required=True, metadata={"description": "path -> old value"})
+    changed = fields.Dict(required=True, metadata={"description": 'path -> {"from", "to"}'})
+
+
+class HealthSchema(_Response):
+    """The health of the manager and of every tier."""
+
+    status = fields.String(
+        required=True, validate=validate.OneOf(["healthy", "degraded", "unhealthy"])
+    )
+    state_count = fields.Integer(allow_none=True)
+    cache_hit_rate = fields.Float(allow_none=True)
+    tiers = fields.Dict(keys=fields.String(), values=fields.Dict())
+
+
+class ErrorSchema(_Response):
+    """Every error answer."""
+
+    error = fields.String(required=True, metadata={"description": "Machine-readable code."})
+    message = fields.String(
+        required=True, metadata={"description": "What went wrong and how to fix it."}
+    )
+    details = fields.Dict(required=True)
+    correlation_id = fields.String(required=True, allow_none=True)

@@ -170,3 +170,56 @@ def test_no_routes_without_an_api_prefix(make_app: AppFactory) -> None:
     app = make_app()
     assert _app_rules(app) == set()
     assert app.test_client().get("/states").status_code == 404
+
+
+def _documented_schema(document: dict[str, Any], path: str, method: str, status: int) -> Any:
+    response = document["paths"][path][method]["responses"][str(status)]
+    schema = response["content"]["application/json"]["schema"]
+    return {"$defs": {}, "components": document["components"], "allOf": [schema]}
+
+
+def test_every_answer_matches_its_documented_schema(client: FlaskClient) -> None:
+    from jsonschema import Draft202012Validator
+
+    document = client.get("/api/openapi.json").get_json()
+    register(client, "u1")
+    calls = [
+        ("post", "/api/states", "/api/states", {"state_id": "u2", "type": "user"}),
+        ("get", "/api/states/u1", "/api/states/{state_id}", None),
+        ("post", "/api/states/u1/transitions", "/api/states/{state_id}/transitions",
+         {"transition": "ACTIVATE", "reason": "checked"}),
+        ("post", "/api/states/u1/transitions", "/api/states/{state_id}/transitions",
+         {"transition": "update", "data": {"plan": "pro"}}),
+        ("get", "/api/states/u1/history", "/api/states/{state_id}/history", None),
+        ("get", "/api/states/u1/diff?from=1&to=3", "/api/states/{state_id}/diff", None),
+        ("post", "/api/states/u1/rollback", "/api/states/{state_id}/rollback", {"to_version": 2}),
+        ("get", "/api/states?type=user&data.plan=free", "/api/states", None),
+        ("get", "/api/health", "/api/health", None),
+        # the errors
+        ("get", "/api/states/nobody", "/api/states/{state_id}", None),
+        ("post", "/api/states/u1/transitions", "/api/states/{state_id}/transitions",
+         {"transition": "fly"}),
+        ("get", "/api/states?per_page=0", "/api/states", None),
+        ("post", "/api/states/u1/rollback", "/api/states/{state_id}/rollback", {"to_version": 99}),
+    ]  # fmt: skip
+    statuses = []
+    for method, url, path, body in calls:
+        response = getattr(client, method)(url, json=body)
+        statuses.append(response.status_code)
+        schema = _documented_schema(document, path, method, response.status_code)
+        errors = list(Draft202012Validator(schema).iter_errors(response.get_json()))
+        assert errors == [], (url, response.status_code, [e.message for e in errors])
+    assert statuses == [201, 200, 200, 200, 200, 200, 200, 200, 200, 404, 422, 400, 400]
+
+
+def test_the_documented_schemas_refuse_what_the_views_refuse(client: FlaskClient) -> None:
+    from jsonschema import Draft202012Validator
+
+    document = client.get("/api/openapi.json").get_json()
+    body = document["paths"]["/api/states/{state_id}/transitions"]["post"]["requestBody"]
+    schema = {"components": document["components"], **body["content"]["application/json"]["schema"]}
+    validator = Draft202012Validator(schema)
+    assert validator.is_valid({"transition": "SUSPEND", "expected_version": None})
+    for refused in ({"transition": "fly"}, {"transition": "update", "extra": 1}, {}):
+        assert not validator.is_valid(refused)
+        assert client.post("/api/states/u1/transitions", json=refused).status_code == 422
