@@ -7,8 +7,9 @@ Two ways to use them:
     from flask_tiered_state.migrations import upgrade
     upgrade(engine)
 
-runs the packaged revisions with alembic's API (no ``env.py``, no ``alembic.ini``),
-recording the revision in its own table :data:`VERSION_TABLE`, so it never touches
+runs the packaged revisions with ``alembic.command`` on that engine (the package's own
+``env.py``, no ``alembic.ini``), recording the revision in its own table
+:data:`VERSION_TABLE`, so it never touches
 an app's ``alembic_version``. Tables that already exist without a recorded revision
 (created at first use by ``TIERED_STATE_CREATE_TABLES``) are adopted: the baseline
 is stamped, later revisions run.
@@ -56,14 +57,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 __all__ = [
     "BASELINE_REVISION",
     "BRANCH_LABEL",
+    "ENVIRONMENT_LOCATION",
     "HEAD_REVISION",
     "SCRIPT_LOCATION",
     "TABLES",
@@ -75,8 +76,11 @@ __all__ = [
     "upgrade",
 ]
 
-#: The directory of the packaged revisions' script directory.
+#: The directory of the packaged revisions (``versions/``).
 SCRIPT_LOCATION = Path(__file__).resolve().parent
+#: The alembic environment (``env.py``) :func:`upgrade` runs them with: a folder, not a
+#: package, so that importing the package never runs it.
+ENVIRONMENT_LOCATION = SCRIPT_LOCATION / "environment"
 #: The packaged revisions, as a version location for an app's ``alembic.ini``.
 VERSION_LOCATION = "flask_tiered_state:migrations/versions"
 #: Where :func:`upgrade` records the revision (never the app's ``alembic_version``).
@@ -91,46 +95,42 @@ TABLES = ("tiered_state_entries", "tiered_state_history", "tiered_state_entries_
 BASELINE_TABLES = TABLES[:2]
 
 
-def _script() -> tuple[Config, ScriptDirectory]:
+def _config(connection: sa.Connection) -> Config:
+    """An alembic configuration that runs the packaged revisions on ``connection``."""
     config = Config()
-    config.set_main_option("script_location", str(SCRIPT_LOCATION))
-    return config, ScriptDirectory.from_config(config)
+    config.set_main_option("script_location", str(ENVIRONMENT_LOCATION))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", str(SCRIPT_LOCATION / "versions"))
+    config.attributes.update(connection=connection, version_table=VERSION_TABLE)
+    return config
 
 
-def _run(engine: sa.Engine, destination: str, steps: Any) -> str | None:
-    config, script = _script()
-    with (
-        EnvironmentContext(
-            config, script, fn=lambda rev, context: steps(script, rev), destination_rev=destination
-        ) as env,
-        engine.begin() as connection,
-    ):
-        env.configure(connection=connection, version_table=VERSION_TABLE)
-        with env.begin_transaction():
-            env.run_migrations()
-        return env.get_context().get_current_revision()
+def _recorded(connection: sa.Connection) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
 
 
 def current_revision(engine: sa.Engine) -> str | None:
     """The revision recorded in :data:`VERSION_TABLE`, or None."""
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+        return _recorded(connection)
 
 
 def upgrade(engine: sa.Engine, revision: str = "heads") -> str | None:
     """Create or upgrade the tables to ``revision``; return the revision reached.
 
     Existing tables without a recorded revision (created by the code at first use) are
-    adopted: stamped with the revision whose schema they have, then upgraded.
+    adopted: stamped with the revision whose schema they have, then upgraded. All in
+    one transaction.
     """
     with engine.begin() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        if context.get_current_revision() is None:
+        config = _config(connection)
+        if _recorded(connection) is None:
             adopted = _adoptable(connection)
             if adopted is not None:
-                context.stamp(_script()[1], adopted)
-    return _run(engine, revision, lambda script, rev: script._upgrade_revs(revision, rev))
+                command.stamp(config, adopted)
+        command.upgrade(config, revision)
+        return _recorded(connection)
 
 
 def _adoptable(connection: sa.Connection) -> str | None:
@@ -142,7 +142,9 @@ def _adoptable(connection: sa.Connection) -> str | None:
 
 def downgrade(engine: sa.Engine, revision: str = "base") -> str | None:
     """Downgrade to ``revision`` (``"base"`` drops the tables and their data)."""
-    return _run(engine, revision, lambda script, rev: script._downgrade_revs(revision, rev))
+    with engine.begin() as connection:
+        command.downgrade(_config(connection), revision)
+        return _recorded(connection)
 
 
 def include_object(
