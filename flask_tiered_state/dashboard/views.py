@@ -7,10 +7,10 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from ..app_state import get_app_state
 from ..domain.manager import StateManager
 from ..domain.model import validate_state_id
 from ..errors import InvalidRequestError, StateNotFoundError, TieredStateError
-from ..extension import get_app_state
 from . import movements
 from .lifecycle import layout
 from .queries import (

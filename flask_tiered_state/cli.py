@@ -1,0 +1,478 @@
+"""``flask state ...``: inspect and operate an app's domain states.
+
+The group is registered twice over on purpose, as the same object: the
+``flask.commands`` entry point (``flask_tiered_state.cli:state_cli``) makes
+``flask state`` appear for every app (the commands load the app like any Flask
+command), and ``init_app`` adds it to ``app.cli`` when ``TIERED_STATE_CLI`` is True,
+so ``app.test_cli_runner()`` and custom command groups see it too. Either way each
+command first checks the app: without the extension, or with
+``TIERED_STATE_CLI = False``, it exits with one line saying so.
+
+Read commands take ``--json`` (stable, machine-readable output on stdout);
+commands over several states show a progress bar on stderr. Errors exit with
+status 1 and one line (``Error: ...``); bad usage exits with 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import click
+from flask.cli import AppGroup
+from sqlalchemy.exc import SQLAlchemyError
+
+from .app_state import get_app_state
+from .domain.context import correlation_scope
+from .domain.manager import StateManager
+from .domain.paging import Page
+from .errors import StateNotFoundError, TieredStateError
+
+__all__ = ["state_cli"]
+
+# -- the group, its command decorator and the app's manager --------------------------------
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The ``flask state`` command group.
+state_cli = AppGroup("state", help="Inspect and operate the app's domain states.")
+
+
+def app_manager() -> StateManager:
+    """The current app's manager; exit 1 when the app has no extension or no CLI."""
+    try:
+        state = get_app_state()
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not state.settings.cli:
+        raise click.ClickException(
+            f"The 'flask state' commands are disabled for app {state.app_name!r} "
+            "(TIERED_STATE_CLI = False)."
+        )
+    return state.manager
+
+
+def command(name: str) -> Callable[[F], F]:
+    """A ``flask state`` command that runs under a ``cli-<hex>`` correlation id and
+    whose library errors exit 1 with one line."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                with correlation_scope(f"cli-{uuid.uuid4().hex}"):
+                    return fn(*args, **kwargs)
+            except TieredStateError as exc:
+                raise click.ClickException(exc.message) from None
+
+        state_cli.command(name)(run)
+        return fn
+
+    return decorate
+
+
+# -- options and their parsing -------------------------------------------------------------
+
+
+#: ``--json``: print machine-readable output.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def json_object(text: str | None, what: str) -> dict[str, Any] | None:
+    """``text`` parsed as a JSON object (None stays None); bad usage otherwise."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{what} must be JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter(f"{what} must be a JSON object, not {type(value).__name__}.")
+    return value
+
+
+def path_filters(items: Iterable[str]) -> dict[str, Any]:
+    """``PATH=VALUE`` items as search filters; a value is JSON when it parses, else text."""
+    filters: dict[str, Any] = {}
+    for item in items:
+        path, sep, text = item.partition("=")
+        if not sep or not path:
+            raise click.BadParameter(f"{item!r} is not PATH=VALUE.", param_hint="--filter")
+        try:
+            filters[path] = json.loads(text)
+        except ValueError:
+            filters[path] = text
+    return filters
+
+
+# -- printing ------------------------------------------------------------------------------
+
+
+def echo_json(value: Any) -> None:
+    """Print ``value`` as stable JSON: keys sorted, indented by two spaces."""
+    click.echo(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def count(number: int, noun: str) -> str:
+    """``"1 state"``, ``"2 states"``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def record_line(record: dict[str, Any]) -> str:
+    """One state on one line: id, type, status, version, last change."""
+    return (
+        f"{record['state_id']}  {record['type']}  {record['status']}  "
+        f"v{record['version']}  {record['updated_at']}"
+    )
+
+
+def page_lines(page: Page[dict[str, Any]]) -> list[str]:
+    """A search result page as text: one line per state, then where the page is.
+
+    A search without results says so (its page object has ``pages == 0``, as over the
+    REST API); a page past the last one says how many pages there are.
+    """
+    if page.total == 0:
+        return ["No states match."]
+    if not page.items:
+        verb = "matches" if page.total == 1 else "match"
+        return [
+            f"Page {page.page} is past the last page ({page.pages}); "
+            f"{count(page.total, 'state')} {verb}."
+        ]
+    summary = f"page {page.page} of {page.pages}, {count(page.total, 'state')}"
+    return [*(record_line(record) for record in page.items), summary]
+
+
+# -- reading commands ----------------------------------------------------------------------
+
+
+@command("list")
+@click.option("--type", "state_type", help="Only states of this type.")
+@click.option("--status", help="Only states in this status.")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Equality filter on a dotted path (data.plan=pro); repeatable.",
+)
+@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--per-page", type=click.IntRange(min=1, max=1000), default=50, show_default=True)
+@json_option
+def list_states(
+    state_type: str | None,
+    status: str | None,
+    filters: tuple[str, ...],
+    page: int,
+    per_page: int,
+    as_json: bool,
+) -> None:
+    """List states, newest first."""
+    where = path_filters(filters)
+    if status is not None:
+        where["status"] = status.lower()
+    result = app_manager().search_states(
+        state_type.lower() if state_type else None, where or None, page=page, per_page=per_page
+    )
+    if as_json:
+        echo_json(result.to_dict())  # the same page object as GET /states
+        return
+    for line in page_lines(result):
+        click.echo(line)
+
+
+@command("show")
+@click.argument("state_id")
+@click.option("--include-deleted", is_flag=True, help="Show a deleted state's tombstone.")
+@json_option
+def show(state_id: str, include_deleted: bool, as_json: bool) -> None:
+    """Show a state's current record."""
+    record = app_manager().get_state(state_id, include_deleted=include_deleted)
+    if record is None:
+        raise StateNotFoundError(state_id)
+    if as_json:
+        echo_json(record)
+        return
+    for key in ("state_id", "name", "type", "status", "version", "created_at", "updated_at"):
+        click.echo(f"{key}: {record[key]}")
+    click.echo(f"data: {json.dumps(record['data'], sort_keys=True, ensure_ascii=False)}")
+    click.echo(f"metadata: {json.dumps(record['metadata'], sort_keys=True, ensure_ascii=False)}")
+
+
+@command("history")
+@click.argument("state_id")
+@click.option("--limit", type=click.IntRange(1, 1000), help="Only the latest N, newest first.")
+@click.option("--transition", help="Only changes made by this transition.")
+@json_option
+def history(state_id: str, limit: int | None, transition: str | None, as_json: bool) -> None:
+    """Show a state's history of changes."""
+    manager = app_manager()
+    if transition is not None:
+        rows = manager.get_changes_by_transition(state_id, transition)
+    elif limit is not None:
+        rows = manager.get_recent_changes(state_id, limit)
+    else:
+        rows = manager.get_state_history(state_id)
+    if not rows and manager.get_state(state_id, include_deleted=True) is None:
+        raise StateNotFoundError(state_id)
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        who = f"  by {row['actor']}" if row["actor"] else ""
+        why = f"  ({row['reason']})" if row["reason"] else ""
+        click.echo(
+            f"v{row['version']}  {row['created_at']}  {row['transition']}  "
+            f"{row['from_status'] or '-'} -> {row['to_status']}{who}{why}"
+        )
+
+
+@command("diff")
+@click.argument("state_id")
+@click.argument("from_version", type=click.IntRange(min=1))
+@click.argument("to_version", type=click.IntRange(min=1))
+@json_option
+def diff(state_id: str, from_version: int, to_version: int, as_json: bool) -> None:
+    """Show what changed between two versions."""
+    result = app_manager().diff_versions(state_id, from_version, to_version)
+    if as_json:
+        echo_json(result)
+        return
+    for path, value in result["added"].items():
+        click.echo(f"+ {path} = {json.dumps(value, ensure_ascii=False)}")
+    for path, value in result["removed"].items():
+        click.echo(f"- {path} = {json.dumps(value, ensure_ascii=False)}")
+    for path, change in result["changed"].items():
+        click.echo(
+            f"~ {path}: {json.dumps(change['from'], ensure_ascii=False)} -> "
+            f"{json.dumps(change['to'], ensure_ascii=False)}"
+        )
+    if not (result["added"] or result["removed"] or result["changed"]):
+        click.echo("no differences")
+
+
+@command("keys")
+@click.argument("pattern")
+@json_option
+def keys(pattern: str, as_json: bool) -> None:
+    """List the ids of stored states matching a glob (* and ?), tombstones included."""
+    ids = app_manager().get_keys_by_pattern(pattern)
+    if as_json:
+        echo_json(ids)
+        return
+    for state_id in ids:
+        click.echo(state_id)
+
+
+@command("stats")
+@json_option
+def stats(as_json: bool) -> None:
+    """Show storage statistics: tiers, cache and history."""
+    result = app_manager().get_storage_stats()
+    if as_json:
+        echo_json(result)
+        return
+    for key, value in sorted(result.items()):
+        click.echo(f"{key}: {json.dumps(value, sort_keys=True, default=str)}")
+
+
+@command("health")
+@json_option
+def health(as_json: bool) -> None:
+    """Check every tier; exit 1 when unhealthy (the WARM tier is down)."""
+    result = app_manager().get_health_status()
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"status: {result['status']}")
+        for tier, info in result["tiers"].items():
+            up = "available" if info["available"] else "UNAVAILABLE"
+            click.echo(f"  {tier} ({info['backend']}): {up}")
+    if result["status"] == "unhealthy":
+        click.get_current_context().exit(1)
+
+
+@command("graph")
+@click.argument("state_type")
+@json_option
+def graph(state_type: str, as_json: bool) -> None:
+    """Print a type's lifecycle as a Mermaid stateDiagram-v2."""
+    spec = app_manager().get_state_type(state_type.lower())
+    mermaid = spec.lifecycle.to_mermaid()
+    if not as_json:
+        click.echo(mermaid)
+        return
+    edges = [
+        {"from": source.value, "transition": transition.value,
+         "to": (target or source).value}
+        for transition, (sources, target) in spec.lifecycle.rules.items()
+        for source in sources
+    ]  # fmt: skip
+    echo_json(
+        {
+            "type": spec.name,
+            "initial_status": spec.lifecycle.initial_status.value,
+            "transitions": edges,
+            "mermaid": mermaid,
+        }
+    )
+
+
+# -- commands that change states or tables -------------------------------------------------
+
+
+@command("transition")
+@click.argument("state_id")
+@click.argument("transition")
+@click.option("--data", "data_json", metavar="JSON", help="New data (a JSON object).")
+@click.option("--metadata", "metadata_json", metavar="JSON", help="New metadata (JSON object).")
+@click.option("--name", help="A new display name.")
+@click.option("--merge", is_flag=True, help="Merge --data/--metadata into the current ones.")
+@click.option(
+    "--expected-version", type=click.IntRange(min=1), help="Refuse unless at this version."
+)
+@click.option("--actor", help="Who makes the change (recorded in history).")
+@click.option("--reason", help="Why (recorded in history).")
+@json_option
+def transition(
+    state_id: str,
+    transition: str,
+    data_json: str | None,
+    metadata_json: str | None,
+    name: str | None,
+    merge: bool,
+    expected_version: int | None,
+    actor: str | None,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Apply TRANSITION (activate, suspend, resume, expire, delete, update) to a state."""
+    changes: dict[str, Any] = {}
+    if data_json is not None:
+        changes["data"] = json_object(data_json, "--data")
+    if metadata_json is not None:
+        changes["metadata"] = json_object(metadata_json, "--metadata")
+    if name is not None:
+        changes["name"] = name
+    record = app_manager().update_state(
+        state_id,
+        changes or None,
+        transition,
+        expected_version=expected_version,
+        actor=actor,
+        reason=reason,
+        merge=merge,
+    )
+    if as_json:
+        echo_json(record)
+    else:
+        click.echo(f"{state_id}: {transition.lower()} -> {record['status']} (version "
+                   f"{record['version']})")  # fmt: skip
+
+
+@command("rollback")
+@click.argument("state_id")
+@click.argument("to_version", type=click.IntRange(min=1))
+@click.option("--actor", help="Who makes the change (recorded in history).")
+@click.option("--reason", help="Why (recorded in history).")
+@json_option
+def rollback(
+    state_id: str, to_version: int, actor: str | None, reason: str | None, as_json: bool
+) -> None:
+    """Restore version TO_VERSION of a state as a new version."""
+    record = app_manager().rollback_state(state_id, to_version, actor=actor, reason=reason)
+    if as_json:
+        echo_json(record)
+    else:
+        click.echo(f"{state_id}: restored version {to_version} as version {record['version']} "
+                   f"({record['status']})")  # fmt: skip
+
+
+def _move(
+    ids: tuple[str, ...],
+    pattern: str | None,
+    as_json: bool,
+    verb: str,
+    move: Callable[[StateManager, str], bool],
+) -> None:
+    manager = app_manager()
+    targets = list(dict.fromkeys(ids))
+    if pattern is not None:
+        targets = list(dict.fromkeys([*targets, *manager.get_keys_by_pattern(pattern)]))
+    if not targets:
+        raise click.UsageError("Give one or more STATE_IDS, or --pattern.")
+    moved: list[str] = []
+    unchanged: list[str] = []
+    failed: dict[str, str] = {}
+    if len(targets) == 1 and pattern is None:
+        (moved if move(manager, targets[0]) else unchanged).append(targets[0])
+    else:
+        with click.progressbar(
+            targets,
+            label=f"{verb.capitalize()} {len(targets)} states",
+            file=sys.stderr,
+        ) as bar:
+            for state_id in bar:
+                try:
+                    (moved if move(manager, state_id) else unchanged).append(state_id)
+                except TieredStateError as exc:
+                    failed[state_id] = exc.message
+    if as_json:
+        echo_json({"moved": moved, "unchanged": unchanged, "failed": failed})
+    else:
+        click.echo(f"{verb}: {len(moved)}, unchanged: {len(unchanged)}, failed: {len(failed)}")
+        for state_id, message in failed.items():
+            click.echo(f"  {state_id}: {message}", err=True)
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(targets)} states failed.")
+
+
+@command("promote")
+@click.argument("state_ids", nargs=-1)
+@click.option("--pattern", help="Also every state id matching this glob.")
+@click.option("--ttl", type=click.IntRange(min=1), help="TTL of the HOT copy, in seconds.")
+@json_option
+def promote(
+    state_ids: tuple[str, ...], pattern: str | None, ttl: int | None, as_json: bool
+) -> None:
+    """Copy states to the HOT tier."""
+    _move(state_ids, pattern, as_json, "promoted",
+          lambda m, i: m.promote_to_hot(i, ttl_seconds=ttl))  # fmt: skip
+
+
+@command("demote")
+@click.argument("state_ids", nargs=-1)
+@click.option("--pattern", help="Also every state id matching this glob.")
+@json_option
+def demote(state_ids: tuple[str, ...], pattern: str | None, as_json: bool) -> None:
+    """Move states to the COLD tier (archive)."""
+    _move(state_ids, pattern, as_json, "demoted", lambda m, i: m.demote_to_cold(i))
+
+
+@command("init-db")
+@json_option
+def init_db(as_json: bool) -> None:
+    """Create or upgrade the tables in the WARM database (for apps without migrations)."""
+    from .migrations import upgrade
+
+    manager = app_manager()
+    engine = manager.store.warm.engine
+    where = engine.url.render_as_string()
+    try:
+        revision = upgrade(engine)
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause)
+        raise click.ClickException(
+            f"Could not create or upgrade the tables in {where}: {first_line}"
+        ) from None
+    if as_json:
+        echo_json({"revision": revision, "database": where})
+    else:
+        click.echo(f"The tables in {where} are at revision {revision}.")
