@@ -12,7 +12,16 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
+
+## The demo needs the core install only (no test or docs tooling); DEMO_EXTRAS=redis,postgres,s3
+## adds backend clients, for TIERED_STATE_*_URL variables that point at servers.
+DEMO_EXTRAS ?=
+comma := ,
+RUN_STAMP := $(VENV)/.installed-run$(if $(DEMO_EXTRAS),-$(subst $(comma),-,$(DEMO_EXTRAS)))
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.$(if $(DEMO_EXTRAS),[$(DEMO_EXTRAS)])'
+	touch $(RUN_STAMP)
 
 install: $(STAMP)
 
@@ -26,6 +35,7 @@ browsers:
 lint: $(STAMP)
 	$(BIN)/ruff check flask_tiered_state tests bench example_app
 	$(BIN)/ruff format --check flask_tiered_state tests bench example_app
+	$(BIN)/pre-commit validate-config .pre-commit-config.yaml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -40,7 +50,7 @@ test: lint typecheck pytest
 ## and serves the Flask Credit System on http://127.0.0.1:5000. TIERED_STATE_* variables
 ## point it at Redis, PostgreSQL and S3; without them it runs on the embedded defaults.
 DEMO := $(BIN)/flask --app example_app:create_app
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(DEMO) seed-demo
 	@echo ""
 	@echo "  Flask Credit System   http://127.0.0.1:5000/"
