@@ -1,7 +1,8 @@
 """Marshmallow schemas: the validators of each state type's ``data`` and of request bodies.
 
-The *state* schemas are registered on the manager (``register_validator`` /
-``register_state_type(schema=...)``), so every write of a state, whoever makes it
+The *state* schemas are registered on the manager as each type's ``data`` schema
+(``register_state_type(schema=...)``; ``price_matches_plan`` is a validator of the
+whole state, ``register_validator``), so every write of a state, whoever makes it
 (these views, the REST blueprint, ``flask state``), is checked. Unknown fields are
 refused (marshmallow's default ``RAISE``). The *request* schemas check the JSON
 bodies of this app's endpoints before anything is written.
@@ -106,8 +107,10 @@ class SubscriptionSchema(Schema):
     suspended_reason = fields.String(allow_none=True, validate=_REASON)
 
 
-def price_matches_plan(data: dict[str, Any]) -> bool:
-    """A plain-callable validator: a subscription's price is its plan's price."""
+def price_matches_plan(state: dict[str, Any]) -> bool:
+    """A plain-callable validator of the whole state: a subscription's price is its
+    plan's price."""
+    data = state["data"]
     return bool(PLANS[data["plan"]][data["billing_cycle"]] == data["price_cents"])
 
 

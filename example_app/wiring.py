@@ -104,15 +104,15 @@ def configure(manager: StateManager, *, session_ttl_seconds: int) -> None:
     manager.register_state_type(NOTIFICATION, schema=NotificationSchema)
     manager.register_state_type(
         StateType.SESSION,
+        schema=SessionSchema,
         home_tier=StateCategory.HOT,
         hot_ttl_seconds=session_ttl_seconds,
     )
-    manager.register_validator(StateType.USER, UserSchema())
-    manager.register_validator(StateType.TRANSACTION, TransactionSchema())
-    manager.register_validator(StateType.SUBSCRIPTION, SubscriptionSchema())
+    manager.register_state_type(StateType.USER, schema=UserSchema)
+    manager.register_state_type(StateType.TRANSACTION, schema=TransactionSchema)
+    manager.register_state_type(StateType.SUBSCRIPTION, schema=SubscriptionSchema)
     manager.register_validator(StateType.SUBSCRIPTION, price_matches_plan)
-    manager.register_validator(StateType.FEATURE, FeatureSchema())
-    manager.register_validator(StateType.SESSION, SessionSchema())
+    manager.register_state_type(StateType.FEATURE, schema=FeatureSchema)
 
     def payment_settled(
         state_id: str, old: Any, new: dict[str, Any], transition: StateTransition

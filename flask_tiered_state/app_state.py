@@ -6,14 +6,22 @@ can use it: the extension's setup functions run with it (in registration order,
 inside the app's context), then :data:`~flask_tiered_state.signals.manager_created`
 is sent. Other threads wait for the setup; the setup functions themselves (and
 what they call, ``current_state_manager`` included) already see the new manager.
+
+The module also gives :class:`~flask_tiered_state.domain.manager.StateManager` what
+it cannot know itself: which app's manager ``StateManager.get_instance()`` means
+(:func:`resolve_manager`), and how the process-wide default manager is built from the
+``TIERED_STATE_*`` environment variables (:func:`default_manager`).
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import os
+import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -21,10 +29,10 @@ from typing import TYPE_CHECKING, Any, cast
 from flask import Flask, current_app, has_app_context
 from werkzeug.local import LocalProxy
 
-from .domain.manager import StateManager
+from .domain.manager import CLIENT_COMPONENTS, StateManager
 from .errors import ConfigurationError
 from .observability.logging import get_logger, install_library_filters
-from .settings import TieredStateSettings
+from .settings import SETTINGS, TieredStateSettings, load_settings
 from .signals import manager_created
 
 if TYPE_CHECKING:
@@ -35,7 +43,9 @@ __all__ = [
     "EXTENSION_KEY",
     "AppState",
     "ManagerSetup",
+    "build_store_from_settings",
     "current_state_manager",
+    "default_manager",
     "get_app_state",
     "resolve_manager",
 ]
@@ -66,6 +76,7 @@ class AppState:
         # (thread id, manager) while that thread runs the setup of a new manager.
         self._building: tuple[int, StateManager] | None = None
         self._finalizer = weakref.finalize(app, AppState._close_manager, self)
+        _initialised.add(self)
 
     @property
     def local_dir(self) -> Path:
@@ -149,43 +160,26 @@ class AppState:
             ) from exc
 
     def _build(self) -> StateManager:
-        from .storage.factory import build_store
-
         s = self.settings
         engine = metadata = None
         if self.uses_db:
             engine, metadata = self._db_engine()
         local_dir = self.local_dir
         local_dir.mkdir(parents=True, exist_ok=True)
-        store = build_store(
-            hot_url=s.hot_url,
-            warm_url=None if engine is not None else s.warm_url,
-            cold_url=s.cold_url,
-            hot_options=s.hot_options,
-            warm_options=s.warm_options,
-            cold_options=s.cold_options,
+        store = build_store_from_settings(
+            s,
+            local_dir=local_dir,
+            create_tables=self.create_tables,
+            metrics=self.extension.metrics_collector or s.metrics,
             engine=engine,
             sql_metadata=metadata,
-            key_prefix=s.key_prefix,
-            local_dir=local_dir,
-            cache_max_entries=s.cache_max_entries,
-            cache_max_bytes=s.cache_max_bytes,
-            cache_ttl_seconds=s.cache_ttl_seconds,
-            invalidation=s.invalidation,
-            hot_ttl_seconds=s.hot_ttl_seconds,
-            metrics=s.metrics,
-            max_value_bytes=s.max_state_bytes,
-            promote_after_accesses=s.promote_after_accesses,
-            promotion_window_seconds=s.promotion_window_seconds,
-            demote_after_idle_seconds=s.demote_after_idle_seconds,
-            create_tables=self.create_tables,
-            call_timeout=s.call_timeout_seconds,
-            cache_unsynced_seconds=s.cache_unsynced_seconds,
-            drop_replay_interval=s.drop_replay_seconds,
         )
         try:
             manager = StateManager.create(
-                store=store, create_tables=self.create_tables, hot_ttl_seconds=s.hot_ttl_seconds
+                store=store,
+                create_tables=self.create_tables,
+                hot_ttl_seconds=s.hot_ttl_seconds,
+                operation_log_level=s.operation_log_level,
             )
         except BaseException:
             store.close()
@@ -243,12 +237,34 @@ def get_app_state(app: Flask | None = None) -> AppState:
     return state
 
 
+#: Every AppState of this process whose app still exists.
+_initialised: weakref.WeakSet[AppState] = weakref.WeakSet()
+
+
 def resolve_manager() -> StateManager | None:
-    """The context resolver installed into StateManager (see the module docstring)."""
-    if not has_app_context():
+    """Which app's manager ``StateManager.get_instance()`` means, or None for the
+    process-wide default: inside an app context, that app's (None when it has no
+    extension); outside any, the one app of this process that has the extension.
+
+    :raises ConfigurationError: outside an app context, with several such apps.
+    """
+    if has_app_context():
+        state = current_app.extensions.get(EXTENSION_KEY)
+        return state.manager if isinstance(state, AppState) else None
+    states = list(_initialised)
+    if len(states) > 1:  # apps no longer used may wait for the cycle collector
+        gc.collect()
+        states = list(_initialised)
+    if not states:
         return None
-    state = current_app.extensions.get(EXTENSION_KEY)
-    return state.manager if isinstance(state, AppState) else None
+    if len(states) > 1:
+        names = ", ".join(sorted(repr(s.app_name) for s in states))
+        raise ConfigurationError(
+            f"StateManager.get_instance() outside an app context: this process has several "
+            f"apps with flask_tiered_state ({names}), so which app's states are meant is "
+            "unclear. Run the code inside 'with app.app_context():' of the app you mean."
+        )
+    return states[0].manager
 
 
 def _current_manager() -> StateManager:
@@ -257,3 +273,126 @@ def _current_manager() -> StateManager:
 
 #: The current app's :class:`~flask_tiered_state.domain.manager.StateManager`.
 current_state_manager: StateManager = cast(StateManager, LocalProxy(_current_manager))
+
+
+def build_store_from_settings(
+    settings: TieredStateSettings,
+    *,
+    local_dir: Path,
+    create_tables: bool,
+    metrics: Any,
+    **tiers: Any,
+) -> TieredStore:
+    """The store ``settings`` describe; ``tiers`` override their tiers
+    (:func:`~flask_tiered_state.storage.factory.build_store`'s ``engine``,
+    ``sql_metadata``, ``warm_url``, ``hot_repository``, ``cold_repository``)."""
+    from .storage.factory import build_store
+
+    s = settings
+    arguments: dict[str, Any] = {
+        "hot_url": s.hot_url,
+        "warm_url": s.warm_url,
+        "cold_url": s.cold_url,
+        **{k: v for k, v in tiers.items() if v is not None},
+    }
+    if "engine" in arguments:
+        arguments.pop("warm_url", None)
+    if "hot_repository" in arguments:
+        arguments.pop("hot_url")
+    if "cold_repository" in arguments:
+        arguments.pop("cold_url")
+    return build_store(
+        **arguments,
+        hot_options=s.hot_options,
+        warm_options=s.warm_options,
+        cold_options=s.cold_options,
+        key_prefix=s.key_prefix,
+        local_dir=local_dir,
+        cache_max_entries=s.cache_max_entries,
+        cache_max_bytes=s.cache_max_bytes,
+        cache_ttl_seconds=s.cache_ttl_seconds,
+        invalidation=s.invalidation,
+        hot_ttl_seconds=s.hot_ttl_seconds,
+        metrics=metrics,
+        max_value_bytes=s.max_state_bytes,
+        promote_after_accesses=s.promote_after_accesses,
+        promotion_window_seconds=s.promotion_window_seconds,
+        demote_after_idle_seconds=s.demote_after_idle_seconds,
+        create_tables=create_tables,
+        call_timeout=s.call_timeout_seconds,
+        cache_unsynced_seconds=s.cache_unsynced_seconds,
+        drop_replay_interval=s.drop_replay_seconds,
+    )
+
+
+def environment_config(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings among ``TIERED_STATE_*`` environment variables, each value read as
+    JSON where it parses (``30``, ``true``, ``{"use_copy": false}``), else as text --
+    as Flask's ``config.from_prefixed_env`` reads them. Other variables are left out."""
+    known = {setting.key for setting in SETTINGS}
+    config: dict[str, Any] = {}
+    for key, text in environ.items():
+        if key in known:
+            try:
+                config[key] = json.loads(text)
+            except ValueError:
+                config[key] = text
+    return config
+
+
+def default_manager(components: dict[str, Any]) -> StateManager:
+    """The process-wide default manager (see :meth:`StateManager.get_instance`): the
+    ``TIERED_STATE_*`` environment variables, with the application's own clients and the
+    options of :meth:`StateManager.create` in ``components``.
+
+    Without a WARM database (``TIERED_STATE_WARM_URL``, ``database_manager=``) nor a
+    ``TIERED_STATE_LOCAL_DIR``, the data lives in a new temporary directory: logged at
+    WARNING, never deleted by the library.
+    """
+    from .storage.factory import store_arguments_for_clients
+
+    settings = load_settings(environment_config(os.environ))
+    clients = {k: components.pop(k) for k in CLIENT_COMPONENTS if k in components}
+    collector = components.pop("metrics_collector", None)
+    tiers = store_arguments_for_clients(**clients, key_prefix=settings.key_prefix)
+    durable = bool(
+        settings.warm_url or settings.local_dir or "engine" in tiers or "warm_url" in tiers
+    )
+    if settings.local_dir:
+        local_dir = Path(settings.local_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        local_dir = Path(tempfile.mkdtemp(prefix="tiered_state_"))
+    create_tables = True if settings.create_tables is None else settings.create_tables
+    store = build_store_from_settings(
+        settings,
+        local_dir=local_dir,
+        create_tables=create_tables,
+        metrics=collector or settings.metrics,
+        **tiers,
+    )
+    options = {
+        "hot_ttl_seconds": settings.hot_ttl_seconds,
+        "operation_log_level": settings.operation_log_level,
+        "create_tables": create_tables,
+        **components,
+    }
+    try:
+        manager = StateManager.create(store=store, **options)
+    except BaseException:
+        store.close()
+        raise
+    if durable:
+        logger.info("Built the default StateManager: %r, data in %s", manager, local_dir)
+    else:
+        logger.warning(
+            "The default StateManager (no app context, no app with flask_tiered_state) keeps "
+            "its WARM tier in the temporary directory %s, which the system may clear: it is "
+            "not durable. Set TIERED_STATE_WARM_URL or TIERED_STATE_LOCAL_DIR, pass "
+            "database_manager=, or use the app's manager inside 'with app.app_context():'.",
+            local_dir,
+        )
+    return manager
+
+
+StateManager.set_default_factory(default_manager)

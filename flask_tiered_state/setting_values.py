@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -144,6 +145,19 @@ def local_dir(key: str, value: object) -> str | None:
     if not isinstance(value, str):
         raise fail(key, value, expected)
     return value
+
+
+def log_level(key: str, value: object) -> int | None:
+    """A logging level: a name ('INFO'), a number >= 0, or None (and 'none') for none."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
+        return None
+    if isinstance(value, str):
+        level = logging.getLevelName(value.strip().upper())
+        if isinstance(level, int):
+            return level
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise fail(key, value, "a logging level name (DEBUG, INFO, ...), a number >= 0 or None")
 
 
 def optional_boolean(key: str, value: object) -> bool | None:

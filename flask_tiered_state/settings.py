@@ -17,6 +17,7 @@ decimal digits and booleans as ``true/false``, ``1/0``, ``yes/no``, ``on/off``.
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -139,9 +140,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METRICS", "bool", True,
             "Collect tier and operation metrics (Prometheus when prometheus-client is installed).",
             values.boolean),
+    Setting("OPERATION_LOG_LEVEL", "str | int | None", logging.INFO,
+            "Level of the structured record each state operation writes to the "
+            "``flask_tiered_state.operations`` logger (its operation, state_id, "
+            "transition_type and duration_ms are attributes of the record): a level name "
+            "('DEBUG', 'INFO', ...) or number (20 is INFO); None writes none.", values.log_level),
     Setting("REGISTER_ERROR_HANDLERS", "bool", True,
-            "Answer every TieredStateError raised in the app, and every HTTP error under "
-            "API_PREFIX, with a JSON body. The REST blueprint's own routes answer JSON always.",
+            "Register one app-wide handler, for TieredStateError only: a library exception "
+            "escaping the app's own views answers the JSON error body with its status. An "
+            "app's own handler of that class (or a subclass) wins. The REST blueprint and the "
+            "dashboard answer their own errors either way.",
             values.boolean),
     Setting("API_PREFIX", "str | None", None,
             "URL prefix of the REST blueprint, e.g. '/api/state'; None leaves it off.",
@@ -194,6 +202,7 @@ class TieredStateSettings:
     demote_after_idle_seconds: float = 30 * 24 * 3600.0
     max_state_bytes: int | None = _MIB
     metrics: bool = True
+    operation_log_level: int | None = logging.INFO
     register_error_handlers: bool = True
     api_prefix: str | None = None
     dashboard_prefix: str | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = ["DefaultInstance"]
 
@@ -31,6 +31,8 @@ class DefaultInstance(Generic[M]):
         self._lock = threading.Lock()
         self._instance: M | None = None
         self.resolver: Callable[[], M | None] | None = None
+        #: ``factory(components) -> instance``; the caller of :meth:`get` passes ``build``.
+        self.factory: Callable[[dict[str, Any]], M] | None = None
 
     def get(self, build: Callable[[], M]) -> tuple[M, bool]:
         """The resolved or default instance, and whether it was just built."""

@@ -8,7 +8,7 @@ transition allowed from                      to
 CREATE     (none: a new state)              CREATED
 UPDATE     CREATED, ACTIVE, SUSPENDED        unchanged
 ACTIVATE   CREATED, SUSPENDED                ACTIVE
-SUSPEND    ACTIVE                            SUSPENDED
+SUSPEND    CREATED, ACTIVE                   SUSPENDED
 RESUME     SUSPENDED                         ACTIVE
 EXPIRE     CREATED, ACTIVE, SUSPENDED        EXPIRED
 DELETE     every status but DELETED          DELETED
@@ -157,7 +157,8 @@ DEFAULT_LIFECYCLE = Lifecycle(
     {
         _T.UPDATE: (_LIVE, None),
         _T.ACTIVATE: ((_S.CREATED, _S.SUSPENDED), _S.ACTIVE),
-        _T.SUSPEND: ((_S.ACTIVE,), _S.SUSPENDED),
+        # an account can be suspended before its activation
+        _T.SUSPEND: ((_S.CREATED, _S.ACTIVE), _S.SUSPENDED),
         _T.RESUME: ((_S.SUSPENDED,), _S.ACTIVE),
         _T.EXPIRE: (_LIVE, _S.EXPIRED),
         _T.DELETE: ((_S.CREATED, _S.ACTIVE, _S.SUSPENDED, _S.EXPIRED), _S.DELETED),

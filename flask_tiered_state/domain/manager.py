@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
@@ -51,7 +48,14 @@ from .diff import diff_records
 from .history import DEFAULT_HISTORY_TABLE, HistoryRepository, define_history_table
 from .instances import DefaultInstance
 from .lifecycle import Lifecycle
-from .model import KEY_PREFIX, StateStatus, StateTransition, state_key, validate_state_id
+from .model import (
+    KEY_PREFIX,
+    StateStatus,
+    StateTransition,
+    new_state_id,
+    state_key,
+    validate_state_id,
+)
 from .operations import OperationStats, health_status
 from .paging import Page, validate_paging
 from .records import RecordBuilder
@@ -66,6 +70,8 @@ if TYPE_CHECKING:
 __all__ = ["StateManager"]
 
 logger = logging.getLogger("flask_tiered_state.domain")
+#: Where :meth:`StateManager.log_state_operation` writes its records.
+operations_logger = logging.getLogger("flask_tiered_state.operations")
 
 _instances: DefaultInstance[StateManager] = DefaultInstance()
 _DELETED = StateStatus.DELETED.value
@@ -76,6 +82,10 @@ MAX_HISTORY_LIMIT = 1000
 #: States per transaction of batch_update_state, by default and at most.
 DEFAULT_CHUNK_SIZE = 500
 MAX_CHUNK_SIZE = 5000
+#: The components that name an application's own clients (see :meth:`StateManager.get_instance`).
+CLIENT_COMPONENTS = ("redis_manager", "database_manager", "s3_manager", "bucket", "s3_prefix")
+#: ``factory(components) -> StateManager``: builds the process-wide default instance.
+DefaultFactory = Callable[[dict[str, Any]], "StateManager"]
 
 
 class StateManager:
@@ -88,16 +98,21 @@ class StateManager:
 
     1. inside a Flask app context whose app has the extension, that app's manager
        (so app factories and several apps in one process each see their own);
-    2. otherwise the process-wide *default* instance, created thread-safely on first
-       use from ``**components`` (for example ``store=build_store(...)``), or with no
-       components from embedded defaults: SQLite, memory HOT and a directory for COLD,
-       all in a temporary directory that :meth:`reset_instance` removes. The embedded
-       default is **not durable**; it is meant for scripts and tests.
+    2. outside any app context, the manager of the one app of this process that has
+       the extension (a worker thread of that app sees the app's states); with
+       several such apps, :class:`~flask_tiered_state.errors.ConfigurationError` asking
+       for ``with app.app_context():``;
+    3. otherwise the process-wide *default* instance, created thread-safely on first
+       use: from ``**components`` (``store=build_store(...)``, or the application's own
+       clients, see :meth:`get_instance`) and the ``TIERED_STATE_*`` environment
+       variables. Without a WARM database or a ``TIERED_STATE_LOCAL_DIR`` the data lives
+       in a new temporary directory, which is logged at WARNING as not durable; the
+       library never deletes it.
 
-    Components passed when the instance already exists must be the ones it has, else
-    :class:`~flask_tiered_state.errors.ConfigurationError` (call :meth:`reset_instance`
-    first). :meth:`reset_instance` closes and drops the default instance; calling it
-    twice is safe.
+    Components passed when the instance already exists must be the ones it was made
+    from (the same objects), else :class:`~flask_tiered_state.errors.ConfigurationError`
+    (call :meth:`reset_instance` first). :meth:`reset_instance` closes and drops the
+    default instance (its data stays); calling it twice is safe.
 
     **Records** are dicts (``state_id, name, type, status, data, metadata, version,
     created_at, updated_at``) stored under ``state:{state_id}`` in the type's home tier.
@@ -145,6 +160,8 @@ class StateManager:
     :param hot_ttl_seconds: TTL of HOT-home records (sessions) whose type sets none.
     :param max_attempts: read-modify-write attempts when racing without expected_version.
     :param close_store: :meth:`close` also closes the store.
+    :param operation_log_level: the level of :meth:`log_state_operation`'s records
+        (``logging.INFO``); None logs none.
     """
 
     # -- instances ---------------------------------------------------------------
@@ -165,6 +182,7 @@ class StateManager:
         hot_ttl_seconds: int = 3600,
         max_attempts: int = 5,
         close_store: bool = True,
+        operation_log_level: int | None = logging.INFO,
     ) -> StateManager:
         """A new, independent manager over ``store`` (not the default instance); see the
         class doc for the options. The Flask extension builds each app's manager so."""
@@ -176,6 +194,7 @@ class StateManager:
             hot_ttl_seconds=hot_ttl_seconds,
             max_attempts=max_attempts,
             close_store=close_store,
+            operation_log_level=operation_log_level,
         )
         return self
 
@@ -188,6 +207,7 @@ class StateManager:
         hot_ttl_seconds: int,
         max_attempts: int,
         close_store: bool,
+        operation_log_level: int | None,
     ) -> None:
         warm = getattr(store, "warm", None)
         if warm is None or not hasattr(warm, "unit_of_work") or not hasattr(warm, "table"):
@@ -197,10 +217,20 @@ class StateManager:
             )
         int_option("hot_ttl_seconds", hot_ttl_seconds)
         int_option("max_attempts", max_attempts)
+        if operation_log_level is not None and (
+            type(operation_log_level) is not int or operation_log_level < 0
+        ):
+            raise ConfigurationError(
+                "operation_log_level must be a logging level (logging.INFO, an int >= 0) or "
+                f"None, not {operation_log_level!r}."
+            )
         self.store = store
         self.closed = False
         self._close_store = close_store
-        self._temp_dir: Path | None = None
+        #: The level of :meth:`log_state_operation`'s records; None: none.
+        self.operation_log_level = operation_log_level
+        #: What the default instance was made from (:meth:`get_instance` compares).
+        self._components: dict[str, Any] = {}
         self._max_attempts = max_attempts
         self.types = TypeRegistry()
         self.validators = ValidatorRegistry()
@@ -220,40 +250,64 @@ class StateManager:
 
     @classmethod
     def get_instance(cls, **components: Any) -> StateManager:
-        """The current app's manager, else the process-wide default (see the class doc)."""
+        """The current app's manager, else the process-wide default (see the class doc).
+
+        ``components`` make the default instance when it does not exist yet: ``store=``
+        a :class:`~flask_tiered_state.storage.store.TieredStore`, or the application's
+        own clients -- ``redis_manager=`` a ``redis.Redis`` or ``redis.ConnectionPool``
+        (HOT), ``database_manager=`` a SQLAlchemy ``Engine``, a Flask-SQLAlchemy ``db`` or
+        a URL (WARM), ``s3_manager=`` a boto3 S3 client with ``bucket=`` (and
+        ``s3_prefix=``) (COLD), ``metrics_collector=`` a
+        :class:`~flask_tiered_state.observability.metrics.MetricsCollector` -- and the
+        options of :meth:`create`. Later calls with the same objects return the same
+        instance; other objects raise :class:`ConfigurationError`.
+        """
         manager, built = _instances.get(lambda: cls._build_default(components))
         if not built:
             manager._check_components(components)
         return manager
 
     @classmethod
-    def _build_default(cls, components: dict[str, Any]) -> StateManager:
-        if components.get("store") is not None:
-            return cls.create(**components)
-        from ..storage.factory import build_store
-
-        temp_dir = Path(tempfile.mkdtemp(prefix="tiered_state_"))
-        try:
-            manager = cls.create(**{**components, "store": build_store(local_dir=temp_dir)})
-        except BaseException:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-            raise
-        manager._temp_dir = temp_dir
-        logger.info("Created the embedded default StateManager in %s (not durable).", temp_dir)
+    def _build_default(cls, components: Mapping[str, Any]) -> StateManager:
+        given = dict(components)
+        if given.get("store") is not None:
+            mixed = sorted(set(given) & {*CLIENT_COMPONENTS, "metrics_collector"})
+            if mixed:
+                raise ConfigurationError(
+                    f"Give store= or the clients that make one ({', '.join(mixed)}), not both."
+                )
+            manager = cls.create(**given)
+        else:
+            factory = _instances.factory
+            if factory is None:  # pragma: no cover - flask_tiered_state installs it
+                raise ConfigurationError("No default factory: pass store=build_store(...).")
+            manager = factory(dict(given))
+        manager._components = given
         return manager
 
     def _check_components(self, components: Mapping[str, Any]) -> None:
-        store = components.get("store")
-        if components and (set(components) != {"store"} or store is not self.store):
-            raise ConfigurationError(
-                f"StateManager already exists; components {sorted(components)} can only be "
-                "given when it is created. Call StateManager.reset_instance() first, or use "
-                "StateManager.create(...) for an independent manager."
-            )
+        if not components:
+            return
+        if set(components) == {"store"} and components["store"] is self.store:
+            return
+        made = self._components
+        if components.keys() == made.keys() and all(
+            components[k] is made[k]
+            or (isinstance(made[k], (str, int, float, bool)) and components[k] == made[k])
+            for k in components
+        ):
+            return
+        raise ConfigurationError(
+            f"StateManager already exists, made from {sorted(made) or 'no components'}; "
+            f"components {sorted(components)} other than those (the same objects) can only "
+            "be given when it is created. Call StateManager.reset_instance() first, or use "
+            "StateManager.create(...) for an independent manager."
+        )
 
     @classmethod
     def reset_instance(cls) -> None:
-        """Close and drop the process-wide default instance (safe to call twice)."""
+        """Close and drop the process-wide default instance (safe to call twice). Its
+        data stays where it was written."""
         _instances.reset()
 
     @classmethod
@@ -262,16 +316,20 @@ class StateManager:
         extension installs it. None removes it."""
         _instances.resolver = resolver
 
+    @classmethod
+    def set_default_factory(cls, factory: DefaultFactory | None) -> None:
+        """Install ``factory(components) -> StateManager``, which builds the default
+        instance (:mod:`flask_tiered_state.app_state` installs one that reads the
+        ``TIERED_STATE_*`` environment variables)."""
+        _instances.factory = factory
+
     def close(self) -> None:
-        """Release the store (when owned) and the embedded default's files."""
+        """Release the store (when owned). Data is never deleted."""
         if self.closed:
             return
         self.closed = True
         if self._close_store:
             self.store.close()
-        if self._temp_dir is not None:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
-            self._temp_dir = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -290,15 +348,31 @@ class StateManager:
         transition_type: StateTransition | str | None,
         duration_ms: float,
     ) -> None:
-        """Log one operation (DEBUG) and add it to :meth:`get_performance_metrics`."""
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
+        """Log one operation and add it to :meth:`get_performance_metrics`.
+
+        The record goes to the ``flask_tiered_state.operations`` logger at
+        :attr:`operation_log_level` (INFO by default; ``TIERED_STATE_OPERATION_LOG_LEVEL``),
+        with ``operation``, ``state_id``, ``transition_type`` (the transition's name),
+        ``duration_ms`` and ``correlation_id`` as attributes of the ``LogRecord``, so
+        structured (JSON) formatters pick them up.
+        """
+        level = self.operation_log_level
+        if level is not None and operations_logger.isEnabledFor(level):
+            transition = getattr(transition_type, "value", transition_type)
+            operations_logger.log(
+                level,
                 "state operation %s on %r (%s) took %.3f ms",
                 operation,
                 state_id,
-                transition_type,
+                transition,
                 duration_ms,
-                extra={"correlation_id": get_correlation_id(), "state_id": state_id},
+                extra={
+                    "operation": operation,
+                    "state_id": state_id,
+                    "transition_type": transition,
+                    "duration_ms": duration_ms,
+                    "correlation_id": get_correlation_id(),
+                },
             )
         self._ops.record(operation, duration_ms)
 
@@ -374,9 +448,12 @@ class StateManager:
         return self.types.get(state_type)
 
     def register_validator(self, state_type: object, validator: Any) -> None:
-        """Run ``validator`` on the ``data`` of every register and update of the type: a
-        ``callable(data) -> bool`` (False rejects), a callable raising
-        :class:`marshmallow.ValidationError`, or a marshmallow Schema class or instance."""
+        """Run ``validator`` on the whole proposed state (``{"state_id", "name", "type",
+        "status", "data", "metadata", "version", ...}``) of every registration,
+        transition, update and rollback of the type (not deletes): a
+        ``callable(state) -> bool`` (False rejects), a callable raising
+        :class:`marshmallow.ValidationError`, or a marshmallow Schema class or instance.
+        A type's ``schema`` (:meth:`register_state_type`) checks ``data`` only."""
         self.validators.register(self.types.get(state_type).name, validator)
 
     def unregister_validator(self, state_type: object, validator: Any) -> bool:
@@ -396,11 +473,20 @@ class StateManager:
 
     # -- reads: by id, by ids, searches, patterns, counts ----------------------
     @within_budget
-    def get_state(self, state_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None:
+    def get_state(
+        self, state_id: str, *, include_deleted: bool = False, auto_promote: bool = True
+    ) -> dict[str, Any] | None:
         """The record of ``state_id``, or None (also for a deleted state, unless
-        ``include_deleted``). The dict is the caller's own copy."""
+        ``include_deleted``). The dict is the caller's own copy.
+
+        :param auto_promote: False: this read neither counts towards nor triggers the
+            automatic promotion of the record to HOT (a report or a scan reading many
+            states once).
+        """
         validate_state_id(state_id)
-        record: dict[str, Any] | None = self.store.get(KEY_PREFIX + state_id)
+        record: dict[str, Any] | None = self.store.get(
+            KEY_PREFIX + state_id, auto_promote=auto_promote
+        )
         if record is None or (record["status"] == _DELETED and not include_deleted):
             return None
         return record
@@ -551,21 +637,31 @@ class StateManager:
     @within_budget
     def register_state(
         self,
-        state_id: str,
-        state_type: object,
-        initial_data: Mapping[str, Any] | None,
+        state_id: str | None = None,
+        state_type: object = None,
+        initial_data: Mapping[str, Any] | None = None,
         *,
         actor: str | None = None,
         reason: str | None = None,
     ) -> dict[str, Any]:
         """Create a state (CREATE) from ``{"name", "type", "data", "metadata"}``.
 
-        ``name`` defaults to the id. The type's validators run on ``data``.
+        Without ``state_id`` (None) the state gets a new id, a UUIDv7 whose text sorts by
+        creation time; the returned record carries it. ``name`` defaults to the id. The
+        type's schema runs on ``data`` and its validators on the new record.
 
         :raises StateAlreadyExistsError: the id is taken, or was used by a deleted or
             expired state (ids are never reused).
         """
         started = time.perf_counter()
+        if state_type is None:
+            raise InvalidRequestError(
+                "register_state needs a state type: register_state(state_id, state_type, "
+                "initial_data), or register_state(state_type=..., initial_data=...) for a "
+                "generated id."
+            )
+        if state_id is None:
+            state_id = new_state_id()
         validate_state_id(state_id)
         check_actor_reason(actor, reason)
         spec = self.types.get(state_type)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar, overload
 
 from ..errors import InvalidRequestError
 
@@ -14,13 +15,32 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """``items`` of page ``page`` (1-based) of ``total`` results, ``per_page`` per page."""
+class Page(Sequence[T]):
+    """``items`` of page ``page`` (1-based) of ``total`` results, ``per_page`` per page.
+
+    A page is a sequence of its items: ``len(page)``, ``for record in page``,
+    ``page[0]`` and slices work as on ``page.items``; ``total`` counts every result.
+    """
 
     items: list[T]
     total: int
     page: int
     per_page: int
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | list[T]:
+        return self.items[index]
 
     @property
     def pages(self) -> int:

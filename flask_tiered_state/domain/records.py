@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidTransitionError
 from .model import StateTransition, utc_now_iso
 from .registry import StateTypeSpec
-from .validation import ValidatorRegistry, check_json, parse_structure, run_validators
+from .validation import ValidatorRegistry, check_json, parse_structure, run_checks
 
 __all__ = ["RecordBuilder"]
 
@@ -19,10 +20,22 @@ class RecordBuilder:
     def __init__(self, validators: ValidatorRegistry) -> None:
         self.validators = validators
 
-    def _validate_data(self, state_id: str, spec: StateTypeSpec, data: dict[str, Any]) -> None:
-        checks = self.validators.checks(spec.name)
+    def _check_data(self, state_id: str, spec: StateTypeSpec, data: dict[str, Any]) -> None:
+        """The type's schema, on new data."""
+        schema = self.validators.schema(spec.name)
+        if schema is not None:
+            run_checks((schema,), data, state_id=state_id, state_type=spec.name, what="data")
+
+    def _check_state(self, spec: StateTypeSpec, record: dict[str, Any]) -> None:
+        """The type's validators, on the whole proposed record (each gets its own copy,
+        so a validator cannot change what is stored)."""
+        checks = self.validators.state_checks(spec.name)
         if checks:
-            run_validators(checks, data, state_id=state_id, state_type=spec.name)
+            state_id = record["state_id"]
+            run_checks(
+                checks, copy.deepcopy(record), state_id=state_id, state_type=spec.name,
+                what="state",
+            )  # fmt: skip
 
     def new_record(
         self, state_id: str, spec: StateTypeSpec, structure: Mapping[str, Any] | None
@@ -33,9 +46,9 @@ class RecordBuilder:
         metadata = {} if given.metadata is None else given.metadata
         check_json(data, state_id=state_id, field="data")
         check_json(metadata, state_id=state_id, field="metadata")
-        self._validate_data(state_id, spec, data)
+        self._check_data(state_id, spec, data)
         now = utc_now_iso()
-        return {
+        record = {
             "state_id": state_id,
             "name": state_id if given.name is None else given.name,
             "type": spec.name,
@@ -46,6 +59,8 @@ class RecordBuilder:
             "created_at": now,
             "updated_at": now,
         }
+        self._check_state(spec, record)
+        return record
 
     def changed_record(
         self,
@@ -77,8 +92,10 @@ class RecordBuilder:
         new["version"] = current["version"] + 1
         new["updated_at"] = utc_now_iso()
         spec.lifecycle.check_guards(transition, current, new)
-        if given.data is not None and transition is not StateTransition.DELETE:
-            self._validate_data(state_id, spec, new["data"])
+        if transition is not StateTransition.DELETE:
+            if given.data is not None:
+                self._check_data(state_id, spec, new["data"])
+            self._check_state(spec, new)
         return new
 
     def restored_record(
@@ -113,5 +130,6 @@ class RecordBuilder:
             "version": current["version"] + 1,
             "updated_at": utc_now_iso(),
         }
-        self._validate_data(state_id, spec, new["data"])
+        self._check_data(state_id, spec, new["data"])
+        self._check_state(spec, new)
         return new

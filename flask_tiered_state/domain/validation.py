@@ -7,18 +7,27 @@ and ``metadata`` are JSON objects; ``name`` a string. The record's managed field
 taken from the caller: they may appear (so a record read with ``get_state`` can be
 sent back) only with the record's current values.
 
-A *validator* checks a state's ``data`` (the JSON object, not the whole structure):
+Two kinds of checks:
 
-- a callable ``validator(data) -> bool``: False rejects the data;
+- A type's *schema* (``register_state_type(..., schema=)``) checks the state's
+  ``data`` only, whenever a change gives new data.
+- A *validator* (``register_validator``) checks the whole proposed state document,
+  ``{"state_id", "name", "type", "status", "data", "metadata", "version",
+  "created_at", "updated_at"}`` as it would be stored, on every registration,
+  transition, update and rollback (not on DELETE). It gets its own copy.
+
+Either may be:
+
+- a callable ``check(value) -> bool``: False rejects;
 - a callable raising :class:`marshmallow.ValidationError` (its messages are kept);
-  one raising ``TypeError``, ``ValueError``, ``KeyError`` or ``AttributeError`` (data
-  of a shape it did not expect) rejects the data too;
-- a :class:`marshmallow.Schema` class or instance: ``schema.validate(data)`` errors
-  reject the data.
+  one raising ``TypeError``, ``ValueError``, ``KeyError`` or ``AttributeError`` (a
+  value of a shape it did not expect) rejects too;
+- a :class:`marshmallow.Schema` class or instance: ``schema.validate(value)`` errors
+  reject.
 
 A rejection raises :class:`~flask_tiered_state.errors.ValidationError` whose
-``errors`` map field names to messages. A type's schema runs first; when it rejects
-the data, the other validators are not run on it.
+``errors`` map field names to messages, and nothing is stored. The schema runs first;
+when it rejects the data, the validators are not run.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ __all__ = [
     "ValidatorRegistry",
     "check_json",
     "parse_structure",
-    "run_validators",
+    "run_checks",
 ]
 
 #: Keys a caller may set.
@@ -152,7 +161,6 @@ def _normalise(validator: object) -> _Check:
         def check_schema(data: Any) -> dict[str, Any]:
             return dict(schema.validate(data))
 
-        check_schema.is_schema = True  # type: ignore[attr-defined]
         return check_schema
     if callable(validator):
         fn = validator
@@ -185,15 +193,11 @@ class ValidatorRegistry:
         self._lock = threading.Lock()
         self._validators: dict[str, tuple[tuple[object, _Check], ...]] = {}
         self._schemas: dict[str, _Check] = {}
-        self._combined: dict[str, tuple[_Check, ...]] = {}
+        self._state_checks: dict[str, tuple[_Check, ...]] = {}
 
     def _rebuild(self, state_type: str) -> None:
-        schema = self._schemas.get(state_type)
         checks = tuple(check for _v, check in self._validators.get(state_type, ()))
-        self._combined = {
-            **self._combined,
-            state_type: checks if schema is None else (schema, *checks),
-        }
+        self._state_checks = {**self._state_checks, state_type: checks}
 
     def register(self, state_type: str, validator: object) -> None:
         """Add ``validator`` to the checks of ``state_type``."""
@@ -216,32 +220,38 @@ class ValidatorRegistry:
         """Set (or with None, clear) the schema a type was registered with."""
         check = None if schema is None else _normalise(schema)
         with self._lock:
+            schemas = dict(self._schemas)
             if check is None:
-                self._schemas.pop(state_type, None)
+                schemas.pop(state_type, None)
             else:
-                self._schemas[state_type] = check
-            self._rebuild(state_type)
+                schemas[state_type] = check
+            self._schemas = schemas
 
-    def checks(self, state_type: str) -> tuple[_Check, ...]:
-        """Every check of ``state_type``: the schema first, then validators in order."""
-        return self._combined.get(state_type, ())
+    def schema(self, state_type: str) -> _Check | None:
+        """The check of ``state_type``'s schema, on ``data``."""
+        return self._schemas.get(state_type)
+
+    def state_checks(self, state_type: str) -> tuple[_Check, ...]:
+        """The validators of ``state_type``, in order, on the whole state document."""
+        return self._state_checks.get(state_type, ())
 
 
-def run_validators(
-    checks: tuple[_Check, ...], data: Mapping[str, Any], *, state_id: str, state_type: str
+def run_checks(
+    checks: tuple[_Check, ...], value: Any, *, state_id: str, state_type: str, what: str
 ) -> None:
-    """Run every check; merge their field messages into one ValidationError."""
+    """Run every check on ``value``; merge their field messages into one ValidationError
+    (``what`` names the value in its message: "data" or "state")."""
     errors: dict[str, Any] = {}
     for check in checks:
-        for field_name, messages in check(data).items():
+        for field_name, messages in check(value).items():
             errors.setdefault(field_name, [])
             errors[field_name].extend(messages if isinstance(messages, list) else [messages])
-        if errors and getattr(check, "is_schema", False):
-            break  # validators after a failed schema would only see malformed data
     if errors:
         fields = ", ".join(sorted(errors))
+        first = next(iter(errors))
+        subject = f"The data of {state_type} state" if what == "data" else f"The {state_type} state"
         raise ValidationError(
-            f"The data of {state_type} state {state_id!r} failed validation ({fields}); "
-            "nothing was stored.",
+            f"{subject} {state_id!r} failed validation ({fields}; {first}: "
+            f"{errors[first][0]}); nothing was stored.",
             errors,
         )

@@ -268,6 +268,20 @@ class StateRepositories:
     warm: StateRepository
     cold: StateRepository
 
+    @classmethod
+    def from_state_manager(cls, manager: Any) -> StateRepositories:
+        """The repositories behind a :class:`~flask_tiered_state.StateManager` (or a
+        :class:`~flask_tiered_state.storage.store.TieredStore`)."""
+        get = getattr(manager, "get_repositories", None)
+        if get is None:
+            raise ConfigurationError(
+                "from_state_manager needs a StateManager or a TieredStore, not "
+                f"{type(manager).__name__}."
+            )
+        repositories = get()
+        assert isinstance(repositories, cls)
+        return repositories
+
     @property
     def redis(self) -> StateRepository | None:
         return self.hot if self.hot.backend == "redis" else None

@@ -173,10 +173,13 @@ class StateRepositoryCoordinator:
         stored = self.cache.get_entry(key)
         return stored if stored is not None else self.read_through(key)
 
-    def read_through(self, key: str, token: int | None = None) -> StoredValue | None:
+    def read_through(
+        self, key: str, token: int | None = None, *, auto_promote: bool = True
+    ) -> StoredValue | None:
         """Read below the cache (the caller already missed it), then fill the cache.
 
         :param token: the cache's :meth:`~.StateCache.fill_token`, taken at the miss.
+        :param auto_promote: False: the read is not counted towards a promotion.
         """
         cache = self.cache
         if token is None:
@@ -186,7 +189,7 @@ class StateRepositoryCoordinator:
             return None
         category, stored = found
         policy = self.policy
-        if category is HOT or not policy.auto_promote:
+        if category is HOT or not (auto_promote and policy.auto_promote):
             cache.fill(stored, token)
         elif (
             policy.should_promote(cache.fill_and_history(stored, token), cache.clock())

@@ -22,7 +22,7 @@ from .registry import default_url, repository_from_url
 from .store import TieredStore
 from .tiering import TierPromotionPolicy
 
-__all__ = ["build_metrics", "build_store"]
+__all__ = ["build_metrics", "build_store", "store_arguments_for_clients"]
 
 
 def build_metrics(metrics: Any) -> Any:
@@ -66,6 +66,8 @@ def build_store(
     cold_options: Mapping[str, Any] | None = None,
     engine: Any = None,
     sql_metadata: Any = None,
+    hot_repository: StateRepository | None = None,
+    cold_repository: StateRepository | None = None,
     key_prefix: str = "tiered_state:",
     local_dir: str | os.PathLike[str] | None = None,
     cache_max_entries: int = 10_000,
@@ -96,6 +98,9 @@ def build_store(
         Flask-SQLAlchemy's ``db.engine``, used as configured and never disposed here).
     :param sql_metadata: a :class:`sqlalchemy.MetaData` for the SQL tables (e.g.
         ``db.metadata``), so the application's migrations see them.
+    :param hot_repository: a repository built by the caller for the HOT tier instead of
+        ``hot_url`` (see :func:`store_arguments_for_clients`); likewise
+        ``cold_repository``. The store closes them with itself.
     :param key_prefix: the prefix of every key in a shared HOT server (Redis).
     :param local_dir: where the embedded defaults keep their files.
     :param metrics: see :func:`build_metrics`.
@@ -126,6 +131,11 @@ def build_store(
         raise ConfigurationError(f"key_prefix must be a string, not {key_prefix!r}.")
     if engine is not None and warm_url is not None:
         raise ConfigurationError("Give warm_url or engine, not both.")
+    if hot_repository is not None and hot_url is not None:
+        raise ConfigurationError("Give hot_url or hot_repository, not both.")
+    if cold_repository is not None and cold_url is not None:
+        raise ConfigurationError("Give cold_url or cold_repository, not both.")
+    given = {StateCategory.HOT: hot_repository, StateCategory.COLD: cold_repository}
     cache = StateCache(
         cache_max_entries,
         cache_max_bytes,
@@ -151,6 +161,10 @@ def build_store(
             )
             if category is StateCategory.WARM and engine is not None:
                 built.append(_on_engine(engine, options, context))
+                continue
+            repository = given.get(category)
+            if repository is not None:
+                built.append(repository)
                 continue
             target = default_url(category, local) if url is None else url
             built.append(repository_from_url(target, options, context))
@@ -180,3 +194,61 @@ def _on_engine(
     chosen.setdefault("metadata", context.sql_metadata)
     chosen.setdefault("create_tables", context.create_tables)
     return SQLStateRepository(engine, category=context.category, **chosen)
+
+
+def store_arguments_for_clients(
+    *,
+    redis_manager: Any = None,
+    database_manager: Any = None,
+    s3_manager: Any = None,
+    bucket: str | None = None,
+    s3_prefix: str = "",
+    key_prefix: str = "tiered_state:",
+) -> dict[str, Any]:
+    """:func:`build_store` arguments for an application's own clients.
+
+    :param redis_manager: a ``redis.Redis`` client or ``redis.ConnectionPool``: the HOT
+        tier (the application keeps it open).
+    :param database_manager: a SQLAlchemy ``Engine``, a Flask-SQLAlchemy ``db`` (its
+        engine and metadata, read inside an app context) or a database URL: the WARM tier.
+    :param s3_manager: a boto3 S3 client, with ``bucket`` (and ``s3_prefix``): COLD.
+    :raises ConfigurationError: a client of another kind, or one missing its bucket.
+    """
+    import sqlalchemy as sa
+
+    arguments: dict[str, Any] = {}
+    if redis_manager is not None:
+        from .redis.repository import RedisStateRepository
+
+        arguments["hot_repository"] = RedisStateRepository(redis_manager, key_prefix=key_prefix)
+    if isinstance(database_manager, (str, sa.URL)):
+        arguments["warm_url"] = str(database_manager)
+    elif isinstance(database_manager, sa.Engine):
+        arguments["engine"] = database_manager
+    elif database_manager is not None:
+        try:  # a Flask-SQLAlchemy extension
+            engine, metadata = database_manager.engine, database_manager.metadata
+        except AttributeError:
+            raise ConfigurationError(
+                "database_manager must be a SQLAlchemy Engine, a Flask-SQLAlchemy db or a "
+                f"database URL, not {type(database_manager).__name__}."
+            ) from None
+        except RuntimeError as exc:  # outside an app context
+            raise ConfigurationError(
+                f"database_manager is a Flask-SQLAlchemy db, whose engine needs an app "
+                f"context: call this inside 'with app.app_context():' ({exc})."
+            ) from exc
+        arguments.update(engine=engine, sql_metadata=metadata)
+    if s3_manager is not None:
+        if not isinstance(bucket, str):
+            raise ConfigurationError(
+                f"s3_manager needs bucket=, the name of the bucket to use, not {bucket!r}."
+            )
+        from .s3.repository import S3StateRepository
+
+        arguments["cold_repository"] = S3StateRepository(
+            bucket, prefix=s3_prefix, client=s3_manager
+        )
+    elif bucket is not None:
+        raise ConfigurationError("bucket= goes with s3_manager=, a boto3 S3 client.")
+    return arguments

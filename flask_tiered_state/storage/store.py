@@ -167,13 +167,22 @@ class TieredStore:
     # -- single keys -------------------------------------------------------------
 
     @within_budget
-    def get(self, key: str) -> Any:
-        """The value under ``key`` (a fresh copy), or None."""
+    def get(self, key: str, *, auto_promote: bool = True) -> Any:
+        """The value under ``key`` (a fresh copy), or None.
+
+        :param auto_promote: False: this read neither counts towards nor triggers the
+            automatic promotion to HOT (see :class:`TierPromotionPolicy`).
+        """
         validate_key(key)
+        if type(auto_promote) is not bool:
+            raise InvalidRequestError(
+                f"auto_promote must be True or False, not {auto_promote!r}.",
+                details={"auto_promote": repr(auto_promote)},
+            )
         value, token = self.cache.lookup(key)
         if value is not MISSING:
             return value
-        stored = self.coordinator.read_through(key, token)
+        stored = self.coordinator.read_through(key, token, auto_promote=auto_promote)
         return None if stored is None else loads(stored.value)
 
     @within_budget

@@ -71,7 +71,7 @@ PYTEST_EXAMPLES = pytest_examples()
 def test_the_docs_have_tested_examples() -> None:
     names = [name for name, *_ in SCRIPTS] + [name for name, _ in PYTEST_EXAMPLES]
     pages = {name.partition(":")[0] for name in names}
-    assert {"quickstart", "concepts", "operations", "security", "testing"} <= pages
+    assert {"quickstart", "concepts", "operations", "security", "testing", "seed-api"} <= pages
 
 
 @pytest.mark.parametrize(("code", "output"), [s[1:] for s in SCRIPTS], ids=[s[0] for s in SCRIPTS])

@@ -17,6 +17,9 @@ SERVERS = pytest.param("servers", marks=[pytest.mark.redis, pytest.mark.postgres
 
 @pytest.fixture(autouse=True)
 def _reset_default_manager() -> Iterator[None]:
+    """No app's resolver (an earlier test's app may still be alive) and no default."""
+    StateManager.set_context_resolver(None)
+    StateManager.reset_instance()
     yield
     StateManager.reset_instance()
     StateManager.set_context_resolver(None)

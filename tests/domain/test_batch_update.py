@@ -87,7 +87,7 @@ def test_a_refused_item_writes_nothing_of_its_chunk(
     message: str,
 ) -> None:
     _users(manager, "u1", "u2", "u3")
-    manager.register_validator("user", lambda data: data.get("n", 0) >= 0)
+    manager.register_validator("user", lambda state: state["data"].get("n", 0) >= 0)
     rows = manager.history.count()
     with pytest.raises(error, match=message) as info:
         manager.batch_update_state(items, transition)

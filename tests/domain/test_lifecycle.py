@@ -16,7 +16,7 @@ from flask_tiered_state.errors import ConfigurationError, InvalidTransitionError
 TABLE = {
     T.UPDATE: ({S.CREATED, S.ACTIVE, S.SUSPENDED}, None),
     T.ACTIVATE: ({S.CREATED, S.SUSPENDED}, S.ACTIVE),
-    T.SUSPEND: ({S.ACTIVE}, S.SUSPENDED),
+    T.SUSPEND: ({S.CREATED, S.ACTIVE}, S.SUSPENDED),
     T.RESUME: ({S.SUSPENDED}, S.ACTIVE),
     T.EXPIRE: ({S.CREATED, S.ACTIVE, S.SUSPENDED}, S.EXPIRED),
     T.DELETE: (set(S) - {S.DELETED}, S.DELETED),

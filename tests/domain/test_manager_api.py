@@ -141,7 +141,7 @@ def test_refused_transition_changes_nothing(manager: StateManager) -> None:
         manager.update_state("u1", {"data": {"x": 1}}, T.RESUME)
     err = info.value
     assert (err.state_id, err.status, err.transition) == ("u1", "created", "resume")
-    assert err.allowed == ["update", "activate", "expire", "delete"]
+    assert err.allowed == ["update", "activate", "suspend", "expire", "delete"]
     assert "'u1' is created" in err.message
     assert manager.get_state("u1") == before
     assert len(manager.get_state_history("u1")) == 1
@@ -253,7 +253,7 @@ def test_validators_and_schemas(manager: StateManager) -> None:
         amount = fields.Integer(required=True)
 
     manager.register_state_type("invoice", schema=InvoiceSchema)
-    manager.register_validator("invoice", lambda data: data.get("amount", 0) >= 0)
+    manager.register_validator("invoice", lambda state: state["data"].get("amount", 0) >= 0)
     with pytest.raises(ValidationError) as info:
         manager.register_state("i1", "invoice", {"data": {}})
     assert info.value.errors == {"amount": ["Missing data for required field."]}

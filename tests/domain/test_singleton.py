@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,18 +16,48 @@ from flask_tiered_state.errors import ConfigurationError
 from .conftest import build_test_store
 
 
-def test_embedded_default_is_shared_and_reset_removes_it() -> None:
-    first = StateManager()
+def test_the_default_is_shared_warns_when_not_durable_and_keeps_its_data(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("TIERED_STATE_LOCAL_DIR", "TIERED_STATE_WARM_URL"):
+        monkeypatch.delenv(key, raising=False)
+    with caplog.at_level(logging.WARNING, "flask_tiered_state"):
+        first = StateManager()
     assert first is StateManager.get_instance() is StateManager()
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "not durable" in warning.getMessage()
+    assert isinstance(warning.args, tuple)
+    where = Path(str(warning.args[0]))
     first.register_state("u1", StateType.USER, {"data": {"a": 1}})
     assert StateManager().get_state("u1")["data"] == {"a": 1}  # type: ignore[index]
-    temp_dir = first._temp_dir
-    assert temp_dir is not None and temp_dir.exists()
     StateManager.reset_instance()
     StateManager.reset_instance()  # safe twice
-    assert first.closed and not temp_dir.exists()
+    assert first.closed
+    assert (where / "tiered_state.sqlite3").stat().st_size > 0  # acknowledged data stays
     second = StateManager.get_instance()
-    assert second is not first and second.get_state("u1") is None
+    assert second is not first and second.get_state("u1") is None  # a new directory
+
+
+def test_the_default_reads_the_environment_and_is_durable_with_a_local_dir(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIERED_STATE_LOCAL_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TIERED_STATE_HOT_TTL_SECONDS", "77")
+    monkeypatch.setenv("TIERED_STATE_OPERATION_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("TIERED_STATE_TEST_SOMETHING", "not a setting: ignored")
+    with caplog.at_level(logging.WARNING, "flask_tiered_state"):
+        first = StateManager.get_instance()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert first.operation_log_level == logging.DEBUG
+    assert first.store.policy.hot_ttl_seconds == 77
+    first.register_state("u1", StateType.USER, {"data": {"a": 1}})
+    StateManager.reset_instance()
+    again = StateManager.get_instance()  # the same directory: the state is there
+    assert again is not first and again.get_state("u1")["data"] == {"a": 1}  # type: ignore[index]
+    monkeypatch.setenv("TIERED_STATE_HOT_TTL_SECONDS", "-1")
+    StateManager.reset_instance()
+    with pytest.raises(ConfigurationError, match="TIERED_STATE_HOT_TTL_SECONDS"):
+        StateManager.get_instance()
 
 
 def test_components_build_the_default_once(request: pytest.FixtureRequest, tmp_path: Path) -> None:
@@ -110,3 +141,108 @@ def test_bad_options(
 def test_store_without_sql_warm_tier() -> None:
     with pytest.raises(ConfigurationError, match="SQLStateRepository"):
         StateManager.create(store=object())  # type: ignore[arg-type]
+
+
+# -- the application's own clients (issue: the documents' get_instance(redis_manager=...)) --
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_the_default_is_made_from_the_applications_clients(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    import redis
+
+    monkeypatch.setenv("TIERED_STATE_KEY_PREFIX", request.getfixturevalue("redis_prefix"))
+    redis_manager = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    database_manager = request.getfixturevalue("postgres_engine")
+    s3_manager = boto3.client(
+        "s3",
+        endpoint_url=request.getfixturevalue("s3_endpoint_url"),
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    bucket = request.getfixturevalue("s3_bucket")
+    clients = {
+        "redis_manager": redis_manager,
+        "database_manager": database_manager,
+        "s3_manager": s3_manager,
+        "bucket": bucket,
+    }
+    try:
+        state_manager = StateManager.get_instance(**clients)
+        repositories = state_manager.get_repositories()
+        assert [r.backend for r in repositories] == ["redis", "postgresql", "s3"]
+        assert repositories.hot.client is redis_manager  # type: ignore[attr-defined]
+        assert repositories.warm.engine is database_manager  # type: ignore[attr-defined]
+        state_manager.register_state("s1", StateType.SESSION, {"data": {"n": 1}})
+        assert redis_manager.exists(request.getfixturevalue("redis_prefix") + "state:s1")
+        assert StateManager.get_instance(**clients) is state_manager
+        assert StateManager(**clients) is state_manager
+        other = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+        with pytest.raises(ConfigurationError, match="already exists"):
+            StateManager.get_instance(**{**clients, "redis_manager": other})
+        other.close()
+        StateManager.reset_instance()  # closes what it built, never the app's clients
+        assert redis_manager.ping()
+        with database_manager.connect():
+            pass
+    finally:
+        redis_manager.close()
+
+
+@pytest.mark.redis
+def test_a_connection_pool_and_a_decoding_client_are_accepted(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import redis
+
+    monkeypatch.setenv("TIERED_STATE_KEY_PREFIX", request.getfixturevalue("redis_prefix"))
+    monkeypatch.setenv("TIERED_STATE_LOCAL_DIR", str(tmp_path))
+    url = request.getfixturevalue("redis_url")
+    pool = redis.ConnectionPool.from_url(url)
+    decoding = redis.Redis.from_url(url, decode_responses=True)
+    for n, redis_manager in enumerate((pool, decoding)):
+        manager = StateManager.get_instance(redis_manager=redis_manager)
+        manager.register_state(f"s-{n}", StateType.SESSION, {"data": {"n": n}})
+        manager.store.cache.clear()
+        assert manager.get_state(f"s-{n}")["data"] == {"n": n}  # type: ignore[index]
+        StateManager.reset_instance()
+    assert decoding.get("absent") is None  # the app's client still decodes, still open
+    decoding.close()
+    pool.disconnect()
+
+
+def test_a_flask_sqlalchemy_db_is_read_inside_an_app_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask import Flask
+    from flask_sqlalchemy import SQLAlchemy
+
+    monkeypatch.setenv("TIERED_STATE_LOCAL_DIR", str(tmp_path))
+    app = Flask("clients", instance_path=str(tmp_path / "instance"))
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'app.db'}"
+    db = SQLAlchemy(app)
+    with pytest.raises(ConfigurationError, match=r"app\.app_context\(\)"):
+        StateManager.get_instance(database_manager=db)
+    with app.app_context():
+        manager = StateManager.get_instance(database_manager=db)
+        assert manager.get_repositories().warm.engine is db.engine  # type: ignore[attr-defined]
+        assert "tiered_state_entries" in db.metadata.tables
+
+
+@pytest.mark.parametrize(
+    ("components", "words"),
+    [
+        ({"database_manager": 42}, "database_manager must be"),
+        ({"s3_manager": object()}, "needs bucket="),
+        ({"bucket": "b-1"}, "goes with s3_manager"),
+        ({"store": object(), "redis_manager": object()}, "not both"),
+    ],
+)
+def test_bad_clients_are_refused_by_name(components: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        StateManager.get_instance(**components)

@@ -35,7 +35,7 @@ DATA = st.dictionaries(st.sampled_from(["x", "y"]), st.integers(0, 3), max_size=
 TABLE: dict[T, tuple[set[str], str | None]] = {
     T.UPDATE: ({"created", "active", "suspended"}, None),
     T.ACTIVATE: ({"created", "suspended"}, "active"),
-    T.SUSPEND: ({"active"}, "suspended"),
+    T.SUSPEND: ({"created", "active"}, "suspended"),
     T.RESUME: ({"suspended"}, "active"),
     T.EXPIRE: ({"created", "active", "suspended"}, "expired"),
     T.DELETE: ({"created", "active", "suspended", "expired"}, "deleted"),

@@ -12,7 +12,7 @@ from flask_tiered_state.domain.validation import (
     ValidatorRegistry,
     check_json,
     parse_structure,
-    run_validators,
+    run_checks,
 )
 from flask_tiered_state.errors import ConfigurationError, ValidationError
 
@@ -22,8 +22,8 @@ class UserSchema(Schema):
     age = fields.Integer()
 
 
-def _run(registry: ValidatorRegistry, data: dict[str, Any]) -> None:
-    run_validators(registry.checks("user"), data, state_id="u1", state_type="user")
+def _run(registry: ValidatorRegistry, value: dict[str, Any]) -> None:
+    run_checks(registry.state_checks("user"), value, state_id="u1", state_type="user", what="state")
 
 
 def test_structure_fields() -> None:
@@ -113,15 +113,16 @@ def test_callable_returning_false_and_raising_marshmallow_error() -> None:
     _run(registry, {"balance": -1})
 
 
-def test_schema_slot_runs_first_and_can_be_cleared() -> None:
+def test_the_schema_is_kept_apart_from_the_validators_and_can_be_cleared() -> None:
     registry = ValidatorRegistry()
-    registry.register("user", lambda data: True)
+    registry.register("user", lambda state: True)
     registry.set_schema("user", UserSchema)
-    assert len(registry.checks("user")) == 2
-    with pytest.raises(ValidationError):
-        _run(registry, {})
+    schema = registry.schema("user")
+    assert schema is not None and len(registry.state_checks("user")) == 1
+    with pytest.raises(ValidationError, match="The data of user state 'u1'"):
+        run_checks((schema,), {}, state_id="u1", state_type="user", what="data")
     registry.set_schema("user", None)
-    _run(registry, {})
+    assert registry.schema("user") is None
 
 
 def test_not_a_validator() -> None:

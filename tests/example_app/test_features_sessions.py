@@ -70,6 +70,8 @@ def test_feature_input_is_checked(client: FlaskClient) -> None:
     ok(client.post("/api/features", json={"key": "ok-flag", "description": "d"}), 201)
     error(client.get("/api/features/ok-flag/evaluate"), 400, "invalid_request")
     error(client.get("/api/features/ok-flag/evaluate?user_id=a%20b"), 400, "invalid_request")
+    # a flag can be disabled before it was ever enabled; not twice
+    assert ok(client.post("/api/features/ok-flag/disable"))["status"] == "suspended"
     error(client.post("/api/features/ok-flag/disable"), 409, "invalid_transition")
     error(
         client.post("/api/features/ok-flag/rollout", json={"rollout_percentage": "50"}),

@@ -3,14 +3,17 @@ double registration, Flask-SQLAlchemy's db, correlation ids and log records."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 import io
 import logging
 import pkgutil
 import sys
+import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -83,14 +86,28 @@ def test_app_factory_two_apps_in_one_process_each_have_their_own_manager(
     assert extension.get_manager(first) is one and extension.get_manager(second) is two
 
 
-def test_outside_an_app_context(make_app: AppFactory) -> None:
+def test_outside_an_app_context_the_one_apps_manager_is_meant(make_app: AppFactory) -> None:
+    gc.collect()  # the apps of earlier tests
     app = make_app()
     app_manager = get_app_state(app).manager
     with pytest.raises(RuntimeError, match="Working outside of application context"):
         current_state_manager.get_state("x")
-    default = StateManager.get_instance()
-    assert default is not app_manager
-    assert StateManager() is default
+    assert StateManager.get_instance() is app_manager is StateManager()
+    app_manager.register_state("w1", "user", {"data": {}})
+    seen: list[Any] = []  # a worker thread of the app: no app context
+    worker = threading.Thread(target=lambda: seen.append(StateManager().get_state("w1")))
+    worker.start()
+    worker.join()
+    assert seen[0]["state_id"] == "w1"
+
+
+def test_outside_an_app_context_several_apps_are_refused(make_app: AppFactory) -> None:
+    first, second = make_app(), make_app()
+    with pytest.raises(ConfigurationError, match=r"several apps .*app\.app_context\(\)") as info:
+        StateManager.get_instance()
+    assert repr(first.name) in info.value.message and repr(second.name) in info.value.message
+    with second.app_context():
+        assert StateManager.get_instance() is get_app_state(second).manager
 
 
 def test_in_an_app_without_the_extension(make_app: AppFactory) -> None:
@@ -277,15 +294,15 @@ def library_lines() -> Iterator[io.StringIO]:
     handler = logging.StreamHandler(lines)
     handler.setFormatter(logging.Formatter("%(name)s [%(correlation_id)s] %(message)s"))
     library = logging.getLogger(LIBRARY_LOGGER)
-    domain = logging.getLogger("flask_tiered_state.domain")
-    level = domain.level
+    operations = logging.getLogger("flask_tiered_state.operations")
+    level = operations.level
     library.addHandler(handler)
-    domain.setLevel(logging.DEBUG)
+    operations.setLevel(logging.INFO)
     try:
         yield lines
     finally:
         library.removeHandler(handler)
-        domain.setLevel(level)
+        operations.setLevel(level)
 
 
 def test_records_of_child_library_loggers_carry_the_correlation_id(
@@ -303,7 +320,7 @@ def test_records_of_child_library_loggers_carry_the_correlation_id(
 
     lines = library_lines.getvalue().splitlines()
     assert any(
-        line.startswith("flask_tiered_state.domain [order-9] state operation create on 'u1'")
+        line.startswith("flask_tiered_state.operations [order-9] state operation create on 'u1'")
         for line in lines
     ), lines
     assert "flask_tiered_state.storage [job-1] tier hot is unavailable" in lines
@@ -331,3 +348,40 @@ def test_every_library_logger_has_the_correlation_filter(make_app: AppFactory) -
     assert missing == []
     with pytest.raises(ValueError, match=r"'billing\.jobs' is not a library logger"):
         get_logger("billing.jobs")
+
+
+def test_a_metrics_collector_given_to_the_extension_gets_the_figures(
+    make_app: AppFactory,
+) -> None:
+    from flask_tiered_state.observability.metrics import SimpleMetricsCollector
+
+    collector = SimpleMetricsCollector()
+    app = make_app(extension=TieredState(metrics_collector=collector), TIERED_STATE_METRICS=False)
+    with app.app_context():
+        current_state_manager.register_state("m1", "user", {"data": {}})
+        current_state_manager.store.cache.clear()
+        assert current_state_manager.get_state("m1") is not None
+    warm = collector.snapshot()["warm"]["backends"]["sqlite"]["operations"]
+    assert warm["fetch"] >= 1 and warm["store"] + warm["store_many"] >= 1
+    with pytest.raises(ConfigurationError, match="metrics_collector must be a MetricsCollector"):
+        TieredState(metrics_collector=object())  # type: ignore[arg-type]
+
+
+def test_a_metrics_collector_makes_the_default_manager_report(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_tiered_state.observability.metrics import SimpleMetricsCollector
+
+    gc.collect()
+    monkeypatch.setenv("TIERED_STATE_LOCAL_DIR", str(tmp_path))
+    StateManager.set_context_resolver(None)
+    collector = SimpleMetricsCollector()
+    try:
+        manager = StateManager.get_instance(metrics_collector=collector)
+        manager.register_state("m1", "user", {"data": {}})
+        assert StateManager.get_instance(metrics_collector=collector) is manager
+        manager.store.cache.clear()
+        assert manager.get_state("m1") is not None
+        assert collector.snapshot()["warm"]["backends"]["sqlite"]["operations"]["fetch"] >= 1
+    finally:
+        StateManager.reset_instance()

@@ -98,6 +98,8 @@ def test_text_forms_from_the_environment_are_accepted(tmp_path: Path) -> None:
 
 
 BAD_VALUES: list[tuple[str, Any, str]] = [
+    ("OPERATION_LOG_LEVEL", "LOUD", "logging level name"),
+    ("OPERATION_LOG_LEVEL", -1, "logging level name"),
     ("HOT_URL", "no url here", "redis://"),
     ("HOT_URL", None, "backend URL"),
     ("HOT_URL", 6379, "redis://"),

@@ -24,6 +24,7 @@ from flask_tiered_state.errors import (
 )
 from flask_tiered_state.storage.base import StaleCopy, StateCategory, WriteRequest, checksum_of
 from flask_tiered_state.storage.redis import RedisStateRepository
+from flask_tiered_state.testing import RepositoryContract
 
 pytestmark = pytest.mark.redis
 
@@ -123,6 +124,28 @@ def test_client_with_decode_responses_round_trips(redis_url: str, redis_prefix: 
         assert sorted(repo.keys()) == ["u", "v", "w"]
     finally:
         client.close()
+
+
+@pytest.mark.redis
+class TestTheContractOnAnApplicationsClient(RepositoryContract):
+    """An application's own client, decoding responses or not, or its connection pool."""
+
+    @pytest.fixture(params=["decoding client", "connection pool"])
+    def repository(
+        self, request: pytest.FixtureRequest, redis_url: str, redis_prefix: str
+    ) -> Iterator[RedisStateRepository]:
+        if request.param == "decoding client":
+            given: Any = redis.Redis.from_url(redis_url, decode_responses=True)
+        else:
+            given = redis.ConnectionPool.from_url(redis_url)
+        repo = RedisStateRepository(given, key_prefix=redis_prefix)
+        yield repo
+        repo.close()
+        assert repo.client.ping()  # the application's: left open
+        if isinstance(given, redis.Redis):
+            given.close()
+        else:
+            given.disconnect()
 
 
 @pytest.mark.parametrize(

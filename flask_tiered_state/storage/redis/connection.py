@@ -20,15 +20,24 @@ SCHEMES = ("redis", "rediss", "unix")
 
 
 def redis_client(
-    client_or_url: redis.Redis | str, *, socket_timeout: float, connect_timeout: float
+    client_or_url: redis.Redis | redis.ConnectionPool | str,
+    *,
+    socket_timeout: float,
+    connect_timeout: float,
 ) -> tuple[redis.Redis, bool]:
-    """The client to use and whether it was built here (and is closed by its user)."""
+    """The client to use and whether it was built here (and is closed by its user).
+
+    An application's own client or pool is used as it is (one that decodes responses
+    too: the codec reads text as well as bytes).
+    """
     if isinstance(client_or_url, redis.Redis):
         return client_or_url, False
+    if isinstance(client_or_url, redis.ConnectionPool):
+        return redis.Redis(connection_pool=client_or_url), False
     if not isinstance(client_or_url, str):
         raise ConfigurationError(
-            f"client_or_url must be a redis.Redis client or a redis:// URL, "
-            f"not {type(client_or_url).__name__}."
+            f"client_or_url must be a redis.Redis client, a redis.ConnectionPool or a "
+            f"redis:// URL, not {type(client_or_url).__name__}."
         )
     parts = urlsplit(client_or_url)
     if parts.scheme not in SCHEMES:

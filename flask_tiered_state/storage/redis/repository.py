@@ -67,7 +67,9 @@ __all__ = ["RedisStateRepository"]
 class RedisStateRepository:
     """Values with metadata in one Redis string per key, under a key prefix.
 
-    :param client_or_url: a ``redis.Redis`` client (not closed by :meth:`close`) or a
+    :param client_or_url: an application's ``redis.Redis`` client or
+        ``redis.ConnectionPool`` (used as it is, decoding responses or not, and not closed
+        by :meth:`close`), or a
         ``redis://``, ``rediss://`` or ``unix://`` URL (a client is built and owned).
     :param key_prefix: prepended to every key; :meth:`keys` strips it again.
     :param default_ttl_seconds: TTL for writes that give none; None keeps values forever.
@@ -80,7 +82,7 @@ class RedisStateRepository:
 
     def __init__(
         self,
-        client_or_url: redis.Redis | str,
+        client_or_url: redis.Redis | redis.ConnectionPool | str,
         *,
         key_prefix: str = "tiered_state:",
         default_ttl_seconds: int | None = None,
