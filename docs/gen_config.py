@@ -33,6 +33,7 @@ SEE_ALSO: dict[str, str] = {
         "storage classes are refused: their objects need a restore before every read. See "
         ":ref:`backend-s3`."
     ),
+    "REGISTER_ERROR_HANDLERS": "See :doc:`rest-api`.",
     "COLD_OPTIONS": "See :ref:`backend-s3` and :ref:`the directory's <backend-filesystem>` for the options.",
     "KEY_PREFIX": "Only the Redis tier uses it; S3 objects are named with the prefix in "
     "the COLD URL's path.",

@@ -5,6 +5,13 @@ when that id is 1-128 characters of ``A-Z a-z 0-9 . _ : -``; otherwise (absent, 
 value that could forge log lines) a fresh ``uuid4().hex``. The id is set in the
 domain's correlation context for the whole request, so history rows and log
 records carry it, and echoed in the response's ``X-Correlation-ID`` header.
+
+The hooks are receivers of Flask's request signals for the one app
+(``request_started``, ``request_finished``, ``request_tearing_down``), not entries of
+the app's ``before_request`` / ``after_request`` / ``teardown_request`` lists: those
+stay exactly the app's, in the app's order. ``request_started`` is sent before any
+``before_request`` function runs, so all of them -- registered before or after
+``init_app`` -- already see the id; the id is reset after every teardown function.
 """
 
 from __future__ import annotations
@@ -13,7 +20,15 @@ import re
 import uuid
 from typing import Any
 
-from flask import Flask, g, has_request_context, request
+from flask import (
+    Flask,
+    g,
+    has_request_context,
+    request,
+    request_finished,
+    request_started,
+    request_tearing_down,
+)
 from flask.wrappers import Response
 
 from .domain import context as _domain
@@ -58,29 +73,31 @@ def get_correlation_id() -> str | None:
     return _domain.get_correlation_id()
 
 
-def _start() -> None:
+def _start(sender: Flask, **_: Any) -> None:
     correlation_id = _from_headers()
     setattr(g, _G_ID, correlation_id)
     setattr(g, _G_TOKEN, _domain.set_correlation_id(correlation_id))
 
 
-def _echo(response: Response) -> Response:
+def _echo(sender: Flask, response: Response, **_: Any) -> None:
     if _G_ID not in g:
-        # A before_request hook of the app answered before ours ran.
+        # A request_started receiver connected before ours raised, so ours did not run.
         setattr(g, _G_ID, _from_headers())
     response.headers[RESPONSE_HEADER] = g.get(_G_ID)
-    return response
 
 
-def _end(exc: BaseException | None) -> None:
+def _end(sender: Flask, exc: BaseException | None = None, **_: Any) -> None:
     token: Any = g.pop(_G_TOKEN, None)
     if token is not None:
         _domain.reset_correlation_id(token)
 
 
 def install_correlation_hooks(app: Flask) -> None:
-    """Give every request of ``app`` a correlation id (see the module docstring)."""
-    # First in line, so the app's own before_request hooks already log with the id.
-    app.before_request_funcs.setdefault(None, []).insert(0, _start)
-    app.after_request(_echo)
-    app.teardown_request(_end)
+    """Give every request of ``app`` a correlation id (see the module docstring).
+
+    Connects receivers of the request signals for ``app`` only; the app's own request
+    hooks are left as they are.
+    """
+    request_started.connect(_start, app)
+    request_finished.connect(_echo, app)
+    request_tearing_down.connect(_end, app)

@@ -19,8 +19,10 @@ object never keeps an app: one ``TieredState()`` can serve many apps.
   process-wide default manager.
 - Outside any app context, :data:`current_state_manager` raises ``RuntimeError``
   ("Working outside of application context"); ``StateManager.get_instance()``
-  returns the process-wide default manager (not durable: scripts and tests), never
-  an app's manager. Use ``with app.app_context():`` to reach an app's manager.
+  returns the manager of the one app of the process with the extension (a worker
+  thread sees its app's states), raises ``ConfigurationError`` when there are several
+  (use ``with app.app_context():``), and with none returns the process-wide default
+  manager, built from the ``TIERED_STATE_*`` environment variables.
 
 **Setting up each manager.** Types, validators and callbacks live in the manager.
 Register them in a setup function (``TieredState(app, setup=fn)`` or the
@@ -54,7 +56,8 @@ from .correlation import install_correlation_hooks
 from .domain.manager import StateManager
 from .errors import ConfigurationError
 from .http_errors import register_error_handlers
-from .observability.logging import install_correlation_filter, install_library_filters
+from .observability.logging import install_library_filters
+from .observability.metrics import MetricsCollector
 from .settings import TieredStateSettings, load_settings
 
 if TYPE_CHECKING:
@@ -81,6 +84,10 @@ class TieredState:
         migrations see the tables.
     :param setup: a function ``setup(manager)`` that registers the app's types,
         validators and callbacks; the same as decorating it with :meth:`manager_setup`.
+    :param metrics_collector: a
+        :class:`~flask_tiered_state.observability.metrics.MetricsCollector` that the
+        stores of this extension's apps report to (instead of the one
+        ``TIERED_STATE_METRICS`` builds).
     :param options: defaults for settings by lowercase name (``api_prefix="/api"``);
         ``TIERED_STATE_*`` keys in ``app.config`` win over them.
     :raises ConfigurationError: for an unknown option, or a ``setup`` that is not callable.
@@ -92,9 +99,17 @@ class TieredState:
         *,
         db: SQLAlchemy | None = None,
         setup: ManagerSetup | None = None,
+        metrics_collector: MetricsCollector | None = None,
         **options: Any,
     ) -> None:
+        if metrics_collector is not None and not isinstance(metrics_collector, MetricsCollector):
+            raise ConfigurationError(
+                "metrics_collector must be a MetricsCollector (SimpleMetricsCollector, "
+                f"PrometheusMetricsCollector or your own), not {metrics_collector!r}."
+            )
         self.db = db
+        #: The collector the stores of this extension's apps report to, or None.
+        self.metrics_collector = metrics_collector
         load_settings({}, options)  # fail fast on an unknown name or a bad value
         self._options = dict(options)
         self._setup: list[ManagerSetup] = []
@@ -168,11 +183,11 @@ class TieredState:
         state = AppState(self, app, settings)
         app.extensions[EXTENSION_KEY] = state
         StateManager.set_context_resolver(resolve_manager)
+        # A guest in the app: its request hooks, logger and error handlers stay its own.
         install_correlation_hooks(app)
-        install_correlation_filter(app.logger, *app.logger.handlers)
         install_library_filters()
         if settings.register_error_handlers:
-            register_error_handlers(app, api_prefix=settings.api_prefix)
+            register_error_handlers(app)
         if settings.api_prefix is not None:
             from .api.routes import create_api_blueprint
 

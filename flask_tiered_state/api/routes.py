@@ -1,7 +1,8 @@
 """The REST blueprint's views (mounted at ``TIERED_STATE_API_PREFIX``).
 
 Every view is guarded by the access-control hook and answers JSON, errors included
-(see :mod:`flask_tiered_state.http_errors`). Bad input answers 400 (malformed JSON,
+(see :mod:`flask_tiered_state.http_errors`), and so do the URLs under the prefix that
+no route matches (404, or 405 for a wrong method). Bad input answers 400 (malformed JSON,
 a body that is not an object, bad query parameters), 415 (a body that is not
 ``application/json``) or 422 (a body that breaks its schema); never 500.
 """
@@ -24,7 +25,7 @@ from ..app_state import get_app_state
 from ..domain.model import STATE_ID_RULE
 from ..domain.paging import MAX_PER_PAGE
 from ..errors import InvalidRequestError, StateNotFoundError, ValidationError
-from ..http_errors import register_blueprint_error_handlers
+from ..http_errors import register_blueprint_error_handlers, route_unmatched_urls
 from .openapi import build_openapi
 from .schemas import (
     DiffQuerySchema,
@@ -327,9 +328,14 @@ _ACTIONS = {f"{BLUEPRINT_NAME}.{route.endpoint}": route.action for route in ROUT
 
 
 def create_api_blueprint() -> Blueprint:
-    """A fresh blueprint with every route (one per app, registered by ``init_app``)."""
+    """A fresh blueprint with every route (one per app, registered by ``init_app``).
+
+    Its handlers answer its errors as JSON, before any handler of the app; registered
+    with a URL prefix, it also answers the unknown URLs and wrong methods under it.
+    """
     blueprint = Blueprint(BLUEPRINT_NAME, __name__)
     register_blueprint_error_handlers(blueprint)
     for route in ROUTES:
         blueprint.add_url_rule(route.rule, route.endpoint, route.view, methods=[route.method])
+    route_unmatched_urls(blueprint)
     return blueprint

@@ -9,15 +9,19 @@ promotions and demotions) and health.
 
 Every page is read-only and guarded by the access-control hook
 (``TIERED_STATE_ACCESS_CONTROL``) with the actions of :data:`DASHBOARD_ACTIONS`; a
-denial answers an HTML 403 page. Templates and assets ship in the package and are
-served by the blueprint itself (no CDN); responses carry a Content-Security-Policy
-that allows only the blueprint's own scripts and styles.
+denial answers an HTML 403 page. Every error of the dashboard -- the library's
+exceptions, werkzeug's HTTP errors, an unknown URL or a wrong method under its
+prefix -- answers the dashboard's own error page, whatever handlers the app has.
+Templates and assets ship in the package and are served by the blueprint itself (no
+CDN); responses carry a Content-Security-Policy that allows only the blueprint's own
+scripts and styles.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -25,9 +29,16 @@ from urllib.parse import urlencode
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
+from werkzeug.exceptions import HTTPException
 
 from ..access import check_access
 from ..errors import TieredStateError
+from ..http_errors import (
+    UNMATCHED_ENDPOINT,
+    error_code,
+    register_http_error_handlers,
+    route_unmatched_urls,
+)
 from ..settings import TieredStateSettings
 from . import movements, views
 
@@ -54,6 +65,16 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _PageError:
+    """What the error page shows of a werkzeug HTTP error (a TieredStateError has the
+    same attributes)."""
+
+    http_status: int
+    code: str
+    message: str
 
 
 def _time(value: Any) -> str:
@@ -136,7 +157,7 @@ def create_blueprint(settings: TieredStateSettings) -> Blueprint:
     @blueprint.before_request
     def guard() -> None:
         endpoint = (request.endpoint or "").rpartition(".")[2]
-        if endpoint != "static":
+        if endpoint not in ("static", UNMATCHED_ENDPOINT):
             check_access(hook, DASHBOARD_ACTIONS.get(endpoint, "dashboard." + endpoint))
 
     @blueprint.after_request
@@ -149,7 +170,14 @@ def create_blueprint(settings: TieredStateSettings) -> Blueprint:
         html = render_template("tiered_state_dashboard/error.html", error=exc)
         return html, exc.http_status
 
+    def http_error_page(exc: HTTPException) -> ResponseReturnValue:
+        error = _PageError(exc.code or 500, error_code(exc), exc.description or exc.name)
+        html = render_template("tiered_state_dashboard/error.html", error=error)
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return html, error.http_status, headers
+
     blueprint.register_error_handler(TieredStateError, error_page)
+    register_http_error_handlers(blueprint, http_error_page)
     blueprint.context_processor(_helpers)
     blueprint.add_url_rule("/", "index", views.index)
     blueprint.add_url_rule("/states", "states", views.states)
@@ -157,4 +185,5 @@ def create_blueprint(settings: TieredStateSettings) -> Blueprint:
     blueprint.add_url_rule("/states/<state_id>", "state", views.state)
     blueprint.add_url_rule("/tiers", "tiers", views.tiers)
     blueprint.add_url_rule("/health", "health", views.health)
+    route_unmatched_urls(blueprint, prefix_itself=False)  # "/" is the overview
     return blueprint

@@ -19,8 +19,10 @@ extra={"correlation_id": ...})`` raise ``KeyError("Attempt to overwrite ...")``.
 A filter only fills the attribute when the record has none, so an explicit
 ``extra`` wins, and records of other loggers are left alone.
 
-``init_app`` also installs the filter on the app's logger and its handlers; add it
-to your own handlers to see the id on records of other loggers.
+``init_app`` leaves ``app.logger`` and every other logger of the app alone. To see
+the id on the records of your app's loggers, add the filter to your handlers (it
+sets the attribute on every record a handler emits), or call
+:func:`install_correlation_filter` with them.
 """
 
 from __future__ import annotations
@@ -51,7 +53,13 @@ class CorrelationIdFilter(logging.Filter):
 
 
 def install_correlation_filter(*targets: logging.Logger | logging.Handler) -> None:
-    """Add one :class:`CorrelationIdFilter` to each target that has none yet."""
+    """Add one :class:`CorrelationIdFilter` to each target that has none yet.
+
+    For your own handlers and loggers, e.g.
+    ``install_correlation_filter(*app.logger.handlers)``; the library calls it for its
+    loggers only. On a handler it sees every record the handler emits; on a logger only
+    the records logged on that very logger, not those of its children.
+    """
     for target in targets:
         if not any(isinstance(f, CorrelationIdFilter) for f in target.filters):
             target.addFilter(CorrelationIdFilter())
