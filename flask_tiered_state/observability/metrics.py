@@ -7,14 +7,23 @@ and the unit of work of each store transaction in
 writes of domain changes are counted too); without one there is no wrapper and no
 overhead.
 
-Prometheus names follow the seeds: ``state_repository_{tier}_operations_{op}_total``,
-``state_repository_{tier}_errors_total`` and the ``state_repository_{tier}_batch_size``
-histogram, plus ``state_repository_{tier}_operation_duration_seconds{operation=...}``.
+Prometheus names are the design documents' ``state.repository.{backend}.operations.*``
+with dots as underscores: ``state_repository_{backend}_operations_{op}_total``,
+``state_repository_{backend}_operations_errors_total`` and the
+``state_repository_{backend}_operations_batch_size`` histogram, each labelled with
+``tier`` and ``backend``; plus the latency histograms
+``state_repository_{tier}_operation_duration_seconds{operation=...}``. ``{backend}`` is
+``redis``, ``postgres`` or ``s3`` for those backends and the backend's own name for the
+others (``memory``, ``sqlite``, ``filesystem``, a third-party backend's): see
+:func:`metric_name`.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+import weakref
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigurationError
@@ -25,6 +34,7 @@ __all__ = [
     "MetricsCollector",
     "PrometheusMetricsCollector",
     "SimpleMetricsCollector",
+    "metric_name",
 ]
 
 TIERS = ("hot", "warm", "cold")
@@ -37,11 +47,38 @@ _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 )  # fmt: skip
+#: The design documents' names of their backends; the other backends go by their own.
+_DOCUMENT_NAMES = {"postgresql": "postgres"}
+_NOT_IN_NAMES = re.compile(r"[^a-zA-Z0-9_]")
+_LABELS = ("tier", "backend")
+#: The backend of an observation that names none, on a tier no repository was added for.
+_UNKNOWN = "unknown"
+
+
+def metric_name(backend: str, metric: str) -> str:
+    """The Prometheus name of a repository metric of ``backend``.
+
+    ``metric_name("postgresql", "fetch_total")`` is
+    ``"state_repository_postgres_operations_fetch_total"``. The backend's part is
+    ``redis``, ``postgres`` or ``s3`` for the backends of the design documents, and the
+    backend's own name for the others, with any character outside ``[a-zA-Z0-9_]`` as
+    ``_`` (``state_repository_sqlite_operations_fetch_total``).
+
+    :param backend: a repository's ``backend`` (``"redis"``, ``"postgresql"``, ...).
+    :param metric: ``"{operation}_total"``, ``"errors_total"`` or ``"batch_size"``.
+    """
+    part = _DOCUMENT_NAMES.get(backend) or _NOT_IN_NAMES.sub("_", backend) or _UNKNOWN
+    return f"state_repository_{part}_operations_{metric}"
 
 
 @runtime_checkable
 class MetricsCollector(Protocol):
-    """Receives one observation per repository call."""
+    """Receives one observation per repository call.
+
+    A collector may also have ``add_repository(tier, backend)``: the store calls it for
+    each repository it wraps, before the first call, so that the repository's figures
+    exist (at zero) from the start.
+    """
 
     def observe(
         self,
@@ -51,8 +88,16 @@ class MetricsCollector(Protocol):
         *,
         error: bool = False,
         batch_size: int | None = None,
+        backend: str | None = None,
     ) -> None:
-        """Record a call of ``operation`` on ``tier`` that took ``seconds``."""
+        """Record a call of ``operation`` on ``tier`` that took ``seconds``.
+
+        :param error: the call failed in the tier (never for the caller's mistakes, such
+            as an invalid key, nor for a version conflict).
+        :param batch_size: the number of keys (or items) of a batch call.
+        :param backend: the repository's ``backend`` (``"redis"``, ``"sqlite"``, ...);
+            None: the backend last added for ``tier``.
+        """
         ...
 
     def snapshot(self) -> dict[str, Any]:
@@ -60,15 +105,40 @@ class MetricsCollector(Protocol):
         ...
 
 
+class _Figures:
+    """What a :class:`SimpleMetricsCollector` knows of one backend on one tier."""
+
+    __slots__ = ("batches", "operations")
+
+    def __init__(self) -> None:
+        # operation -> [count, errors, total_seconds, max_seconds]
+        self.operations: dict[str, list[float]] = {}
+        # [batch calls, keys in them, largest]
+        self.batches = [0, 0, 0]
+
+
 class SimpleMetricsCollector:
-    """In-memory counts and timings per tier and operation; no dependency."""
+    """In-memory counts and timings per tier, backend and operation; no dependency.
+
+    :meth:`snapshot` is keyed by tier. Each tier has the figures of all its backends
+    together (``operations``: per operation the count, errors and total, mean and
+    largest duration; ``errors``; ``batch_size`` once there was a batch call) and, under
+    ``backends``, per backend the counts that :class:`PrometheusMetricsCollector`
+    exposes: ``operations`` (the calls of every operation of :data:`OPERATIONS`, zeros
+    included), ``errors`` and ``batch_size`` (``count``, ``sum`` and ``max``).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # (tier, operation) -> [count, errors, total_seconds, max_seconds]
-        self._ops: dict[tuple[str, str], list[float]] = {}
-        # tier -> [batches, items, largest]
-        self._batches: dict[str, list[int]] = {}
+        self._figures: dict[tuple[str, str], _Figures] = {}
+        # tier -> the backend last added for it (for observations that name none)
+        self._added: dict[str, str] = {}
+
+    def add_repository(self, tier: str, backend: str) -> None:
+        """Start the figures of ``backend`` on ``tier`` at zero."""
+        with self._lock:
+            self._added[tier] = backend
+            self._figures.setdefault((tier, backend), _Figures())
 
     def observe(
         self,
@@ -78,17 +148,22 @@ class SimpleMetricsCollector:
         *,
         error: bool = False,
         batch_size: int | None = None,
+        backend: str | None = None,
     ) -> None:
         with self._lock:
-            row = self._ops.get((tier, operation))
+            key = (tier, backend or self._added.get(tier, _UNKNOWN))
+            figures = self._figures.get(key)
+            if figures is None:
+                figures = self._figures[key] = _Figures()
+            row = figures.operations.get(operation)
             if row is None:
-                row = self._ops[(tier, operation)] = [0, 0, 0.0, 0.0]
+                row = figures.operations[operation] = [0, 0, 0.0, 0.0]
             row[0] += 1
             row[1] += error
             row[2] += seconds
             row[3] = max(row[3], seconds)
             if batch_size is not None:
-                batch = self._batches.setdefault(tier, [0, 0, 0])
+                batch = figures.batches
                 batch[0] += 1
                 batch[1] += batch_size
                 batch[2] = max(batch[2], batch_size)
@@ -96,31 +171,73 @@ class SimpleMetricsCollector:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             out: dict[str, Any] = {}
-            for (tier, operation), (count, errors, total, largest) in sorted(self._ops.items()):
-                entry = out.setdefault(tier, {"operations": {}, "errors": 0})
-                entry["operations"][operation] = {
-                    "count": int(count),
-                    "errors": int(errors),
-                    "total_seconds": total,
-                    "mean_seconds": total / count if count else 0.0,
-                    "max_seconds": largest,
+            for (tier, backend), figures in sorted(self._figures.items()):
+                entry = out.setdefault(tier, {"operations": {}, "errors": 0, "backends": {}})
+                counts = dict.fromkeys(OPERATIONS, 0)
+                for operation, (count, errors, total, largest) in figures.operations.items():
+                    counts[operation] = int(count)
+                    row = entry["operations"].setdefault(
+                        operation,
+                        {"count": 0, "errors": 0, "total_seconds": 0.0, "max_seconds": 0.0},
+                    )
+                    row["count"] += int(count)
+                    row["errors"] += int(errors)
+                    row["total_seconds"] += total
+                    row["max_seconds"] = max(row["max_seconds"], largest)
+                failed = sum(int(row[1]) for row in figures.operations.values())
+                entry["errors"] += failed
+                batches, keys, largest_batch = figures.batches
+                entry["backends"][backend] = {
+                    "operations": counts,
+                    "errors": failed,
+                    "batch_size": {"count": batches, "sum": keys, "max": largest_batch},
                 }
-                entry["errors"] += int(errors)
-            for tier, (batches, items, largest_batch) in self._batches.items():
-                out.setdefault(tier, {"operations": {}, "errors": 0})["batch_size"] = {
-                    "count": batches,
-                    "sum": items,
-                    "max": largest_batch,
-                }
+                if batches:
+                    batch = entry.setdefault("batch_size", {"count": 0, "sum": 0, "max": 0})
+                    batch["count"] += batches
+                    batch["sum"] += keys
+                    batch["max"] = max(batch["max"], largest_batch)
+            for entry in out.values():
+                entry["operations"] = dict(sorted(entry["operations"].items()))
+                for row in entry["operations"].values():
+                    row["mean_seconds"] = (
+                        row["total_seconds"] / row["count"] if row["count"] else 0.0
+                    )
             return out
 
 
+# The families of each registry given to a collector, so that collectors sharing one
+# (say two apps exposing through prometheus_client.REGISTRY) share its series instead
+# of failing with "Duplicated timeseries". The families hold no reference to the registry.
+_SHARED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_CREATION_LOCK = threading.Lock()
+
+
+class _Series:
+    """The labelled children of one repository (a tier and a backend)."""
+
+    __slots__ = ("batch_size", "errors", "operations")
+
+    def __init__(self, operations: dict[str, Any], errors: Any, batch_size: Any) -> None:
+        self.operations = operations
+        self.errors = errors
+        self.batch_size = batch_size
+
+
 class PrometheusMetricsCollector:
-    """Prometheus counters and histograms with the seed names.
+    """Prometheus counters and histograms with the design documents' names.
+
+    Per backend (see :func:`metric_name`), labelled with ``tier`` and ``backend``:
+    ``state_repository_{backend}_operations_{op}_total`` for each operation of
+    :data:`OPERATIONS`, ``state_repository_{backend}_operations_errors_total`` and the
+    ``state_repository_{backend}_operations_batch_size`` histogram; per tier, the
+    ``state_repository_{tier}_operation_duration_seconds`` histogram labelled with
+    ``operation``. A repository's series exist, at zero, once the store has added it.
 
     :param registry: where to register; by default a private ``CollectorRegistry``,
         so several stores (and test runs) never clash. Pass
-        ``prometheus_client.REGISTRY`` to expose through the default registry.
+        ``prometheus_client.REGISTRY`` to expose through the default registry;
+        collectors given the same registry share its series.
     :raises ConfigurationError: when prometheus-client is not installed.
     """
 
@@ -134,37 +251,72 @@ class PrometheusMetricsCollector:
             ) from exc
         self._prom = prom
         self.registry = prom.CollectorRegistry() if registry is None else registry
-        self._operations: dict[tuple[str, str], Any] = {}
-        self._errors: dict[str, Any] = {}
-        self._batch: dict[str, Any] = {}
-        self._latency: dict[str, Any] = {}
+        self._families = {} if registry is None else _shared_families(registry)
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._latency: dict[tuple[str, str], Any] = {}  # (tier, operation) -> child
+        # tier -> the backend last added for it (for observations that name none)
+        self._added: dict[str, str] = {}
         for tier in TIERS:
-            self._add_tier(tier)
+            self._latency_family(tier)
 
-    def _add_tier(self, tier: str) -> None:
-        prom, registry, base = self._prom, self.registry, f"state_repository_{tier}"
-        for operation in OPERATIONS:
-            self._operations[(tier, operation)] = prom.Counter(
-                f"{base}_operations_{operation}_total",
-                f"{operation} calls on the {tier} tier.",
-                registry=registry,
+    def _family(self, name: str, make: Callable[[], Any]) -> Any:
+        family = self._families.get(name)
+        if family is None:
+            with _CREATION_LOCK:
+                family = self._families.get(name)
+                if family is None:
+                    family = self._families[name] = make()
+        return family
+
+    def _latency_family(self, tier: str) -> Any:
+        name = f"state_repository_{tier}_operation_duration_seconds"
+        return self._family(
+            name,
+            lambda: self._prom.Histogram(
+                name,
+                f"Duration of calls on the {tier} tier.",
+                ["operation"],
+                buckets=_LATENCY_BUCKETS,
+                registry=self.registry,
+            ),
+        )
+
+    def _series_of(self, tier: str, backend: str) -> _Series:
+        series = self._series.get((tier, backend))
+        if series is not None:
+            return series
+        prom, registry = self._prom, self.registry
+
+        def child(metric: str, documentation: str, kind: Any, **options: Any) -> Any:
+            name = metric_name(backend, metric)
+            family = self._family(
+                name, lambda: kind(name, documentation, _LABELS, registry=registry, **options)
             )
-        self._errors[tier] = prom.Counter(
-            f"{base}_errors_total", f"Failed calls on the {tier} tier.", registry=registry
+            return family.labels(tier=tier, backend=backend)
+
+        operations = {
+            operation: child(
+                f"{operation}_total", f"{operation} calls of the repository.", prom.Counter
+            )
+            for operation in OPERATIONS
+        }
+        errors = child(
+            "errors_total", "Calls of the repository that failed in the tier.", prom.Counter
         )
-        self._batch[tier] = prom.Histogram(
-            f"{base}_batch_size",
-            f"Keys per batch call on the {tier} tier.",
+        batch_size = child(
+            "batch_size",
+            "Keys per batch call of the repository.",
+            prom.Histogram,
             buckets=_BATCH_BUCKETS,
-            registry=registry,
         )
-        self._latency[tier] = prom.Histogram(
-            f"{base}_operation_duration_seconds",
-            f"Duration of calls on the {tier} tier.",
-            ["operation"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
+        with _CREATION_LOCK:
+            return self._series.setdefault((tier, backend), _Series(operations, errors, batch_size))
+
+    def add_repository(self, tier: str, backend: str) -> None:
+        """Create the series of ``backend`` on ``tier`` (at zero); observations that name
+        no backend for ``tier`` go to it."""
+        self._series_of(tier, backend)
+        self._added[tier] = backend
 
     def observe(
         self,
@@ -174,19 +326,23 @@ class PrometheusMetricsCollector:
         *,
         error: bool = False,
         batch_size: int | None = None,
+        backend: str | None = None,
     ) -> None:
-        counter = self._operations.get((tier, operation))
-        if counter is None:
-            if tier not in self._errors:
-                self._add_tier(tier)
-            counter = self._operations.get((tier, operation))
+        series = None if backend is None else self._series.get((tier, backend))
+        if series is None:
+            series = self._series_of(tier, backend or self._added.get(tier, _UNKNOWN))
+        counter = series.operations.get(operation)
         if counter is not None:
             counter.inc()
-        self._latency[tier].labels(operation=operation).observe(seconds)
         if error:
-            self._errors[tier].inc()
+            series.errors.inc()
         if batch_size is not None:
-            self._batch[tier].observe(batch_size)
+            series.batch_size.observe(batch_size)
+        latency = self._latency.get((tier, operation))
+        if latency is None:
+            latency = self._latency_family(tier).labels(operation=operation)
+            self._latency[(tier, operation)] = latency
+        latency.observe(seconds)
 
     def snapshot(self) -> dict[str, Any]:
         """Every sample of the registry, keyed by name and labels."""
@@ -200,3 +356,15 @@ class PrometheusMetricsCollector:
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format (for a ``/metrics`` endpoint)."""
         return bytes(self._prom.generate_latest(self.registry))
+
+
+def _shared_families(registry: Any) -> dict[str, Any]:
+    """The families of the collectors given ``registry``."""
+    with _CREATION_LOCK:
+        try:
+            families = _SHARED.get(registry)
+        except TypeError:  # a registry that cannot be weakly referenced: not shared
+            return {}
+        if families is None:
+            families = _SHARED[registry] = {}
+        return families

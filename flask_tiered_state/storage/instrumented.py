@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import ConcurrencyError, ConfigurationError, InvalidKeyError, InvalidPatternError
+from ..errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    InvalidKeyError,
+    InvalidPatternError,
+    InvalidRequestError,
+    StateTooLargeError,
+)
 from .base import (
     StaleCopy,
     StateMetadata,
@@ -28,12 +35,21 @@ if TYPE_CHECKING:
 __all__ = ["InstrumentedRepository", "InstrumentedUnitOfWork"]
 
 T = TypeVar("T")
-# The caller's mistakes and compare-and-set conflicts are not failures of the tier.
-_NOT_TIER_ERRORS = (ConcurrencyError, InvalidKeyError, InvalidPatternError, ConfigurationError)
+# The caller's mistakes (an invalid key, pattern or value, a value too large) and
+# compare-and-set conflicts are not failures of the tier.
+_NOT_TIER_ERRORS = (
+    ConcurrencyError,
+    InvalidKeyError,
+    InvalidPatternError,
+    InvalidRequestError,
+    StateTooLargeError,
+    ConfigurationError,
+)
 
 
 class _Timed:
     _tier: str
+    _backend: str | None
     collector: MetricsCollector
 
     def _run(self, operation: str, call: Callable[[], T], batch_size: int | None = None) -> T:
@@ -46,15 +62,26 @@ class _Timed:
             raise
         finally:
             self.collector.observe(
-                self._tier, operation, perf_counter() - start, error=error, batch_size=batch_size
+                self._tier,
+                operation,
+                perf_counter() - start,
+                error=error,
+                batch_size=batch_size,
+                backend=self._backend,
             )
 
 
 class InstrumentedRepository(_Timed):
     """Times each call of ``inner`` and reports it to ``collector``.
 
+    Calls outside :data:`~flask_tiered_state.observability.metrics.OPERATIONS` count as
+    the operation they resemble: ``store_copies`` as ``store_many``; ``delete_unchanged``,
+    ``delete_stale`` and ``delete_and_publish`` as ``delete_many`` (as ``publish`` when
+    they only announce).
+
     :param inner: the repository to wrap.
-    :param collector: receives ``observe(tier, operation, seconds, error=, batch_size=)``.
+    :param collector: receives ``observe(tier, operation, seconds, error=, batch_size=,
+        backend=)``; its ``add_repository(tier, backend)``, if it has one, is called here.
     """
 
     def __init__(self, inner: StateRepository, collector: MetricsCollector) -> None:
@@ -63,6 +90,10 @@ class InstrumentedRepository(_Timed):
         self.backend = inner.backend
         self.category = inner.category
         self._tier = inner.category.value
+        self._backend = inner.backend
+        add_repository = getattr(collector, "add_repository", None)
+        if add_repository is not None:
+            add_repository(self._tier, self._backend)
         # Redis's extra call, counted like the calls it resembles; left absent (so that
         # hasattr() stays truthful) when the wrapped repository lacks it.
         extra: Any = inner
@@ -153,12 +184,18 @@ class InstrumentedUnitOfWork(_Timed):
     :param inner: the unit of work.
     :param collector: the store's collector.
     :param tier: the tier the unit of work writes to (``"warm"``).
+    :param backend: the backend it writes to; by default its repository's.
     """
 
-    def __init__(self, inner: Any, collector: MetricsCollector, tier: str) -> None:
+    def __init__(
+        self, inner: Any, collector: MetricsCollector, tier: str, backend: str | None = None
+    ) -> None:
         self.inner = inner
         self.collector = collector
         self._tier = tier
+        if backend is None:
+            backend = getattr(getattr(inner, "repository", None), "backend", None)
+        self._backend = backend
         self.connection = inner.connection
 
     def __getattr__(self, name: str) -> Any:

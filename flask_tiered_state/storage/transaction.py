@@ -396,7 +396,10 @@ def write_with_row(
         raise
     finally:
         if collector is not None:
-            collector.observe(WARM.value, "store", perf_counter() - started, error=failed)
+            collector.observe(
+                WARM.value, "store", perf_counter() - started, error=failed,
+                backend=store.warm.backend,
+            )  # fmt: skip
     if metadata is None:
         return None
     _publish(store, {key: _Written(StoredValue(key, text, metadata), WARM, (), True)}, {}, token)

@@ -54,25 +54,53 @@ def test_simple_collector_counts_operations_errors_and_batches() -> None:
     assert operations["fetch"]["errors"] == 1
     assert warm["batch_size"] == {"count": 3, "sum": 7, "max": 3}
     assert operations["store"]["max_seconds"] >= operations["store"]["mean_seconds"] > 0
+    assert warm["backends"] == {
+        "memory": {
+            "operations": {
+                "fetch": 2, "fetch_many": 1, "store": 2, "store_many": 1, "delete": 1,
+                "delete_many": 1, "keys": 1, "publish": 0,
+            },
+            "errors": 1,
+            "batch_size": {"count": 3, "sum": 7, "max": 3},
+        }
+    }  # fmt: skip
 
 
-def test_prometheus_collector_uses_the_seed_names_in_its_own_registry() -> None:
+def test_observations_naming_no_backend_go_to_the_backend_added_for_the_tier() -> None:
+    simple, prometheus = SimpleMetricsCollector(), PrometheusMetricsCollector()
+    for collector in (simple, prometheus):
+        collector.add_repository("warm", "postgresql")
+        collector.observe("warm", "store", 0.001, error=True)  # as a transaction reports
+        collector.observe("cold", "fetch", 0.001)  # no repository added for COLD
+    assert simple.snapshot()["warm"]["backends"]["postgresql"]["errors"] == 1
+    assert simple.snapshot()["cold"]["backends"]["unknown"]["operations"]["fetch"] == 1
+    samples = prometheus.snapshot()
+    warm = "{backend=postgresql,tier=warm}"
+    assert samples[f"state_repository_postgres_operations_store_total{warm}"] == 1.0
+    assert samples[f"state_repository_postgres_operations_errors_total{warm}"] == 1.0
+    cold = "{backend=unknown,tier=cold}"
+    assert samples[f"state_repository_unknown_operations_fetch_total{cold}"] == 1.0
+
+
+def test_prometheus_collector_uses_the_document_names_in_its_own_registry() -> None:
     collector = PrometheusMetricsCollector()
     other = PrometheusMetricsCollector()  # a second one does not clash
     repository = InstrumentedRepository(MemoryStateRepository(StateCategory.HOT), collector)
+    InstrumentedRepository(MemoryStateRepository(StateCategory.HOT), other)
     exercise(repository)
     text = collector.exposition().decode()
-    for operation in ("fetch", "store", "delete", "store_many", "delete_many"):
-        assert f"state_repository_hot_operations_{operation}_total" in text
+    for operation in ("fetch", "store", "delete", "store_many", "delete_many", "errors"):
+        assert f"state_repository_memory_operations_{operation}_total{{" in text
     samples = collector.snapshot()
-    assert samples["state_repository_hot_operations_store_total"] == 2.0
-    assert samples["state_repository_hot_operations_fetch_total"] == 1.0
-    assert samples["state_repository_hot_errors_total"] == 0.0
-    assert samples["state_repository_hot_batch_size_count"] == 3.0
-    assert samples["state_repository_hot_batch_size_sum"] == 7.0
+    labels = "{backend=memory,tier=hot}"
+    assert samples[f"state_repository_memory_operations_store_total{labels}"] == 2.0
+    assert samples[f"state_repository_memory_operations_fetch_total{labels}"] == 1.0
+    assert samples[f"state_repository_memory_operations_errors_total{labels}"] == 0.0
+    assert samples[f"state_repository_memory_operations_batch_size_count{labels}"] == 3.0
+    assert samples[f"state_repository_memory_operations_batch_size_sum{labels}"] == 7.0
     assert samples["state_repository_hot_operation_duration_seconds_count{operation=store}"] == 2.0
-    assert samples["state_repository_warm_operations_fetch_total"] == 0.0
-    assert other.snapshot()["state_repository_hot_operations_store_total"] == 0.0
+    assert not [name for name in samples if "tier=warm" in name]  # no WARM repository
+    assert other.snapshot()[f"state_repository_memory_operations_store_total{labels}"] == 0.0
     assert set(OPERATIONS) >= {"fetch", "store", "delete", "store_many", "delete_many"}
 
 
@@ -124,10 +152,12 @@ def test_writes_inside_transactions_are_counted(tmp_path: Path) -> None:
         with pytest.raises(ConcurrencyError), store.transaction() as txn:
             txn.set("a", 3, expected_version=7)
         samples = store.metrics()["repositories"]
-        assert samples["state_repository_warm_operations_store_total"] == 3.0
-        assert samples["state_repository_warm_operations_delete_total"] == 2.0
-        assert samples["state_repository_warm_errors_total"] == 0.0  # a conflict is no error
-        assert samples["state_repository_hot_operations_store_total"] == 1.0
+        warm, hot = "{backend=sqlite,tier=warm}", "{backend=memory,tier=hot}"
+        assert samples[f"state_repository_sqlite_operations_store_total{warm}"] == 3.0
+        assert samples[f"state_repository_sqlite_operations_delete_total{warm}"] == 2.0
+        # A conflict is no error.
+        assert samples[f"state_repository_sqlite_operations_errors_total{warm}"] == 0.0
+        assert samples[f"state_repository_memory_operations_store_total{hot}"] == 1.0
         assert samples["state_repository_warm_operation_duration_seconds_count{operation=store}"]
     finally:
         store.close()
