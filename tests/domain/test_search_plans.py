@@ -44,7 +44,10 @@ def test_repeated_searches_are_never_prepared_and_stay_exact(manager: StateManag
         )
     finally:
         sa.event.remove(engine, "before_cursor_execute", capture)
-    assert thresholds == [None] * 10  # psycopg never prepares them
+    # The driver's setting is never touched; psycopg never prepares a search all the same:
+    # each runs in a transaction ending in ROLLBACK, where psycopg forgets its counts
+    # (see tests/storage/test_sql_search.py for the prepared statements themselves).
+    assert thresholds == [5] * 10
     for page in pages:
         assert [r["state_id"] for r in page.items] == ["u2", "u4"]
         assert (page.total, page.page, page.per_page, page.pages) == (3, 1, 2, 2)

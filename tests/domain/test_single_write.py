@@ -27,16 +27,19 @@ def test_an_update_is_one_statement_with_its_history_row(manager: StateManager) 
     manager.register_state("u1", StateType.USER, {"data": {"n": 0}})
     engine = manager.store.warm.engine
     seen: list[str] = []
+    autocommit: list[bool] = []
 
     def capture(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         seen.append(statement)
+        autocommit.append(conn.connection.driver_connection.autocommit)
 
     sa.event.listen(engine, "before_cursor_execute", capture)
     try:
         updated = manager.update_state("u1", {"data": {"n": 1}}, actor="ann", reason="why")
     finally:
         sa.event.remove(engine, "before_cursor_execute", capture)
-    assert seen == []  # no SQLAlchemy Connection (BEGIN, statements, COMMIT) was used
+    # One statement, seen by the listener, in the driver's autocommit: no BEGIN / COMMIT.
+    assert len(seen) == 1 and seen[0].startswith("WITH u AS (UPDATE") and autocommit == [True]
     assert updated["version"] == 2
     history = manager.get_state_history("u1")
     assert [(h["version"], h["transition"], h["actor"], h["reason"]) for h in history] == [

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -209,3 +210,50 @@ def test_search_matches_a_model(
     assert counts == {
         kind: n for kind in ("x", "y") if (n := sum(1 for _, d in expected if d["kind"] == kind))
     }
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("isolation", [None, "AUTOCOMMIT"])
+def test_repeated_searches_are_never_prepared_and_leave_the_driver_alone(
+    postgres_url: str, postgres_engine: sa.Engine, isolation: str | None
+) -> None:
+    """psycopg prepares a statement on its sixth run on a connection, and PostgreSQL may
+    then plan it generically, blind to the filter's selectivity. A search is never
+    prepared -- it runs in a transaction, and psycopg forgets its counts at the rollback
+    -- also on an app's engine in AUTOCOMMIT isolation, and the driver's
+    ``prepare_threshold`` is never touched (an app's engine keeps its own)."""
+    options = {} if isolation is None else {"isolation_level": isolation}
+    engine = sa.create_engine(postgres_url, pool_size=1, max_overflow=0, **options)
+    repo = SQLStateRepository(engine)
+    thresholds: list[Any] = []
+
+    def look(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "OVER ()" in statement or "GROUP BY" in statement:
+            thresholds.append(conn.connection.driver_connection.prepare_threshold)
+
+    try:
+        for i in range(6):
+            repo.store(f"s:{i}", json.dumps({"at": str(i), "v": i % 2}))
+        with engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection
+            autocommit = driver.autocommit
+        assert autocommit is (isolation == "AUTOCOMMIT")
+        sa.event.listen(engine, "before_cursor_execute", look)
+        query = DocumentQuery("s:", equal=((("v",), 1),))
+        for _ in range(8):
+            values, total = repo.search_documents(query, newest_by="at", offset=0, limit=2)
+            assert [json.loads(v)["at"] for v in values] == ["5", "3"] and total == 3
+            assert repo.count_documents(query, ["v"]) == [("1", 3)]
+        sa.event.remove(engine, "before_cursor_execute", look)
+        assert thresholds == [5] * 16  # psycopg's default, as the app configured it
+        with engine.connect() as conn:  # the one pooled connection the searches used
+            prepared = conn.exec_driver_sql(
+                "SELECT statement FROM pg_prepared_statements "
+                "WHERE statement LIKE '%%OVER ()%%' OR statement LIKE '%%GROUP BY%%'"
+            ).all()
+            assert id(conn.connection.driver_connection) == id(driver)  # the same connection
+            assert driver.autocommit is autocommit
+        assert prepared == []
+    finally:
+        repo.close()
+        engine.dispose()

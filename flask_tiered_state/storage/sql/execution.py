@@ -1,11 +1,35 @@
 """Running the WARM tier's compiled statements: one-round-trip calls, batch writes,
 and the translation of driver errors into the library's own.
 
-A single-statement call runs on a pooled connection in driver autocommit: one round
-trip, where SQLAlchemy's ``connect()`` + ``execute()`` costs BEGIN, the statement and
-ROLLBACK. A read that meets a dead pooled connection is retried on a fresh one; a
-write is not (it may have run), and raises
-:class:`~flask_tiered_state.errors.TierUnavailableError` once.
+Every statement an observer could see runs on a SQLAlchemy
+:class:`~sqlalchemy.engine.Connection` (``exec_driver_sql``), so the engine's
+``before_cursor_execute`` / ``after_cursor_execute`` listeners -- Flask-SQLAlchemy's
+``SQLALCHEMY_RECORD_QUERIES``, debug toolbars, tracing -- and its SQL log see each one.
+The one exception is the ``COPY .. FROM STDIN`` of a PostgreSQL batch write (below),
+which SQLAlchemy has no API for: it runs on the driver's cursor of the same connection,
+inside the same transaction; the statements around it (the temp table's creation, the
+merge) are visible.
+
+A single-statement call is one round trip, without ``BEGIN`` / ``ROLLBACK``. Through a
+SQLAlchemy connection: on PostgreSQL it runs in ``isolation_level="AUTOCOMMIT"``, set
+with :meth:`~sqlalchemy.engine.Connection.execution_options`, which SQLAlchemy resets
+when the connection returns to the pool; on SQLite nothing is begun on an engine
+built from a URL (its driver is in autocommit) and a write is committed. No driver
+setting is changed by hand, so an application's engine is left as configured.
+
+SQLAlchemy's execution (its connection, execution context and result) costs about as
+much as the round trip itself on a fast network: 60-110 us per call measured, half
+as much again as a ``fetch``. So on an engine the repository built itself, while
+nothing observes it (:meth:`SQLExecutor.observed`: no statement or error listener on
+the engine or on every engine, no SQL logging), a single statement runs on the
+driver's cursor of a pooled connection, switched to the driver's autocommit for the
+statement -- the pool is the repository's own. The check is made per call, so a
+listener added at any time sees the next statement. An application's engine always
+takes the SQLAlchemy path.
+
+A read that meets a dead pooled connection is retried on a fresh one; a write is not
+(it may have run), and raises :class:`~flask_tiered_state.errors.TierUnavailableError`
+once.
 
 Batch writes (``store_many``) run inside the caller's transaction. On PostgreSQL with
 psycopg they COPY the rows into a session temp table and merge them with one
@@ -16,6 +40,7 @@ one SELECT reads the versions back. Neither depends on a bind-parameter limit.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -31,15 +56,43 @@ from ...errors import (
     TierUnavailableError,
 )
 from ..deadlines import Watch, check_budget, current_deadline, watchdog
+from .engine import SINGLE_STATEMENT_OPTIONS
 from .schema import DriverSQL, Statements
 
-__all__ = ["Execute", "SQLExecutor"]
+__all__ = ["Execute", "SQLExecutor", "transactional"]
 
 #: SQLSTATEs of PostgreSQL's own timeouts: the statement did not run.
 _TIMEOUTS = {
     "57014": "the statement ran past statement_timeout",
     "55P03": "a lock was not granted within lock_timeout",
 }
+
+
+def transactional(connection: sa.Connection) -> sa.Connection:
+    """``connection``, made to run real transactions for as long as it is checked out.
+
+    An application's engine may run its PostgreSQL connections in AUTOCOMMIT isolation
+    (``create_engine(isolation_level="AUTOCOMMIT")``), where SQLAlchemy's ``begin()``
+    sends no ``BEGIN`` and every statement commits alone. Such a connection gets the
+    dialect's default isolation level through
+    :meth:`~sqlalchemy.engine.Connection.execution_options`, which SQLAlchemy resets to
+    the engine's AUTOCOMMIT when the connection returns to the pool.
+    """
+    if connection.dialect.name == "postgresql":
+        driver: Any = connection.connection.driver_connection
+        if getattr(driver, "autocommit", False):
+            level = connection.dialect.default_isolation_level or "READ COMMITTED"
+            connection.execution_options(isolation_level=level)
+    return connection
+
+
+class _Failed(Exception):
+    """One attempt of a single statement failed: ``error``, whether the connection was
+    lost, and whether the call's deadline shut its socket down."""
+
+    def __init__(self, error: BaseException, *, fired: bool, lost: bool) -> None:
+        super().__init__(error)
+        self.error, self.fired, self.lost = error, fired, lost
 
 
 def _lost(exc: BaseException) -> bool:
@@ -63,8 +116,11 @@ class SQLExecutor:
         tier: str,
         use_copy: bool,
         timeout: float = 30.0,
+        owns_engine: bool = False,
     ) -> None:
         self.engine = engine
+        #: True for an engine built by the repository (never an application's).
+        self.owns_engine = owns_engine
         #: Seconds one round trip may take when no shorter call budget runs.
         self.timeout = timeout
         self.sql = statements
@@ -81,6 +137,13 @@ class SQLExecutor:
             t for t in (getattr(getattr(dbapi, "errors", None), "ConnectionTimeout", None),) if t
         )
         self._is_disconnect: Callable[..., bool] = engine.dialect.is_disconnect
+        #: Execution options of a single-statement call's connection (see the module):
+        #: none on an application's SQLite engine, whose own transaction handling runs.
+        self._single: dict[str, Any] = {}
+        if self._pg:
+            self._single = {"isolation_level": "AUTOCOMMIT"}
+        elif owns_engine:
+            self._single = dict(SINGLE_STATEMENT_OPTIONS)
 
     # -- single statements ----------------------------------------------------
 
@@ -106,47 +169,113 @@ class SQLExecutor:
     ) -> list[Any]:
         for attempt in range(1, attempts + 1):
             check_budget(self.tier, "run a statement")
+            once = self._once if not self.owns_engine or self.observed() else self._once_unobserved
             try:
-                pooled = self.engine.raw_connection()
-            except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
-                raise self.translate(exc) from exc
-            cursor = None
-            watch: Watch | None = None
-            try:
-                driver: Any = pooled.driver_connection
-                toggle = self._pg and not driver.autocommit
-                if toggle:
-                    driver.autocommit = True
-                try:
-                    with self.watched(driver) as watch:
-                        cursor = pooled.cursor()
-                        cursor.execute(statement.sql, statement.params(params))
-                        rows = list(cursor.fetchall()) if statement.returns_rows else []
-                        if write and not self._pg:
-                            pooled.commit()
-                    return rows
-                finally:
-                    if cursor is not None:
-                        with suppress(self.driver_error):
-                            cursor.close()
-                    if toggle and not driver.closed:
-                        driver.autocommit = False
-            except self.driver_error as exc:
-                fired = watch is not None and watch.fired
-                if raw_integrity and not fired and isinstance(exc, self._integrity):
-                    raise sa.exc.IntegrityError(statement.sql, None, exc) from exc
-                lost = fired or self._is_disconnect(exc, pooled.dbapi_connection, cursor)
-                if lost:
-                    pooled.invalidate(exc)
-                    if attempt < attempts and not fired:
-                        continue
-                error = self.translate(exc, deadline=fired)
-                if write and lost and isinstance(error, TierUnavailableError):
+                return once(statement, params, write=write, raw_integrity=raw_integrity)
+            except _Failed as failed:
+                exc = failed.error
+                if failed.lost and attempt < attempts and not failed.fired:
+                    continue
+                error = self.translate(exc, deadline=failed.fired)
+                if write and failed.lost and isinstance(error, TierUnavailableError):
                     raise self.outcome_unknown(error) from exc
                 raise error from exc
-            finally:
-                pooled.close()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def observed(self) -> bool:
+        """Whether anything watches the engine's statements: a statement or error
+        listener (on the engine, or on :class:`sqlalchemy.engine.Engine` for all
+        engines) or SQL logging (``echo``, the ``sqlalchemy.engine`` logger at INFO)."""
+        dispatch = self.engine.dispatch
+        return bool(
+            dispatch.before_cursor_execute
+            or dispatch.after_cursor_execute
+            or dispatch.before_execute
+            or dispatch.after_execute
+            or self.engine.dialect.dispatch.handle_error
+            or self.engine.logger.isEnabledFor(logging.INFO)
+        )
+
+    def _once(
+        self, statement: DriverSQL, params: Mapping[str, Any], *, write: bool, raw_integrity: bool
+    ) -> list[Any]:
+        """One attempt through a SQLAlchemy connection (see the module)."""
+        try:
+            connection = self.engine.connect()
+        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+            raise self.translate(exc) from exc
+        watch: Watch | None = None
+        driver: Any = None
+        try:
+            driver = connection.connection.driver_connection
+            if self._single:
+                connection.execution_options(**self._single)
+            with self.watched(driver) as watch:
+                result = connection.exec_driver_sql(statement.sql, statement.params(params))
+                rows = result.fetchall() if statement.returns_rows else []
+                if write and not self._pg:
+                    connection.commit()
+            return list(rows)
+        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+            fired = watch is not None and watch.fired
+            if raw_integrity and not fired and isinstance(exc, sa.exc.IntegrityError):
+                raise
+            lost = fired or _lost(exc) or self._driver_lost(exc, driver)
+            if lost and not connection.invalidated:
+                with suppress(sa.exc.SQLAlchemyError, self.driver_error):
+                    connection.invalidate(exc)
+            raise _Failed(exc, fired=fired, lost=lost) from exc
+        finally:
+            with suppress(sa.exc.SQLAlchemyError, self.driver_error):
+                connection.close()
+
+    def _once_unobserved(
+        self, statement: DriverSQL, params: Mapping[str, Any], *, write: bool, raw_integrity: bool
+    ) -> list[Any]:
+        """One attempt on the driver's cursor of a pooled connection: the engine is this
+        repository's own and nothing observes its statements (see the module)."""
+        try:
+            pooled = self.engine.raw_connection()
+        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+            raise self.translate(exc) from exc
+        cursor = None
+        watch: Watch | None = None
+        try:
+            driver: Any = pooled.driver_connection
+            toggle = self._pg and not driver.autocommit
+            if toggle:
+                driver.autocommit = True
+            try:
+                with self.watched(driver) as watch:
+                    cursor = pooled.cursor()
+                    cursor.execute(statement.sql, statement.params(params))
+                    rows = list(cursor.fetchall()) if statement.returns_rows else []
+                    if write and not self._pg:
+                        pooled.commit()
+                return rows
+            finally:
+                if cursor is not None:
+                    with suppress(self.driver_error):
+                        cursor.close()
+                if toggle and not driver.closed:
+                    driver.autocommit = False
+        except self.driver_error as exc:
+            fired = watch is not None and watch.fired
+            if raw_integrity and not fired and isinstance(exc, self._integrity):
+                raise sa.exc.IntegrityError(statement.sql, None, exc) from exc
+            lost = fired or self._is_disconnect(exc, pooled.dbapi_connection, cursor)
+            if lost:
+                pooled.invalidate(exc)
+            raise _Failed(exc, fired=fired, lost=lost) from exc
+        finally:
+            pooled.close()
+
+    def _driver_lost(self, exc: BaseException, driver_connection: Any) -> bool:
+        """A driver error raised outside SQLAlchemy's statement handling (setting the
+        connection's options) that means the connection is dead."""
+        if not isinstance(exc, self.driver_error):
+            return False
+        return driver_connection is None or bool(self._is_disconnect(exc, driver_connection, None))
 
     def deadline(self) -> float:
         """When the running round trip must end: the call's budget, or this tier's own
@@ -220,23 +349,24 @@ class SQLExecutor:
     ) -> dict[str, int]:
         pooled = connection.connection
         versions: dict[str, int] = {}
+        if self.sql.load_table_ready not in pooled.info:
+            # Rolled back with the transaction that creates it: marked once it commits.
+            connection.exec_driver_sql(self.sql.create_load_table)
+            ready.append(pooled.info)
+        # COPY has no SQLAlchemy API: the driver's cursor of this connection, in this
+        # transaction, is the one place the engine's statement listeners do not see.
         driver: Any = pooled.driver_connection
-        with driver.cursor() as cursor:
-            if self.sql.load_table_ready not in pooled.info:
-                # Rolled back with the transaction that creates it: marked once it commits.
-                cursor.execute(self.sql.create_load_table)
-                ready.append(pooled.info)
-            with cursor.copy(self.sql.copy_load) as copy:
-                for r in chunk:
-                    version = r["version"] if r["explicit"] else None
-                    copy.write_row(
-                        (r["key"], r["value"], r["checksum"], r["size"], version,
-                         r["ttl_seconds"], r["expires_at"])
-                    )  # fmt: skip
-            params = {"category": category, "now": chunk[0]["now"]}
-            for explicit in modes:
-                cursor.execute(self.sql.merge_load[explicit], params)
-                versions.update(cursor.fetchall())
+        with driver.cursor() as cursor, cursor.copy(self.sql.copy_load) as copy:
+            for r in chunk:
+                version = r["version"] if r["explicit"] else None
+                copy.write_row(
+                    (r["key"], r["value"], r["checksum"], r["size"], version,
+                     r["ttl_seconds"], r["expires_at"])
+                )  # fmt: skip
+        params = {"category": category, "now": chunk[0]["now"]}
+        for explicit in modes:
+            merged = connection.exec_driver_sql(self.sql.merge_load[explicit], params)
+            versions.update((key, version) for key, version in merged)
         return versions
 
     def mark_ready(self, ready: list[dict[Any, Any]]) -> None:
@@ -265,7 +395,7 @@ class SQLExecutor:
             connection = engine.connect()
         try:
             with self.guard():
-                transaction = connection.begin()
+                transaction = transactional(connection).begin()
             with self.watched(connection.connection.driver_connection) as watch:
                 try:
                     yield connection

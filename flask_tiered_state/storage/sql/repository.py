@@ -3,13 +3,14 @@
 How it stays fast: every statement is compiled once per repository
 (:mod:`.schema`) and run as driver SQL, which psycopg prepares after a few uses
 on each connection; a single-statement call (``fetch``, ``store``, ``delete``, a
-``keys`` page) is one round trip in driver autocommit; ``store_many`` is one
+``keys`` page) is one round trip, without BEGIN / ROLLBACK; ``store_many`` is one
 transaction of COPY + merge (PostgreSQL) or ``executemany`` (SQLite) per chunk
-(:mod:`.execution`). Measured against the raw drivers in one run: ``fetch`` about
-as fast as a SELECT on a pinned SQLAlchemy connection and about half the cost of
-SQLAlchemy's connect + execute per read; a 1,000-row ``store_many`` within a few
-percent of psycopg's own COPY + merge, the fastest raw path (``insert().values(list)``
-is about 5x slower).
+(:mod:`.execution`, which also says how the engine's listeners see every statement,
+and what an application's engine is left with). Measured against the raw drivers in
+one run: ``fetch`` about as fast as a SELECT on a pinned SQLAlchemy connection and
+about half the cost of SQLAlchemy's connect + execute per read; a 1,000-row
+``store_many`` within a few percent of psycopg's own COPY + merge, the fastest raw
+path (``insert().values(list)`` is about 5x slower).
 
 Reads do not write: ``last_accessed`` is set on every write, and callers that track
 accesses (the tier manager) can record them in bulk with :meth:`touch_many`.
@@ -69,7 +70,8 @@ class SQLStateRepository:
         ``db.metadata``), so the application's migrations see it.
     :param create_tables: create the table and its indexes if missing.
     :param connect_timeout: seconds, for engines built from a URL.
-    :param pool_pre_ping: use SQLAlchemy's pre-ping instead of the cheaper checkout check.
+    :param pool_pre_ping: use SQLAlchemy's pre-ping instead of the cheaper checkout check
+        (one more round trip per call; see :mod:`.engine`). Engines built from a URL only.
     :param batch_size: rows per chunk of batch calls and per ``keys`` page.
     :param use_copy: on PostgreSQL with psycopg, write batches with COPY through a
         session temp table; set False behind a transaction-pooling proxy (PgBouncer in
@@ -146,6 +148,7 @@ class SQLStateRepository:
         self._db = SQLExecutor(
             self.engine, self._sql, tier=self._tier, use_copy=use_copy,
             timeout=seconds_option("timeout", timeout, optional=False) or 30.0,
+            owns_engine=self._owns_engine,
         )  # fmt: skip
         self._writer = self.engine.execution_options(**WRITE_OPTIONS)
         self._row_inserts: dict[tuple[str, tuple[str, ...]], DriverSQL] = {}

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from ...errors import InvalidRequestError
 from ..base import DocumentQuery
+from .execution import transactional
 
 __all__ = ["DocumentSearcher"]
 
@@ -91,8 +92,8 @@ class DocumentSearcher:
             .join_from(matches, self.table, c.key == matches.c.key)
             .order_by(matches.c.newest.desc(), matches.c.key.asc())
         )
-        with self.engine.connect() as conn:
-            rows = self._unprepared(conn, rows_stmt)
+        with self._connect() as conn:
+            rows = list(conn.execute(rows_stmt).all())
             if rows:
                 total = int(rows[0][1])
             else:  # past the last page: nothing to carry the total
@@ -105,13 +106,13 @@ class DocumentSearcher:
         conditions = self._conditions(query)
         if not columns:
             stmt = sa.select(sa.func.count()).select_from(self.table).where(*conditions)
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 return [(int(conn.execute(stmt).scalar_one()),)]
         # By position: PostgreSQL would take the two ``document ->> $n`` of the select
         # list and of GROUP BY for different expressions.
         positions: list[Any] = [sa.literal_column(str(n)) for n in range(1, len(columns) + 1)]
         stmt = sa.select(*columns, sa.func.count()).where(*conditions).group_by(*positions)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [(*row[:-1], int(row[-1])) for row in conn.execute(stmt)]
 
     # -- building the WHERE clause ----------------------------------------------------
@@ -172,20 +173,23 @@ class DocumentSearcher:
         c = self.table.c
         return [c.key >= _literal(prefix), c.key < _literal(end)]
 
-    def _unprepared(self, conn: sa.Connection, stmt: sa.Select[Any]) -> list[Any]:
-        """Run ``stmt``, planned for its values every time. psycopg prepares a statement
-        on its sixth run on a connection, and PostgreSQL may then switch to a generic
-        plan, blind to the filter's selectivity (a scan of every state by key instead of
-        the GIN index); planning costs a fraction of a millisecond."""
-        driver: Any = conn.connection.driver_connection
-        threshold = getattr(driver, "prepare_threshold", None) if self.postgresql else None
-        if threshold is None:
-            return list(conn.execute(stmt).all())
-        driver.prepare_threshold = None
+    def _connect(self) -> sa.Connection:
+        """A connection whose queries are planned for their values every time.
+
+        psycopg prepares a statement on its sixth run on a connection, and PostgreSQL may
+        then switch to a generic plan, blind to the filter's selectivity (a scan of every
+        state by key instead of the GIN index). A search runs in a transaction that ends
+        in ``ROLLBACK`` when the connection is closed, and psycopg forgets what it
+        counted and prepared on every rollback: a search is never prepared, with no
+        driver setting changed. An engine whose connections run in AUTOCOMMIT isolation
+        has no transaction to roll back; the search gets one (see :func:`.transactional`).
+        """
+        connection = self.engine.connect()
         try:
-            return list(conn.execute(stmt).all())
-        finally:
-            driver.prepare_threshold = threshold
+            return transactional(connection)
+        except BaseException:
+            connection.close()
+            raise
 
 
 def _containment(equal: Sequence[tuple[tuple[str, ...], Any]]) -> dict[str, Any] | None:
