@@ -8,8 +8,8 @@ import importlib
 import io
 import logging
 import pkgutil
+import subprocess
 import sys
-import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,19 +86,37 @@ def test_app_factory_two_apps_in_one_process_each_have_their_own_manager(
     assert extension.get_manager(first) is one and extension.get_manager(second) is two
 
 
-def test_outside_an_app_context_the_one_apps_manager_is_meant(make_app: AppFactory) -> None:
-    gc.collect()  # the apps of earlier tests
-    app = make_app()
-    app_manager = get_app_state(app).manager
-    with pytest.raises(RuntimeError, match="Working outside of application context"):
-        current_state_manager.get_state("x")
-    assert StateManager.get_instance() is app_manager is StateManager()
-    app_manager.register_state("w1", "user", {"data": {}})
-    seen: list[Any] = []  # a worker thread of the app: no app context
-    worker = threading.Thread(target=lambda: seen.append(StateManager().get_state("w1")))
-    worker.start()
-    worker.join()
-    assert seen[0]["state_id"] == "w1"
+ONE_APP = """
+import tempfile, threading
+from flask import Flask
+from flask_tiered_state import StateManager, TieredState, current_state_manager
+from flask_tiered_state.app_state import get_app_state
+
+app = Flask("only", instance_path=tempfile.mkdtemp())
+TieredState(app)
+app_manager = get_app_state(app).manager
+try:
+    current_state_manager.get_state("x")
+except RuntimeError as exc:
+    print("proxy:", "Working outside of application context" in str(exc))
+print("same:", StateManager.get_instance() is app_manager is StateManager())
+app_manager.register_state("w1", "user", {"data": {}})
+seen = []
+worker = threading.Thread(target=lambda: seen.append(StateManager().get_state("w1")))
+worker.start()
+worker.join()
+print("worker:", seen[0]["state_id"])
+"""
+
+
+def test_outside_an_app_context_the_one_apps_manager_is_meant(tmp_path: Any) -> None:
+    """In a process of its own: this test process has apps of other tests alive."""
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", ONE_APP],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["proxy: True", "same: True", "worker: w1"]
 
 
 def test_outside_an_app_context_several_apps_are_refused(make_app: AppFactory) -> None:

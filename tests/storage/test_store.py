@@ -495,8 +495,14 @@ def test_recovery_drops_stale_hot_copies_but_not_a_newer_write_of_another_proces
     from flask_tiered_state.storage.redis.codec import encode_write
 
     def open_store(name: str) -> TieredStore:
+        # Recovery only from this test's own calls: no subscriber that resubscribes (and
+        # recovers) the moment Redis is back, before the outdated copy is put back.
         built = build_store(
-            hot_url=disposable_redis.url, engine=postgres_engine, local_dir=tmp_path / name
+            hot_url=disposable_redis.url,
+            engine=postgres_engine,
+            local_dir=tmp_path / name,
+            invalidation=False,
+            drop_replay_interval=None,
         )
         built.coordinator.guard.health[HOT].initial_backoff = 0.05
         built.coordinator.guard.health[HOT].max_backoff = 0.1
