@@ -345,9 +345,10 @@ def default_manager(components: dict[str, Any]) -> StateManager:
     ``TIERED_STATE_*`` environment variables, with the application's own clients and the
     options of :meth:`StateManager.create` in ``components``.
 
-    Without a WARM database (``TIERED_STATE_WARM_URL``, ``database_manager=``) nor a
-    ``TIERED_STATE_LOCAL_DIR``, the data lives in a new temporary directory: logged at
-    WARNING, never deleted by the library.
+    A tier whose data would live in a new temporary directory (WARM without
+    ``TIERED_STATE_WARM_URL`` or ``database_manager=``, COLD without
+    ``TIERED_STATE_COLD_URL`` or ``s3_manager=``, and no ``TIERED_STATE_LOCAL_DIR``) is
+    named in a WARNING: not durable. The library never deletes that directory.
     """
     from .storage.factory import store_arguments_for_clients
 
@@ -355,9 +356,15 @@ def default_manager(components: dict[str, Any]) -> StateManager:
     clients = {k: components.pop(k) for k in CLIENT_COMPONENTS if k in components}
     collector = components.pop("metrics_collector", None)
     tiers = store_arguments_for_clients(**clients, key_prefix=settings.key_prefix)
-    durable = bool(
-        settings.warm_url or settings.local_dir or "engine" in tiers or "warm_url" in tiers
-    )
+    # The tiers a new temporary directory would hold: WARM and COLD default to files there.
+    temporary = [
+        name
+        for name, kept_elsewhere in (
+            ("WARM", settings.warm_url or "engine" in tiers or "warm_url" in tiers),
+            ("COLD", settings.cold_url or "cold_repository" in tiers),
+        )
+        if not (kept_elsewhere or settings.local_dir)
+    ]
     if settings.local_dir:
         local_dir = Path(settings.local_dir)
         local_dir.mkdir(parents=True, exist_ok=True)
@@ -382,16 +389,17 @@ def default_manager(components: dict[str, Any]) -> StateManager:
     except BaseException:
         store.close()
         raise
-    if durable:
-        logger.info("Built the default StateManager: %r, data in %s", manager, local_dir)
-    else:
+    if temporary:
         logger.warning(
             "The default StateManager (no app context, no app with flask_tiered_state) keeps "
-            "its WARM tier in the temporary directory %s, which the system may clear: it is "
-            "not durable. Set TIERED_STATE_WARM_URL or TIERED_STATE_LOCAL_DIR, pass "
-            "database_manager=, or use the app's manager inside 'with app.app_context():'.",
+            "its %s tier(s) in the temporary directory %s, which the system may clear: it is "
+            "not durable. Set TIERED_STATE_LOCAL_DIR (or the tiers' URLs), pass the app's "
+            "clients, or use the app's manager inside 'with app.app_context():'.",
+            " and ".join(temporary),
             local_dir,
         )
+    else:
+        logger.info("Built the default StateManager: %r, files in %s", manager, local_dir)
     return manager
 
 

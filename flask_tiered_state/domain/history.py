@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql
 
 from ..errors import TierUnavailableError
 from ..storage.deadlines import watched_connection
+from ..storage.sql.execution import transactional
 
 __all__ = [
     "ACTIVITY_COLUMNS",
@@ -257,7 +258,7 @@ class HistoryRepository:
             with (
                 self.engine.connect() as connection,
                 watched_connection(connection),
-                _transactional(connection).begin() as transaction,
+                transactional(connection).begin() as transaction,
             ):
                 if connection.dialect.name == "postgresql":
                     probe = (
@@ -306,20 +307,6 @@ class HistoryRepository:
             "correlation_id": row["correlation_id"],
             "created_at": _iso(row["created_at"]),
         }
-
-
-def _transactional(connection: sa.Connection) -> sa.Connection:
-    """``connection`` with real transactions: on an application's PostgreSQL engine that
-    runs in AUTOCOMMIT isolation, ``begin()`` sends no ``BEGIN``, and the probe of
-    :meth:`HistoryRepository.committed` would commit instead of rolling back. Such a
-    connection gets the dialect's default isolation level until it returns to the pool
-    (SQLAlchemy resets it then); no driver setting is changed by hand."""
-    if connection.dialect.name == "postgresql":
-        driver: Any = connection.connection.driver_connection
-        if getattr(driver, "autocommit", False):
-            level = connection.dialect.default_isolation_level or "READ COMMITTED"
-            connection.execution_options(isolation_level=level)
-    return connection
 
 
 def _iso(created: datetime) -> str:

@@ -6,10 +6,10 @@ import itertools
 from pathlib import Path
 
 from flask import Flask
-from werkzeug.exceptions import HTTPException
 
 from flask_tiered_state.errors import TieredStateError
 from flask_tiered_state.extension import TieredState, get_app_state
+from tests.flask.test_host_app import app_handlers
 
 _names = itertools.count(1)
 
@@ -22,17 +22,7 @@ def host_app(tmp_path: Path, *, handlers_first: bool) -> Flask:
     )
 
     def handlers() -> None:
-        @app.errorhandler(HTTPException)
-        def any_http_error(exc: HTTPException) -> tuple[str, int]:
-            return f"app handled {exc.code}", exc.code or 500
-
-        @app.errorhandler(404)
-        def not_found(exc: HTTPException) -> tuple[str, int]:
-            return "app 404 page", 404
-
-        @app.errorhandler(405)
-        def wrong_method(exc: HTTPException) -> tuple[str, int]:
-            return "app 405 page", 405
+        app_handlers(app)
 
         @app.errorhandler(TieredStateError)
         def library_error(exc: TieredStateError) -> tuple[str, int]:

@@ -19,7 +19,7 @@ from .conftest import build_test_store
 def test_the_default_is_shared_warns_when_not_durable_and_keeps_its_data(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key in ("TIERED_STATE_LOCAL_DIR", "TIERED_STATE_WARM_URL"):
+    for key in ("TIERED_STATE_LOCAL_DIR", "TIERED_STATE_WARM_URL", "TIERED_STATE_COLD_URL"):
         monkeypatch.delenv(key, raising=False)
     with caplog.at_level(logging.WARNING, "flask_tiered_state"):
         first = StateManager()
@@ -27,7 +27,8 @@ def test_the_default_is_shared_warns_when_not_durable_and_keeps_its_data(
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "not durable" in warning.getMessage()
     assert isinstance(warning.args, tuple)
-    where = Path(str(warning.args[0]))
+    assert warning.args[0] == "WARM and COLD"
+    where = Path(str(warning.args[1]))
     first.register_state("u1", StateType.USER, {"data": {"a": 1}})
     assert StateManager().get_state("u1")["data"] == {"a": 1}  # type: ignore[index]
     StateManager.reset_instance()
@@ -246,3 +247,24 @@ def test_a_flask_sqlalchemy_db_is_read_inside_an_app_context(
 def test_bad_clients_are_refused_by_name(components: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigurationError, match=words):
         StateManager.get_instance(**components)
+
+
+def test_the_warning_names_each_tier_left_in_a_temporary_directory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    for key in ("TIERED_STATE_LOCAL_DIR", "TIERED_STATE_WARM_URL", "TIERED_STATE_COLD_URL"):
+        monkeypatch.delenv(key, raising=False)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    with caplog.at_level(logging.WARNING, "flask_tiered_state"):
+        StateManager.get_instance(database_manager=engine)
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.args is not None and warning.args[0] == "COLD"  # WARM is the app's
+    StateManager.reset_instance()
+    caplog.clear()
+    monkeypatch.setenv("TIERED_STATE_COLD_URL", f"file://{tmp_path / 'cold'}")
+    with caplog.at_level(logging.WARNING, "flask_tiered_state"):
+        StateManager.get_instance(database_manager=engine)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    engine.dispose()
