@@ -260,7 +260,7 @@ def test_the_warning_names_each_tier_left_in_a_temporary_directory(
     with caplog.at_level(logging.WARNING, "flask_tiered_state"):
         StateManager.get_instance(database_manager=engine)
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning.args is not None and warning.args[0] == "COLD"  # WARM is the app's
+    assert isinstance(warning.args, tuple) and warning.args[0] == "COLD"  # WARM: the app's
     StateManager.reset_instance()
     caplog.clear()
     monkeypatch.setenv("TIERED_STATE_COLD_URL", f"file://{tmp_path / 'cold'}")
