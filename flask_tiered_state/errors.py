@@ -19,6 +19,9 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "DeadlineExceededError",
+    "DispatcherBusyError",
+    "IdempotencyKeyInUseError",
+    "IdempotencyKeyReusedError",
     "IntegrityError",
     "InvalidKeyError",
     "InvalidPatternError",
@@ -307,6 +310,27 @@ class CallbackError(TieredStateError):
 
     code = "callback_error"
     http_status = 500
+
+
+class IdempotencyKeyReusedError(TieredStateError):
+    """An idempotency key was sent again with other parameters than its first use."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
+
+
+class IdempotencyKeyInUseError(TieredStateError):
+    """A request with the same idempotency key is still running."""
+
+    code = "idempotency_key_in_use"
+    http_status = 409
+
+
+class DispatcherBusyError(TieredStateError):
+    """Another event dispatcher runs where only one may (SQLite)."""
+
+    code = "dispatcher_busy"
+    http_status = 409
 
 
 # --------------------------------------------------------------------------- HTTP-facing

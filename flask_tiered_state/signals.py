@@ -20,6 +20,9 @@ from blinker import Namespace
 
 __all__ = [
     "callback_failed",
+    "event_dead",
+    "event_delivered",
+    "event_failed",
     "manager_created",
     "state_deleted",
     "state_demoted",
@@ -69,3 +72,16 @@ callback_failed = _signals.signal("callback-failed")
 #: A receiver that raises fails the build (the manager is closed, the error propagates,
 #: the next use tries again), so registrations made here are never silently missing.
 manager_created = _signals.signal("manager-created")
+
+#: The dispatcher delivered an event to an asynchronous callback. Sender: the manager.
+#: Keyword arguments: ``event`` (the StateEvent), ``callback`` (the callback's key).
+event_delivered = _signals.signal("event-delivered")
+
+#: An asynchronous callback raised; the delivery is retried later. Sender: the manager.
+#: Keyword arguments: ``event``, ``callback`` (its key), ``error`` (the text).
+event_failed = _signals.signal("event-failed")
+
+#: A delivery failed its callback's last attempt and is kept as dead (``flask state
+#: events retry`` runs it again). Sender: the manager. Keyword arguments: ``event``,
+#: ``callback``, ``error``.
+event_dead = _signals.signal("event-dead")

@@ -27,7 +27,7 @@ from ..storage.base import StateCategory
 from .model import KEY_PREFIX, StateTransition, state_key, validate_state_id
 from .records import RecordBuilder
 from .registry import StateTypeSpec
-from .writer import RecordWriter, Write
+from .writer import Completion, RecordWriter, Write
 
 __all__ = ["BatchWriter"]
 
@@ -74,6 +74,7 @@ class BatchWriter:
         max_attempts: int,
         actor: str | None,
         reason: str | None,
+        completion: Completion | None = None,
     ) -> list[Write]:
         """Build with ``plan()`` and commit, re-reading and retrying after lost races."""
         for attempt in range(max_attempts):
@@ -81,7 +82,7 @@ class BatchWriter:
             if not writes:
                 return writes
             try:
-                self.writer.commit(writes, actor=actor, reason=reason)
+                self.writer.commit(writes, actor=actor, reason=reason, completion=completion)
             except ConcurrencyError:  # HistoryConflict included: a racing registration
                 if attempt + 1 == max_attempts:
                     raise
@@ -98,6 +99,7 @@ class BatchWriter:
         max_attempts: int,
         actor: str | None,
         reason: str | None,
+        completion: Completion | None = None,
     ) -> list[Write]:
         """Register the absent ids and update the existing ones."""
         if not isinstance(items, Mapping):
@@ -128,7 +130,9 @@ class BatchWriter:
                     writes.append(Write(key, spec, StateTransition.CREATE, None, new, 0))
             return writes
 
-        return self._commit(plan, max_attempts=max_attempts, actor=actor, reason=reason)
+        return self._commit(
+            plan, max_attempts=max_attempts, actor=actor, reason=reason, completion=completion
+        )
 
     def update(
         self,
@@ -140,6 +144,7 @@ class BatchWriter:
         max_attempts: int,
         actor: str | None,
         reason: str | None,
+        completion: Completion | None = None,
     ) -> Iterator[list[Write]]:
         """Apply ``transition`` with each item's changes, committing chunk by chunk; yields
         each chunk's writes once committed (deliver their events before asking for more).
@@ -175,7 +180,10 @@ class BatchWriter:
                 return writes
 
             try:
-                writes = self._commit(plan, max_attempts=max_attempts, actor=actor, reason=reason)
+                writes = self._commit(
+                    plan, max_attempts=max_attempts, actor=actor, reason=reason,
+                    completion=completion,
+                )  # fmt: skip
             except ConcurrencyError as exc:  # name the state, as update_state does
                 key = str(exc.key)
                 state_id = key[len(KEY_PREFIX) :] if key.startswith(KEY_PREFIX) else key
@@ -189,6 +197,7 @@ class BatchWriter:
         max_attempts: int,
         actor: str | None,
         reason: str | None,
+        completion: Completion | None = None,
     ) -> list[Write]:
         """Tombstone the live states among ``state_ids``."""
 
@@ -206,7 +215,9 @@ class BatchWriter:
                 )
             return writes
 
-        return self._commit(plan, max_attempts=max_attempts, actor=actor, reason=reason)
+        return self._commit(
+            plan, max_attempts=max_attempts, actor=actor, reason=reason, completion=completion
+        )
 
     @staticmethod
     def _same_type(state_id: str, expected: StateTypeSpec | None, actual: StateTypeSpec) -> None:

@@ -21,13 +21,19 @@ new_state, transition_type)`` after a user was suspended. A :class:`CallbackDisp
 delivers an event: first the blinker signals of :mod:`flask_tiered_state.signals`,
 then the named callbacks. Delivery is synchronous and happens after commit; a
 receiver that raises is logged and reported through ``callback-failed`` and never
-undoes the change. Durable asynchronous delivery (an outbox written in the
-mutation's transaction) plugs in as another dispatcher: events are frozen,
-serialisable (:meth:`StateEvent.to_dict`) and carry an ``event_id`` to de-duplicate by.
+undoes the change.
+
+An *asynchronous* callback (``register_callback(name, fn, asynchronous=True)``) is not
+called after the commit: the mutation's transaction records a delivery for it in the
+outbox (:mod:`.outbox`), and a dispatcher (``flask state dispatch``) calls it, at least
+once, as ``fn(state_id, old_state, new_state, transition_type, event_id=...)``, retrying
+with backoff. It is known across processes by its *key* (``module:qualname`` of the
+function, or ``key=``), so every process must register it under the same key.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import uuid
@@ -43,6 +49,7 @@ from .model import StateTransition, utc_now_iso
 
 __all__ = [
     "PAST_TENSE",
+    "AsyncCallback",
     "Callback",
     "CallbackDispatcher",
     "CallbackRegistry",
@@ -139,21 +146,106 @@ class StateEvent:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class AsyncCallback:
+    """An asynchronous callback of one event name, delivered from the outbox.
+
+    :param key: its name across processes (the deliveries table stores it).
+    :param max_attempts: attempts before the delivery is dead (1 to 100).
+    :param backoff: seconds before the first retry; each retry waits twice as long as
+        the one before (at most an hour), times a random factor of 0.5 to 1.5.
+    """
+
+    event: str
+    key: str
+    fn: Callable[..., Any]
+    max_attempts: int = 5
+    backoff: float = 1.0
+
+
+def _takes_event_id(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: let it try
+        return True
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == "event_id" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in parameters
+    )
+
+
 class CallbackRegistry:
     """Callbacks per event name; copy-on-write, so dispatch reads without locking."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._callbacks: dict[str, tuple[Callback, ...]] = {}
+        self._asynchronous: dict[str, tuple[AsyncCallback, ...]] = {}
 
-    def register(self, name: str, fn: Callback) -> None:
+    def register(
+        self,
+        name: str,
+        fn: Callback,
+        *,
+        asynchronous: bool = False,
+        max_attempts: int = 5,
+        backoff: float = 1.0,
+        key: str | None = None,
+    ) -> None:
         if not callable(fn):
             raise InvalidRequestError(
                 f"Callback for {name!r} must be callable as fn(state_id, old_state, new_state, "
                 f"transition_type), not {fn!r}."
             )
+        if type(asynchronous) is not bool:
+            raise InvalidRequestError(f"asynchronous must be True or False, not {asynchronous!r}.")
+        if not asynchronous:
+            if key is not None or max_attempts != 5 or backoff != 1.0:
+                raise InvalidRequestError(
+                    "key, max_attempts and backoff are options of asynchronous callbacks: "
+                    "pass asynchronous=True."
+                )
+            with self._lock:
+                self._callbacks = {**self._callbacks, name: (*self._callbacks.get(name, ()), fn)}
+            return
+        self._register_async(name, fn, max_attempts=max_attempts, backoff=backoff, key=key)
+
+    def _register_async(
+        self, name: str, fn: Callback, *, max_attempts: int, backoff: float, key: str | None
+    ) -> None:
+        if type(max_attempts) is not int or not 1 <= max_attempts <= 100:
+            raise InvalidRequestError(
+                f"max_attempts must be a whole number from 1 to 100, not {max_attempts!r}."
+            )
+        if (
+            isinstance(backoff, bool)
+            or not isinstance(backoff, (int, float))
+            or not (0 <= backoff <= 3600)
+        ):
+            raise InvalidRequestError(
+                f"backoff must be a number of seconds from 0 to 3600, not {backoff!r}."
+            )
+        if not _takes_event_id(fn):
+            raise InvalidRequestError(
+                f"Asynchronous callback {fn!r} for {name!r} must take the keyword argument "
+                "event_id (fn(state_id, old_state, new_state, transition_type, *, event_id)): "
+                "it may run more than once, and the event id is what it de-duplicates by."
+            )
+        if key is None:
+            key = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+        if not isinstance(key, str) or not 1 <= len(key) <= 300:
+            raise InvalidRequestError(f"key must be a string of 1 to 300 characters, not {key!r}.")
+        callback = AsyncCallback(name, key, fn, max_attempts, float(backoff))
         with self._lock:
-            self._callbacks = {**self._callbacks, name: (*self._callbacks.get(name, ()), fn)}
+            current = self._asynchronous.get(name, ())
+            if any(c.key == key for c in current):
+                raise InvalidRequestError(
+                    f"An asynchronous callback with the key {key!r} is already registered for "
+                    f"{name!r}; give this one its own key=.",
+                    details={"event": name, "key": key},
+                )
+            self._asynchronous = {**self._asynchronous, name: (*current, callback)}
 
     def unregister(self, name: str, fn: Callback) -> bool:
         """Remove ``fn`` from ``name``; True if it was registered."""
@@ -161,10 +253,22 @@ class CallbackRegistry:
             current = self._callbacks.get(name, ())
             kept = tuple(cb for cb in current if cb is not fn and cb != fn)
             self._callbacks = {**self._callbacks, name: kept}
-            return len(kept) != len(current)
+            waiting = self._asynchronous.get(name, ())
+            kept_async = tuple(c for c in waiting if c.fn is not fn and c.fn != fn)
+            self._asynchronous = {**self._asynchronous, name: kept_async}
+            return len(kept) != len(current) or len(kept_async) != len(waiting)
 
     def for_event(self, name: str) -> tuple[Callback, ...]:
+        """The synchronous callbacks of ``name``."""
         return self._callbacks.get(name, ())
+
+    def asynchronous(self, name: str) -> tuple[AsyncCallback, ...]:
+        """The asynchronous callbacks of ``name``."""
+        return self._asynchronous.get(name, ())
+
+    def by_key(self, name: str, key: str) -> AsyncCallback | None:
+        """The asynchronous callback of ``name`` registered under ``key``."""
+        return next((c for c in self._asynchronous.get(name, ()) if c.key == key), None)
 
 
 _STATE_SIGNALS = (

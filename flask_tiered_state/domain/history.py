@@ -78,6 +78,7 @@ def define_history_table(metadata: sa.MetaData, name: str = DEFAULT_HISTORY_TABL
         sa.Index(f"uq_{name}_state_version", "state_id", "version", unique=True),
         sa.Index(f"ix_{name}_state_created", "state_id", "created_at"),
         sa.Index(f"ix_{name}_state_transition", "state_id", "transition"),
+        sa.Index(f"ix_{name}_event", "event_id"),
     )
 
 

@@ -13,7 +13,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import signals
 from ..errors import (
@@ -26,7 +27,7 @@ from ..errors import (
     VersionNotFoundError,
 )
 from ..storage.base import StateCategory, StateRepositories
-from ..storage.checks import int_option
+from ..storage.checks import int_option, seconds_option
 from ..storage.deadlines import within_budget
 from ..storage.keys import validate_pattern
 from .arguments import (
@@ -46,6 +47,12 @@ from .callbacks import (
 from .context import get_correlation_id
 from .diff import diff_records
 from .history import DEFAULT_HISTORY_TABLE, HistoryRepository, define_history_table
+from .idempotency import (
+    IdempotencyKeys,
+    check_idempotency_key,
+    define_idempotency_table,
+    fingerprint,
+)
 from .instances import DefaultInstance
 from .lifecycle import Lifecycle
 from .model import (
@@ -57,12 +64,14 @@ from .model import (
     validate_state_id,
 )
 from .operations import OperationStats, health_status
+from .outbox import Outbox, check_status, define_delivery_table
 from .paging import Page, validate_paging
 from .records import RecordBuilder
 from .registry import StateTypeSpec, TypeRegistry
 from .search import COUNT_FIELDS, StateSearch
+from .timers import Timers, define_timer_table
 from .validation import STRUCTURE_FIELDS, ValidatorRegistry
-from .writer import RecordWriter, Write
+from .writer import Completion, RecordWriter, Write
 
 if TYPE_CHECKING:
     from ..storage.store import TieredStore
@@ -75,6 +84,7 @@ operations_logger = logging.getLogger("flask_tiered_state.operations")
 
 _instances: DefaultInstance[StateManager] = DefaultInstance()
 _DELETED = StateStatus.DELETED.value
+_T = TypeVar("_T")
 #: ``build(current_record, spec) -> new_record`` of one read-modify-write.
 _Build = Callable[[dict[str, Any], StateTypeSpec], dict[str, Any]]
 #: The most rows one history query returns.
@@ -183,12 +193,14 @@ class StateManager:
         max_attempts: int = 5,
         close_store: bool = True,
         operation_log_level: int | None = logging.INFO,
+        idempotency_ttl_seconds: float = 86400.0,
     ) -> StateManager:
         """A new, independent manager over ``store`` (not the default instance); see the
         class doc for the options. The Flask extension builds each app's manager so."""
         self = object.__new__(cls)
         self._setup(
             store,
+            idempotency_ttl_seconds=idempotency_ttl_seconds,
             history_table=history_table,
             create_tables=create_tables,
             hot_ttl_seconds=hot_ttl_seconds,
@@ -208,6 +220,7 @@ class StateManager:
         max_attempts: int,
         close_store: bool,
         operation_log_level: int | None,
+        idempotency_ttl_seconds: float,
     ) -> None:
         warm = getattr(store, "warm", None)
         if warm is None or not hasattr(warm, "unit_of_work") or not hasattr(warm, "table"):
@@ -236,12 +249,28 @@ class StateManager:
         self.validators = ValidatorRegistry()
         self.callbacks = CallbackRegistry()
         self.dispatcher = CallbackDispatcher(self, self.callbacks)
-        table = define_history_table(warm.table.metadata, history_table)
+        metadata = warm.table.metadata
+        table = define_history_table(metadata, history_table)
         self.history = HistoryRepository(warm.engine, table)
+        #: The deliveries of asynchronous callbacks (see :mod:`.outbox`).
+        self.outbox = Outbox(warm.engine, define_delivery_table(metadata), table, self.callbacks)
+        #: The idempotency keys (see :mod:`.idempotency`).
+        self.idempotency = IdempotencyKeys(
+            warm.engine,
+            define_idempotency_table(metadata),
+            ttl=seconds_option("idempotency_ttl_seconds", idempotency_ttl_seconds) or 86400.0,
+        )
+        #: The durable timers (see :mod:`.timers`).
+        self.timers = Timers(warm.engine, define_timer_table(metadata))
         if create_tables:
-            self.history.create()
+            for part in (self.history, self.outbox, self.idempotency, self.timers):
+                part.create()
         self._writer = RecordWriter(
-            store, self.history, self.types, default_hot_ttl_seconds=hot_ttl_seconds
+            store,
+            self.history,
+            self.types,
+            default_hot_ttl_seconds=hot_ttl_seconds,
+            outbox=self.outbox,
         )
         self._records = RecordBuilder(self.validators)
         self._batch = BatchWriter(self._writer, self._records)
@@ -460,11 +489,34 @@ class StateManager:
         """Remove a validator of the type; True if it was registered."""
         return self.validators.unregister(self.types.get(state_type).name, validator)
 
-    def register_callback(self, event_name: str, fn: Callable[..., Any]) -> None:
+    def register_callback(
+        self,
+        event_name: str,
+        fn: Callable[..., Any],
+        *,
+        asynchronous: bool = False,
+        max_attempts: int = 5,
+        backoff: float = 1.0,
+        key: str | None = None,
+    ) -> None:
         """Call ``fn(state_id, old_state, new_state, transition_type)`` after each committed
-        change named ``event_name`` (``{type}_{past tense}``, e.g. ``user_suspended``)."""
+        change named ``event_name`` (``{type}_{past tense}``, e.g. ``user_suspended``).
+
+        Synchronous (the default): called in this process right after the commit; one
+        that raises is logged and never undoes the change.
+
+        ``asynchronous=True``: the change's transaction records a delivery in the outbox,
+        and a dispatcher (``flask state dispatch``) calls ``fn(state_id, old_state,
+        new_state, transition_type, event_id=...)`` at least once, in commit order per
+        state, retrying a failure after ``backoff`` seconds (doubling, with jitter) up to
+        ``max_attempts`` attempts, then keeping it as dead. Make its effect idempotent
+        by ``event_id``. ``key`` names it across processes (default ``module:qualname``).
+        """
         parse_event_name(event_name, self.types.names())
-        self.callbacks.register(event_name, fn)
+        self.callbacks.register(
+            event_name, fn, asynchronous=asynchronous, max_attempts=max_attempts,
+            backoff=backoff, key=key,
+        )  # fmt: skip
 
     def unregister_callback(self, event_name: str, fn: Callable[..., Any]) -> bool:
         """Remove a callback; True if it was registered."""
@@ -643,6 +695,7 @@ class StateManager:
         *,
         actor: str | None = None,
         reason: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Create a state (CREATE) from ``{"name", "type", "data", "metadata"}``.
 
@@ -650,6 +703,12 @@ class StateManager:
         creation time; the returned record carries it. ``name`` defaults to the id. The
         type's schema runs on ``data`` and its validators on the new record.
 
+        :param idempotency_key: a key naming this request (see :mod:`.idempotency`): a
+            repeat with the same key and parameters returns the first result and applies
+            nothing; with other parameters it raises
+            :class:`~flask_tiered_state.errors.IdempotencyKeyReusedError`; while the first
+            runs, :class:`~flask_tiered_state.errors.IdempotencyKeyInUseError`. Every
+            mutation takes one.
         :raises StateAlreadyExistsError: the id is taken, or was used by a deleted or
             expired state (ids are never reused).
         """
@@ -660,20 +719,29 @@ class StateManager:
                 "initial_data), or register_state(state_type=..., initial_data=...) for a "
                 "generated id."
             )
+        generated = state_id is None
         if state_id is None:
             state_id = new_state_id()
         validate_state_id(state_id)
         check_actor_reason(actor, reason)
         spec = self.types.get(state_type)
-        record = self._records.new_record(state_id, spec, initial_data)
-        key = state_key(state_id)
-        write = Write(key, spec, StateTransition.CREATE, None, record, 0)
-        try:
-            self._writer.commit([write], actor=actor, reason=reason)
-        except ConcurrencyError:
-            raise self._writer.already_exists(state_id, key) from None
-        self._committed(write, actor, reason, started)
-        return record
+        parameters = {
+            "state_id": None if generated else state_id, "state_type": spec.name,
+            "initial_data": initial_data, "actor": actor, "reason": reason,
+        }  # fmt: skip
+
+        def run(completion: Completion | None) -> dict[str, Any]:
+            record = self._records.new_record(state_id, spec, initial_data)
+            key = state_key(state_id)
+            write = Write(key, spec, StateTransition.CREATE, None, record, 0)
+            try:
+                self._writer.commit([write], actor=actor, reason=reason, completion=completion)
+            except ConcurrencyError:
+                raise self._writer.already_exists(state_id, key) from None
+            self._committed(write, actor, reason, started)
+            return record
+
+        return self._idempotent(idempotency_key, "register_state", parameters, run, _first_record)
 
     @within_budget
     def update_state(
@@ -686,6 +754,7 @@ class StateManager:
         actor: str | None = None,
         reason: str | None = None,
         merge: bool = False,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Apply ``transition`` to a state, with the changes in ``new_data``.
 
@@ -707,13 +776,34 @@ class StateManager:
         def build(current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
             return self._records.changed_record(current, spec, step, new_data, merge=merge)
 
-        return self._mutate(state_id, step, build, expected_version, actor, reason, started)
+        parameters = {
+            "state_id": state_id, "new_data": new_data, "transition": step.value,
+            "expected_version": expected_version, "actor": actor, "reason": reason,
+            "merge": merge,
+        }  # fmt: skip
+        return self._idempotent(
+            idempotency_key,
+            "update_state",
+            parameters,
+            lambda completion: self._mutate(
+                state_id, step, build, expected_version, actor, reason, started, completion
+            ),
+            _first_record,
+        )
 
     def delete_state(
-        self, state_id: str, *, actor: str | None = None, reason: str | None = None
+        self,
+        state_id: str,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """The DELETE transition: returns the tombstone (status ``deleted``)."""
-        return self.update_state(state_id, None, StateTransition.DELETE, actor=actor, reason=reason)
+        return self.update_state(
+            state_id, None, StateTransition.DELETE, actor=actor, reason=reason,
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
 
     @within_budget
     def rollback_state(
@@ -723,6 +813,7 @@ class StateManager:
         *,
         actor: str | None = None,
         reason: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Restore ``name, status, data, metadata`` of an earlier version, as a new
         recorded mutation (ROLLBACK) with the next version number.
@@ -748,7 +839,59 @@ class StateManager:
                 raise VersionNotFoundError(state_id, to_version, self.history.versions(state_id))
             return self._records.restored_record(current, spec, target, to_version)
 
-        return self._mutate(state_id, StateTransition.ROLLBACK, build, None, actor, reason, started)
+        parameters = {
+            "state_id": state_id,
+            "to_version": to_version,
+            "actor": actor,
+            "reason": reason,
+        }
+        return self._idempotent(
+            idempotency_key,
+            "rollback_state",
+            parameters,
+            lambda completion: self._mutate(
+                state_id, StateTransition.ROLLBACK, build, None, actor, reason, started,
+                completion,
+            ),
+            _first_record,
+        )  # fmt: skip
+
+    def _idempotent(
+        self,
+        idempotency_key: str | None,
+        operation: str,
+        parameters: Mapping[str, Any],
+        run: Callable[[Completion | None], _T],
+        result_of: Callable[[Sequence[Write]], Any],
+    ) -> _T:
+        """``run(completion)``, under ``idempotency_key`` when given (see
+        :mod:`.idempotency`): ``completion`` stores ``result_of(writes)`` with the key in
+        the mutation's transaction; a replay returns the stored result."""
+        if idempotency_key is None:
+            return run(None)
+        key = check_idempotency_key(idempotency_key)
+        budget = self.store.call_timeout or 60.0
+        lease = self.idempotency.begin(
+            key, operation, fingerprint(operation, parameters), lease_seconds=budget + 5.0
+        )
+        if lease.replayed:
+            replayed: _T = lease.result
+            return replayed
+        stored: list[bool] = []
+
+        def completion(connection: Any, writes: Sequence[Write]) -> None:
+            self.idempotency.complete(connection, lease, result_of(writes))
+            stored.append(True)
+
+        try:
+            result = run(completion)
+        except BaseException:
+            self.idempotency.release(lease)
+            raise
+        if not stored:  # nothing was written (an empty batch): remember the answer anyway
+            with self.history.engine.begin() as connection:
+                self.idempotency.complete(connection, lease, result)
+        return result
 
     def _mutate(
         self,
@@ -759,6 +902,7 @@ class StateManager:
         actor: str | None,
         reason: str | None,
         started: float,
+        completion: Completion | None = None,
     ) -> dict[str, Any]:
         key = state_key(state_id)
         fresh = False
@@ -777,7 +921,7 @@ class StateManager:
             new = build(current, spec)
             write = Write(key, spec, transition, current, new, home_version)
             try:
-                self._writer.commit([write], actor=actor, reason=reason)
+                self._writer.commit([write], actor=actor, reason=reason, completion=completion)
             except ConcurrencyError:
                 fresh = True
                 if expected_version is not None:
@@ -801,6 +945,7 @@ class StateManager:
         state_type: object = None,
         actor: str | None = None,
         reason: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Upsert many states in one transaction: an absent id is registered (CREATE), an
         existing one updated (UPDATE, replacing the fields given). Each item is a state
@@ -809,12 +954,21 @@ class StateManager:
         or none."""
         started = time.perf_counter()
         check_actor_reason(actor, reason)
-        writes = self._batch.upsert(
-            items, state_type, max_attempts=self._max_attempts, actor=actor, reason=reason
-        )
-        for write in writes:
-            self._committed(write, actor, reason, started)
-        return {w.new["state_id"]: w.new for w in writes}
+
+        def run(completion: Completion | None) -> dict[str, dict[str, Any]]:
+            writes = self._batch.upsert(
+                items, state_type, max_attempts=self._max_attempts, actor=actor, reason=reason,
+                completion=completion,
+            )  # fmt: skip
+            for write in writes:
+                self._committed(write, actor, reason, started)
+            return _records_by_id(writes)
+
+        parameters = {
+            "items": items, "state_type": getattr(state_type, "value", state_type),
+            "actor": actor, "reason": reason,
+        }  # fmt: skip
+        return self._idempotent(idempotency_key, "batch_set_state", parameters, run, _records_by_id)
 
     def batch_update_state(
         self,
@@ -825,6 +979,7 @@ class StateManager:
         reason: str | None = None,
         merge: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        idempotency_key: str | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Apply the same ``transition`` to many existing states, each with its changes:
         ``items`` maps state ids to what :meth:`update_state` takes as ``new_data``
@@ -852,6 +1007,8 @@ class StateManager:
         :param merge: merge ``data`` and ``metadata`` key by key, as in
             :meth:`update_state`.
         :param chunk_size: states per transaction (1 to 5,000).
+        :param idempotency_key: as in :meth:`register_state`; with a key the whole batch
+            is one transaction (at most 5,000 states), so it is applied once or not at all.
         :returns: the new records, by state id, in the order of ``items``.
         """
         step = check_transition(transition, UPDATE_TRANSITIONS, what="transition")
@@ -862,42 +1019,159 @@ class StateManager:
                 f"merge must be True or False, not {merge!r}.", details={"merge": repr(merge)}
             )
         _check_update_items(items)
-        done: dict[str, dict[str, Any]] = {}
-        started = time.perf_counter()
-        chunks = self._batch.update(
-            items,
-            step,
-            merge=merge,
-            chunk_size=chunk_size,
-            max_attempts=self._max_attempts,
-            actor=actor,
-            reason=reason,
+        if idempotency_key is not None:
+            if len(items) > MAX_CHUNK_SIZE:
+                raise InvalidRequestError(
+                    f"With an idempotency key a batch is one transaction, of at most "
+                    f"{MAX_CHUNK_SIZE} states; this one has {len(items)}. Split it, with a "
+                    "key per part.",
+                    details={"items": len(items), "maximum": MAX_CHUNK_SIZE},
+                )
+            chunk_size = max(len(items), 1)
+
+        def run(completion: Completion | None) -> dict[str, dict[str, Any]]:
+            done: dict[str, dict[str, Any]] = {}
+            started = time.perf_counter()
+            chunks = self._batch.update(
+                items, step, merge=merge, chunk_size=chunk_size,
+                max_attempts=self._max_attempts, actor=actor, reason=reason,
+                completion=completion,
+            )  # fmt: skip
+            try:
+                for writes in chunks:
+                    for write in writes:
+                        self._committed(write, actor, reason, started)
+                        done[write.new["state_id"]] = write.new
+                    started = time.perf_counter()
+            except TieredStateError as exc:
+                exc.details.setdefault("batch_committed", len(done))
+                raise
+            return done
+
+        parameters = {
+            "items": items, "transition": step.value, "actor": actor, "reason": reason,
+            "merge": merge,
+        }  # fmt: skip
+        return self._idempotent(
+            idempotency_key, "batch_update_state", parameters, run, _records_by_id
         )
-        try:
-            for writes in chunks:
-                for write in writes:
-                    self._committed(write, actor, reason, started)
-                    done[write.new["state_id"]] = write.new
-                started = time.perf_counter()
-        except TieredStateError as exc:
-            exc.details.setdefault("batch_committed", len(done))
-            raise
-        return done
 
     def batch_delete_state(
-        self, state_ids: Iterable[str], *, actor: str | None = None, reason: str | None = None
+        self,
+        state_ids: Iterable[str],
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
     ) -> int:
         """Delete (DELETE transition, tombstones) the live states among ``state_ids`` in
         one transaction; missing and already deleted ids are skipped. Returns how many
         were deleted."""
         started = time.perf_counter()
         check_actor_reason(actor, reason)
-        writes = self._batch.delete(
-            self._ids(state_ids), max_attempts=self._max_attempts, actor=actor, reason=reason
+        ids = self._ids(state_ids)
+
+        def run(completion: Completion | None) -> int:
+            writes = self._batch.delete(
+                ids, max_attempts=self._max_attempts, actor=actor, reason=reason,
+                completion=completion,
+            )  # fmt: skip
+            for write in writes:
+                self._committed(write, actor, reason, started)
+            return len(writes)
+
+        parameters = {"state_ids": ids, "actor": actor, "reason": reason}
+        return self._idempotent(idempotency_key, "batch_delete_state", parameters, run, len)
+
+    # -- timers and the outbox ----------------------------------------------------
+    def schedule_transition(
+        self,
+        state_id: str,
+        transition: StateTransition | str,
+        *,
+        at: datetime | None = None,
+        after: timedelta | None = None,
+        reason: str | None = None,
+        if_version: int | None = None,
+    ) -> dict[str, Any]:
+        """Apply ``transition`` to a state later: at ``at`` (an aware datetime) or
+        ``after`` a timedelta from now (see :mod:`.timers`). A dispatcher applies it, at
+        most once and never early, through the lifecycle, with the actor ``scheduler``;
+        with ``if_version`` only while the state is still at that version.
+
+        :returns: the timer: ``timer_id``, ``state_id``, ``transition``, ``due_at``
+            (epoch seconds), ``status`` ...
+        :raises StateNotFoundError: no state has the id.
+        """
+        validate_state_id(state_id)
+        step = check_transition(transition, UPDATE_TRANSITIONS, what="transition")
+        check_actor_reason(None, reason)
+        if (at is None) == (after is None):
+            raise InvalidRequestError("schedule_transition takes at= or after=, one of them.")
+        if at is not None:
+            if not isinstance(at, datetime) or at.tzinfo is None:
+                raise InvalidRequestError(
+                    f"at must be a timezone-aware datetime (datetime.now(timezone.utc) + ...), "
+                    f"not {at!r}."
+                )
+            due_at = at.timestamp()
+        else:
+            if not isinstance(after, timedelta) or after.total_seconds() < 0:
+                raise InvalidRequestError(f"after must be a timedelta >= 0, not {after!r}.")
+            due_at = time.time() + after.total_seconds()
+        if if_version is not None:
+            check_positive_int(if_version, "if_version")
+        if self.get_state(state_id, include_deleted=True) is None:
+            raise StateNotFoundError(state_id)
+        return self.timers.schedule(
+            state_id, step.value, due_at, reason=reason, if_version=if_version
         )
-        for write in writes:
-            self._committed(write, actor, reason, started)
-        return len(writes)
+
+    def cancel_scheduled(
+        self,
+        timer_id: str | None = None,
+        *,
+        state_id: str | None = None,
+        transition: StateTransition | str | None = None,
+    ) -> int:
+        """Cancel scheduled timers: one by ``timer_id``, or a state's (of one
+        ``transition``); returns how many were cancelled."""
+        if state_id is not None:
+            validate_state_id(state_id)
+        step = None if transition is None else check_transition(transition, what="transition")
+        return self.timers.cancel(
+            timer_id=timer_id, state_id=state_id, transition=None if step is None else step.value
+        )
+
+    def get_scheduled(
+        self, state_id: str | None = None, *, status: str | None = "scheduled", limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Timers, soonest first: of one state (or all), of one status (``scheduled``,
+        ``applied``, ``skipped``, ``failed``, ``cancelled``; None: every one)."""
+        if state_id is not None:
+            validate_state_id(state_id)
+        return self.timers.listing(
+            state_id=state_id, status=status,
+            limit=check_positive_int(limit, "limit", maximum=MAX_HISTORY_LIMIT),
+        )  # fmt: skip
+
+    def get_events(self, status: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Deliveries of asynchronous callbacks, newest first: ``pending``, ``failed``
+        (pending after a failed attempt), ``dead``, ``delivered`` (kept for the
+        retention period), or None for every one."""
+        if status is not None:
+            check_status(status)
+        return self.outbox.listing(
+            status, check_positive_int(limit, "limit", maximum=MAX_HISTORY_LIMIT)
+        )
+
+    def retry_events(self, ids: Iterable[int] | None = None, *, all_dead: bool = False) -> int:
+        """Make deliveries (by id, or every dead one) due now with fresh attempts; returns
+        how many."""
+        chosen = None
+        if ids is not None:
+            chosen = [check_positive_int(i, "delivery id") for i in ids]
+        return self.outbox.retry(chosen, all_dead=all_dead)
 
     # -- tiers, figures and health ---------------------------------------------
     @within_budget
@@ -947,6 +1221,14 @@ class StateManager:
     def get_performance_metrics(self) -> dict[str, Any]:
         """Per-operation counts and durations, plus the store's metrics."""
         return {"operations": self._ops.snapshot(), "store": self.store.metrics()}
+
+
+def _first_record(writes: Sequence[Write]) -> dict[str, Any]:
+    return writes[0].new
+
+
+def _records_by_id(writes: Sequence[Write]) -> dict[str, dict[str, Any]]:
+    return {w.new["state_id"]: w.new for w in writes}
 
 
 def _check_group_fields(by: object) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ two writers racing on one version cannot both commit (invariant 5).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +26,17 @@ from ..storage.transaction import Resolve, write_with_row
 from .context import get_correlation_id
 from .history import HistoryRepository
 from .model import StateTransition
+from .outbox import Outbox
 from .registry import StateTypeSpec, TypeRegistry
 
 if TYPE_CHECKING:
     from ..storage.store import TieredStore
 
-__all__ = ["HistoryConflict", "RecordWriter", "Write"]
+__all__ = ["Completion", "HistoryConflict", "RecordWriter", "Write"]
+
+#: ``completion(connection, writes)``: more of the mutation, on its transaction's
+#: connection (storing an idempotency key's result).
+Completion = Callable[[sa.Connection, Sequence["Write"]], None]
 
 
 @dataclass(slots=True)
@@ -64,10 +69,12 @@ class RecordWriter:
         types: TypeRegistry,
         *,
         default_hot_ttl_seconds: int,
+        outbox: Outbox | None = None,
     ) -> None:
         self.store = store
         self.history = history
         self.types = types
+        self.outbox = outbox
         self.default_hot_ttl_seconds = default_hot_ttl_seconds
 
     def read(self, key: str, *, fresh: bool = False) -> tuple[dict[str, Any] | None, int]:
@@ -107,8 +114,16 @@ class RecordWriter:
             return None
         return spec.hot_ttl_seconds or self.default_hot_ttl_seconds
 
-    def commit(self, writes: Sequence[Write], *, actor: str | None, reason: str | None) -> None:
-        """Write every record and its history row in one transaction.
+    def commit(
+        self,
+        writes: Sequence[Write],
+        *,
+        actor: str | None,
+        reason: str | None,
+        completion: Completion | None = None,
+    ) -> None:
+        """Write every record, its history row and the outbox's deliveries of its event
+        (one per asynchronous callback) in one transaction; ``completion`` runs in it too.
 
         :raises ConcurrencyError: a home tier was not at the expected version.
         :raises HistoryConflict: a history row of the same version exists.
@@ -126,8 +141,16 @@ class RecordWriter:
             )
             for w in writes
         ]
+        deliveries = (
+            []
+            if self.outbox is None
+            else self.outbox.rows_for(
+                (w.event_id, w.spec.name, w.new, w.transition) for w in writes
+            )
+        )
         resolve = self._resolver(writes[0])
-        if len(writes) == 1 and self._commit_single(writes[0], rows[0], resolve):
+        single = len(writes) == 1 and not deliveries and completion is None
+        if single and self._commit_single(writes[0], rows[0], resolve):
             return
         try:
             with self.store.transaction(resolve=resolve) as txn:
@@ -140,6 +163,11 @@ class RecordWriter:
                         expected_version=w.expected_version,
                     )
                 self.history.insert(txn.connection, rows)
+                if deliveries:
+                    assert self.outbox is not None
+                    self.outbox.insert(txn.connection, deliveries)
+                if completion is not None:
+                    completion(txn.connection, writes)
         except sa.exc.IntegrityError as exc:  # rolled back; now name the state
             taken = self._conflicting(writes)
             raise HistoryConflict(taken["state_id"], taken["version"] - 1, None) from exc

@@ -88,9 +88,16 @@ VERSION_TABLE = "tiered_state_alembic_version"
 BRANCH_LABEL = "tiered_state"
 BASELINE_REVISION = "ts0001"
 #: The newest packaged revision.
-HEAD_REVISION = "ts0002"
+HEAD_REVISION = "ts0003"
 #: The tables the revisions manage.
-TABLES = ("tiered_state_entries", "tiered_state_history", "tiered_state_entries_drops")
+TABLES = (
+    "tiered_state_entries",
+    "tiered_state_history",
+    "tiered_state_entries_drops",
+    "tiered_state_deliveries",
+    "tiered_state_idempotency",
+    "tiered_state_timers",
+)
 #: The tables of the baseline revision.
 BASELINE_TABLES = TABLES[:2]
 

@@ -133,6 +133,27 @@ class SimpleMetricsCollector:
         self._figures: dict[tuple[str, str], _Figures] = {}
         # tier -> the backend last added for it (for observations that name none)
         self._added: dict[str, str] = {}
+        # (outcome, event name) -> count; the outbox's lag in seconds
+        self._events: dict[tuple[str, str], int] = {}
+        self._lag = 0.0
+
+    def observe_event(self, outcome: str, event: str) -> None:
+        """Count a delivery of the outbox: ``delivered``, ``failed`` or ``dead``."""
+        with self._lock:
+            self._events[(outcome, event)] = self._events.get((outcome, event), 0) + 1
+
+    def set_outbox_lag(self, seconds: float) -> None:
+        """The age of the oldest pending delivery."""
+        self._lag = seconds
+
+    def events(self) -> dict[str, Any]:
+        """``{"delivered": {event: n}, "failed": ..., "dead": ..., "lag_seconds": s}``."""
+        with self._lock:
+            out: dict[str, Any] = {"delivered": {}, "failed": {}, "dead": {}}
+            for (outcome, event), count in sorted(self._events.items()):
+                out.setdefault(outcome, {})[event] = count
+            out["lag_seconds"] = self._lag
+            return out
 
     def add_repository(self, tier: str, backend: str) -> None:
         """Start the figures of ``backend`` on ``tier`` at zero."""
@@ -258,6 +279,32 @@ class PrometheusMetricsCollector:
         self._added: dict[str, str] = {}
         for tier in TIERS:
             self._latency_family(tier)
+        self._event_outcomes = self._family(
+            "state_events_total",
+            lambda: prom.Counter(
+                "state_events_total",
+                "Deliveries of the outbox to asynchronous callbacks, by outcome "
+                "(delivered, failed: retried later, dead) and event name.",
+                ["outcome", "event"],
+                registry=self.registry,
+            ),
+        )
+        self._outbox_lag = self._family(
+            "state_outbox_lag_seconds",
+            lambda: prom.Gauge(
+                "state_outbox_lag_seconds",
+                "Age of the oldest pending delivery of the outbox (0: none pending).",
+                registry=self.registry,
+            ),
+        )
+
+    def observe_event(self, outcome: str, event: str) -> None:
+        """Count a delivery of the outbox: ``delivered``, ``failed`` or ``dead``."""
+        self._event_outcomes.labels(outcome=outcome, event=event).inc()
+
+    def set_outbox_lag(self, seconds: float) -> None:
+        """The age of the oldest pending delivery."""
+        self._outbox_lag.set(seconds)
 
     def _family(self, name: str, make: Callable[[], Any]) -> Any:
         family = self._families.get(name)

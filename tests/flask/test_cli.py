@@ -9,6 +9,7 @@ import pytest
 from click.testing import Result
 from flask import Flask
 
+from flask_tiered_state import migrations
 from flask_tiered_state.cli import state_cli
 from flask_tiered_state.extension import current_state_manager, get_app_state
 
@@ -206,8 +207,8 @@ def test_graph(seeded: Flask) -> None:
 
 def test_init_db(seeded: Flask) -> None:
     result = ok_json(seeded, "init-db")
-    assert result["revision"] == "ts0002"
-    assert run(seeded, "init-db").output.endswith("are at revision ts0002.\n")
+    assert result["revision"] == migrations.HEAD_REVISION
+    assert run(seeded, "init-db").output.endswith(f"are at revision {migrations.HEAD_REVISION}.\n")
     assert current_state_manager.get_state("u1") is not None  # adopted, not recreated
 
 

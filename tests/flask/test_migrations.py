@@ -21,6 +21,9 @@ from alembic.script import ScriptDirectory
 
 from flask_tiered_state import migrations
 from flask_tiered_state.domain.history import define_history_table
+from flask_tiered_state.domain.idempotency import define_idempotency_table
+from flask_tiered_state.domain.outbox import define_delivery_table
+from flask_tiered_state.domain.timers import define_timer_table
 from flask_tiered_state.storage.sql import SQLStateRepository
 
 
@@ -29,6 +32,9 @@ def code_metadata(engine: sa.Engine) -> sa.MetaData:
     repository = SQLStateRepository(engine, create_tables=False)
     metadata = repository.table.metadata
     define_history_table(metadata)
+    define_delivery_table(metadata)
+    define_idempotency_table(metadata)
+    define_timer_table(metadata)
     return metadata
 
 
@@ -145,6 +151,7 @@ def test_the_documented_first_revision_is_written_into_the_apps_directory(
     assert sorted(p.name for p in installed.glob("*.py")) == [
         "ts0001_initial.py",
         "ts0002_event_ids_and_drops.py",
+        "ts0003_outbox_idempotency_timers.py",
     ]
     capsys.readouterr()
 
