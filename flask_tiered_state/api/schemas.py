@@ -177,6 +177,10 @@ class ChangeSchema(_Response):
     actor = fields.String(allow_none=True)
     reason = fields.String(allow_none=True)
     correlation_id = fields.String(allow_none=True)
+    event_id = fields.String(
+        allow_none=True,
+        metadata={"description": "The change's event id, as asynchronous callbacks get it."},
+    )
     created_at = fields.DateTime(required=True)
 
 

@@ -363,7 +363,11 @@ class EventDispatcher:
             )
         except StateNotFoundError:
             return "skipped", "The state no longer exists."
-        except (InvalidTransitionError, ValidationError) as exc:
+        except InvalidTransitionError as exc:
+            if exc.details.get("status") == "deleted":
+                return "skipped", "The state was deleted."
+            return "failed", exc.message
+        except ValidationError as exc:
             return "failed", exc.message
         except (TierUnavailableError, IdempotencyKeyInUseError) as exc:
             logger.warning("Timer %s of %r waits: %s", timer.timer_id, timer.state_id, exc)

@@ -306,6 +306,7 @@ class HistoryRepository:
             "actor": row["actor"],
             "reason": row["reason"],
             "correlation_id": row["correlation_id"],
+            "event_id": row["event_id"],
             "created_at": _iso(row["created_at"]),
         }
 

@@ -1136,6 +1136,11 @@ class StateManager:
     ) -> int:
         """Cancel scheduled timers: one by ``timer_id``, or a state's (of one
         ``transition``); returns how many were cancelled."""
+        if timer_id is not None and not (isinstance(timer_id, str) and 1 <= len(timer_id) <= 32):
+            raise InvalidRequestError(
+                f"timer_id must be the timer_id schedule_transition returned (32 characters), "
+                f"not {timer_id!r}."[:300]
+            )
         if state_id is not None:
             validate_state_id(state_id)
         step = None if transition is None else check_transition(transition, what="transition")
