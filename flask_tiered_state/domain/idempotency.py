@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -39,6 +40,7 @@ from ..errors import (
     IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
     InvalidRequestError,
+    TierUnavailableError,
 )
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
 
 DEFAULT_IDEMPOTENCY_TABLE = "tiered_state_idempotency"
 MAX_KEY_LENGTH = 255
+#: Failed calls' leases kept for release at the key's next use (beyond: the lease runs out).
+MAX_UNRELEASED = 10_000
 
 _replay: contextvars.ContextVar[IdempotentCall | None] = contextvars.ContextVar(
     "flask_tiered_state_idempotent_call", default=None
@@ -161,6 +165,10 @@ class IdempotencyKeys:
         self.engine = engine
         self.table = table
         self.ttl = ttl
+        # leases of failed calls that could not be released (the database was away):
+        # released before the key's next use in this process, not after the lease
+        self._unreleased: dict[str, Lease] = {}
+        self._lock = threading.Lock()
 
     def create(self) -> None:
         self.table.create(self.engine, checkfirst=True)
@@ -171,6 +179,21 @@ class IdempotencyKeys:
         :raises IdempotencyKeyReusedError: the key was used with other parameters.
         :raises IdempotencyKeyInUseError: a call with the key is running.
         """
+        with self._lock:
+            failed = self._unreleased.pop(key, None)
+        if failed is not None:
+            self.release(failed)
+        try:
+            return self._begin(key, operation, digest, lease_seconds)
+        except sa.exc.SQLAlchemyError as exc:
+            raise TierUnavailableError(
+                "warm",
+                f"The idempotency key {key!r} could not be checked: the database did not "
+                "answer. Nothing was applied; retry with the same key.",
+                details={"idempotency_key": key},
+            ) from exc
+
+    def _begin(self, key: str, operation: str, digest: str, lease_seconds: float) -> Lease:
         t = self.table
         for _ in range(3):
             now = time.time()
@@ -186,6 +209,11 @@ class IdempotencyKeys:
                 return Lease(key, token)
             except sa.exc.IntegrityError:
                 pass
+            except sa.exc.SQLAlchemyError:
+                # the insert may have committed (a lost reply): free it at the next use
+                with self._lock:
+                    self._unreleased[key] = Lease(key, token)
+                raise
             with self.engine.begin() as connection:
                 found = connection.execute(sa.select(t).where(t.c.key == key)).mappings().first()
                 if found is None:
@@ -252,7 +280,12 @@ class IdempotencyKeys:
                     )
                 )
         except sa.exc.SQLAlchemyError:
-            pass  # the database is away: the lease runs out instead
+            # the database is away: released at the key's next use here, or the lease
+            # runs out (another process)
+            with self._lock:
+                self._unreleased[lease.key] = lease
+                if len(self._unreleased) > MAX_UNRELEASED:  # a long outage: the oldest wait
+                    del self._unreleased[next(iter(self._unreleased))]
 
     def prune(self, now: float | None = None) -> int:
         """Delete expired keys; how many."""

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from flask_tiered_state import StateManager
+from flask_tiered_state.domain.idempotency import idempotent_call
 from flask_tiered_state.errors import (
     ConcurrencyError,
     OutcomeUnknownError,
@@ -171,3 +172,57 @@ def test_an_unresolvable_outcome_is_reported_and_leaves_no_stale_copy(
         writer.update_state("u", {"data": {"n": "unknown-outcome"}}, expected_version=1)
     assert retried.value.actual == 2
     assert_consistent(make, "u", 2)
+
+
+def test_a_retry_with_the_idempotency_key_after_an_unknown_outcome_replays_it(
+    make: Callable[..., StateManager], pg_proxy: FaultProxy
+) -> None:
+    """The client's retry after OutcomeUnknownError, with the same key, gets the first
+    result and applies nothing: one history row."""
+    setup = make()
+    setup.register_state("u", "user", {"data": {"credit": 0}})
+    writer = make(proxied=True)
+    assert version(writer, "u") == 1
+
+    begin = writer.idempotency.begin
+
+    def then_lose_the_commit_reply(*args: Any, **kwargs: Any) -> Any:
+        lease = begin(*args, **kwargs)  # the key is taken; now the mutation's COMMIT:
+        pg_proxy.refuse()  # its outcome cannot be checked
+        pg_proxy.drop_reply_to(b"COMMIT")
+        return lease
+
+    writer.idempotency.begin = then_lose_the_commit_reply  # type: ignore[method-assign]
+    with pytest.raises(OutcomeUnknownError):
+        writer.update_state("u", {"data": {"credit": 42}}, idempotency_key="charge-42")
+    pg_proxy.heal()
+    writer.idempotency.begin = begin  # type: ignore[method-assign]
+    assert pg_proxy.dropped_replies == 1
+
+    with idempotent_call() as call:
+        retried = writer.update_state("u", {"data": {"credit": 42}}, idempotency_key="charge-42")
+    assert call.replayed and retried["version"] == 2
+    assert [r["transition"] for r in setup.get_state_history("u")] == ["create", "update"]
+
+
+def test_a_retry_with_the_idempotency_key_after_a_failure_with_the_database_away_runs(
+    make: Callable[..., StateManager], pg_proxy: FaultProxy
+) -> None:
+    """The write broke before its commit and the key could not be released then (the
+    database refused connections): the same process's retry, once it answers, runs at
+    once (no 409 for the lease's length) and applies the change once."""
+    setup = make()
+    setup.register_state("u", "user", {"data": {"credit": 0}})
+    writer = make(proxied=True)
+    assert version(writer, "u") == 1
+
+    pg_proxy.refuse()
+    pg_proxy.drop_reply_to(b"charge-43")  # the UPDATE's reply: the COMMIT is never sent
+    with pytest.raises(TierUnavailableError):
+        writer.update_state("u", {"data": {"credit": "charge-43"}}, idempotency_key="c43")
+    pg_proxy.heal()
+
+    with idempotent_call() as call:
+        retried = writer.update_state("u", {"data": {"credit": "charge-43"}}, idempotency_key="c43")
+    assert not call.replayed and retried["version"] == 2
+    assert [r["transition"] for r in setup.get_state_history("u")] == ["create", "update"]
