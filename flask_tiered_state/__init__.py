@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import errors, signals
 from .domain import (
     DEFAULT_LIFECYCLE,
+    EventDispatcher,
     Lifecycle,
     Page,
     StateEvent,
@@ -17,6 +18,7 @@ from .domain import (
     StateTypeSpec,
     correlation_scope,
     define_history_table,
+    idempotent_call,
 )
 from .extension import TieredState, current_state_manager
 from .settings import TieredStateSettings
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LIFECYCLE",
+    "EventDispatcher",
     "Lifecycle",
     "Page",
     "StateCategory",
@@ -44,5 +47,6 @@ __all__ = [
     "current_state_manager",
     "define_history_table",
     "errors",
+    "idempotent_call",
     "signals",
 ]

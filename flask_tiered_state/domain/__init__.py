@@ -14,7 +14,9 @@ from .context import (
     reset_correlation_id,
     set_correlation_id,
 )
+from .dispatcher import DispatchReport, EventDispatcher
 from .history import DEFAULT_HISTORY_TABLE, define_history_table
+from .idempotency import IdempotentCall, idempotent_call
 from .lifecycle import DEFAULT_LIFECYCLE, Lifecycle
 from .manager import StateManager
 from .model import STATE_ID_RULE, StateRecord, StateStatus, StateTransition, StateType
@@ -27,6 +29,9 @@ __all__ = [
     "PAST_TENSE",
     "STATE_ID_RULE",
     "CallbackDispatcher",
+    "DispatchReport",
+    "EventDispatcher",
+    "IdempotentCall",
     "Lifecycle",
     "Page",
     "StateEvent",
@@ -40,6 +45,7 @@ __all__ = [
     "define_history_table",
     "event_name",
     "get_correlation_id",
+    "idempotent_call",
     "reset_correlation_id",
     "set_correlation_id",
 ]

@@ -123,11 +123,14 @@ class IdempotentCall:
 
 @contextmanager
 def idempotent_call() -> Iterator[IdempotentCall]:
-    """Within the block, a manager call that replays a stored result says so::
+    """Within the block, a manager call that replays a stored result says so.
 
-    with idempotent_call() as call:
-        record = manager.update_state(..., idempotency_key=key)
-    if call.replayed: ...
+    Example::
+
+        with idempotent_call() as call:
+            record = manager.update_state(..., idempotency_key=key)
+        if call.replayed:
+            ...
     """
     call = IdempotentCall()
     token = _replay.set(call)
