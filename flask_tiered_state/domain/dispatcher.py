@@ -62,6 +62,8 @@ logger = logging.getLogger("flask_tiered_state.dispatcher")
 
 #: The actor of the transitions timers apply.
 SCHEDULER = "scheduler"
+#: The longest wait between two passes that failed (the database is away).
+MAX_ERROR_WAIT = 30.0
 
 
 @dataclass(slots=True)
@@ -171,14 +173,34 @@ class EventDispatcher:
 
     def run(self, stop: threading.Event | None = None, *, once: bool = False) -> DispatchReport:
         """Dispatch until ``stop`` is set (after the pass under way), or, with ``once``,
-        until a pass of every thread finds nothing to do. Returns the totals."""
+        until a pass of every thread finds nothing to do. Returns the totals.
+
+        A pass that fails (the database does not answer) is logged and the next one
+        waits longer, up to 30 s, until passes succeed again; with ``once`` the error is
+        raised."""
         stop = stop or threading.Event()
         errors: list[BaseException] = []
 
         def loop() -> None:
+            failures = 0
             try:
                 while not stop.is_set():
-                    done = self.run_once()
+                    try:
+                        done = self.run_once()
+                    except Exception as exc:
+                        if once:
+                            raise
+                        # the database is away (or a pass failed): keep going, slower
+                        failures += 1
+                        wait = min(self.poll_interval * 2**failures, MAX_ERROR_WAIT)
+                        log = logger.exception if failures == 1 else logger.warning
+                        log("Dispatch pass failed (%d in a row), next in %.1f s: %s",
+                            failures, wait, exc)  # fmt: skip
+                        stop.wait(wait)
+                        continue
+                    if failures:
+                        logger.warning("Dispatching again after %d failed passes.", failures)
+                        failures = 0
                     if done.work == 0:
                         if once:
                             return
