@@ -3,6 +3,9 @@
 apispec's MarshmallowPlugin turns the schemas the views load requests with (and the
 response schemas) into JSON Schema, so the document cannot drift from what the API
 accepts; paths carry the app's prefix, so they match the app's URL rules exactly.
+The mutating (POST) operations declare the ``Idempotency-Key`` request header, the
+``Idempotent-Replayed`` response header of a replay, and what 409 and 422 also mean
+for them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
+from ..domain.idempotency import MAX_KEY_LENGTH
 from .schemas import (
     ChangeSchema,
     DiffSchema,
@@ -63,6 +67,35 @@ ERRORS = {
 }
 
 
+#: What 409 and 422 also mean for the operations that read ``Idempotency-Key``.
+IDEMPOTENCY_ERRORS = {
+    409: " Or idempotency_key_in_use: the first request with this Idempotency-Key is still "
+    "running; retry after it ended to get its result.",
+    422: " Or idempotency_key_reused: the Idempotency-Key was first used for another request "
+    "(other endpoint, state, body or actor).",
+}
+IDEMPOTENCY_KEY = {
+    "description": (
+        "Names this request: a repeat with the same key and the same request returns the "
+        "first response (same status and body, with Idempotent-Replayed: true) and applies "
+        "nothing. A UUID per logical request is a good choice; keys expire after "
+        "TIERED_STATE_IDEMPOTENCY_TTL_SECONDS (24 h by default)."
+    ),
+    "required": False,
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": "^[\\x20-\\x7e]+$",
+    },
+}
+REPLAYED = {
+    "description": "true when the answer is the stored response of an earlier request "
+    "with the same Idempotency-Key (nothing was applied); absent otherwise.",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
+
 def openapi_path(prefix: str, rule: str) -> str:
     """A Flask rule as an OpenAPI path: ``/states/<state_id>`` -> ``/states/{state_id}``."""
     return prefix + re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule)
@@ -73,12 +106,19 @@ def _json(schema: Any, description: str) -> dict[str, Any]:
 
 
 def _operation(route: Route) -> dict[str, Any]:
-    responses: dict[str, Any] = {str(route.status): _json(route.responds, "Success.")}
+    success = _json(route.responds, "Success.")
+    if route.idempotent:
+        success["headers"] = {"Idempotent-Replayed": "IdempotentReplayed"}
+    responses: dict[str, Any] = {str(route.status): success}
     for status, (description, schema) in route.responses.items():
         responses[str(status)] = _json(schema, description)
     for status, description in ERRORS.items():
+        if route.idempotent:
+            description += IDEMPOTENCY_ERRORS.get(status, "")
         responses.setdefault(str(status), _json(ErrorSchema, description))
     parameters: list[Any] = list(route.parameters)
+    if route.idempotent:
+        parameters.append("IdempotencyKey")
     if route.query is not None:
         parameters.append({"in": "query", "schema": route.query})
     operation: dict[str, Any] = {
@@ -111,6 +151,9 @@ def build_openapi(routes: Iterable[Route], *, prefix: str = "") -> dict[str, Any
     )
     for name, schema in COMPONENTS.items():
         spec.components.schema(name, schema=schema)
+    spec.components.parameter("IdempotencyKey", "header", {"name": "Idempotency-Key",
+                                                           **IDEMPOTENCY_KEY})  # fmt: skip
+    spec.components.header("IdempotentReplayed", REPLAYED)
     operations: dict[str, dict[str, Any]] = {}
     for route in routes:
         operations.setdefault(route.rule, {})[route.method.lower()] = _operation(route)

@@ -5,6 +5,11 @@ Every view is guarded by the access-control hook and answers JSON, errors includ
 no route matches (404, or 405 for a wrong method). Bad input answers 400 (malformed JSON,
 a body that is not an object, bad query parameters), 415 (a body that is not
 ``application/json``) or 422 (a body that breaks its schema); never 500.
+
+Every POST route mutates, and every one reads the ``Idempotency-Key`` header (see
+:mod:`flask_tiered_state.domain.idempotency`): the key goes to the manager call, and a
+replayed call answers the first response's status and body with
+``Idempotent-Replayed: true``. GET routes ignore the header.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import marshmallow
 from flask import Blueprint, jsonify, request, url_for
@@ -22,6 +27,7 @@ from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from ..access import check_access
 from ..app_state import get_app_state
+from ..domain.idempotency import check_idempotency_key, idempotent_call
 from ..domain.model import STATE_ID_RULE
 from ..domain.paging import MAX_PER_PAGE
 from ..errors import InvalidRequestError, StateNotFoundError, ValidationError
@@ -41,9 +47,19 @@ from .schemas import (
     TransitionSchema,
 )
 
-__all__ = ["ROUTES", "Route", "create_api_blueprint"]
+__all__ = [
+    "IDEMPOTENCY_KEY_HEADER",
+    "REPLAYED_HEADER",
+    "ROUTES",
+    "Route",
+    "create_api_blueprint",
+]
 
 BLUEPRINT_NAME = "tiered_state_api"
+#: The request header naming a request, read by every POST route.
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+#: The response header (``true``) of an answer replayed from a key's first request.
+REPLAYED_HEADER = "Idempotent-Replayed"
 #: Query parameters of ``GET /states`` that are filters although they have no dot.
 PLAIN_FILTERS = frozenset({"name"})
 
@@ -66,6 +82,8 @@ class Route:
     parameters: tuple[dict[str, Any], ...] = ()
     #: Other answers than the errors every view may give: status -> (meaning, schema).
     responses: Mapping[int, tuple[str, Any]] = field(default_factory=dict)
+    #: Reads the ``Idempotency-Key`` header (every POST route: they all mutate).
+    idempotent: bool = False
 
 
 def _respond(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -139,6 +157,23 @@ def _filter_value(text: str) -> Any:
         return text
 
 
+_T = TypeVar("_T")
+
+
+def _idempotent(mutation: Callable[[str | None], _T]) -> tuple[_T, dict[str, str]]:
+    """Run ``mutation(idempotency_key)`` with the request's ``Idempotency-Key`` (None
+    without the header); the headers to answer with (``Idempotent-Replayed: true``
+    when the manager replayed the key's stored result instead of applying anything).
+
+    :raises InvalidRequestError: the header is not 1 to 255 printable ASCII characters.
+    """
+    header = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    key = None if header is None else check_idempotency_key(header)
+    with idempotent_call() as call:
+        result = mutation(key)
+    return result, {REPLAYED_HEADER: "true"} if call.replayed else {}
+
+
 def _existing(state_id: str) -> dict[str, Any]:
     record: dict[str, Any] | None = _manager().get_state(state_id)
     if record is None:
@@ -177,9 +212,13 @@ def register_state() -> Response:
     actor = _actor()
     body = _body(RegisterStateSchema())
     state_id = body.pop("state_id")
-    record = _manager().register_state(state_id, body["type"], body, actor=actor)
+    record, headers = _idempotent(
+        lambda key: _manager().register_state(
+            state_id, body["type"], body, actor=actor, idempotency_key=key
+        )
+    )
     location = url_for(f".{_ENDPOINT_GET}", state_id=record["state_id"])
-    return _respond(record, 201, {"Location": location})
+    return _respond(record, 201, {"Location": location, **headers})
 
 
 def get_state(state_id: str) -> Response:
@@ -191,15 +230,18 @@ def transition_state(state_id: str) -> Response:
     actor = _actor()
     body = _body(TransitionSchema())
     changes = {k: body[k] for k in ("name", "data", "metadata") if k in body}
-    record = _manager().update_state(
-        state_id,
-        changes or None,
-        body["transition"],
-        expected_version=body.get("expected_version"),
-        actor=actor,
-        reason=body.get("reason"),
+    record, headers = _idempotent(
+        lambda key: _manager().update_state(
+            state_id,
+            changes or None,
+            body["transition"],
+            expected_version=body.get("expected_version"),
+            actor=actor,
+            reason=body.get("reason"),
+            idempotency_key=key,
+        )
     )
-    return _respond(record)
+    return _respond(record, 200, headers)
 
 
 def state_history(state_id: str) -> Response:
@@ -227,10 +269,13 @@ def diff_state(state_id: str) -> Response:
 def rollback_state(state_id: str) -> Response:
     actor = _actor()
     body = _body(RollbackSchema())
-    record = _manager().rollback_state(
-        state_id, body["to_version"], actor=actor, reason=body.get("reason")
-    )
-    return _respond(record)
+    record, headers = _idempotent(
+        lambda key: _manager().rollback_state(
+            state_id, body["to_version"], actor=actor, reason=body.get("reason"),
+            idempotency_key=key,
+        )
+    )  # fmt: skip
+    return _respond(record, 200, headers)
 
 
 def health() -> Response:
@@ -288,6 +333,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "/states", "POST", "register_state", "states.register", register_state,
         "Register a new state.", RecordSchema, status=201, body=RegisterStateSchema,
+        idempotent=True,
     ),
     Route(
         "/states/<state_id>", "GET", _ENDPOINT_GET, "states.read", get_state,
@@ -296,7 +342,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "/states/<state_id>/transitions", "POST", "transition_state", "states.transition",
         transition_state, "Apply a lifecycle transition (or UPDATE) to a state.",
-        RecordSchema, body=TransitionSchema, parameters=(_STATE_ID,),
+        RecordSchema, body=TransitionSchema, parameters=(_STATE_ID,), idempotent=True,
     ),
     Route(
         "/states/<state_id>/history", "GET", "state_history", "states.history", state_history,
@@ -311,7 +357,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "/states/<state_id>/rollback", "POST", "rollback_state", "states.rollback",
         rollback_state, "Restore an earlier version's record as a new, recorded version.",
-        RecordSchema, body=RollbackSchema, parameters=(_STATE_ID,),
+        RecordSchema, body=RollbackSchema, parameters=(_STATE_ID,), idempotent=True,
     ),
     Route(
         "/health", "GET", "health", "health", health,

@@ -4,14 +4,19 @@ Set ``TIERED_STATE_DASHBOARD_PREFIX`` (e.g. ``"/dashboard"``) and ``init_app``
 mounts it there. Pages: an overview (states by type and status, health, recent
 activity), the states with search by dotted filters and paging, one state (record,
 copies per tier, history timeline, diff between two versions, lifecycle diagram
-with the current status highlighted), the tiers (key counts, hit ratios,
-promotions and demotions) and health.
+with the current status highlighted, scheduled transitions), the events (deliveries
+of asynchronous callbacks by status), the tiers (key counts, hit ratios, promotions
+and demotions) and health.
 
-Every page is read-only and guarded by the access-control hook
+Every page and action is guarded by the access-control hook
 (``TIERED_STATE_ACCESS_CONTROL``) with the actions of :data:`DASHBOARD_ACTIONS`; a
-denial answers an HTML 403 page. Every error of the dashboard -- the library's
-exceptions, werkzeug's HTTP errors, an unknown URL or a wrong method under its
-prefix -- answers the dashboard's own error page, whatever handlers the app has.
+denial answers an HTML 403 page. The pages only read; the two actions that change
+something -- retrying deliveries, cancelling a timer -- are POSTs that must also come
+from the dashboard's own origin with its CSRF token (:mod:`.forms`).
+
+Every error of the dashboard -- the library's exceptions, werkzeug's HTTP errors, an
+unknown URL or a wrong method under its prefix -- answers the dashboard's own error
+page, whatever handlers the app has.
 Templates and assets ship in the package and are served by the blueprint itself (no
 CDN); responses carry a Content-Security-Policy that allows only the blueprint's own
 scripts and styles.
@@ -40,7 +45,7 @@ from ..http_errors import (
     route_unmatched_urls,
 )
 from ..settings import TieredStateSettings
-from . import movements, views
+from . import forms, movements, views
 
 __all__ = ["BLUEPRINT_NAME", "DASHBOARD_ACTIONS", "create_blueprint"]
 
@@ -52,8 +57,11 @@ DASHBOARD_ACTIONS = {
     "states": "dashboard.states",
     "lookup": "dashboard.states",
     "state": "dashboard.state",
+    "events": "dashboard.events",
     "tiers": "dashboard.tiers",
     "health": "dashboard.health",
+    "retry_events": "dashboard.events.retry",
+    "cancel_timer": "dashboard.timers.cancel",
 }
 
 SECURITY_HEADERS = {
@@ -128,8 +136,25 @@ def _with_args(**changes: Any) -> str:
     return "?" + urlencode(args) if args else "?"
 
 
+def _relative(moment: Any, now: float) -> str:
+    """``in 4 min`` or ``2 h ago``: a Unix time relative to ``now``."""
+    if not isinstance(moment, (int, float)) or isinstance(moment, bool):
+        return ""
+    seconds = moment - now
+    size = abs(seconds)
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        if size >= length:
+            text = f"{size / length:.0f} {unit}"
+            break
+    else:
+        text = f"{size:.0f} s"
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
 def _helpers() -> dict[str, Any]:
     return {
+        "csrf_field": forms.csrf_field,
+        "relative": _relative,
         "fmt_time": _time,
         "percent": _percent,
         "size": _size,
@@ -159,12 +184,14 @@ def create_blueprint(settings: TieredStateSettings) -> Blueprint:
         endpoint = (request.endpoint or "").rpartition(".")[2]
         if endpoint not in ("static", UNMATCHED_ENDPOINT):
             check_access(hook, DASHBOARD_ACTIONS.get(endpoint, "dashboard." + endpoint))
+            if request.method == "POST":
+                forms.check_post()
 
     @blueprint.after_request
     def secure(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        return response
+        return forms.set_cookie(response)
 
     def error_page(exc: TieredStateError) -> ResponseReturnValue:
         html = render_template("tiered_state_dashboard/error.html", error=exc)
@@ -183,6 +210,14 @@ def create_blueprint(settings: TieredStateSettings) -> Blueprint:
     blueprint.add_url_rule("/states", "states", views.states)
     blueprint.add_url_rule("/lookup", "lookup", views.lookup)
     blueprint.add_url_rule("/states/<state_id>", "state", views.state)
+    blueprint.add_url_rule(
+        "/states/<state_id>/timers/<timer_id>/cancel",
+        "cancel_timer",
+        views.cancel_timer,
+        methods=["POST"],
+    )
+    blueprint.add_url_rule("/events", "events", views.events)
+    blueprint.add_url_rule("/events/retry", "retry_events", views.retry_events, methods=["POST"])
     blueprint.add_url_rule("/tiers", "tiers", views.tiers)
     blueprint.add_url_rule("/health", "health", views.health)
     route_unmatched_urls(blueprint, prefix_itself=False)  # "/" is the overview

@@ -7,6 +7,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from ..domain.diff import diff_records
 from ..domain.manager import StateManager
 from ..domain.model import KEY_PREFIX, StateStatus
@@ -14,19 +16,27 @@ from ..errors import InvalidRequestError, TieredStateError
 from ..storage.base import StateCategory
 
 __all__ = [
+    "EVENT_FILTERS",
     "LISTED_STATUSES",
+    "RECENT_TIMER_OUTCOMES",
     "TierCopy",
     "counts_by_type",
+    "deliveries",
     "parse_filters",
     "placement",
     "recent_activity",
     "searchable_types",
+    "state_timers",
     "timeline",
 ]
 
 #: The statuses the overview counts (search never returns deleted states).
 LISTED_STATUSES = tuple(s.value for s in StateStatus if s is not StateStatus.DELETED)
 FILTER_SYNTAX = "space-separated path=value pairs, e.g. data.plan=pro data.age=30"
+#: The events page's status filters, in the order of its cards.
+EVENT_FILTERS = ("pending", "failed", "dead", "delivered")
+#: How many finished timers (applied, skipped, failed, cancelled) a state's page shows.
+RECENT_TIMER_OUTCOMES = 10
 
 
 def parse_filters(text: str) -> dict[str, Any]:
@@ -141,3 +151,33 @@ def timeline(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def recent_activity(manager: StateManager, limit: int = 15) -> list[dict[str, Any]]:
     """The latest history rows across all states, newest first (light columns)."""
     return manager.get_recent_activity(limit)
+
+
+def deliveries(manager: StateManager, status: str | None, limit: int) -> list[dict[str, Any]]:
+    """Deliveries of asynchronous callbacks, newest first, each with the status the page
+    shows (``failed`` for a pending one whose attempts failed so far) and whether it can
+    be retried (dead or failed)."""
+    rows = []
+    for row in manager.get_events(status, limit=limit):
+        shown = "failed" if row["status"] == "pending" and row["attempts"] > 0 else row["status"]
+        rows.append({**row, "shown_status": shown, "retryable": shown in ("dead", "failed")})
+    return rows
+
+
+def state_timers(
+    manager: StateManager, state_id: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A state's scheduled timers (soonest first) and its latest finished ones (newest
+    first, at most :data:`RECENT_TIMER_OUTCOMES`)."""
+    scheduled = manager.get_scheduled(state_id, status="scheduled")
+    t = manager.timers.table
+    stmt = (
+        sa.select(t.c.timer_id, t.c.transition, t.c.due_at, t.c.reason, t.c.if_version,
+                  t.c.status, t.c.created_at, t.c.finished_at, t.c.outcome)
+        .where(t.c.state_id == state_id, t.c.status != "scheduled")
+        .order_by(t.c.finished_at.desc(), t.c.id.desc())
+        .limit(RECENT_TIMER_OUTCOMES)
+    )  # fmt: skip
+    with manager.timers.engine.connect() as connection:
+        finished = [dict(row) for row in connection.execute(stmt).mappings()]
+    return scheduled, finished

@@ -1,7 +1,11 @@
-"""The dashboard's views: overview, states, one state, tiers, health."""
+"""The dashboard's views: overview, states, one state, events, tiers, health; and the
+two POST actions, retrying deliveries and cancelling a timer (guarded by
+:mod:`.forms`)."""
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 from flask import redirect, render_template, request, url_for
@@ -10,23 +14,41 @@ from flask.typing import ResponseReturnValue
 from ..app_state import get_app_state
 from ..domain.manager import StateManager
 from ..domain.model import validate_state_id
+from ..domain.outbox import check_status
 from ..errors import InvalidRequestError, StateNotFoundError, TieredStateError
 from . import movements
 from .lifecycle import layout
 from .queries import (
+    EVENT_FILTERS,
     LISTED_STATUSES,
     counts_by_type,
+    deliveries,
     parse_filters,
     placement,
     recent_activity,
     searchable_types,
+    state_timers,
     timeline,
 )
 
-__all__ = ["health", "index", "lookup", "state", "states", "tiers"]
+__all__ = [
+    "cancel_timer",
+    "events",
+    "health",
+    "index",
+    "lookup",
+    "retry_events",
+    "state",
+    "states",
+    "tiers",
+]
 
 T = "tiered_state_dashboard/"
 PER_PAGE_CHOICES = (25, 50, 100)
+EVENT_LIMIT_CHOICES = (50, 100, 500)
+#: At most this many deliveries are retried by one POST naming them.
+MAX_RETRY_IDS = 1000
+_TIMER_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _manager() -> StateManager:
@@ -44,6 +66,12 @@ def _int_arg(name: str, default: int, minimum: int = 1, maximum: int = 1_000_000
             details={"parameter": name, "value": text},
         )
     return int(text)
+
+
+def _flag(name: str) -> int | None:
+    """A count a redirect after a POST put in the query string, for a banner."""
+    text = request.args.get(name, "")
+    return int(text) if text.isdigit() and len(text) < 10 else None
 
 
 def index() -> ResponseReturnValue:
@@ -121,6 +149,7 @@ def state(state_id: str) -> ResponseReturnValue:
         except TieredStateError as exc:
             diff_error, status = exc.message, exc.http_status
     spec = manager.get_state_type(record["type"])
+    scheduled, finished = state_timers(manager, state_id)
     html = render_template(
         T + "state.html",
         record=record,
@@ -133,8 +162,65 @@ def state(state_id: str) -> ResponseReturnValue:
         diff_to=diff_to,
         graph=layout(spec.lifecycle, record["status"]),
         copies=placement(manager, state_id),
+        scheduled=scheduled,
+        finished=finished,
+        cancelled=_flag("cancelled"),
+        now=time.time(),
     )
     return html, status
+
+
+def cancel_timer(state_id: str, timer_id: str) -> ResponseReturnValue:
+    """POST: cancel one of the state's scheduled timers, back to the state's page."""
+    validate_state_id(state_id)
+    if not _TIMER_ID.fullmatch(timer_id):
+        raise InvalidRequestError(
+            f"Invalid timer id {timer_id[:100]!r}: a timer id is 32 hexadecimal digits.",
+            details={"timer_id": timer_id[:100]},
+        )
+    cancelled = _manager().cancel_scheduled(timer_id, state_id=state_id)
+    target = url_for(".state", state_id=state_id, cancelled=cancelled, _anchor="timers")
+    return redirect(target, 303)
+
+
+def events() -> ResponseReturnValue:
+    manager = _manager()
+    status = request.args.get("status", "").strip().lower() or None
+    if status is not None:
+        check_status(status)
+    limit = _int_arg("limit", EVENT_LIMIT_CHOICES[1], maximum=max(EVENT_LIMIT_CHOICES))
+    return render_template(
+        T + "events.html",
+        rows=deliveries(manager, status, limit),
+        counts=manager.outbox.counts(),
+        lag=manager.outbox.oldest_pending_age(time.time()),
+        status=status,
+        filters=EVENT_FILTERS,
+        limit=limit,
+        limit_choices=EVENT_LIMIT_CHOICES,
+        retried=_flag("retried"),
+        now=time.time(),
+    )
+
+
+def retry_events() -> ResponseReturnValue:
+    """POST: make the chosen deliveries (``id`` fields) or every dead one
+    (``all_dead=1``) due now with fresh attempts, back to the events page."""
+    manager = _manager()
+    if request.form.get("all_dead") == "1":
+        retried = manager.retry_events(all_dead=True)
+    else:
+        ids = request.form.getlist("id")
+        if not ids or len(ids) > MAX_RETRY_IDS or not all(i.isdigit() and len(i) < 19 for i in ids):
+            raise InvalidRequestError(
+                f"Choose the deliveries to retry: 1 to {MAX_RETRY_IDS} delivery ids (whole "
+                "numbers), or all_dead=1 for every dead delivery.",
+                details={"ids": [i[:30] for i in ids[:20]]},
+            )
+        retried = manager.retry_events([int(i) for i in ids])
+    back = request.form.get("status", "")
+    status = back if back in EVENT_FILTERS else None
+    return redirect(url_for(".events", status=status, retried=retried), 303)
 
 
 def tiers() -> ResponseReturnValue:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 
+from flask_tiered_state.domain.dispatcher import EventDispatcher
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import get_app_state
 
@@ -27,6 +29,7 @@ PAGES = {
     "search": "/dash/states?type=user&q=data.country%3DDE",
     "state": "/dash/states/user-01?from=1&to=3",
     "session": "/dash/states/sess-01",
+    "events": "/dash/events",
     "tiers": "/dash/tiers",
     "health": "/dash/health",
     "not-found": "/dash/states/nobody",
@@ -79,7 +82,7 @@ def test_every_page_loads_without_console_errors(
         response = page.goto(server.url + path)
         assert response is not None
         assert response.status == (404 if name == "not-found" else 200), name
-        assert page.locator("header.top nav a").count() == 4
+        assert page.locator("header.top nav a").count() == 5
         # The stylesheet applied (no CSP or loading problem): the header is dark.
         background = page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor")
         assert background == "rgb(15, 31, 51)", name
@@ -147,3 +150,50 @@ def test_a_transition_made_through_the_api_appears_on_the_timeline(
         path=str(artifacts / "dashboard-timeline-after-api-transition.png"), full_page=True
     )
     assert watched.problems == []
+
+
+def test_retry_a_dead_delivery_and_cancel_a_timer_from_the_browser(
+    live: tuple[LiveServer, Flask], browser: Any, artifacts: Path
+) -> None:
+    server, app = live
+    manager = get_app_state(app).manager
+
+    def broken(state_id: str, old: Any, new: Any, transition: Any, *, event_id: str) -> None:
+        raise RuntimeError(f"the mailer refused {state_id}")
+
+    manager.register_callback("user_expired", broken, asynchronous=True, key="mail",
+                              max_attempts=1)  # fmt: skip
+    manager.update_state("user-04", None, "expire")
+    with EventDispatcher(manager) as dispatcher:
+        dispatcher.run_once()
+    (dead,) = manager.get_events("dead")
+    timer = manager.schedule_transition("user-01", "resume", after=timedelta(days=7),
+                                        reason="suspension ends")  # fmt: skip
+
+    for name, viewport in (("desktop", (1280, 900)), ("phone", (390, 844))):
+        tab = Watched(browser)
+        tab.page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+        tab.page.goto(server.url + "/dash/events")
+        tab.page.screenshot(path=str(artifacts / f"dashboard-events-{name}.png"), full_page=True)
+        tab.page.goto(server.url + "/dash/states/user-01")
+        tab.page.locator("#timers").screenshot(path=str(artifacts / f"dashboard-timers-{name}.png"))
+        assert tab.problems == []
+        tab.close()
+
+    tab = Watched(browser)
+    try:
+        page = tab.page
+        page.goto(server.url + "/dash/events?status=dead")
+        page.click(f'#events tr[data-id="{dead["id"]}"] button')  # a real form POST
+        page.wait_for_url("**/dash/events?status=dead&retried=1")
+        assert "1 delivery will be attempted again" in page.locator("#retried").inner_text()
+        assert manager.get_events("dead") == []
+        page.goto(server.url + "/dash/states/user-01")
+        assert page.locator("#scheduled tbody tr").count() == 1
+        page.click(f'#scheduled tr[data-timer="{timer["timer_id"]}"] button')
+        page.wait_for_url("**/dash/states/user-01?cancelled=1#timers")
+        assert page.locator("#cancelled").inner_text() == "The timer was cancelled."
+        assert manager.get_scheduled("user-01") == []
+        assert tab.problems == []
+    finally:
+        tab.close()
