@@ -4,10 +4,11 @@
 each of its ``concurrency`` threads:
 
 1. **Timers** (:mod:`.timers`): claim the due ones, apply each with
-   ``update_state(..., actor="scheduler", idempotency_key="timer:<id>")``, record the
-   outcome.
+   ``update_state(..., actor="scheduler", idempotency_key="timer:<id>")`` under the
+   correlation id ``timer:<id>``, record the outcome.
 2. **Deliveries** (:mod:`.outbox`): claim up to ``batch`` due deliveries (at most one
-   per state and callback: commit order), call each callback with its event, record
+   per state and callback: commit order), call each callback with its event (what it
+   changes is recorded under the event's correlation id, else ``event:<id>``), record
    ``delivered``, a retry, or ``dead``; then send the signals ``event_delivered``,
    ``event_failed`` or ``event_dead`` (:mod:`flask_tiered_state.signals`) and count
    them in the store's metrics.
@@ -50,6 +51,7 @@ from ..errors import (
 )
 from ..storage.sql.execution import transactional
 from .callbacks import StateEvent
+from .context import correlation_scope
 from .outbox import ClaimedDelivery
 from .timers import DueTimer
 
@@ -308,13 +310,15 @@ class EventDispatcher:
                 "registered in this dispatcher's process."
             )
         try:
-            callback.fn(
-                delivery.state_id,
-                delivery.old_state,
-                delivery.new_state,
-                delivery.transition,
-                event_id=delivery.event_id,
-            )
+            # what the callback changes is recorded under the event's correlation id
+            with correlation_scope(delivery.correlation_id or f"event:{delivery.event_id}"):
+                callback.fn(
+                    delivery.state_id,
+                    delivery.old_state,
+                    delivery.new_state,
+                    delivery.transition,
+                    event_id=delivery.event_id,
+                )
         except Exception as exc:
             return delivery, f"{type(exc).__name__}: {exc}"
         return delivery, None
@@ -369,15 +373,16 @@ class EventDispatcher:
     def _apply(self, timer: DueTimer) -> tuple[str | None, str]:
         """``(status, outcome)``; status None leaves the timer for a later pass."""
         try:
-            record = self.manager.update_state(
-                timer.state_id,
-                None,
-                timer.transition,
-                expected_version=timer.if_version,
-                actor=SCHEDULER,
-                reason=timer.reason,
-                idempotency_key=f"timer:{timer.timer_id}",
-            )
+            with correlation_scope(f"timer:{timer.timer_id}"):
+                record = self.manager.update_state(
+                    timer.state_id,
+                    None,
+                    timer.transition,
+                    expected_version=timer.if_version,
+                    actor=SCHEDULER,
+                    reason=timer.reason,
+                    idempotency_key=f"timer:{timer.timer_id}",
+                )
         except ConcurrencyError as exc:
             return "skipped", (
                 f"if_version {timer.if_version} no longer matches: the state is at version "

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from flask_tiered_state import signals
+from flask_tiered_state.domain.context import correlation_scope
 from flask_tiered_state.domain.dispatcher import EventDispatcher
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.domain.model import StateTransition
@@ -411,3 +412,26 @@ def test_concurrent_dispatcher_threads_deliver_each_event_once_in_order(
             )
     finally:
         manager.close()
+
+
+def test_what_a_callback_changes_carries_the_events_correlation_id(
+    embedded_manager: StateManager,
+) -> None:
+    manager = embedded_manager
+
+    def audit(
+        state_id: str, old: Any, new: dict[str, Any], transition: StateTransition, *,
+        event_id: str,
+    ) -> None:  # fmt: skip
+        manager.register_state(f"audit-{event_id}", "feature", {"data": {"of": state_id}})
+
+    manager.register_callback("user_created", audit, asynchronous=True)
+    with correlation_scope("signup-7"):
+        manager.register_state("u1", "user", {})
+    manager.register_state("u2", "user", {})
+    with EventDispatcher(manager) as dispatcher:
+        dispatcher.run(once=True)
+    for state_id, expected in (("u1", "signup-7"), ("u2", None)):
+        [created] = manager.get_state_history(state_id)
+        [audit_row] = manager.get_state_history(f"audit-{created['event_id']}")
+        assert audit_row["correlation_id"] == (expected or f"event:{created['event_id']}")

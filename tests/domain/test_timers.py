@@ -54,7 +54,9 @@ def test_a_timer_applies_its_transition_when_due_and_not_before(manager: StateMa
     record = manager.get_state("sub1")
     assert record is not None and record["status"] == "expired"
     assert history(manager, "sub1")[-1] == (3, "expire", "scheduler")
-    assert manager.get_state_history("sub1")[-1]["reason"] == "end of term"
+    last = manager.get_state_history("sub1")[-1]
+    assert last["reason"] == "end of term"
+    assert last["correlation_id"] == f"timer:{scheduled['timer_id']}"
     done = timer(manager, scheduled["timer_id"])
     assert done["status"] == "applied"
     assert done["outcome"] == "applied: version 3, status expired"
