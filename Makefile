@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest bench run docs services browsers clean
+.PHONY: test lint typecheck pytest bench run dispatch docs services browsers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ run: $(RUN_STAMP)
 	@echo "  Data (embedded mode)  ./instance/tiered_state/   Stop with Ctrl+C."
 	@echo ""
 	$(DEMO) run --host 127.0.0.1 --port 5000
+
+## The demo's dispatcher, beside `make run` (in a second terminal): delivers the asynchronous
+## callbacks (receipts, notices, subscription timers) and applies due timers (trials and
+## paid periods end). Ctrl+C (or SIGTERM) stops it after the pass under way.
+dispatch: $(RUN_STAMP)
+	$(DEMO) state dispatch
 
 bench: $(STAMP) services
 	$(BIN)/python -m bench

@@ -1,9 +1,13 @@
 """The Flask Credit System: the demo application of flask_tiered_state.
 
-Run it with ``make run``, or::
+Run it with ``make run`` and, in a second terminal, ``make dispatch``; or::
 
     flask --app example_app:create_app seed-demo
     flask --app example_app:create_app run
+    flask --app example_app:create_app state dispatch    # in a second terminal
+
+The dispatcher delivers the asynchronous callbacks (receipts, notices, the timers of
+subscriptions) and applies due timers (trials and paid periods end).
 
 Users, payment transactions, subscriptions, feature flags and login sessions are
 states of one :class:`~flask_tiered_state.domain.manager.StateManager`; JSON endpoints

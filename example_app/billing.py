@@ -5,15 +5,19 @@ A payment transaction is CREATEd pending, then ACTIVATEd when the payment succee
 (registered in :mod:`example_app.wiring`) make the rest happen:
 
 - ``transaction_activated``: the subscription starts (ACTIVATE), comes back
-  (RESUME) or renews (UPDATE) with its next billing period; a user suspended for a
-  failed payment is resumed.
+  (RESUME) or renews (UPDATE) with its next billing period, which follows the period
+  (or the trial) under way; a user suspended for a failed payment is resumed.
 - ``transaction_expired``: the subscription and the user are SUSPENDed.
+
+A subscription may start with a free trial (``trial_days``). Trials and paid periods
+end by themselves, through timers (:mod:`example_app.terms`).
 
 Imported history (``data.imported``, the demo seed's old transactions) is left alone.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask_tiered_state.domain.manager import StateManager
@@ -60,7 +64,8 @@ def create_subscription(
     manager: StateManager, body: dict[str, Any], *, actor: str | None = None
 ) -> dict[str, Any]:
     """A subscription for an active user without a live one; it starts with its first
-    successful payment."""
+    successful payment. With ``trial_days`` it expires at the trial's end unless it was
+    paid for by then."""
     user_id = body["user_id"]
     _active_user(manager, user_id)
     existing = manager.search_states(SUBSCRIPTION, {"data.user_id": user_id}, per_page=100)
@@ -71,17 +76,20 @@ def create_subscription(
             details={"user_id": user_id, "subscription_id": live[0]},
         )
     plan, cycle = body["plan"], body["billing_cycle"]
+    now = utc_now()
+    trial_days = body.get("trial_days") or 0
     data = {
         "user_id": user_id,
         "plan": plan,
         "billing_cycle": cycle,
         "price_cents": PLANS[plan][cycle],
         "currency": body["currency"],
-        "started_at": iso(utc_now()),
+        "started_at": iso(now),
         "current_period_start": None,
         "current_period_end": None,
         "renewals": 0,
         "last_payment_id": None,
+        "trial_ends_at": iso(now + timedelta(days=trial_days)) if trial_days else None,
     }
     return manager.register_state(
         new_id("sub"), SUBSCRIPTION, {"name": f"{plan} ({cycle})", "data": data}, actor=actor
@@ -206,6 +214,13 @@ def on_payment_settled(manager: StateManager, transaction: dict[str, Any]) -> No
     if subscription is not None and subscription["status"] in _LIVE:
         first = subscription["status"] == StateStatus.CREATED.value
         start = parse_iso(data["occurred_at"])
+        # Paid before the period under way (or the trial) ended: the new period follows it.
+        paid_until = {
+            _ACTIVE: subscription["data"].get("current_period_end"),
+            StateStatus.CREATED.value: subscription["data"].get("trial_ends_at"),
+        }.get(subscription["status"])
+        if paid_until and parse_iso(paid_until) > start:
+            start = parse_iso(paid_until)
         cycle = subscription["data"]["billing_cycle"]
         period = {
             "current_period_start": iso(start),

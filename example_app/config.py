@@ -27,11 +27,14 @@ from flask_tiered_state.settings import SETTINGS
 
 __all__ = ["DEFAULTS", "environment", "from_environment", "positive_int", "session_ttl"]
 
-#: The demo's defaults: the REST API and the dashboard on, sessions of 30 minutes.
+#: The demo's defaults: the REST API and the dashboard on, sessions of 30 minutes, and
+#: cached records read again after 5 seconds: on the embedded defaults there is no Redis
+#: to tell the web server's cache what the dispatcher (another process) changed.
 DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": "credit-system-demo-only",
     "TIERED_STATE_API_PREFIX": "/api/state",
     "TIERED_STATE_DASHBOARD_PREFIX": "/dashboard",
+    "TIERED_STATE_CACHE_TTL_SECONDS": 5,
     "CREDIT_SESSION_TTL_SECONDS": 1800,
     "CREDIT_SEED_USERS": 300,
     "CREDIT_SEED_TRANSACTIONS": 3000,

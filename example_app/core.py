@@ -13,6 +13,7 @@ from flask_tiered_state.errors import StateNotFoundError
 __all__ = [
     "CYCLE_DAYS",
     "bucket_of",
+    "event_notification_id",
     "feature_id",
     "get_typed",
     "iso",
@@ -67,6 +68,12 @@ def new_id(prefix: str) -> str:
 def notification_id(kind: str, state_id: str, version: int) -> str:
     """One notification per (kind, state, version): a redelivered event adds nothing."""
     return "ntf-" + _digest(f"{kind}:{state_id}:{version}")[:20]
+
+
+def event_notification_id(kind: str, event_id: str) -> str:
+    """One notification per (kind, event): what an asynchronous callback, which may run
+    more than once for an event, records."""
+    return "ntf-" + _digest(f"{kind}:event:{event_id}")[:20]
 
 
 def bucket_of(flag_key: str, user_id: str) -> float:

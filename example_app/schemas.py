@@ -18,6 +18,7 @@ __all__ = [
     "BILLING_CYCLES",
     "CURRENCIES",
     "FEATURE_KEY_RULE",
+    "MAX_TRIAL_DAYS",
     "PLANS",
     "ArchiveRequest",
     "ChangePlanRequest",
@@ -47,7 +48,15 @@ PLANS: dict[str, dict[str, int]] = {
 }
 BILLING_CYCLES = ("monthly", "yearly")
 CURRENCIES = ("EUR", "USD", "GBP")
-NOTIFICATION_KINDS = ("user_suspended", "subscription_suspended", "payment_failed")
+NOTIFICATION_KINDS = (
+    "user_suspended",
+    "subscription_suspended",
+    "subscription_expired",
+    "payment_failed",
+    "payment_receipt",
+)
+#: The longest free trial a new subscription may have.
+MAX_TRIAL_DAYS = 30
 FEATURE_KEY_RULE = "2 to 40 characters: lowercase letters, digits and '-'"
 _FEATURE_KEY = validate.Regexp(r"^[a-z0-9][a-z0-9\-]{1,39}$", error=FEATURE_KEY_RULE)
 _PERCENT = validate.Range(min=0, max=100)
@@ -105,6 +114,8 @@ class SubscriptionSchema(Schema):
     renewals = fields.Integer(strict=True, validate=validate.Range(min=0))
     last_payment_id = _id(allow_none=True)
     suspended_reason = fields.String(allow_none=True, validate=_REASON)
+    #: The end of a free trial; while the subscription is ``created`` it expires then.
+    trial_ends_at = fields.DateTime(allow_none=True)
 
 
 def price_matches_plan(state: dict[str, Any]) -> bool:
@@ -140,6 +151,8 @@ class NotificationSchema(Schema):
     message = fields.String(required=True, validate=validate.Length(min=1, max=500))
     related_id = _id(allow_none=True)
     created_at = fields.DateTime(required=True)
+    #: The event it reports, for notifications sent by asynchronous callbacks.
+    event_id = fields.String(allow_none=True, validate=validate.Length(min=1, max=64))
 
 
 # -- request bodies --------------------------------------------------------------------
@@ -169,6 +182,9 @@ class CreateSubscriptionRequest(Schema):
     plan = fields.String(required=True, validate=validate.OneOf(tuple(PLANS)))
     billing_cycle = fields.String(load_default="monthly", validate=validate.OneOf(BILLING_CYCLES))
     currency = fields.String(load_default="EUR", validate=validate.OneOf(CURRENCIES))
+    trial_days = fields.Integer(
+        load_default=0, strict=True, validate=validate.Range(min=0, max=MAX_TRIAL_DAYS)
+    )
 
 
 class ChangePlanRequest(Schema):

@@ -6,11 +6,16 @@ it builds (at first use, and again after ``TieredState.close``) before anything
 else uses it, so the views, the REST API, the dashboard and ``flask state`` all see
 the credit system's types, validators and callbacks.
 
-Two ways of reacting to changes are shown:
+Three ways of reacting to changes are shown:
 
-- named callbacks (``register_callback``): the billing rules of
-  :mod:`example_app.billing` on ``transaction_activated`` / ``transaction_expired``,
-  and ``user_suspended`` recording a notification;
+- named callbacks (``register_callback``), run in the request right after the commit:
+  the billing rules of :mod:`example_app.billing` on ``transaction_activated`` /
+  ``transaction_expired``, and ``user_suspended`` recording a notification;
+- asynchronous callbacks (``register_callback(..., asynchronous=True)``), delivered
+  at least once from the outbox by ``flask state dispatch``: a receipt for every settled
+  payment and a notice when a subscription ends, each recorded once per ``event_id``,
+  and :func:`example_app.terms.keep_end_scheduled` on every subscription event, which
+  keeps the timer that ends the trial or the paid period in step with the record;
 - blinker signals (``flask_tiered_state.signals``): ``state-transitioned`` records a
   notification when a subscription is suspended, connected for this manager only.
 """
@@ -22,13 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask_tiered_state import signals
+from flask_tiered_state.domain.callbacks import PAST_TENSE, event_name
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.domain.model import StateTransition, StateType
 from flask_tiered_state.errors import StateAlreadyExistsError
 from flask_tiered_state.storage.base import StateCategory
 
-from . import billing
-from .core import iso, notification_id, utc_now
+from . import billing, terms
+from .core import event_notification_id, iso, notification_id, utc_now
 from .schemas import (
     FeatureSchema,
     NotificationSchema,
@@ -39,12 +45,19 @@ from .schemas import (
     price_matches_plan,
 )
 
-__all__ = ["NOTIFICATION", "CreditSystem", "configure", "notify"]
+__all__ = ["ASYNC_KEYS", "NOTIFICATION", "CreditSystem", "configure", "notify"]
 
 logger = logging.getLogger("example_app")
 
 #: The app's own state type.
 NOTIFICATION = "notification"
+#: The keys of the asynchronous callbacks: their names in the outbox, the same in every
+#: process (the web app records deliveries for them, ``flask state dispatch`` runs them).
+ASYNC_KEYS = {
+    "receipt": "credit.payment_receipt",
+    "ended": "credit.subscription_ended",
+    "end": "credit.subscription_end_timer",
+}
 
 
 @dataclass(frozen=True)
@@ -67,9 +80,12 @@ def notify(
     source: dict[str, Any],
     user_id: str,
     message: str,
+    *,
+    event_id: str | None = None,
 ) -> None:
     """Record a notification about ``source`` (a record) for ``user_id``, once per
-    version of the source, so a redelivered event adds nothing."""
+    version of the source -- or, given the ``event_id`` an asynchronous callback
+    receives, once per event -- so a redelivered event adds nothing."""
     data = {
         "user_id": user_id,
         "kind": kind,
@@ -77,7 +93,11 @@ def notify(
         "related_id": source["state_id"],
         "created_at": iso(utc_now()),
     }
-    state_id = notification_id(kind, source["state_id"], source["version"])
+    if event_id is None:
+        state_id = notification_id(kind, source["state_id"], source["version"])
+    else:
+        state_id = event_notification_id(kind, event_id)
+        data["event_id"] = event_id
     try:
         manager.register_state(state_id, NOTIFICATION, {"name": kind, "data": data})
     except StateAlreadyExistsError:
@@ -134,3 +154,45 @@ def configure(manager: StateManager, *, session_ttl_seconds: int) -> None:
     manager.register_callback("transaction_expired", payment_failed)
     manager.register_callback("user_suspended", user_suspended)
     signals.state_transitioned.connect(_subscription_suspended, sender=manager)
+
+    # -- asynchronous: delivered by `flask state dispatch`, at least once, by event_id --
+
+    def send_receipt(
+        state_id: str, old: Any, new: dict[str, Any], transition: StateTransition, *, event_id: str
+    ) -> None:
+        data = new["data"]
+        if data.get("imported"):
+            return
+        amount = f"{data['amount_cents'] / 100:.2f} {data['currency']}"
+        message = f"Receipt: we received {amount} (payment {state_id}). Thank you!"
+        notify(manager, "payment_receipt", new, data["user_id"], message, event_id=event_id)
+
+    def subscription_ended(
+        state_id: str, old: Any, new: dict[str, Any], transition: StateTransition, *, event_id: str
+    ) -> None:
+        trial = old is not None and old["status"] == "created" and old["data"].get("trial_ends_at")
+        what = f"free trial of {new['name']}" if trial else f"{new['name']} subscription"
+        message = f"Your {what} has ended; subscribe again at any time."
+        notify(
+            manager, "subscription_expired", new, new["data"]["user_id"], message,
+            event_id=event_id,
+        )  # fmt: skip
+
+    def subscription_changed(
+        state_id: str, old: Any, new: Any, transition: StateTransition, *, event_id: str
+    ) -> None:
+        terms.keep_end_scheduled(manager, state_id)  # idempotent: compares, then acts
+
+    manager.register_callback(
+        "transaction_activated", send_receipt, asynchronous=True, key=ASYNC_KEYS["receipt"]
+    )
+    manager.register_callback(
+        "subscription_expired", subscription_ended, asynchronous=True, key=ASYNC_KEYS["ended"]
+    )
+    for transition in PAST_TENSE:  # every change of a subscription may move its end
+        manager.register_callback(
+            event_name(StateType.SUBSCRIPTION.value, transition),
+            subscription_changed,
+            asynchronous=True,
+            key=ASYNC_KEYS["end"],
+        )

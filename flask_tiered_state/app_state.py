@@ -180,6 +180,7 @@ class AppState:
                 create_tables=self.create_tables,
                 hot_ttl_seconds=s.hot_ttl_seconds,
                 operation_log_level=s.operation_log_level,
+                idempotency_ttl_seconds=s.idempotency_ttl_seconds,
             )
         except BaseException:
             store.close()
@@ -381,6 +382,7 @@ def default_manager(components: dict[str, Any]) -> StateManager:
     options = {
         "hot_ttl_seconds": settings.hot_ttl_seconds,
         "operation_log_level": settings.operation_log_level,
+        "idempotency_ttl_seconds": settings.idempotency_ttl_seconds,
         "create_tables": create_tables,
         **components,
     }

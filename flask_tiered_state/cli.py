@@ -11,25 +11,41 @@ command first checks the app: without the extension, or with
 Read commands take ``--json`` (stable, machine-readable output on stdout);
 commands over several states show a progress bar on stderr. Errors exit with
 status 1 and one line (``Error: ...``); bad usage exits with 2.
+
+``events`` and ``timers`` are groups that list when called alone and act through
+their subcommands (``events retry``, ``timers cancel``); ``dispatch`` runs the
+:class:`~flask_tiered_state.domain.dispatcher.EventDispatcher` until SIGTERM or
+SIGINT (or, with ``--once``, until nothing is left to do).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
-from flask.cli import AppGroup
+from click.core import ParameterSource
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from .app_state import get_app_state
+from .app_state import AppState, get_app_state
+from .domain.callbacks import PAST_TENSE, AsyncCallback, event_name
 from .domain.context import correlation_scope
+from .domain.dispatcher import DispatchReport, EventDispatcher
 from .domain.manager import StateManager
 from .domain.paging import Page
+from .domain.timers import TIMER_STATUSES
 from .errors import StateNotFoundError, TieredStateError
 
 __all__ = ["state_cli"]
@@ -43,8 +59,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 state_cli = AppGroup("state", help="Inspect and operate the app's domain states.")
 
 
-def app_manager() -> StateManager:
-    """The current app's manager; exit 1 when the app has no extension or no CLI."""
+def app_state() -> AppState:
+    """The current app's :class:`AppState`; exit 1 when the app has no extension or no CLI."""
     try:
         state = get_app_state()
     except RuntimeError as exc:
@@ -54,26 +70,66 @@ def app_manager() -> StateManager:
             f"The 'flask state' commands are disabled for app {state.app_name!r} "
             "(TIERED_STATE_CLI = False)."
         )
-    return state.manager
+    return state
 
 
-def command(name: str) -> Callable[[F], F]:
-    """A ``flask state`` command that runs under a ``cli-<hex>`` correlation id and
-    whose library errors exit 1 with one line."""
+def app_manager() -> StateManager:
+    """The current app's manager; exit 1 when the app has no extension or no CLI."""
+    return app_state().manager
+
+
+def _guarded(fn: F) -> Callable[..., Any]:
+    """``fn`` under a ``cli-<hex>`` correlation id, its library errors exiting 1 with one
+    line."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with correlation_scope(f"cli-{uuid.uuid4().hex}"):
+                return fn(*args, **kwargs)
+        except TieredStateError as exc:
+            raise click.ClickException(exc.message) from None
+
+    return run
+
+
+def command(name: str, group: click.Group = state_cli) -> Callable[[F], F]:
+    """A ``flask state`` command (of ``group``) that runs under a ``cli-<hex>``
+    correlation id and whose library errors exit 1 with one line."""
 
     def decorate(fn: F) -> F:
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            try:
-                with correlation_scope(f"cli-{uuid.uuid4().hex}"):
-                    return fn(*args, **kwargs)
-            except TieredStateError as exc:
-                raise click.ClickException(exc.message) from None
-
-        state_cli.command(name)(run)
+        group.command(name)(_guarded(fn))
         return fn
 
     return decorate
+
+
+def listing_group(name: str) -> Callable[[F], click.Group]:
+    """A ``flask state NAME`` group whose own callback lists (it runs without a
+    subcommand) and whose subcommands act; it gets the context as first argument."""
+
+    def decorate(fn: F) -> click.Group:
+        return state_cli.group(name, invoke_without_command=True)(
+            with_appcontext(click.pass_context(_guarded(fn)))
+        )
+
+    return decorate
+
+
+def refuse_listing_options(ctx: click.Context) -> None:
+    """Bad usage when the listing's own options come with a subcommand."""
+    given = [
+        max(param.opts, key=len)
+        for param in ctx.command.params
+        if param.name is not None
+        and ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} {'belongs' if len(given) == 1 else 'belong'} to the listing "
+            f"('flask state {ctx.info_name}'), not "
+            f"to '{ctx.invoked_subcommand}'; give a subcommand's options after its name."
+        )
 
 
 # -- options and their parsing -------------------------------------------------------------
@@ -118,9 +174,9 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str))
 
 
-def count(number: int, noun: str) -> str:
-    """``"1 state"``, ``"2 states"``."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """``"1 state"``, ``"2 states"``; ``plural`` when it is not ``noun + "s"``."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def record_line(record: dict[str, Any]) -> str:
@@ -129,6 +185,31 @@ def record_line(record: dict[str, Any]) -> str:
         f"{record['state_id']}  {record['type']}  {record['status']}  "
         f"v{record['version']}  {record['updated_at']}"
     )
+
+
+def moment(epoch: float | None) -> str:
+    """Epoch seconds as an ISO 8601 UTC time to the second; ``-`` for None."""
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """Rows as aligned text columns under ``headers``."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max([len(head), *(len(row[i]) for row in cells)]) for i, head in enumerate(headers)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [list(headers), *cells]
+    ]
+
+
+def shortened(text: str | None, width: int = 60) -> str:
+    """``text`` on one line, cut to ``width`` characters; ``-`` for none."""
+    if not text:
+        return "-"
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 def page_lines(page: Page[dict[str, Any]]) -> list[str]:
@@ -476,3 +557,332 @@ def init_db(as_json: bool) -> None:
         echo_json({"revision": revision, "database": where})
     else:
         click.echo(f"The tables in {where} are at revision {revision}.")
+
+
+# -- asynchronous callbacks' deliveries and timers ----------------------------------------
+
+
+#: What ``flask state events --status`` takes: the delivery statuses and ``failed``.
+EVENT_STATUSES = ("pending", "failed", "dead", "delivered")
+
+
+def delivery_status(row: dict[str, Any]) -> str:
+    """A delivery's status as listed: a pending one whose attempt failed is ``failed``."""
+    return "failed" if row["status"] == "pending" and row["attempts"] > 0 else str(row["status"])
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    return (
+        f"pending: {counts['pending']} (failed: {counts['failed']}), dead: {counts['dead']}, "
+        f"delivered: {counts['delivered']}"
+    )
+
+
+@listing_group("events")
+@click.option(
+    "--status",
+    type=click.Choice(EVENT_STATUSES, case_sensitive=False),
+    help="Only deliveries in this status (failed: pending after a failed attempt).",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@json_option
+def events(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
+    """List the deliveries of asynchronous callbacks, newest first, and their counts."""
+    if ctx.invoked_subcommand is not None:
+        refuse_listing_options(ctx)
+        return
+    manager = app_manager()
+    rows = manager.get_events(status.lower() if status else None, limit=limit)
+    counts = manager.outbox.counts()
+    if as_json:
+        echo_json({"deliveries": rows, "counts": counts})
+        return
+    if rows:
+        headers = ("ID", "EVENT", "CALLBACK", "STATE", "VERSION", "STATUS", "ATTEMPTS",
+                   "NEXT ATTEMPT", "LAST ERROR")  # fmt: skip
+        lines = table(
+            headers,
+            (
+                (row["id"], row["event"], row["callback"], row["state_id"], row["version"],
+                 delivery_status(row), row["attempts"],
+                 moment(row["next_attempt_at"]) if row["status"] == "pending" else "-",
+                 shortened(row["last_error"]))
+                for row in rows
+            ),
+        )  # fmt: skip
+        for line in lines:
+            click.echo(line)
+    else:
+        click.echo("No deliveries match.")
+    click.echo(counts_line(counts))
+
+
+@command("retry", group=events)
+@click.argument("delivery_ids", nargs=-1, type=click.IntRange(min=1))
+@click.option("--all-dead", is_flag=True, help="Every dead delivery.")
+@json_option
+def retry_events(delivery_ids: tuple[int, ...], all_dead: bool, as_json: bool) -> None:
+    """Make deliveries (by id, or every dead one) due now, with fresh attempts."""
+    if bool(delivery_ids) == all_dead:
+        raise click.UsageError("Give delivery ids or --all-dead, one of them.")
+    manager = app_manager()
+    ids = list(dict.fromkeys(delivery_ids))
+    retried = manager.retry_events(all_dead=True) if all_dead else manager.retry_events(ids)
+    missed = (
+        f"{len(ids) - retried} of {len(ids)} deliveries were not retried: no delivery has the "
+        "id, or it was delivered already (see 'flask state events')."
+    )
+    if ids and retried == 0:
+        raise click.ClickException(missed)
+    if as_json:
+        echo_json({"retried": retried})
+    else:
+        click.echo(f"Retried {count(retried, 'delivery', 'deliveries')}: due now, "
+                   "attempts counted from zero.")  # fmt: skip
+    if ids and retried < len(ids):
+        raise click.ClickException(missed)
+
+
+@listing_group("timers")
+@click.option("--state", "state_id", help="Only the timers of this state.")
+@click.option(
+    "--status",
+    type=click.Choice((*TIMER_STATUSES, "all"), case_sensitive=False),
+    default="scheduled",
+    show_default=True,
+    help="Only timers in this status; all: every one.",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@json_option
+def timers(
+    ctx: click.Context, state_id: str | None, status: str, limit: int, as_json: bool
+) -> None:
+    """List durable timers (scheduled transitions), soonest due first."""
+    if ctx.invoked_subcommand is not None:
+        refuse_listing_options(ctx)
+        return
+    manager = app_manager()
+    wanted = None if status.lower() == "all" else status.lower()
+    rows = manager.get_scheduled(state_id, status=wanted, limit=limit)
+    if (
+        not rows
+        and state_id is not None
+        and manager.get_state(state_id, include_deleted=True) is None
+    ):
+        raise StateNotFoundError(state_id)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("No timers match.")
+        return
+    headers = ("TIMER", "STATE", "TRANSITION", "DUE", "STATUS", "IF VERSION", "REASON",
+               "OUTCOME")  # fmt: skip
+    lines = table(
+        headers,
+        (
+            (row["timer_id"], row["state_id"], row["transition"], moment(row["due_at"]),
+             row["status"], row["if_version"] if row["if_version"] is not None else "-",
+             shortened(row["reason"], 40), shortened(row["outcome"]))
+            for row in rows
+        ),
+    )  # fmt: skip
+    for line in lines:
+        click.echo(line)
+
+
+@command("cancel", group=timers)
+@click.argument("timer_id", required=False)
+@click.option("--state", "state_id", help="Every scheduled timer of this state instead.")
+@click.option("--transition", help="With --state: only its timers of this transition.")
+@json_option
+def cancel_timers(
+    timer_id: str | None, state_id: str | None, transition: str | None, as_json: bool
+) -> None:
+    """Cancel a scheduled timer by id, or the scheduled timers of a state."""
+    if (timer_id is None) == (state_id is None):
+        raise click.UsageError("Give a TIMER_ID or --state, one of them.")
+    if transition is not None and state_id is None:
+        raise click.UsageError("--transition goes with --state.")
+    manager = app_manager()
+    if timer_id is not None:
+        cancelled = manager.cancel_scheduled(timer_id)
+    else:
+        assert state_id is not None
+        if manager.get_state(state_id, include_deleted=True) is None:
+            raise StateNotFoundError(state_id)
+        cancelled = manager.cancel_scheduled(state_id=state_id, transition=transition)
+    if timer_id is not None and cancelled == 0:
+        raise click.ClickException(
+            f"No scheduled timer has the id {timer_id!r}: it does not exist, or it ran or "
+            "was cancelled already (see 'flask state timers --status all')."
+        )
+    if as_json:
+        echo_json({"cancelled": cancelled})
+    else:
+        click.echo(f"Cancelled {count(cancelled, 'timer')}.")
+
+
+# -- the dispatcher ------------------------------------------------------------------------
+
+
+class AppDispatcher(EventDispatcher):
+    """An :class:`EventDispatcher` whose every pass runs in a new app context, as a
+    request does: asynchronous callbacks can use ``current_app`` or Flask-SQLAlchemy's
+    ``db.session`` (removed again at the end of the pass)."""
+
+    def __init__(self, app: Flask, manager: StateManager, **options: Any) -> None:
+        super().__init__(manager, **options)
+        self.app = app
+
+    def run_once(self) -> DispatchReport:
+        with self.app.app_context():
+            return super().run_once()
+
+
+def asynchronous_callbacks(manager: StateManager) -> list[AsyncCallback]:
+    """The asynchronous callbacks registered on ``manager``, of every type and event."""
+    return [
+        callback
+        for state_type in manager.types.names()
+        for transition in PAST_TENSE
+        for callback in manager.callbacks.asynchronous(event_name(state_type, transition))
+    ]
+
+
+def totals_line(report: DispatchReport) -> str:
+    with report.lock:
+        done = report.to_dict()
+    return (
+        f"delivered {done['delivered']}, failed {done['failed']}, dead {done['dead']}; "
+        f"timers applied {done['timers_applied']}, skipped {done['timers_skipped']}, "
+        f"failed {done['timers_failed']}; {count(done['passes'], 'pass', 'passes')}"
+    )
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
+    """Set ``stop`` on the first SIGTERM or SIGINT (names collected in the list yielded)
+    and put the previous handlers back, so that a second signal acts as without us:
+    SIGINT interrupts, SIGTERM terminates. Outside the main thread no handler is set."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+    def handle(number: int, frame: FrameType | None) -> None:
+        received.append(signal.Signals(number).name)
+        stop.set()
+        restore()
+
+    for number in previous:
+        signal.signal(number, handle)
+    try:
+        yield received
+    finally:
+        restore()
+
+
+@command("dispatch")
+@click.option("--once", is_flag=True, help="Stop when nothing is left to do.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="Deliveries (and timers) claimed per pass and thread.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Threads (PostgreSQL only; 1 on SQLite).",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(0, 3600, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Seconds a thread waits after a pass that found nothing.",
+)
+@click.option(
+    "--report-every",
+    type=click.FloatRange(0, 86400, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds between two lines of totals on stderr.",
+)
+@json_option
+def dispatch(
+    once: bool, batch: int, concurrency: int, poll: float, report_every: float, as_json: bool
+) -> None:
+    """Deliver events to asynchronous callbacks and apply due timers until SIGTERM or
+    SIGINT (the pass under way finishes), or with --once until nothing is left to do."""
+    state = app_state()
+    manager = state.manager
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with AppDispatcher(
+        app,
+        manager,
+        batch=batch,
+        concurrency=concurrency,
+        poll_interval=poll,
+        retention_seconds=state.settings.event_retention_seconds,
+    ) as dispatcher:
+        callbacks = asynchronous_callbacks(manager)
+        click.echo(
+            f"Dispatching for app {state.app_name!r} on "
+            f"{dispatcher.engine.url.render_as_string()} ({dispatcher.engine.dialect.name}): "
+            f"batch {batch}, concurrency {concurrency}, poll {poll:g} s, "
+            f"{count(len(callbacks), 'asynchronous callback')}"
+            f"{'' if once else '; SIGTERM or Ctrl-C stops after the pass under way'}.",
+            err=True,
+        )
+        if not callbacks:
+            click.echo(
+                "Warning: no asynchronous callback is registered in this process, so every "
+                "delivery fails here; register them in the app factory that --app loads.",
+                err=True,
+            )
+        stop = threading.Event()
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                dispatcher.run(stop, once=once)
+            except BaseException as exc:  # reported by the command, in the main thread
+                failure.append(exc)
+
+        worker = threading.Thread(target=work, name="tiered-state-dispatch", daemon=True)
+        with stop_on_signals(stop) as received:
+            worker.start()
+            next_report = time.monotonic() + report_every
+            while worker.is_alive():
+                worker.join(max(0.0, next_report - time.monotonic()))
+                if worker.is_alive() and time.monotonic() >= next_report:
+                    click.echo(f"So far: {totals_line(dispatcher.report)}", err=True)
+                    next_report = time.monotonic() + report_every
+    report = dispatcher.report
+    if failure:
+        click.echo(f"Stopped by an error: {totals_line(report)}", err=True)
+        error = failure[0]
+        if isinstance(error, TieredStateError):
+            raise click.ClickException(f"The dispatcher stopped: {error.message}")
+        if isinstance(error, SQLAlchemyError):
+            cause = getattr(error, "orig", None) or error
+            text = str(cause).strip()
+            raise click.ClickException(
+                f"The dispatcher stopped: {text.splitlines()[0] if text else type(cause).__name__}"
+            )
+        raise error
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    how = f"Stopped by {received[0]}" if received else ("Done" if once else "Stopped")
+    click.echo(f"{how}: {totals_line(report)}")

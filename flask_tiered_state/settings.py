@@ -137,6 +137,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_STATE_BYTES", "int | None", _MIB,
             "Largest serialised record accepted (413 over HTTP); None means no limit.",
             lambda k, v: values.integer(k, v, 1, optional=True)),
+    Setting("EVENT_RETENTION_SECONDS", "float", 7 * 86400.0,
+            "How long ``flask state dispatch`` keeps delivered deliveries of asynchronous "
+            "callbacks and finished timers (applied, skipped, failed, cancelled) before it "
+            "prunes them: 7 days by default. Pending and dead deliveries are never pruned.",
+            values.seconds),
+    Setting("IDEMPOTENCY_TTL_SECONDS", "float", 86400.0,
+            "How long an idempotency key is remembered from its first use: a repeat within "
+            "it gets the stored result (or a refusal). Past it the key is forgotten, a "
+            "request with it runs again, and ``flask state dispatch`` prunes it.",
+            values.seconds),
     Setting("METRICS", "bool", True,
             "Collect tier and operation metrics (Prometheus when prometheus-client is installed).",
             values.boolean),
@@ -201,6 +211,8 @@ class TieredStateSettings:
     promotion_window_seconds: float = 60.0
     demote_after_idle_seconds: float = 30 * 24 * 3600.0
     max_state_bytes: int | None = _MIB
+    event_retention_seconds: float = 7 * 86400.0
+    idempotency_ttl_seconds: float = 86400.0
     metrics: bool = True
     operation_log_level: int | None = logging.INFO
     register_error_handlers: bool = True

@@ -43,6 +43,17 @@ def subscription(subscription_id: str) -> ResponseReturnValue:
     return get_typed(manager(), subscription_id, SUBSCRIPTION)
 
 
+@billing.get("/subscriptions/<subscription_id>/timers")
+def timers(subscription_id: str) -> ResponseReturnValue:
+    """The subscription's timers (its end, scheduled; and the past ones, kept for the
+    retention period), soonest first."""
+    get_typed(manager(), subscription_id, SUBSCRIPTION)
+    return {
+        "subscription_id": subscription_id,
+        "items": manager().get_scheduled(subscription_id, status=None),
+    }
+
+
 @billing.post("/subscriptions/<subscription_id>/renew")
 def renew(subscription_id: str) -> ResponseReturnValue:
     return rules.renew_subscription(manager(), subscription_id, actor=actor()), 201

@@ -27,8 +27,9 @@ def documented(text: str) -> dict[str, set[str]]:
     return found
 
 
-def actual(group: click.Group) -> dict[str, set[str]]:
-    """The same for the real click group (``--help`` left out)."""
+def actual(group: click.Group, prefix: str = "") -> dict[str, set[str]]:
+    """The same for the real click group (``--help`` left out); a subgroup's commands
+    are ``"group command"``."""
     commands: dict[str, set[str]] = {}
     for name, command in group.commands.items():
         names: set[str] = set()
@@ -37,7 +38,9 @@ def actual(group: click.Group) -> dict[str, set[str]]:
                 names.add(param.human_readable_name)
             else:
                 names.add(max(param.opts, key=len))
-        commands[name] = names
+        commands[prefix + name] = names
+        if isinstance(command, click.Group):
+            commands.update(actual(command, f"{prefix}{name} "))
     return commands
 
 

@@ -216,7 +216,9 @@ def test_init_db(seeded: Flask) -> None:
     "args",
     [["list"], ["show", "u1"], ["history", "u1"], ["transition", "u1", "activate"],
      ["rollback", "u1", "1"], ["diff", "u1", "1", "2"], ["promote", "u1"], ["demote", "u1"],
-     ["keys", "*"], ["stats"], ["health"], ["graph", "user"], ["init-db"]],
+     ["keys", "*"], ["stats"], ["health"], ["graph", "user"], ["init-db"],
+     ["dispatch", "--once"], ["events"], ["events", "retry", "--all-dead"], ["timers"],
+     ["timers", "cancel", "t1"]],
 )  # fmt: skip
 def test_every_command_needs_the_extension(make_app: AppFactory, args: list[str]) -> None:
     app = make_app(init=False)

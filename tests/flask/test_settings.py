@@ -4,12 +4,14 @@ at init_app with the key, the value and what is expected."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flask_tiered_state.errors import ConfigurationError
+from flask_tiered_state.app_state import default_manager
+from flask_tiered_state.errors import ConfigurationError, IdempotencyKeyReusedError
 from flask_tiered_state.extension import TieredState, get_app_state
 from flask_tiered_state.settings import SETTINGS, TieredStateSettings, load_settings
 
@@ -143,6 +145,12 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("CALL_TIMEOUT_SECONDS", float("inf"), "number of seconds > 0"),
     ("CACHE_UNSYNCED_SECONDS", 0, "number of seconds > 0"),
     ("DROP_REPLAY_SECONDS", "often", "number of seconds > 0"),
+    ("EVENT_RETENTION_SECONDS", 0, "number of seconds > 0"),
+    ("EVENT_RETENTION_SECONDS", None, "number of seconds > 0"),
+    ("EVENT_RETENTION_SECONDS", "a week", "number of seconds > 0"),
+    ("IDEMPOTENCY_TTL_SECONDS", -1, "number of seconds > 0"),
+    ("IDEMPOTENCY_TTL_SECONDS", float("nan"), "number of seconds > 0"),
+    ("IDEMPOTENCY_TTL_SECONDS", True, "number of seconds > 0"),
 ]
 
 
@@ -290,3 +298,34 @@ def test_every_unknown_key_is_named_with_a_suggestion_where_one_is_close(
 def test_a_misspelt_option_suggests_the_closest_known_one() -> None:
     with pytest.raises(ConfigurationError, match=r"api_prefx \(did you mean api_prefix\?\)"):
         TieredState(api_prefx="/api")
+
+
+def test_the_idempotency_ttl_is_how_long_the_apps_manager_remembers_a_key(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(TIERED_STATE_IDEMPOTENCY_TTL_SECONDS="0.5")
+    manager = get_app_state(app).manager
+    assert manager.idempotency.ttl == 0.5
+    manager.register_state("u1", "user", {"data": {"plan": "free"}})
+    manager.update_state("u1", {"data": {"plan": "pro"}}, idempotency_key="k-1")
+    with pytest.raises(IdempotencyKeyReusedError):
+        manager.update_state("u1", {"data": {"plan": "team"}}, idempotency_key="k-1")
+    time.sleep(0.6)
+    record = manager.update_state("u1", {"data": {"plan": "team"}}, idempotency_key="k-1")
+    assert record["version"] == 3 and record["data"] == {"plan": "team"}
+    assert get_app_state(make_app()).manager.idempotency.ttl == 86400.0
+
+
+def test_the_default_manager_takes_the_idempotency_ttl_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIERED_STATE_LOCAL_DIR", str(tmp_path))
+    monkeypatch.setenv("TIERED_STATE_IDEMPOTENCY_TTL_SECONDS", "3600")
+    manager = default_manager({})
+    try:
+        assert manager.idempotency.ttl == 3600.0
+    finally:
+        manager.close()
+    monkeypatch.setenv("TIERED_STATE_IDEMPOTENCY_TTL_SECONDS", "0")
+    with pytest.raises(ConfigurationError, match="TIERED_STATE_IDEMPOTENCY_TTL_SECONDS is 0;"):
+        default_manager({})
