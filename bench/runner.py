@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import batch, batch_cold, domain, scaling, storage_tiers
+from . import batch, batch_cold, dispatch, domain, scaling, storage_tiers
 from .env import BenchEnv, ServiceUnavailable
 from .harness import Benchmark, Row, Settings, render_table
 
@@ -25,6 +25,7 @@ ALL: list[Benchmark] = [
     *batch_cold.BENCHMARKS,
     *scaling.BENCHMARKS,
     *domain.BENCHMARKS,
+    *dispatch.BENCHMARKS,
 ]
 
 
