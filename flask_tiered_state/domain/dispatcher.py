@@ -384,6 +384,9 @@ class EventDispatcher:
                     idempotency_key=f"timer:{timer.timer_id}",
                 )
         except ConcurrencyError as exc:
+            if timer.if_version is None:  # lost races with other writers: a later pass
+                logger.info("Timer %s of %r waits: %s", timer.timer_id, timer.state_id, exc)
+                return None, str(exc)
             return "skipped", (
                 f"if_version {timer.if_version} no longer matches: the state is at version "
                 f"{exc.actual}."
@@ -396,7 +399,12 @@ class EventDispatcher:
             return "failed", exc.message
         except ValidationError as exc:
             return "failed", exc.message
-        except (TierUnavailableError, IdempotencyKeyInUseError) as exc:
+        except IdempotencyKeyInUseError as exc:
+            # a dispatcher died applying it: its key's lease runs out, then this applies
+            # it or finds it applied
+            logger.debug("Timer %s of %r waits: %s", timer.timer_id, timer.state_id, exc)
+            return None, str(exc)
+        except TierUnavailableError as exc:
             logger.warning("Timer %s of %r waits: %s", timer.timer_id, timer.state_id, exc)
             return None, str(exc)
         except TieredStateError as exc:

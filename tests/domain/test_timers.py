@@ -12,7 +12,7 @@ import pytest
 
 from flask_tiered_state.domain.dispatcher import EventDispatcher
 from flask_tiered_state.domain.manager import StateManager
-from flask_tiered_state.errors import InvalidRequestError, StateNotFoundError
+from flask_tiered_state.errors import ConcurrencyError, InvalidRequestError, StateNotFoundError
 
 
 class Clock:
@@ -183,3 +183,27 @@ def test_bad_timer_requests(
     with pytest.raises(error, match=message):
         call(embedded_manager)
     assert embedded_manager.get_scheduled(status=None) == []
+
+
+def test_a_timer_without_if_version_that_loses_races_waits_for_a_later_pass(
+    embedded_manager: StateManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Losing every retry to other writers (simulated: hard to provoke on demand) is no
+    reason to drop the timer: it stays scheduled and the next pass applies it."""
+    manager = embedded_manager
+    manager.register_state("u1", "user", {})
+    due = manager.schedule_transition("u1", "activate", after=timedelta(0))
+    update = manager.update_state
+    contended = iter([True])
+
+    def busy_then_free(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        if next(contended, False):
+            raise ConcurrencyError("u1", 1, 2)
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(manager, "update_state", busy_then_free)
+    with EventDispatcher(manager) as dispatcher:
+        assert dispatcher.run_once().work == 0
+        assert timer(manager, due["timer_id"])["status"] == "scheduled"
+        assert dispatcher.run_once().timers_applied == 1
+    assert history(manager, "u1")[-1] == (2, "activate", "scheduler")

@@ -53,7 +53,11 @@ def upgrade() -> None:
         op.create_index(f"uq_{DELIVERIES}_event_callback", DELIVERIES, ["event_id", "callback"],
                         unique=True)  # fmt: skip
         op.create_index(f"ix_{DELIVERIES}_due", DELIVERIES, ["status", "next_attempt_at"])
-        op.create_index(f"ix_{DELIVERIES}_order", DELIVERIES, ["state_id", "callback", "version"])
+        op.create_index(
+            f"ix_{DELIVERIES}_pending", DELIVERIES, ["state_id", "callback", "version"],
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        )  # fmt: skip
     if not inspector.has_table(IDEMPOTENCY):
         op.create_table(
             IDEMPOTENCY,
