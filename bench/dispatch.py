@@ -265,7 +265,7 @@ def _produce(
 ) -> None:
     """A producer process: transitions on its states from ``threads`` threads, at
     ``rate`` a second in all from ``start_at`` (epoch) for ``seconds``, each thread
-    catching up when behind; ``per_commit`` 1: ``update_state``, one transaction each,
+    catching up when behind; ``per_commit`` 1: ``update_state``, one commit each,
     else ``batch_update_state`` of that many states per transaction. Reports what it
     committed and how far behind it fell."""
     from flask_tiered_state.domain.manager import StateManager
@@ -369,7 +369,7 @@ def _lag(
         else f"{rate:,.0f}/s asked, {achieved:,.0f}/s the highest offered"
     )
     how = (
-        "update_state, one transaction each"
+        "update_state, one commit each"
         if per_commit == 1
         else f"batch_update_state, {per_commit} per transaction"
     )

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Completion", "HistoryConflict", "RecordWriter", "Write"]
 
+#: The most deliveries (asynchronous callbacks of one event) a change writes in its one
+#: statement; more take the transaction (a bounded statement, and few cached shapes).
+MAX_SINGLE_DELIVERIES = 16
+
 #: ``completion(connection, writes)``: more of the mutation, on its transaction's
 #: connection (storing an idempotency key's result).
 Completion = Callable[[sa.Connection, Sequence["Write"]], None]
@@ -149,8 +153,10 @@ class RecordWriter:
             )
         )
         resolve = self._resolver(writes[0])
-        single = len(writes) == 1 and not deliveries and completion is None
-        if single and self._commit_single(writes[0], rows[0], resolve):
+        single = (
+            len(writes) == 1 and len(deliveries) <= MAX_SINGLE_DELIVERIES and completion is None
+        )
+        if single and self._commit_single(writes[0], rows[0], deliveries, resolve):
             return
         try:
             with self.store.transaction(resolve=resolve) as txn:
@@ -178,22 +184,35 @@ class RecordWriter:
         new = write.new
         return lambda: self.history.committed(new["state_id"], new["version"], write.event_id)
 
-    def _commit_single(self, w: Write, row: dict[str, Any], resolve: Resolve) -> bool:
+    def _commit_single(
+        self,
+        w: Write,
+        row: dict[str, Any],
+        deliveries: Sequence[dict[str, Any]],
+        resolve: Resolve,
+    ) -> bool:
         """A change of a WARM-home record as ONE statement where the WARM database offers
-        it (PostgreSQL): the compare-and-set UPDATE feeding the history INSERT, in one
-        round trip instead of BEGIN, two statements and COMMIT. False when nothing was
-        written (not applicable, or the record is not in WARM at the expected version):
-        the transaction then runs and raises or moves the record as it always does."""
+        it (PostgreSQL): the compare-and-set UPDATE feeding the history INSERT and the
+        INSERTs of the event's deliveries, in one round trip instead of BEGIN, a statement
+        each and COMMIT. A lost reply is resolved by the history row, which commits with
+        the deliveries or not at all. False when nothing was written (not applicable, or
+        the record is not in WARM at the expected version): the transaction then runs and
+        raises or moves the record as it always does."""
         if w.spec.home_tier is not StateCategory.WARM or w.expected_version < 1:
             return False
+        rows: list[tuple[sa.Table, dict[str, Any]]] = [
+            (self.history.table, self.history.insert_values(row))
+        ]
+        if deliveries:
+            assert self.outbox is not None
+            rows.extend((self.outbox.table, d) for d in deliveries)
         try:
             metadata = write_with_row(
                 self.store,
                 w.key,
                 w.new,
                 expected_version=w.expected_version,
-                table=self.history.table,
-                row=self.history.insert_values(row),
+                rows=rows,
                 resolve=resolve,
             )
         except sa.exc.IntegrityError as exc:  # nothing was written; name the state

@@ -345,16 +345,16 @@ def write_with_row(
     value: Any,
     *,
     expected_version: int,
-    table: sa.Table,
-    row: Mapping[str, Any],
+    rows: Sequence[tuple[sa.Table, Mapping[str, Any]]],
     resolve: Resolve | None = None,
 ) -> StateMetadata | None:
     """A compare-and-set write of a WARM-home ``key`` from ``expected_version`` and the
-    insert of the caller's ``row`` into ``table``, as one statement where the WARM
-    repository offers it (PostgreSQL): the cheap form of a store transaction doing one
-    WARM ``set`` and one insert. After it, the cache and the other tiers are handled as
-    after a transaction's commit; a lost reply is resolved with ``resolve`` as a
-    transaction's commit is.
+    insert of each of the caller's ``(table, row)`` of ``rows``, as one statement where
+    the WARM repository offers it (PostgreSQL): the cheap form of a store transaction
+    doing one WARM ``set`` and a few inserts. After it, the cache and the other tiers
+    are handled as after a transaction's commit; a lost reply is resolved with
+    ``resolve`` as a transaction's commit is (any one of the rows tells: the statement
+    committed all of them or none).
 
     :returns: the metadata, or None when nothing was written: the repository has no
         such statement, or ``key`` is not in WARM at ``expected_version``. Run the
@@ -374,7 +374,7 @@ def write_with_row(
     failed = False
     try:
         metadata: StateMetadata | None = store_with_row(
-            key, text, expected_version=expected_version, table=table, row=row
+            key, text, expected_version=expected_version, rows=rows
         )
     except OutcomeUnknownError as exc:
         # What it would have written: the next version, this text.

@@ -175,20 +175,23 @@ def transition_worker(
 ) -> None:
     """Transitions on random states, in ``threads`` threads (each on its own states),
     until ``attempted`` (shared with the test, counted before each attempt) reaches
-    ``target``. The id of every event written into a transaction is appended to
-    ``event_log`` before the commit, so the test knows the events of transitions that
-    did not commit (the process is killed at random points)."""
+    ``target``. The id of every event given deliveries is appended to ``event_log``
+    before the write that commits them, so the test knows the events of transitions
+    that did not commit (the process is killed at random points)."""
     manager = open_manager(servers)
     register_consumers(manager, "kill", None)
     log = os.open(event_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    insert = manager.outbox.insert
+    rows_for = manager.outbox.rows_for
 
-    def logged_insert(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    # The delivery rows are made before the write (its transaction, or its one statement
+    # on PostgreSQL) that inserts them: logged then, an event is logged before its commit.
+    def logged_rows_for(events: Any) -> list[dict[str, Any]]:
+        rows = rows_for(events)
         if rows:
             os.write(log, "".join(sorted({r["event_id"] + "\n" for r in rows})).encode())
-        insert(connection, rows)
+        return rows
 
-    manager.outbox.insert = logged_insert  # type: ignore[method-assign]
+    manager.outbox.rows_for = logged_rows_for  # type: ignore[method-assign]
     errors: list[str] = []
 
     def run(mine: Sequence[str]) -> None:

@@ -151,7 +151,7 @@ class SQLStateRepository:
             owns_engine=self._owns_engine,
         )  # fmt: skip
         self._writer = self.engine.execution_options(**WRITE_OPTIONS)
-        self._row_inserts: dict[tuple[str, tuple[str, ...]], DriverSQL] = {}
+        self._row_inserts: dict[tuple[tuple[str, tuple[str, ...]], ...], DriverSQL] = {}
         self._searcher = DocumentSearcher(
             self.engine, self.table, self.document_expression(), self.live_condition
         )
@@ -421,34 +421,34 @@ class SQLStateRepository:
         value: str,
         *,
         expected_version: int,
-        table: sa.Table,
-        row: Mapping[str, Any],
+        rows: Sequence[tuple[sa.Table, Mapping[str, Any]]],
     ) -> StateMetadata | None:
-        """Compare-and-set ``key`` from ``expected_version`` (at least 1) and insert
-        ``row`` into ``table`` (the caller's, in this database) in ONE statement and
-        one round trip: both commit or neither does.
+        """Compare-and-set ``key`` from ``expected_version`` (at least 1) and insert each
+        ``(table, row)`` of ``rows`` (the caller's tables, in this database) in ONE
+        statement and one round trip: all commit or none does.
 
         PostgreSQL with psycopg only; elsewhere, and when the key is not live at
         ``expected_version`` (nothing is written then), returns None: use
-        :meth:`unit_of_work`, which says why. A constraint violation of the row raises
-        :class:`sqlalchemy.exc.IntegrityError`, as in a unit of work.
+        :meth:`unit_of_work`, which says why. A constraint violation of any row raises
+        :class:`sqlalchemy.exc.IntegrityError`, as in a unit of work, and writes nothing.
         """
         if not self._pg or self.engine.dialect.driver != "psycopg":
             return None
         if check_expected_version(expected_version) < 1:
             return None
-        columns = tuple(row)
-        cache_key = (table.name, columns)
+        shape = tuple((table, tuple(row)) for table, row in rows)
+        cache_key = tuple((table.fullname, columns) for table, columns in shape)
         statement = self._row_inserts.get(cache_key)
         if statement is None:
             update = self._sql.update_expected[False]
-            statement = with_row_insert(update, table, columns, self.engine.dialect)
+            statement = with_row_insert(update, shape, self.engine.dialect)
             self._row_inserts[cache_key] = statement
         data = prepare_row(key, value, None, None, self._clock(), self._category_value)
         params = {**data, "expected": expected_version}
-        params.update({f"row_{name}": v for name, v in row.items()})
-        rows = self._db.write(statement, params, raw_integrity=True)
-        return row_metadata(data, rows[0][0], self.category) if rows else None
+        for index, (_table, row) in enumerate(rows):
+            params.update({f"row{index}_{name}": v for name, v in row.items()})
+        written = self._db.write(statement, params, raw_integrity=True)
+        return row_metadata(data, written[0][0], self.category) if written else None
 
     def prepared_metadata(self, key: str, value: str, version: int) -> StateMetadata:
         """The metadata a write of ``value`` as ``version`` stores now (for a caller that

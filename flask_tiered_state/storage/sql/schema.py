@@ -369,26 +369,29 @@ class Statements:
 
 
 def with_row_insert(
-    update: DriverSQL, table: sa.Table, columns: Sequence[str], dialect: sa.Dialect
+    update: DriverSQL, rows: Sequence[tuple[sa.Table, Sequence[str]]], dialect: sa.Dialect
 ) -> DriverSQL:
-    """PostgreSQL: ``update`` (a compare-and-set UPDATE .. RETURNING version) and an
-    INSERT of one row into ``table`` that runs only if the UPDATE matched, as ONE
-    statement (data-modifying CTEs): both happen or neither does. The row's values are
-    the parameters ``row_<column>``; the statement returns the new version, or no row.
+    """PostgreSQL: ``update`` (a compare-and-set UPDATE .. RETURNING version) and, for
+    each ``(table, columns)`` of ``rows``, an INSERT of one row that runs only if the
+    UPDATE matched, as ONE statement (data-modifying CTEs): all happen or none does.
+    The values of row ``i`` are the parameters ``row<i>_<column>``; the statement
+    returns the new version, or no row.
     """
     quote = dialect.identifier_preparer.quote
-    casts = []
-    for name in columns:
-        type_ = table.c[name].type
-        # Unsized casts: an explicit cast to VARCHAR(n) would truncate silently, where the
-        # assignment to the column raises on a value too long, as a plain INSERT does.
-        type_sql = "VARCHAR" if isinstance(type_, sa.String) else type_.compile(dialect=dialect)
-        casts.append(f"%(row_{name})s::{type_sql}")
-    sql = (
-        f"WITH u AS ({update.sql}), r AS (INSERT INTO "
-        f"{dialect.identifier_preparer.format_table(table)} "
-        f"({', '.join(quote(n) for n in columns)}) SELECT {', '.join(casts)} FROM u) "
-        "SELECT version FROM u"
-    )
-    names = (*update.names, *(f"row_{n}" for n in columns))
-    return DriverSQL(sql, names, False, True, update.defaults)
+    inserts = []
+    names = list(update.names)
+    for index, (table, columns) in enumerate(rows):
+        casts = []
+        for name in columns:
+            type_ = table.c[name].type
+            # Unsized casts: an explicit cast to VARCHAR(n) would truncate silently, where
+            # the assignment to the column raises on a value too long, as a plain INSERT does.
+            type_sql = "VARCHAR" if isinstance(type_, sa.String) else type_.compile(dialect=dialect)
+            casts.append(f"%(row{index}_{name})s::{type_sql}")
+            names.append(f"row{index}_{name}")
+        inserts.append(
+            f", r{index} AS (INSERT INTO {dialect.identifier_preparer.format_table(table)} "
+            f"({', '.join(quote(n) for n in columns)}) SELECT {', '.join(casts)} FROM u)"
+        )
+    sql = f"WITH u AS ({update.sql}){''.join(inserts)} SELECT version FROM u"
+    return DriverSQL(sql, tuple(names), False, True, update.defaults)
