@@ -49,6 +49,8 @@ test: lint typecheck pytest
 ## The demo: bootstraps .venv, seeds the demo data (idempotent: a second run adds nothing)
 ## and serves the Flask Credit System on http://127.0.0.1:5000. TIERED_STATE_* variables
 ## point it at Redis, PostgreSQL and S3; without them it runs on the embedded defaults.
+## Every page and endpoint needs one of the tokens printed here (made at the first run,
+## kept in ./instance/api_tokens.json).
 DEMO := $(BIN)/flask --app example_app:create_app
 run: $(RUN_STAMP)
 	$(DEMO) seed-demo
@@ -57,6 +59,7 @@ run: $(RUN_STAMP)
 	@echo "  State dashboard       http://127.0.0.1:5000/dashboard/"
 	@echo "  REST API (OpenAPI)    http://127.0.0.1:5000/api/state/openapi.json"
 	@echo "  Data (embedded mode)  ./instance/tiered_state/   Stop with Ctrl+C."
+	@$(DEMO) api-tokens
 	@echo ""
 	$(DEMO) run --host 127.0.0.1 --port 5000
 

@@ -12,8 +12,10 @@ subscriptions) and applies due timers (trials and paid periods end).
 Users, payment transactions, subscriptions, feature flags and login sessions are
 states of one :class:`~flask_tiered_state.domain.manager.StateManager`; JSON endpoints
 live under ``/api``, the extension's REST API under ``/api/state``, the dashboard
-under ``/dashboard`` and an overview page at ``/``. See :mod:`example_app.config` for
-running it on Redis, PostgreSQL and S3 by environment variables alone.
+under ``/dashboard`` and an overview page at ``/``, all behind a token
+(:mod:`example_app.access`; ``make run`` prints the tokens). See
+:mod:`example_app.config` for running it on Redis, PostgreSQL and S3 by environment
+variables alone.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from typing import Any
 from flask import Flask
 
 from flask_tiered_state.extension import TieredState
+from flask_tiered_state.http_errors import EscapeControlFilter
 
-from .cli import archive_command, seed_command
+from .access import TokenAccess, load_tokens
+from .cli import archive_command, seed_command, tokens_command
 from .config import DEFAULTS, environment, session_ttl
 from .http import API_PREFIX, install_json_http_errors
 from .views import api, pages
@@ -37,7 +41,8 @@ __all__ = ["create_app"]
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then ``TIERED_STATE_*`` / ``CREDIT_*`` environment
-    variables, then ``config`` (tests).
+    variables, then ``config`` (tests). Without a ``TIERED_STATE_ACCESS_CONTROL`` of its
+    own the app is guarded by :class:`~example_app.access.TokenAccess`.
 
     :raises ConfigurationError: a setting is invalid.
     """
@@ -47,6 +52,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
 
+    if not app.config.get("TIERED_STATE_ACCESS_CONTROL"):
+        tokens = load_tokens(app.config, app.instance_path)
+        app.config["TIERED_STATE_ACCESS_CONTROL"] = TokenAccess(tokens)
+
     credit = CreditSystem(session_ttl_seconds=session_ttl(app.config))
     app.extensions[CREDIT_KEY] = credit
     # The types, validators and callbacks are registered on every manager the extension
@@ -54,8 +63,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # so every way in (these views, the REST API, the dashboard, `flask state`) sees them.
     TieredState(app, setup=credit.setup)
     install_json_http_errors(app)
+    # Flask's own "Exception on <path>" record writes the path as sent: escape it.
+    app.logger.addFilter(EscapeControlFilter())
     app.register_blueprint(api, url_prefix=API_PREFIX)
     app.register_blueprint(pages)
     app.cli.add_command(seed_command)
     app.cli.add_command(archive_command)
+    app.cli.add_command(tokens_command)
     return app

@@ -1,4 +1,4 @@
-"""``flask seed-demo`` and ``flask archive-transactions``."""
+"""``flask seed-demo``, ``flask archive-transactions`` and ``flask api-tokens``."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.errors import TieredStateError
 from flask_tiered_state.extension import get_app_state
 
+from .access import TokenAccess, load_tokens
 from .archive import archivable_transactions, archive_transactions
 from .config import positive_int
 from .seed import seed_demo
 
-__all__ = ["archive_command", "seed_command"]
+__all__ = ["archive_command", "seed_command", "tokens_command"]
 
 
 def _manager() -> StateManager:
@@ -125,3 +126,25 @@ def archive_command(older_than_days: int, limit: int | None, dry_run: bool, as_j
         click.echo(f"{len(candidates)} failed payments older than {older_than_days} days.")
     else:
         click.echo(f"Archived {len(moved)} of {len(candidates)} failed payments to the COLD tier.")
+
+
+@click.command("api-tokens")
+@click.option("--json", "as_json", is_flag=True, help="Print the tokens as JSON.")
+@with_appcontext
+def tokens_command(as_json: bool) -> None:
+    """Print the demo's access tokens (admin: everything; viewer: read only)."""
+    app = current_app
+    if not isinstance(app.config.get("TIERED_STATE_ACCESS_CONTROL"), TokenAccess):
+        raise click.ClickException(
+            "This app is guarded by its own TIERED_STATE_ACCESS_CONTROL, not the demo's tokens."
+        )
+    tokens = load_tokens(app.config, app.instance_path)
+    if as_json:
+        click.echo(json.dumps(tokens, sort_keys=True))
+        return
+    for actor, token in tokens.items():
+        click.echo(f"  {actor:<6} token         {token}")
+    click.echo(
+        "  Browser: any user name, a token as the password. curl: -H 'Authorization: Bearer "
+        "<token>'."
+    )

@@ -12,8 +12,9 @@ Redis, PostgreSQL and S3::
 
 (Flask's ``from_prefixed_env`` is not used: it strips the prefix and JSON-decodes the
 values, while the extension's settings keep the prefix and parse text themselves.)
-``CREDIT_SESSION_TTL_SECONDS`` sets the lifetime of login sessions and
-``FLASK_SECRET_KEY`` the secret key.
+``CREDIT_SESSION_TTL_SECONDS`` sets the lifetime of login sessions,
+``CREDIT_API_TOKENS`` the access tokens (JSON, ``{"admin": "...", "viewer": "..."}``;
+see :mod:`example_app.access`) and ``FLASK_SECRET_KEY`` the secret key.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "CREDIT_SEED_TRANSACTIONS": 3000,
 }
 
-_APP_KEYS = ("CREDIT_SESSION_TTL_SECONDS", "CREDIT_SEED_USERS", "CREDIT_SEED_TRANSACTIONS")
+_APP_KEYS = (
+    "CREDIT_SESSION_TTL_SECONDS",
+    "CREDIT_SEED_USERS",
+    "CREDIT_SEED_TRANSACTIONS",
+    "CREDIT_API_TOKENS",
+)
 
 
 def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -42,13 +42,19 @@ def _messages(exc: marshmallow.ValidationError) -> dict[str, Any]:
 
 def load_body(schema: marshmallow.Schema) -> dict[str, Any]:
     """The request's JSON object checked by ``schema``; an empty body counts as ``{}``.
+    (:func:`~example_app.views.common.guard` has checked it is sent as JSON.)
 
     :raises InvalidRequestError: the body is not a JSON object (400).
     :raises ValidationError: the object breaks the schema (422, messages per field).
     """
     body: Any = {}
     if request.get_data(cache=True):
-        body = request.get_json(silent=True, force=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:
+            raise InvalidRequestError(
+                "The request body nests arrays and objects too deeply to be parsed."
+            ) from None
         if not isinstance(body, dict):
             raise InvalidRequestError(
                 "The request body must be one JSON object (Content-Type: application/json); "

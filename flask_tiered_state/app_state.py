@@ -165,7 +165,7 @@ class AppState:
         if self.uses_db:
             engine, metadata = self._db_engine()
         local_dir = self.local_dir
-        local_dir.mkdir(parents=True, exist_ok=True)
+        local_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the app's data: owner only
         store = build_store_from_settings(
             s,
             local_dir=local_dir,
@@ -181,6 +181,8 @@ class AppState:
                 hot_ttl_seconds=s.hot_ttl_seconds,
                 operation_log_level=s.operation_log_level,
                 idempotency_ttl_seconds=s.idempotency_ttl_seconds,
+                max_json_depth=s.max_json_depth,
+                default_max_states=s.max_states_per_type,
             )
         except BaseException:
             store.close()
@@ -368,7 +370,7 @@ def default_manager(components: dict[str, Any]) -> StateManager:
     ]
     if settings.local_dir:
         local_dir = Path(settings.local_dir)
-        local_dir.mkdir(parents=True, exist_ok=True)
+        local_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     else:
         local_dir = Path(tempfile.mkdtemp(prefix="tiered_state_"))
     create_tables = True if settings.create_tables is None else settings.create_tables
@@ -383,6 +385,8 @@ def default_manager(components: dict[str, Any]) -> StateManager:
         "hot_ttl_seconds": settings.hot_ttl_seconds,
         "operation_log_level": settings.operation_log_level,
         "idempotency_ttl_seconds": settings.idempotency_ttl_seconds,
+        "max_json_depth": settings.max_json_depth,
+        "default_max_states": settings.max_states_per_type,
         "create_tables": create_tables,
         **components,
     }

@@ -40,13 +40,14 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
 from .app_state import AppState, get_app_state
+from .domain.arguments import MAX_ROW_ID, MAX_VERSION
 from .domain.callbacks import PAST_TENSE, AsyncCallback, event_name
 from .domain.context import correlation_scope
 from .domain.dispatcher import DispatchReport, EventDispatcher
 from .domain.manager import StateManager
-from .domain.paging import Page
+from .domain.paging import MAX_PAGE, MAX_PER_PAGE, Page
 from .domain.timers import TIMER_STATUSES
-from .errors import StateNotFoundError, TieredStateError
+from .errors import JSONTooDeepError, StateNotFoundError, TieredStateError
 
 __all__ = ["state_cli"]
 
@@ -79,8 +80,8 @@ def app_manager() -> StateManager:
 
 
 def _guarded(fn: F) -> Callable[..., Any]:
-    """``fn`` under a ``cli-<hex>`` correlation id, its library errors exiting 1 with one
-    line."""
+    """``fn`` under a ``cli-<hex>`` correlation id, its library errors (and a database's
+    refusal) exiting 1 with one line."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -89,6 +90,12 @@ def _guarded(fn: F) -> Callable[..., Any]:
                 return fn(*args, **kwargs)
         except TieredStateError as exc:
             raise click.ClickException(exc.message) from None
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            text = str(cause).strip()
+            raise click.ClickException(
+                f"The database refused: {text.splitlines()[0] if text else type(cause).__name__}"
+            ) from None
 
     return run
 
@@ -147,6 +154,9 @@ def json_object(text: str | None, what: str) -> dict[str, Any] | None:
         value = json.loads(text)
     except ValueError as exc:
         raise click.BadParameter(f"{what} must be JSON: {exc}") from None
+    except RecursionError:
+        limit = app_manager().max_json_depth
+        raise JSONTooDeepError(what, limit, field=what.lstrip("-"), parsed=False) from None
     if not isinstance(value, dict):
         raise click.BadParameter(f"{what} must be a JSON object, not {type(value).__name__}.")
     return value
@@ -161,7 +171,7 @@ def path_filters(items: Iterable[str]) -> dict[str, Any]:
             raise click.BadParameter(f"{item!r} is not PATH=VALUE.", param_hint="--filter")
         try:
             filters[path] = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             filters[path] = text
     return filters
 
@@ -243,8 +253,8 @@ def page_lines(page: Page[dict[str, Any]]) -> list[str]:
     metavar="PATH=VALUE",
     help="Equality filter on a dotted path (data.plan=pro); repeatable.",
 )
-@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--per-page", type=click.IntRange(min=1, max=1000), default=50, show_default=True)
+@click.option("--page", type=click.IntRange(1, MAX_PAGE), default=1, show_default=True)
+@click.option("--per-page", type=click.IntRange(1, MAX_PER_PAGE), default=50, show_default=True)
 @json_option
 def list_states(
     state_type: str | None,
@@ -316,8 +326,8 @@ def history(state_id: str, limit: int | None, transition: str | None, as_json: b
 
 @command("diff")
 @click.argument("state_id")
-@click.argument("from_version", type=click.IntRange(min=1))
-@click.argument("to_version", type=click.IntRange(min=1))
+@click.argument("from_version", type=click.IntRange(1, MAX_VERSION))
+@click.argument("to_version", type=click.IntRange(1, MAX_VERSION))
 @json_option
 def diff(state_id: str, from_version: int, to_version: int, as_json: bool) -> None:
     """Show what changed between two versions."""
@@ -416,7 +426,9 @@ def graph(state_type: str, as_json: bool) -> None:
 @click.option("--name", help="A new display name.")
 @click.option("--merge", is_flag=True, help="Merge --data/--metadata into the current ones.")
 @click.option(
-    "--expected-version", type=click.IntRange(min=1), help="Refuse unless at this version."
+    "--expected-version",
+    type=click.IntRange(1, MAX_VERSION),
+    help="Refuse unless at this version.",
 )
 @click.option("--actor", help="Who makes the change (recorded in history).")
 @click.option("--reason", help="Why (recorded in history).")
@@ -459,7 +471,7 @@ def transition(
 
 @command("rollback")
 @click.argument("state_id")
-@click.argument("to_version", type=click.IntRange(min=1))
+@click.argument("to_version", type=click.IntRange(1, MAX_VERSION))
 @click.option("--actor", help="Who makes the change (recorded in history).")
 @click.option("--reason", help="Why (recorded in history).")
 @json_option
@@ -618,7 +630,7 @@ def events(ctx: click.Context, status: str | None, limit: int, as_json: bool) ->
 
 
 @command("retry", group=events)
-@click.argument("delivery_ids", nargs=-1, type=click.IntRange(min=1))
+@click.argument("delivery_ids", nargs=-1, type=click.IntRange(1, MAX_ROW_ID))
 @click.option("--all-dead", is_flag=True, help="Every dead delivery.")
 @json_option
 def retry_events(delivery_ids: tuple[int, ...], all_dead: bool, as_json: bool) -> None:

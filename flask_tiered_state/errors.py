@@ -28,7 +28,9 @@ __all__ = [
     "InvalidRequestError",
     "InvalidStateTypeError",
     "InvalidTransitionError",
+    "JSONTooDeepError",
     "OutcomeUnknownError",
+    "QuotaExceededError",
     "RateLimitedError",
     "StateAlreadyExistsError",
     "StateNotFoundError",
@@ -78,6 +80,38 @@ class InvalidRequestError(TieredStateError, ValueError):
 
     code = "invalid_request"
     http_status = 400
+
+
+class JSONTooDeepError(InvalidRequestError):
+    """A JSON value nests arrays and objects more deeply than
+    ``TIERED_STATE_MAX_JSON_DEPTH`` allows (or too deeply to be parsed at all).
+
+    400 rather than 413: the value is refused for its shape, not its size; a smaller
+    value of the same shape is refused too.
+
+    :param what: the value, as the message names it (``"the data of 'order-1'"``,
+        ``"the request body"``).
+    :param limit: the levels allowed.
+    :param field: the record field (``data``, ``metadata``) or ``body``.
+    :param parsed: False: the value could not even be read (a JSON parser or encoder ran
+        out of recursion), so how deep it is was not measured.
+    """
+
+    code = "json_too_deep"
+    http_status = 400
+
+    def __init__(self, what: str, limit: int, *, field: str, parsed: bool = True) -> None:
+        how = (
+            f"nests arrays and objects more than {limit} levels deep"
+            if parsed
+            else "nests arrays and objects too deeply to be processed"
+        )
+        super().__init__(
+            f"{what[:1].upper()}{what[1:]} {how}; at most {limit} levels are allowed "
+            "(TIERED_STATE_MAX_JSON_DEPTH). Flatten the value, or raise the setting.",
+            details={"field": field, "limit": limit},
+        )
+        self.field, self.limit = field, limit
 
 
 # --------------------------------------------------------------------------- storage
@@ -302,6 +336,23 @@ class ConcurrencyError(TieredStateError):
             details={"key": key, "expected_version": expected, "actual_version": actual},
         )
         self.key, self.expected, self.actual = key, expected, actual
+
+
+class QuotaExceededError(TieredStateError):
+    """A state type holds its ``max_states`` live states already; a new one is refused
+    until some are deleted (or expire), or the quota is raised."""
+
+    code = "quota_exceeded"
+    http_status = 409
+
+    def __init__(self, state_type: str, limit: int, count: int) -> None:
+        super().__init__(
+            f"State type {state_type!r} holds {count} states, its quota is {limit} "
+            "(register_state_type(..., max_states=N), or TIERED_STATE_MAX_STATES_PER_TYPE "
+            "for types registered without one); delete states or raise the quota.",
+            details={"state_type": state_type, "max_states": limit, "count": count},
+        )
+        self.state_type, self.limit, self.count = state_type, limit, count
 
 
 class CallbackError(TieredStateError):

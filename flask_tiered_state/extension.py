@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask
 
+from .access import require_access_control
 from .app_state import (
     EXTENSION_KEY,
     AppState,
@@ -159,7 +160,9 @@ class TieredState:
         """Register the extension on ``app`` (once per app).
 
         :raises RuntimeError: the app already has it.
-        :raises ConfigurationError: a ``TIERED_STATE_*`` value is invalid.
+        :raises ConfigurationError: a ``TIERED_STATE_*`` value is invalid, or the REST API
+            or the dashboard would be mounted without ``TIERED_STATE_ACCESS_CONTROL`` (set
+            a hook, or ``"allow-all"``) in an app that is not ``TESTING``.
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
@@ -169,6 +172,7 @@ class TieredState:
                 "app.config before that single call."
             )
         settings = load_settings(app.config, self._options)
+        require_access_control(app, settings)
         dashboard = _dashboard_factory(settings)
         from .cli import state_cli
 

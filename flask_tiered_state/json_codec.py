@@ -10,6 +10,15 @@ standard library's. :data:`BACKEND` says which is active; :data:`STDLIB` and
 One difference remains: with orjson a :class:`uuid.UUID` may be written as its string,
 a plain :class:`enum.Enum` member as its value and an ``orjson.Fragment`` verbatim, where
 the standard library refuses all three (finding them would cost a walk of every value).
+
+Depth: the standard library's encoder and decoder recurse once per level of arrays and
+objects, so a value nested close to the interpreter's recursion limit (1000) makes them
+raise :class:`RecursionError`. Here :func:`dumps` and :func:`check_encodable` raise
+ValueError for it instead, like for any other value JSON cannot hold, and :func:`loads`
+decodes such a text on a fresh thread's stack, so text that was once written can always
+be read back. :func:`json_depth` measures the nesting without recursion, and
+:func:`check_json_depth` enforces ``TIERED_STATE_MAX_JSON_DEPTH``
+(:data:`DEFAULT_MAX_JSON_DEPTH`) on the records the manager writes.
 """
 
 from __future__ import annotations
@@ -17,16 +26,24 @@ from __future__ import annotations
 import json
 import marshal
 import re
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .errors import ConfigurationError, JSONTooDeepError
+
 __all__ = [
     "BACKEND",
+    "DEFAULT_MAX_JSON_DEPTH",
+    "MAX_JSON_DEPTH",
     "ORJSON",
     "STDLIB",
     "Codec",
     "check_encodable",
+    "check_json_depth",
+    "check_max_json_depth",
     "dumps",
+    "json_depth",
     "loads",
     "stdlib_check_encodable",
     "stdlib_dumps",
@@ -53,14 +70,21 @@ _canonical = json.JSONEncoder(
 _plain = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
+_TOO_DEEP_TO_ENCODE = "the value nests arrays and objects too deeply to be encoded"
+
+
 def stdlib_dumps(value: Any) -> str:
     """The canonical JSON text of ``value`` by the standard library.
 
     :raises TypeError: a value or key JSON has no form for (or keys that do not sort).
-    :raises ValueError: NaN or an infinity, a circular reference, or a lone surrogate
-        in a string (its text could not be stored as UTF-8).
+    :raises ValueError: NaN or an infinity, a circular reference, a lone surrogate
+        in a string (its text could not be stored as UTF-8), or nesting deep enough to
+        exhaust the interpreter's recursion limit.
     """
-    text = _canonical(value)
+    try:
+        text = _canonical(value)
+    except RecursionError:
+        raise ValueError(_TOO_DEEP_TO_ENCODE) from None
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -71,15 +95,50 @@ def stdlib_dumps(value: Any) -> str:
     return text
 
 
+def _json_loads(text: str | bytes) -> Any:
+    """:func:`json.loads`, also of a text nested too deeply for the caller's stack."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        pass
+    # The decoder recurses once per level: a text that was encoded near the recursion
+    # limit cannot be decoded deeper in a call stack, but can on a new thread's stack.
+    outcome: list[Any] = []
+    failure: list[Exception] = []
+
+    def decode() -> None:
+        try:
+            outcome.append(json.loads(text))
+        except Exception as exc:  # re-raised on the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=decode, name="tiered-state-json-decode", daemon=True)
+    thread.start()
+    thread.join()
+    if outcome:
+        return outcome[0]
+    if failure and not isinstance(failure[0], RecursionError):
+        raise failure[0]
+    raise ValueError("the JSON text nests arrays and objects too deeply to be decoded")
+
+
 def stdlib_loads(text: str | bytes) -> Any:
-    """:func:`json.loads`."""
-    return json.loads(text)
+    """:func:`json.loads`; a text nested too deeply for the caller's stack is decoded on
+    a thread of its own.
+
+    :raises ValueError: the text is not JSON, or nests too deeply to be decoded at all.
+    """
+    return _json_loads(text)
 
 
 def stdlib_check_encodable(value: Any) -> None:
     """Raise TypeError or ValueError exactly where
-    ``json.dumps(value, allow_nan=False, separators=(",", ":"))`` raises."""
-    _plain(value)
+    ``json.dumps(value, allow_nan=False, separators=(",", ":"))`` raises (ValueError for
+    nesting that exhausts the recursion limit, where json raises RecursionError)."""
+    try:
+        _plain(value)
+    except RecursionError:
+        raise ValueError(_TOO_DEEP_TO_ENCODE) from None
 
 
 STDLIB = Codec("json", stdlib_dumps, stdlib_loads, stdlib_check_encodable)
@@ -157,24 +216,24 @@ def _orjson_codec() -> Codec | None:
             try:
                 data = text.encode()
             except UnicodeEncodeError:  # lone surrogates, which only json reads
-                return json.loads(text)
+                return _json_loads(text)
         else:
             data = text
         if _LONG_RUN in data.translate(_DIGITS_AS_ZEROS):
-            return json.loads(text)
+            return _json_loads(text)
         try:
             return decode(data)
         except decode_error:  # NaN, lone surrogate escapes, BOMs, other encodings, errors
-            return json.loads(text)
+            return _json_loads(text)
 
     def check_encodable(value: Any) -> None:
         try:
             out = encode(value, option=plain)
-        except encode_error:
-            _plain(value)
+        except encode_error:  # also nesting beyond orjson's 254 levels
+            stdlib_check_encodable(value)
         else:
             if _NULL in out and not _finite(value):
-                _plain(value)
+                stdlib_check_encodable(value)
 
     # The float and string spelling is orjson's own choice and has changed between
     # versions (before 3.11.7: "1e16" for "1e+16"); a version that spells a probe
@@ -195,3 +254,68 @@ dumps: Callable[[Any], str] = _ACTIVE.dumps
 loads: Callable[[str | bytes], Any] = _ACTIVE.loads
 #: :func:`stdlib_check_encodable`, by the active codec.
 check_encodable: Callable[[Any], None] = _ACTIVE.check_encodable
+
+
+# -- depth ------------------------------------------------------------------------------
+
+#: The default of ``TIERED_STATE_MAX_JSON_DEPTH``: levels of arrays and objects a
+#: state's data or metadata may nest.
+DEFAULT_MAX_JSON_DEPTH = 64
+#: The largest ``TIERED_STATE_MAX_JSON_DEPTH``: deeper values come close to the
+#: interpreter's recursion limit (1000) in the code that handles records -- pickling
+#: (two frames a level), ``copy.deepcopy`` for validators, indented JSON output.
+MAX_JSON_DEPTH = 256
+
+_CONTAINERS = (dict, list, tuple)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How many levels of arrays and objects ``value`` nests, counted without recursion:
+    0 for a scalar, 1 for ``{}`` or ``[1]``, 2 for ``{"a": [1]}``.
+
+    Dicts, lists and tuples (and their subclasses) count as levels; dict keys do not.
+    The count stops past ``limit``: a deeper value (or one that contains itself)
+    gives ``limit + 1``. It visits each container's items once, level by level.
+    """
+    depth = 0
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    scalars, containers = _SCALARS, _CONTAINERS
+    while level:
+        depth += 1
+        if depth > limit:
+            return depth
+        below: list[Any] = []
+        for container in level:
+            for item in container.values() if isinstance(container, dict) else container:
+                kind = type(item)
+                if kind in scalars:
+                    continue
+                if kind is dict or kind is list or isinstance(item, containers):
+                    below.append(item)
+        level = below
+    return depth
+
+
+def check_json_depth(value: Any, limit: int, *, what: str, field: str) -> None:
+    """Refuse ``value`` when it nests more than ``limit`` levels (see :func:`json_depth`).
+
+    :param what: the value as the message names it (``"the data of 'order-1'"``).
+    :param field: the field named in the error's details (``data``, ``metadata``).
+    :raises JSONTooDeepError: the value is deeper than ``limit``.
+    """
+    if json_depth(value, limit) > limit:
+        raise JSONTooDeepError(what, limit, field=field)
+
+
+def check_max_json_depth(value: object, name: str = "max_json_depth") -> int:
+    """``value`` as a depth limit: an int from 1 to :data:`MAX_JSON_DEPTH`.
+
+    :raises ConfigurationError: it is not.
+    """
+    if type(value) is not int or not 1 <= value <= MAX_JSON_DEPTH:
+        raise ConfigurationError(
+            f"{name} must be an int from 1 to {MAX_JSON_DEPTH} (levels of arrays and "
+            f"objects a state's data may nest), not {value!r}."
+        )
+    return value

@@ -19,8 +19,10 @@ from typing import Any
 from .errors import ConfigurationError
 
 __all__ = [
+    "ALLOW_ALL",
     "AccessControlHook",
     "access_control",
+    "allow_all",
     "boolean",
     "fail",
     "integer",
@@ -29,6 +31,11 @@ __all__ = [
     "optional_boolean",
     "optional_str",
     "options",
+    "rate_limit",
+    "rate_limit_extra",
+    "rate_limit_routes",
+    "rate_limit_storage_url",
+    "rate_limits_installed",
     "seconds",
     "tier_url",
     "url_prefix",
@@ -116,10 +123,25 @@ def url_prefix(key: str, value: object) -> str | None:
     return prefix
 
 
+#: The value of ``TIERED_STATE_ACCESS_CONTROL`` that serves the API and the dashboard to
+#: anyone, said explicitly (without a hook, mounting them refuses to start).
+ALLOW_ALL = "allow-all"
+
+
+def allow_all(request: Any, action: str) -> bool:
+    """The hook ``TIERED_STATE_ACCESS_CONTROL = "allow-all"`` stands for: allows everything."""
+    return True
+
+
 def access_control(key: str, value: object) -> AccessControlHook | None:
-    expected = "None, a callable hook(request, action) or an import string 'module:function'"
+    expected = (
+        f"None, {ALLOW_ALL!r}, a callable hook(request, action) or an import string "
+        "'module:function'"
+    )
     if value is None or value == "":
         return None
+    if value == ALLOW_ALL:
+        return allow_all
     if callable(value):
         return value
     if not isinstance(value, str) or not _IMPORT_RE.fullmatch(value):
@@ -192,3 +214,117 @@ def options(key: str, value: object) -> dict[str, Any]:
     if not isinstance(parsed, Mapping) or not all(isinstance(name, str) for name in parsed):
         raise fail(key, value, expected)
     return dict(parsed)
+
+
+# --------------------------------------------------------------------------- rate limits
+
+#: What to install for rate limits (Flask-Limiter).
+RATE_LIMIT_EXTRA = "flask-tiered-state[ratelimit]"
+_ACTION_RE = re.compile(r"[a-z][a-z_]*(\.[a-z][a-z_]*)*")
+
+
+def rate_limits_installed() -> bool:
+    """True when Flask-Limiter (the ``ratelimit`` extra) can be imported."""
+    try:
+        importlib.import_module("flask_limiter")
+    except ImportError:
+        return False
+    return True
+
+
+def rate_limit(key: str, value: object) -> str | None:
+    """A limit in Flask-Limiter's notation (``"300 per minute"``, ``"10/second;1000/hour"``),
+    or None (or ``""``) for no limit."""
+    if value is None or value == "":
+        return None
+    expected = (
+        "a rate limit such as '300 per minute' or '10/second;1000/hour' "
+        "(Flask-Limiter's notation), or None for no limit"
+    )
+    if not isinstance(value, str):
+        raise fail(key, value, expected)
+    try:
+        from limits import parse_many
+    except ImportError:
+        return value  # rate_limit_extra refuses it: Flask-Limiter is missing
+    try:
+        parse_many(value)
+    except ValueError:
+        raise fail(key, value, expected) from None
+    return value
+
+
+def rate_limit_routes(key: str, value: object) -> dict[str, str | None]:
+    """Limits of single routes: a dict of access-control action -> limit or None (or its
+    JSON text). Whether each action is a mounted route's is checked when they mount."""
+    expected = (
+        "a dict of route action (as passed to the access-control hook, e.g. "
+        "'states.register') -> rate limit such as '10 per minute', or None for no limit"
+    )
+    if value is None or value == "":
+        return {}
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise fail(key, value, expected) from None
+    if not isinstance(parsed, Mapping):
+        raise fail(key, value, expected)
+    limits: dict[str, str | None] = {}
+    for action, text in parsed.items():
+        if not isinstance(action, str) or not _ACTION_RE.fullmatch(action):
+            raise fail(key, value, expected)
+        try:
+            limits[action] = rate_limit(key, text)
+        except ConfigurationError:
+            raise fail(key, value, f"{expected}; not {text!r} for {action!r}") from None
+    return limits
+
+
+def rate_limit_storage_url(key: str, value: object) -> str:
+    """Where the rate-limit counters live: a storage URL of the ``limits`` library."""
+    expected = (
+        "a rate-limit storage URL: memory://, or redis://host:6379/0 (also rediss://, "
+        "redis+sentinel://, redis+cluster://, memcached://, mongodb://) to share the counts "
+        "between processes"
+    )
+    if not isinstance(value, str) or "://" not in value:
+        raise fail(key, value, expected)
+    return value
+
+
+def rate_limit_extra(enabled: bool | None, changed: list[str], storage_url: str) -> None:
+    """Refuse rate limits asked for (``enabled`` True, or ``changed`` keys set) without
+    Flask-Limiter, and a storage URL whose scheme the ``limits`` library does not know.
+
+    :raises ConfigurationError: naming the key and what to do.
+    """
+    if enabled is False:
+        return
+    if not rate_limits_installed():
+        if enabled or changed:
+            key = changed[0] if changed else "TIERED_STATE_RATE_LIMIT"
+            raise ConfigurationError(
+                f"{key} asks for rate limits, but Flask-Limiter is not installed: install "
+                f"{RATE_LIMIT_EXTRA!r}, or set TIERED_STATE_RATE_LIMIT = False to go without "
+                "them.",
+                details={"key": key},
+            )
+        return
+    import limits.storage
+
+    known = sorted(
+        {
+            scheme
+            for name in limits.storage.__all__
+            for scheme in getattr(getattr(limits.storage, name), "STORAGE_SCHEME", None) or ()
+        }
+    )
+    if storage_url.partition("://")[0] not in known:
+        raise fail(
+            "TIERED_STATE_RATE_LIMIT_STORAGE_URL",
+            storage_url,
+            f"a storage URL of the limits library, its scheme one of {', '.join(known)} "
+            "(Flask serves synchronously: no 'async+')",
+        )

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from . import setting_values as values
+from .domain.registry import DEFAULT_MAX_STATES
 from .errors import ConfigurationError
+from .json_codec import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH
 
 __all__ = [
     "CONFIG_PREFIX",
@@ -66,6 +68,20 @@ class Setting:
 
 
 _MIB = 1024 * 1024
+#: What a request body may have beyond 3 x the record it carries (the JSON around it).
+REQUEST_HEADROOM_BYTES = 64 * 1024
+
+
+def _json_depth(key: str, value: object) -> int:
+    expected = f"an integer from 1 to {MAX_JSON_DEPTH}"
+    try:
+        depth = values.integer(key, value, 1)
+    except ConfigurationError:
+        raise values.fail(key, value, expected) from None
+    if depth is None or depth > MAX_JSON_DEPTH:
+        raise values.fail(key, value, expected)
+    return depth
+
 
 #: Every ``TIERED_STATE_*`` key, in documentation order.
 SETTINGS: tuple[Setting, ...] = (
@@ -137,6 +153,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_STATE_BYTES", "int | None", _MIB,
             "Largest serialised record accepted (413 over HTTP); None means no limit.",
             lambda k, v: values.integer(k, v, 1, optional=True)),
+    Setting("MAX_JSON_DEPTH", "int", DEFAULT_MAX_JSON_DEPTH,
+            "Most levels of arrays and objects a state's data or metadata may nest (``{\"a\": "
+            "[1]}`` is 2), from 1 to 256. A write bringing deeper ones raises "
+            "JSONTooDeepError (400 ``json_too_deep`` over HTTP), as does a request body too "
+            "deep to parse.", _json_depth),
+    Setting("MAX_REQUEST_BYTES", "int | None", None,
+            "Largest request body the REST API reads: a larger one answers 413 "
+            "``request_entity_too_large`` before it is parsed. None (the default) is "
+            "3 x MAX_STATE_BYTES + 64 KiB (3.06 MiB: ``\\u`` escapes make a body up to 3 "
+            "times the record it carries), or no limit when MAX_STATE_BYTES is None. An app's "
+            "smaller ``MAX_CONTENT_LENGTH`` wins.",
+            lambda k, v: values.integer(k, v, 1, optional=True)),
+    Setting("MAX_STATES_PER_TYPE", "int | None", DEFAULT_MAX_STATES,
+            "Quota of live (not deleted) states of each type registered without its own "
+            "``max_states``, the built-in types (sessions included) among them: a registration "
+            "past it answers 409 ``quota_exceeded``. None: no quota. Counted approximately "
+            "under concurrency; see Security.",
+            lambda k, v: values.integer(k, v, 1, optional=True)),
     Setting("EVENT_RETENTION_SECONDS", "float", 7 * 86400.0,
             "How long ``flask state dispatch`` keeps delivered deliveries of asynchronous "
             "callbacks and finished timers (applied, skipped, failed, cancelled) before it "
@@ -170,8 +204,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ACCESS_CONTROL", "callable | str | None", None,
             "Hook called as hook(request, action) before every API and dashboard view, or its "
             "import string 'module:function'. True or an actor name allows (the name is recorded "
-            "as the actor in history); anything else answers 403. None allows everything.",
+            "as the actor in history); anything else answers 403. 'allow-all' allows every "
+            "request. None (no hook) refuses to mount the API or the dashboard, unless the app "
+            "is TESTING; see Security.",
             values.access_control),
+    Setting("RATE_LIMIT", "bool | None", None,
+            "Rate-limit every route of the REST API and the dashboard per client, with "
+            "Flask-Limiter (the ``ratelimit`` extra). None: on when Flask-Limiter is installed "
+            "and the app is not TESTING; True: on (init_app fails without Flask-Limiter); "
+            "False: off. See Security.", values.optional_boolean),
+    Setting("RATE_LIMIT_READS", "str | None", "300 per minute",
+            "Requests each client may make to each GET route: the actor the access-control "
+            "hook names, else the remote address. Flask-Limiter's notation ('300 per minute', "
+            "'10/second;1000/hour'); past it the route answers 429 with Retry-After. None: no "
+            "limit.", values.rate_limit),
+    Setting("RATE_LIMIT_WRITES", "str | None", "60 per minute",
+            "Requests each client may make to each POST route (as RATE_LIMIT_READS). None: no "
+            "limit.", values.rate_limit),
+    Setting("RATE_LIMIT_ROUTES", "dict", {},
+            "Limits of single routes by their access-control action, replacing READS or WRITES "
+            "for them, e.g. ``{\"states.register\": \"10 per minute\", \"health\": null}`` "
+            "(null: no limit).", values.rate_limit_routes),
+    Setting("RATE_LIMIT_STORAGE_URL", "str", "memory://",
+            "Where the rate-limit counters live, as a storage URL of the ``limits`` library: "
+            "``memory://`` counts in each process; ``redis://host:6379/0`` shares the counts "
+            "between workers and hosts (keys under KEY_PREFIX).", values.rate_limit_storage_url),
     Setting("CLI", "bool", True,
             "Register the ``flask state`` commands on ``app.cli``; False makes them refuse to run.",
             values.boolean),
@@ -211,6 +268,9 @@ class TieredStateSettings:
     promotion_window_seconds: float = 60.0
     demote_after_idle_seconds: float = 30 * 24 * 3600.0
     max_state_bytes: int | None = _MIB
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    max_request_bytes: int | None = None
+    max_states_per_type: int | None = DEFAULT_MAX_STATES
     event_retention_seconds: float = 7 * 86400.0
     idempotency_ttl_seconds: float = 86400.0
     metrics: bool = True
@@ -219,6 +279,11 @@ class TieredStateSettings:
     api_prefix: str | None = None
     dashboard_prefix: str | None = None
     access_control: AccessControlHook | None = None
+    rate_limit: bool | None = None
+    rate_limit_reads: str | None = "300 per minute"
+    rate_limit_writes: str | None = "60 per minute"
+    rate_limit_routes: dict[str, str | None] = field(default_factory=dict)
+    rate_limit_storage_url: str = "memory://"
     cli: bool = True
     local_dir: str | None = None
     create_tables: bool | None = None
@@ -235,6 +300,9 @@ class TieredStateSettings:
         }
         settings = cls(**parsed)
         settings._check_backends()
+        changed = [s.key for s in SETTINGS if s.name.startswith("RATE_LIMIT_")
+                   and getattr(settings, s.attribute) != s.default]  # fmt: skip
+        values.rate_limit_extra(settings.rate_limit, changed, settings.rate_limit_storage_url)
         if settings.api_prefix is not None and settings.api_prefix == settings.dashboard_prefix:
             raise values.fail(
                 CONFIG_PREFIX + "DASHBOARD_PREFIX",
@@ -271,12 +339,23 @@ class TieredStateSettings:
                     details={"key": f"{key}_URL", **exc.details},
                 ) from exc
 
+    @property
+    def request_bytes_limit(self) -> int | None:
+        """The largest request body the REST API reads (see ``MAX_REQUEST_BYTES``)."""
+        if self.max_request_bytes is not None:
+            return self.max_request_bytes
+        if self.max_state_bytes is None:
+            return None
+        return 3 * self.max_state_bytes + REQUEST_HEADROOM_BYTES
+
     def to_dict(self) -> dict[str, Any]:
         """The settings by config key, for display (``flask state stats``, the dashboard)."""
         out: dict[str, Any] = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name == "access_control" and value is not None:
+            if item.name == "access_control" and value is values.allow_all:
+                value = values.ALLOW_ALL
+            elif item.name == "access_control" and value is not None:
                 value = f"{value.__module__}:{getattr(value, '__qualname__', repr(value))}"
             out[_BY_ATTRIBUTE[item.name].key] = value
         return out

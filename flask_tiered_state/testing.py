@@ -214,6 +214,23 @@ class RepositoryContract:
         finally:
             repository.delete_many(full)
 
+    def test_patterns_with_many_stars_answer_promptly(self, repository: StateRepository) -> None:
+        # A matcher that backtracks over placements of the stars (``*`` as ``.*``)
+        # spends minutes on one key here, even on a key the pattern matches (the last
+        # one, for the second pattern); a linear matcher takes microseconds.
+        late_b, early_b = "a" * 199 + "b", "aaaaab" + "a" * 194
+        keys = ["a" * 200, late_b, "b" + "a" * 199, "ab" * 100, early_b]
+        repository.store_many([WriteRequest(k, "1") for k in keys])
+        for pattern, expected in [
+            ("*a*a*a*a*a*b", [late_b, "ab" * 100]),
+            ("*a*a*a*a*a*b*", [late_b, "ab" * 100, early_b]),
+        ]:
+            started = time.perf_counter()
+            found = sorted(repository.keys(pattern))
+            seconds = time.perf_counter() - started
+            assert found == sorted(expected), pattern
+            assert seconds < 5, f"keys({pattern!r}) took {seconds:.1f} s over 5 keys"
+
     @_IO_SETTINGS
     @given(value=_json_documents)
     def test_any_json_document_round_trips(self, repository: StateRepository, value: Any) -> None:

@@ -58,8 +58,10 @@ ERRORS = {
     400: "Malformed request: bad JSON, not an object, bad query parameters or id.",
     403: "Refused by the access-control hook.",
     404: "No such state or version.",
-    409: "Transition not allowed, id taken, or version conflict.",
-    413: "The state is larger than TIERED_STATE_MAX_STATE_BYTES.",
+    409: "Transition not allowed, id taken, version conflict, or the type's quota of "
+    "states reached (quota_exceeded).",
+    413: "The state is larger than TIERED_STATE_MAX_STATE_BYTES, or the request body larger "
+    "than TIERED_STATE_MAX_REQUEST_BYTES.",
     415: "The body is not application/json.",
     422: "The body breaks its schema, the state type is unknown or validators refused.",
     429: "Rate limited; see Retry-After.",

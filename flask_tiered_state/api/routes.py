@@ -3,7 +3,8 @@
 Every view is guarded by the access-control hook and answers JSON, errors included
 (see :mod:`flask_tiered_state.http_errors`), and so do the URLs under the prefix that
 no route matches (404, or 405 for a wrong method). Bad input answers 400 (malformed JSON,
-a body that is not an object, bad query parameters), 415 (a body that is not
+a body that is not an object, bad query parameters), 413 (a body larger than
+``TIERED_STATE_MAX_REQUEST_BYTES``, refused before it is read), 415 (a body that is not
 ``application/json``) or 422 (a body that breaks its schema); never 500.
 
 Every POST route mutates, and every one reads the ``Idempotency-Key`` header (see
@@ -14,6 +15,7 @@ replayed call answers the first response's status and body with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -23,15 +25,17 @@ from typing import Any, TypeVar
 import marshmallow
 from flask import Blueprint, jsonify, request, url_for
 from flask.wrappers import Response
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from ..access import check_access
 from ..app_state import get_app_state
 from ..domain.idempotency import check_idempotency_key, idempotent_call
 from ..domain.model import STATE_ID_RULE
 from ..domain.paging import MAX_PER_PAGE
-from ..errors import InvalidRequestError, StateNotFoundError, ValidationError
+from ..errors import InvalidRequestError, JSONTooDeepError, StateNotFoundError, ValidationError
 from ..http_errors import register_blueprint_error_handlers, route_unmatched_urls
+from ..json_codec import check_json_depth
+from ..ratelimit import limit_blueprint
 from .openapi import build_openapi
 from .schemas import (
     DiffQuerySchema,
@@ -119,11 +123,21 @@ def _body(schema: marshmallow.Schema) -> dict[str, Any]:
         raise InvalidRequestError(
             "The request body is not valid JSON; send one JSON object."
         ) from None
+    except RecursionError:  # json's decoder recurses once per level
+        raise JSONTooDeepError(
+            "the request body", _manager().max_json_depth, field="body", parsed=False
+        ) from None
     if not isinstance(body, dict):
         raise InvalidRequestError(
             f"The request body must be a JSON object; got {type(body).__name__}.",
             details={"body_type": type(body).__name__},
         )
+    # The manager holds data and metadata to the same limit; checked here too, before
+    # the schema and the idempotency fingerprint walk the body by recursion.
+    limit = _manager().max_json_depth
+    for name, value in body.items():
+        field = name if name in schema.fields else "body"  # no unknown names echoed
+        check_json_depth(value, limit, what=f"the {field} in the request body", field=field)
     try:
         loaded: dict[str, Any] = schema.load(body)
     except marshmallow.ValidationError as exc:
@@ -153,7 +167,7 @@ def _filter_value(text: str) -> Any:
 
     try:
         return json.loads(text, parse_constant=reject)
-    except ValueError:
+    except (ValueError, RecursionError):  # too deep to parse: kept as text
         return text
 
 
@@ -246,17 +260,34 @@ def transition_state(state_id: str) -> Response:
 
 def state_history(state_id: str) -> Response:
     _actor()
-    query = _query(HistoryQuerySchema(), request.args.to_dict())
+    args = request.args.to_dict()
+    query = _query(HistoryQuerySchema(), args)
     manager = _manager()
-    if "transition" in query:
-        items = manager.get_changes_by_transition(state_id, query["transition"])
-    elif "limit" in query:
+    if "limit" in query:
+        others = sorted({"page", "per_page", "transition"} & set(args))
+        if others:
+            raise InvalidRequestError(
+                f"limit (the latest N changes) goes alone, not with {', '.join(others)}; "
+                "page through the history with page and per_page instead.",
+                details={"parameters": ["limit", *others]},
+            )
         items = manager.get_recent_changes(state_id, query["limit"])
-    else:
-        items = manager.get_state_history(state_id)
-    if not items:
+        if not items:
+            _existing(state_id)
+        return _respond({"state_id": state_id, "items": items})
+    transition = query.get("transition")
+    page = manager.get_history_page(
+        state_id, transition=transition, page=query["page"], per_page=query["per_page"]
+    )
+    if page.total == 0:
         _existing(state_id)
-    return _respond({"state_id": state_id, "items": items})
+    following = None
+    if page.has_next:
+        following = url_for(
+            f".{_ENDPOINT_HISTORY}", state_id=state_id, page=page.page + 1,
+            per_page=page.per_page, **({"transition": transition} if transition else {}),
+        )  # fmt: skip
+    return _respond({"state_id": state_id, **page.to_dict(), "next": following})
 
 
 def diff_state(state_id: str) -> Response:
@@ -285,6 +316,26 @@ def health() -> Response:
     return _respond(_finite(status), 200 if healthy else 503)
 
 
+def limit_request_body() -> None:
+    """Refuse a body larger than ``TIERED_STATE_MAX_REQUEST_BYTES`` (413): by its
+    ``Content-Length`` before anything is read; a chunked one (no length) by reading at
+    most one byte more than the limit (werkzeug would cut it there without a word)."""
+    limit = get_app_state().settings.request_bytes_limit
+    app_limit = request.max_content_length
+    if limit is None or (app_limit is not None and app_limit <= limit):
+        return  # the app's own MAX_CONTENT_LENGTH is the tighter bound
+    length = request.content_length
+    if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        with contextlib.suppress(AttributeError):  # Flask < 3.1: read-only (the app config's)
+            request.max_content_length = limit + 1  # type: ignore[misc,unused-ignore]
+        length = len(request.get_data(cache=True))  # the views read it from the cache
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge(
+            f"The request body is {'more than ' if length == limit + 1 else ''}{length} "
+            f"bytes; the API reads at most {limit} bytes (TIERED_STATE_MAX_REQUEST_BYTES)."
+        )
+
+
 def openapi_document() -> Response:
     _actor()
     prefix = get_app_state().settings.api_prefix or ""
@@ -303,6 +354,7 @@ def _finite(value: Any) -> Any:
 
 
 _ENDPOINT_GET = "get_state"
+_ENDPOINT_HISTORY = "state_history"
 
 _STATE_ID = {
     "name": "state_id",
@@ -345,8 +397,9 @@ ROUTES: tuple[Route, ...] = (
         RecordSchema, body=TransitionSchema, parameters=(_STATE_ID,), idempotent=True,
     ),
     Route(
-        "/states/<state_id>/history", "GET", "state_history", "states.history", state_history,
-        "A state's history: every change, the latest N, or those of one transition.",
+        "/states/<state_id>/history", "GET", _ENDPOINT_HISTORY, "states.history", state_history,
+        "A state's history, a page at a time (50 changes by default, oldest first; the "
+        "answer's next links the following page), of one transition, or the latest N.",
         HistorySchema, query=HistoryQuerySchema, parameters=(_STATE_ID,),
     ),
     Route(
@@ -380,7 +433,9 @@ def create_api_blueprint() -> Blueprint:
     with a URL prefix, it also answers the unknown URLs and wrong methods under it.
     """
     blueprint = Blueprint(BLUEPRINT_NAME, __name__)
+    blueprint.before_request(limit_request_body)
     register_blueprint_error_handlers(blueprint)
+    limit_blueprint(blueprint, _ACTIONS)  # TIERED_STATE_RATE_LIMIT_*
     for route in ROUTES:
         blueprint.add_url_rule(route.rule, route.endpoint, route.view, methods=[route.method])
     route_unmatched_urls(blueprint)

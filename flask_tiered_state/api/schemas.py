@@ -14,9 +14,14 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
 
-from ..domain.arguments import MAX_REASON_LENGTH, UPDATE_TRANSITIONS
+from ..domain.arguments import (
+    MAX_NAME_LENGTH,
+    MAX_REASON_LENGTH,
+    MAX_VERSION,
+    UPDATE_TRANSITIONS,
+)
 from ..domain.model import StateStatus
-from ..domain.paging import MAX_PER_PAGE
+from ..domain.paging import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE
 
 __all__ = [
     "ChangeSchema",
@@ -35,8 +40,28 @@ __all__ = [
 ]
 
 TRANSITION_NAMES = tuple(t.value.upper() for t in UPDATE_TRANSITIONS)
-DEFAULT_PER_PAGE = 50
 MAX_HISTORY_LIMIT = 1000
+
+
+def _version(**options: Any) -> fields.Integer:
+    """A version number: 1 to MAX_VERSION (what the history's INTEGER column holds)."""
+    return fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_VERSION), **options)
+
+
+def _page() -> fields.Integer:
+    return fields.Integer(
+        validate=validate.Range(min=1, max=MAX_PAGE),
+        load_default=1,
+        metadata={"description": f"The page, from 1 to {MAX_PAGE:,}."},
+    )
+
+
+def _per_page() -> fields.Integer:
+    return fields.Integer(
+        validate=validate.Range(min=1, max=MAX_PER_PAGE),
+        load_default=DEFAULT_PER_PAGE,
+        metadata={"description": f"Results per page, from 1 to {MAX_PER_PAGE}."},
+    )
 
 
 def _lower(data: Any, names: tuple[str, ...]) -> Any:
@@ -53,7 +78,10 @@ class RegisterStateSchema(Schema):
 
     state_id = fields.String(required=True, metadata={"description": "The new state's id."})
     type = fields.String(required=True, metadata={"description": "A registered state type."})
-    name = fields.String(metadata={"description": "Display name; defaults to the id."})
+    name = fields.String(
+        validate=validate.Length(max=MAX_NAME_LENGTH),
+        metadata={"description": "Display name; defaults to the id."},
+    )
     data = fields.Dict(keys=fields.String(), load_default=dict)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
@@ -77,11 +105,12 @@ class TransitionSchema(Schema):
         keys=fields.String(),
         metadata={"description": "The new data; absent keeps the current data."},
     )
-    name = fields.String(metadata={"description": "A new display name."})
+    name = fields.String(
+        validate=validate.Length(max=MAX_NAME_LENGTH),
+        metadata={"description": "A new display name."},
+    )
     metadata = fields.Dict(keys=fields.String(), metadata={"description": "New metadata."})
-    expected_version = fields.Integer(
-        strict=True,
-        validate=validate.Range(min=1),
+    expected_version = _version(
         allow_none=True,
         metadata={"description": "Refuse with 409 unless the state is at this version."},
     )
@@ -95,10 +124,9 @@ class TransitionSchema(Schema):
 class RollbackSchema(Schema):
     """``POST /states/<id>/rollback``: restore an earlier version as a new one."""
 
-    to_version = fields.Integer(
-        strict=True, required=True, validate=validate.Range(min=1),
-        metadata={"description": "The recorded version whose record is restored."},
-    )  # fmt: skip
+    to_version = _version(
+        required=True, metadata={"description": "The recorded version whose record is restored."}
+    )
     reason = fields.String(validate=validate.Length(max=MAX_REASON_LENGTH), allow_none=True)
 
 
@@ -107,10 +135,8 @@ class ListQuerySchema(Schema):
 
     type = fields.String(metadata={"description": "Only states of this type."})
     status = fields.String(metadata={"description": "Only states in this status."})
-    page = fields.Integer(validate=validate.Range(min=1), load_default=1)
-    per_page = fields.Integer(
-        validate=validate.Range(min=1, max=MAX_PER_PAGE), load_default=DEFAULT_PER_PAGE
-    )
+    page = _page()
+    per_page = _per_page()
 
     @pre_load
     def _normalise(self, data: Any, **_: Any) -> Any:
@@ -118,11 +144,17 @@ class ListQuerySchema(Schema):
 
 
 class HistoryQuerySchema(Schema):
-    """``GET /states/<id>/history``."""
+    """``GET /states/<id>/history``: a page of changes, oldest first (``page``,
+    ``per_page``), or with ``limit`` the latest N, newest first."""
 
+    page = _page()
+    per_page = _per_page()
     limit = fields.Integer(
         validate=validate.Range(min=1, max=MAX_HISTORY_LIMIT),
-        metadata={"description": "Only the latest N changes, newest first."},
+        metadata={
+            "description": "Only the latest N changes, newest first, in one answer "
+            "(without page, per_page and transition)."
+        },
     )
     transition = fields.String(
         metadata={"description": "Only changes made by this transition, oldest first."}
@@ -136,8 +168,12 @@ class HistoryQuerySchema(Schema):
 class DiffQuerySchema(Schema):
     """``GET /states/<id>/diff?from=&to=``."""
 
-    from_version = fields.Integer(data_key="from", required=True, validate=validate.Range(min=1))
-    to_version = fields.Integer(data_key="to", required=True, validate=validate.Range(min=1))
+    from_version = fields.Integer(
+        data_key="from", required=True, validate=validate.Range(min=1, max=MAX_VERSION)
+    )
+    to_version = fields.Integer(
+        data_key="to", required=True, validate=validate.Range(min=1, max=MAX_VERSION)
+    )
 
 
 # -- responses ------------------------------------------------------------------
@@ -199,10 +235,22 @@ class PageSchema(_Response):
 
 
 class HistorySchema(_Response):
-    """A state's changes."""
+    """A state's changes: one page of them (oldest first), or the latest N with ``limit``
+    (then without the page fields)."""
 
     state_id = fields.String(required=True)
     items = fields.List(fields.Nested(ChangeSchema), required=True)
+    total = fields.Integer(metadata={"description": "The changes there are (of the transition)."})
+    page = fields.Integer()
+    per_page = fields.Integer()
+    pages = fields.Integer(
+        validate=validate.Range(min=0),
+        metadata={"description": "The number of pages; 0 when there are no changes."},
+    )
+    next = fields.String(
+        allow_none=True,
+        metadata={"description": "The URL of the next page; null on the last one."},
+    )
 
 
 class DiffSchema(_Response):

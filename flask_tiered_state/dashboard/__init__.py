@@ -36,14 +36,19 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Response
 from werkzeug.exceptions import HTTPException
 
-from ..access import check_access
+from ..access import check_access, require_access_control
 from ..errors import TieredStateError
 from ..http_errors import (
     UNMATCHED_ENDPOINT,
     error_code,
+    log_error,
+    log_internal_error,
+    public_error,
     register_http_error_handlers,
     route_unmatched_urls,
+    unexpected_error,
 )
+from ..ratelimit import limit_blueprint
 from ..settings import TieredStateSettings
 from . import forms, movements, views
 
@@ -168,6 +173,8 @@ def create_blueprint(settings: TieredStateSettings) -> Blueprint:
     ``TIERED_STATE_DASHBOARD_PREFIX``).
 
     :param settings: the app's settings; the access-control hook is taken from them.
+    :raises ConfigurationError: at registration, when ``settings`` has no hook and the
+        app is not ``TESTING`` (see :func:`~flask_tiered_state.access.require_access_control`).
     """
     blueprint = Blueprint(
         BLUEPRINT_NAME,
@@ -178,6 +185,7 @@ def create_blueprint(settings: TieredStateSettings) -> Blueprint:
     )
     hook = settings.access_control
     movements.install()
+    blueprint.record_once(lambda state: require_access_control(state.app, settings))
 
     @blueprint.before_request
     def guard() -> None:
@@ -194,7 +202,10 @@ def create_blueprint(settings: TieredStateSettings) -> Blueprint:
         return forms.set_cookie(response)
 
     def error_page(exc: TieredStateError) -> ResponseReturnValue:
-        html = render_template("tiered_state_dashboard/error.html", error=exc)
+        message, _ = public_error(exc)  # no host, port or driver text on the page
+        log_error(exc, message)
+        error = _PageError(exc.http_status, exc.code, message)
+        html = render_template("tiered_state_dashboard/error.html", error=error)
         return html, exc.http_status
 
     def http_error_page(exc: HTTPException) -> ResponseReturnValue:
@@ -204,7 +215,15 @@ def create_blueprint(settings: TieredStateSettings) -> Blueprint:
         return html, error.http_status, headers
 
     blueprint.register_error_handler(TieredStateError, error_page)
+    limit_blueprint(blueprint, DASHBOARD_ACTIONS, error_page)
     register_http_error_handlers(blueprint, http_error_page)
+
+    def unexpected_page(exc: Exception) -> ResponseReturnValue:
+        error = unexpected_error(exc)  # logged here, escaped; not by Flask's own record
+        log_internal_error(error)
+        return http_error_page(error)
+
+    blueprint.register_error_handler(Exception, unexpected_page)
     blueprint.context_processor(_helpers)
     blueprint.add_url_rule("/", "index", views.index)
     blueprint.add_url_rule("/states", "states", views.states)

@@ -64,7 +64,7 @@ def parse_filters(text: str) -> dict[str, Any]:
             )
         try:
             value = json.loads(raw) if raw else raw
-        except ValueError:
+        except (ValueError, RecursionError):  # too deep to parse: kept as text
             value = raw
         filters[path] = value if not isinstance(value, (dict, list)) else raw
     return filters

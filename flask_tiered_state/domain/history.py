@@ -174,6 +174,24 @@ class HistoryRepository:
         t = self.table
         return self._select(t.c.state_id == state_id, t.c.version.asc())
 
+    def page(
+        self, state_id: str, transition: str | None, *, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """``limit`` rows of ``state_id`` (of one ``transition``) from ``offset``, oldest
+        version first, and how many there are in all."""
+        t = self.table
+        where = t.c.state_id == state_id
+        if transition is not None:
+            where = sa.and_(where, t.c.transition == transition)
+        stmt = sa.select(t).where(where).order_by(t.c.version.asc()).limit(limit).offset(offset)
+        count = sa.select(sa.func.count()).select_from(t).where(where)
+        with self.engine.connect() as conn:
+            rows = [self._to_dict(row) for row in conn.execute(stmt).mappings()]
+            total = len(rows) + offset if 0 < len(rows) < limit else None
+            if total is None:
+                total = int(conn.execute(count).scalar_one())
+        return rows, total
+
     def recent(self, state_id: str, limit: int) -> list[dict[str, Any]]:
         """The latest ``limit`` rows of ``state_id``, newest first."""
         t = self.table

@@ -21,20 +21,24 @@ from ..errors import (
     ConcurrencyError,
     ConfigurationError,
     InvalidRequestError,
+    JSONTooDeepError,
     StateNotFoundError,
     TieredStateError,
     ValidationError,
     VersionNotFoundError,
 )
+from ..json_codec import DEFAULT_MAX_JSON_DEPTH, check_max_json_depth
 from ..storage.base import StateCategory, StateRepositories
 from ..storage.checks import int_option, seconds_option
 from ..storage.deadlines import within_budget
 from ..storage.keys import validate_pattern
 from .arguments import (
+    MAX_ROW_ID,
     UPDATE_TRANSITIONS,
     check_actor_reason,
     check_positive_int,
     check_transition,
+    check_version,
 )
 from .batch import BatchWriter
 from .callbacks import (
@@ -65,9 +69,10 @@ from .model import (
 )
 from .operations import OperationStats, health_status
 from .outbox import Outbox, check_status, define_delivery_table
-from .paging import Page, validate_paging
+from .paging import DEFAULT_PER_PAGE, Page, validate_paging
+from .quotas import StateQuotas
 from .records import RecordBuilder
-from .registry import StateTypeSpec, TypeRegistry
+from .registry import DEFAULT, DEFAULT_MAX_STATES, StateTypeSpec, TypeRegistry, UseDefault
 from .search import COUNT_FIELDS, StateSearch
 from .timers import Timers, define_timer_table
 from .validation import STRUCTURE_FIELDS, ValidatorRegistry
@@ -172,6 +177,11 @@ class StateManager:
     :param close_store: :meth:`close` also closes the store.
     :param operation_log_level: the level of :meth:`log_state_operation`'s records
         (``logging.INFO``); None logs none.
+    :param default_max_states: the quota of live states of each type registered without
+        ``max_states``, the built-in ones included (see :mod:`.quotas`); None: no quota.
+    :param max_json_depth: the levels of arrays and objects the data and the metadata
+        of a state may nest (``TIERED_STATE_MAX_JSON_DEPTH``, 1 to 256); a write bringing
+        deeper ones raises :class:`~flask_tiered_state.errors.JSONTooDeepError`.
     """
 
     # -- instances ---------------------------------------------------------------
@@ -194,12 +204,15 @@ class StateManager:
         close_store: bool = True,
         operation_log_level: int | None = logging.INFO,
         idempotency_ttl_seconds: float = 86400.0,
+        default_max_states: int | None = DEFAULT_MAX_STATES,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     ) -> StateManager:
         """A new, independent manager over ``store`` (not the default instance); see the
         class doc for the options. The Flask extension builds each app's manager so."""
         self = object.__new__(cls)
         self._setup(
             store,
+            default_max_states=default_max_states,
             idempotency_ttl_seconds=idempotency_ttl_seconds,
             history_table=history_table,
             create_tables=create_tables,
@@ -207,6 +220,7 @@ class StateManager:
             max_attempts=max_attempts,
             close_store=close_store,
             operation_log_level=operation_log_level,
+            max_json_depth=max_json_depth,
         )
         return self
 
@@ -221,6 +235,8 @@ class StateManager:
         close_store: bool,
         operation_log_level: int | None,
         idempotency_ttl_seconds: float,
+        default_max_states: int | None = DEFAULT_MAX_STATES,
+        max_json_depth: int,
     ) -> None:
         warm = getattr(store, "warm", None)
         if warm is None or not hasattr(warm, "unit_of_work") or not hasattr(warm, "table"):
@@ -230,6 +246,7 @@ class StateManager:
             )
         int_option("hot_ttl_seconds", hot_ttl_seconds)
         int_option("max_attempts", max_attempts)
+        check_max_json_depth(max_json_depth)
         if operation_log_level is not None and (
             type(operation_log_level) is not int or operation_log_level < 0
         ):
@@ -245,7 +262,7 @@ class StateManager:
         #: What the default instance was made from (:meth:`get_instance` compares).
         self._components: dict[str, Any] = {}
         self._max_attempts = max_attempts
-        self.types = TypeRegistry()
+        self.types = TypeRegistry(default_max_states=default_max_states)
         self.validators = ValidatorRegistry()
         self.callbacks = CallbackRegistry()
         self.dispatcher = CallbackDispatcher(self, self.callbacks)
@@ -272,9 +289,12 @@ class StateManager:
             default_hot_ttl_seconds=hot_ttl_seconds,
             outbox=self.outbox,
         )
-        self._records = RecordBuilder(self.validators)
+        self._records = RecordBuilder(self.validators, max_json_depth=max_json_depth)
+        #: The levels of arrays and objects a state's data and metadata may nest.
+        self.max_json_depth: int = self._records.max_json_depth
         self._batch = BatchWriter(self._writer, self._records)
         self._search = StateSearch(warm)
+        self._quotas = StateQuotas(self._search.count_type)
         self._ops = OperationStats()
 
     @classmethod
@@ -408,8 +428,9 @@ class StateManager:
     def _committed(
         self, write: Write, actor: str | None, reason: str | None, started: float
     ) -> None:
-        """After commit: deliver the event and record the operation."""
+        """After commit: deliver the event, count the state and record the operation."""
         new = write.new
+        self._quotas.committed(write.spec, write.transition, new, self._writer.ttl_for(write.spec))
         name = event_name(write.spec.name, write.transition)
         if self.dispatcher.wants(name):
             self.dispatcher.dispatch(
@@ -453,6 +474,7 @@ class StateManager:
         schema: Any = None,
         home_tier: StateCategory = StateCategory.WARM,
         hot_ttl_seconds: int | None = None,
+        max_states: int | UseDefault | None = DEFAULT,
     ) -> StateTypeSpec:
         """Add a state type (or replace a type's settings, built-in ones included).
 
@@ -461,6 +483,11 @@ class StateManager:
         :param schema: a marshmallow Schema (class or instance) for its ``data``.
         :param home_tier: where its records are durably kept.
         :param hot_ttl_seconds: TTL when the home tier is HOT.
+        :param max_states: the most live (not deleted) states of the type; a registration
+            past it raises :class:`~flask_tiered_state.errors.QuotaExceededError`. Left
+            out: the manager's ``default_max_states`` (``TIERED_STATE_MAX_STATES_PER_TYPE``);
+            None: no quota. See :mod:`flask_tiered_state.domain.quotas` for how states
+            are counted.
         """
         spec = self.types.register(
             name,
@@ -468,6 +495,7 @@ class StateManager:
             schema=schema,
             home_tier=home_tier,
             hot_ttl_seconds=hot_ttl_seconds,
+            max_states=max_states,
         )
         self.validators.set_schema(spec.name, schema)
         return spec
@@ -640,6 +668,30 @@ class StateManager:
         """Every history row of ``state_id``, oldest version first ([] for unknown ids)."""
         return self.history.for_state(validate_state_id(state_id))
 
+    def get_history_page(
+        self,
+        state_id: str,
+        *,
+        transition: StateTransition | str | None = None,
+        page: int = 1,
+        per_page: int = DEFAULT_PER_PAGE,
+    ) -> Page[dict[str, Any]]:
+        """One page of the history rows of ``state_id`` (of one ``transition``), oldest
+        version first; ``total`` counts them all (0 for unknown ids).
+
+        ``page`` is 1 to 1,000,000 and ``per_page`` 1 to 1,000, as in :meth:`search_states`.
+        """
+        validate_state_id(state_id)
+        page, per_page = validate_paging(page, per_page)
+        step = None if transition is None else check_transition(transition, what="transition")
+        rows, total = self.history.page(
+            state_id,
+            None if step is None else step.value,
+            offset=(page - 1) * per_page,
+            limit=per_page,
+        )
+        return Page(rows, total, page, per_page)
+
     def get_recent_changes(self, state_id: str, limit: int = 10) -> list[dict[str, Any]]:
         """The latest ``limit`` (1-1000) history rows of ``state_id``, newest first."""
         validate_state_id(state_id)
@@ -669,8 +721,8 @@ class StateManager:
     def diff_versions(self, state_id: str, from_version: int, to_version: int) -> dict[str, Any]:
         """Dotted paths added, removed and changed from one recorded version to another."""
         validate_state_id(state_id)
-        check_positive_int(from_version, "from_version")
-        check_positive_int(to_version, "to_version")
+        check_version(from_version, "from_version")
+        check_version(to_version, "to_version")
         records = self.history.records_at(state_id, [from_version, to_version])
         for version in (from_version, to_version):
             if version not in records:
@@ -732,6 +784,7 @@ class StateManager:
 
         def run(completion: Completion | None) -> dict[str, Any]:
             record = self._records.new_record(state_id, spec, initial_data)
+            self._quotas.check(spec)
             key = state_key(state_id)
             write = Write(key, spec, StateTransition.CREATE, None, record, 0)
             try:
@@ -771,7 +824,7 @@ class StateManager:
         step = check_transition(transition, UPDATE_TRANSITIONS, what="transition")
         check_actor_reason(actor, reason)
         if expected_version is not None:
-            check_positive_int(expected_version, "expected_version")
+            check_version(expected_version, "expected_version")
 
         def build(current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
             return self._records.changed_record(current, spec, step, new_data, merge=merge)
@@ -824,7 +877,7 @@ class StateManager:
         """
         started = time.perf_counter()
         validate_state_id(state_id)
-        check_positive_int(to_version, "to_version")
+        check_version(to_version, "to_version")
         check_actor_reason(actor, reason)
 
         def build(current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
@@ -871,9 +924,14 @@ class StateManager:
             return run(None)
         key = check_idempotency_key(idempotency_key)
         budget = self.store.call_timeout or 60.0
-        lease = self.idempotency.begin(
-            key, operation, fingerprint(operation, parameters), lease_seconds=budget + 5.0
-        )
+        try:
+            digest = fingerprint(operation, parameters)
+        except RecursionError:  # json recurses per level; the records' check comes later
+            raise JSONTooDeepError(
+                f"a value given to {operation}", self.max_json_depth, field="parameters",
+                parsed=False,
+            ) from None  # fmt: skip
+        lease = self.idempotency.begin(key, operation, digest, lease_seconds=budget + 5.0)
         if lease.replayed:
             replayed: _T = lease.result
             return replayed
@@ -956,6 +1014,7 @@ class StateManager:
         check_actor_reason(actor, reason)
 
         def run(completion: Completion | None) -> dict[str, dict[str, Any]]:
+            self._check_batch_quotas(items, state_type)
             writes = self._batch.upsert(
                 items, state_type, max_attempts=self._max_attempts, actor=actor, reason=reason,
                 completion=completion,
@@ -969,6 +1028,26 @@ class StateManager:
             "actor": actor, "reason": reason,
         }  # fmt: skip
         return self._idempotent(idempotency_key, "batch_set_state", parameters, run, _records_by_id)
+
+    def _check_batch_quotas(self, items: object, state_type: object) -> None:
+        """The quotas of the types of a batch's ids that were never registered."""
+        if not isinstance(items, Mapping) or not items:
+            return
+        ids = [i for i in items if isinstance(i, str)]
+        new = set(ids) - self.history.existing_ids(ids)
+        adding: dict[str, int] = {}
+        specs: dict[str, StateTypeSpec] = {}
+        for state_id in new:
+            structure = items[state_id]
+            given = structure.get("type") if isinstance(structure, Mapping) else None
+            try:
+                spec = self.types.get(given if given is not None else state_type)
+            except TieredStateError:
+                continue  # the batch refuses the item itself
+            specs[spec.name] = spec
+            adding[spec.name] = adding.get(spec.name, 0) + 1
+        for name, count in adding.items():
+            self._quotas.check(specs[name], count)
 
     def batch_update_state(
         self,
@@ -1120,7 +1199,7 @@ class StateManager:
                 raise InvalidRequestError(f"after must be a timedelta >= 0, not {after!r}.")
             due_at = time.time() + after.total_seconds()
         if if_version is not None:
-            check_positive_int(if_version, "if_version")
+            check_version(if_version, "if_version")
         if self.get_state(state_id, include_deleted=True) is None:
             raise StateNotFoundError(state_id)
         return self.timers.schedule(
@@ -1175,7 +1254,7 @@ class StateManager:
         how many."""
         chosen = None
         if ids is not None:
-            chosen = [check_positive_int(i, "delivery id") for i in ids]
+            chosen = [check_positive_int(i, "delivery id", maximum=MAX_ROW_ID) for i in ids]
         return self.outbox.retry(chosen, all_dead=all_dead)
 
     # -- tiers, figures and health ---------------------------------------------

@@ -8,9 +8,13 @@ from typing import Any, TypeVar, overload
 
 from ..errors import InvalidRequestError
 
-__all__ = ["MAX_PER_PAGE", "Page", "validate_paging"]
+__all__ = ["DEFAULT_PER_PAGE", "MAX_PAGE", "MAX_PER_PAGE", "Page", "validate_paging"]
 
+DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 1000
+#: The highest page number: the row offset, ``(page - 1) * per_page``, stays below
+#: 10**9, which every database takes (a 64-bit offset overflows from 2**63).
+MAX_PAGE = 1_000_000
 T = TypeVar("T")
 
 
@@ -66,15 +70,17 @@ class Page(Sequence[T]):
 
 
 def validate_paging(page: object, per_page: object) -> tuple[int, int]:
-    """Check ``page >= 1`` and ``1 <= per_page <= 1000``; raise InvalidRequestError."""
-    if type(page) is not int or page < 1:
+    """Check ``1 <= page <= 1,000,000`` and ``1 <= per_page <= 1000``; raise
+    InvalidRequestError."""
+    if type(page) is not int or not 1 <= page <= MAX_PAGE:
         raise InvalidRequestError(
-            f"Invalid page {page!r}; page is an integer of at least 1.",
-            details={"page": repr(page)},
+            f"Invalid page {page!r}; page is an integer from 1 to {MAX_PAGE:,} (narrow the "
+            "query with filters to reach later results).",
+            details={"page": repr(page)[:100], "maximum": MAX_PAGE},
         )
     if type(per_page) is not int or not 1 <= per_page <= MAX_PER_PAGE:
         raise InvalidRequestError(
             f"Invalid per_page {per_page!r}; per_page is an integer from 1 to {MAX_PER_PAGE}.",
-            details={"per_page": repr(per_page)},
+            details={"per_page": repr(per_page)[:100], "maximum": MAX_PER_PAGE},
         )
     return page, per_page

@@ -1,4 +1,10 @@
-"""Building new records from a caller's structure: registration and transitions."""
+"""Building new records from a caller's structure: registration and transitions.
+
+Every record the manager writes is built here (single and batch writes, registration,
+transitions, rollback), so this is where the data and metadata a write brings are held
+to ``max_json_depth`` (``TIERED_STATE_MAX_JSON_DEPTH``): before the schema, the
+validators and the encoders, whose recursion a deeper value could exhaust.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidTransitionError
+from ..json_codec import DEFAULT_MAX_JSON_DEPTH, check_json_depth, check_max_json_depth
+from .arguments import check_name_metadata
 from .model import StateTransition, utc_now_iso
 from .registry import StateTypeSpec
 from .validation import ValidatorRegistry, check_json, parse_structure, run_checks
@@ -15,10 +23,29 @@ __all__ = ["RecordBuilder"]
 
 
 class RecordBuilder:
-    """Checks structures, runs validators and lifecycles, and returns the next record."""
+    """Checks structures, runs validators and lifecycles, and returns the next record.
 
-    def __init__(self, validators: ValidatorRegistry) -> None:
+    :param max_json_depth: the levels of arrays and objects the data and the metadata
+        of a record may nest (each counts itself: ``{"a": [1]}`` is 2).
+    """
+
+    def __init__(
+        self, validators: ValidatorRegistry, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    ) -> None:
         self.validators = validators
+        self.max_json_depth = check_max_json_depth(max_json_depth)
+
+    def _check_json(self, value: dict[str, Any], *, state_id: str, field: str) -> None:
+        """``value`` (the data or metadata a write brings) is plain JSON, nested at most
+        :attr:`max_json_depth` levels.
+
+        :raises JSONTooDeepError: it nests deeper.
+        :raises ValidationError: it is not plain JSON.
+        """
+        check_json_depth(
+            value, self.max_json_depth, what=f"the {field} of {state_id!r}", field=field
+        )
+        check_json(value, state_id=state_id, field=field)
 
     def _check_data(self, state_id: str, spec: StateTypeSpec, data: dict[str, Any]) -> None:
         """The type's schema, on new data."""
@@ -44,8 +71,9 @@ class RecordBuilder:
         given = parse_structure(structure, state_id=state_id, state_type=spec.name)
         data = {} if given.data is None else given.data
         metadata = {} if given.metadata is None else given.metadata
-        check_json(data, state_id=state_id, field="data")
-        check_json(metadata, state_id=state_id, field="metadata")
+        self._check_json(data, state_id=state_id, field="data")
+        self._check_json(metadata, state_id=state_id, field="metadata")
+        check_name_metadata(given.name, metadata, state_id=state_id)
         self._check_data(state_id, spec, data)
         now = utc_now_iso()
         record = {
@@ -80,14 +108,21 @@ class RecordBuilder:
         status = spec.lifecycle.target(state_id, current["status"], transition)
         given = parse_structure(structure, state_id=state_id, state_type=spec.name, current=current)
         new = dict(current)
+        if given.metadata is not None:
+            self._check_json(given.metadata, state_id=state_id, field="metadata")
+        merged_metadata = (
+            {**current["metadata"], **given.metadata}
+            if merge and given.metadata is not None
+            else given.metadata
+        )
+        check_name_metadata(given.name, merged_metadata, state_id=state_id)
         if given.name is not None:
             new["name"] = given.name
         if given.data is not None:
-            check_json(given.data, state_id=state_id, field="data")
+            self._check_json(given.data, state_id=state_id, field="data")
             new["data"] = {**current["data"], **given.data} if merge else given.data
-        if given.metadata is not None:
-            check_json(given.metadata, state_id=state_id, field="metadata")
-            new["metadata"] = {**current["metadata"], **given.metadata} if merge else given.metadata
+        if merged_metadata is not None:
+            new["metadata"] = merged_metadata
         new["status"] = status.value
         new["version"] = current["version"] + 1
         new["updated_at"] = utc_now_iso()
@@ -110,8 +145,15 @@ class RecordBuilder:
 
         :raises InvalidTransitionError: no transition leads from the current status to
             the restored one.
+        :raises JSONTooDeepError: the restored data or metadata nests deeper than
+            :attr:`max_json_depth` (a version recorded under a higher limit).
         """
         state_id, status = current["state_id"], current["status"]
+        for field in ("data", "metadata"):
+            check_json_depth(
+                target[field], self.max_json_depth,
+                what=f"the {field} of version {to_version} of {state_id!r}", field=field,
+            )  # fmt: skip
         if not spec.lifecycle.allows_status_change(status, target["status"]):
             raise InvalidTransitionError(
                 state_id,

@@ -14,6 +14,11 @@ repository's is in :mod:`flask_tiered_state.storage.sql.search`): one containmen
 test served by a GIN index on PostgreSQL, ``json_type`` / ``json_extract`` on SQLite.
 Equality includes the JSON type: ``1`` never equals ``true`` or ``"1"``.
 
+Filter values must be comparable on every backend: a string without NUL characters
+(U+0000) or lone surrogates, an integer from -2**63 to 2**63 - 1, a finite float, a
+boolean or None; anything else is refused with
+:class:`~flask_tiered_state.errors.InvalidRequestError` before a query runs.
+
 Results are the records under ``state:*`` that are not deleted, ordered by
 ``updated_at`` descending, then ``state_id``. :meth:`StateSearch.counts` groups the
 same records by type and status in one ``GROUP BY`` query. Search covers what the WARM tier
@@ -23,6 +28,7 @@ with ``demote_to_cold``. HOT-home types (sessions) are read by id only.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,6 +47,8 @@ OBJECT_ROOTS = ("data", "metadata")
 COUNT_FIELDS = ("type", "status")
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_\-]{1,100}")
 _SCALARS = (str, int, float, bool, type(None))
+#: The integers every backend compares (SQLite's are signed 64-bit).
+MIN_FILTER_INT, MAX_FILTER_INT = -(2**63), 2**63 - 1
 #: Search never returns deleted states.
 _NOT_DELETED = (("status", "deleted"),)
 
@@ -79,16 +87,44 @@ def parse_filters(filters: Mapping[str, Any] | None) -> list[tuple[tuple[str, ..
                     raise _bad_path(path, f"key {segment!r} is not allowed")
         else:
             raise _bad_path(path, f"unknown root {root!r}")
-        if not isinstance(value, _SCALARS) or (
-            isinstance(value, float) and value != value  # NaN
-        ):
+        if not isinstance(value, _SCALARS):
             raise InvalidRequestError(
-                f"Invalid value {value!r} for filter {path!r}; filter values are strings, "
-                "numbers, booleans or None (equality).",
-                details={"path": path, "value": repr(value)},
+                f"Invalid value {_shown(value)} for filter {path!r}; filter values are "
+                "strings, numbers, booleans or None (equality).",
+                details={"path": path, "value": _shown(value)},
             )
+        _check_value(path, value)
         parsed.append((segments, value))
     return parsed
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_value(path: str, value: object) -> None:
+    """Refuse a scalar some backend cannot compare: NaN, an infinity, an integer beyond
+    64 bits, a string with NUL or a lone surrogate."""
+    why = None
+    if isinstance(value, float) and not math.isfinite(value):
+        why = "numbers must be finite (not NaN or an infinity)"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not MIN_FILTER_INT <= value <= MAX_FILTER_INT:
+            why = "integers must be from -2**63 to 2**63 - 1"
+    elif isinstance(value, str):
+        if "\x00" in value:
+            why = "strings cannot contain NUL characters (U+0000)"
+        else:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                why = "strings cannot contain lone surrogates"
+    if why is not None:
+        raise InvalidRequestError(
+            f"Invalid value {_shown(value)} for filter {path!r}: {why}.",
+            details={"path": path, "value": _shown(value)},
+        )
 
 
 class StateSearch:
@@ -135,6 +171,12 @@ class StateSearch:
             one_of=(("type", tuple(types)),),
         )
         return self.repository.count_documents(query, list(fields))
+
+    def count_type(self, state_type: str) -> int:
+        """The number of records of ``state_type`` in the WARM tier that are not deleted
+        (one containment query, served by the GIN index on PostgreSQL)."""
+        query = DocumentQuery(KEY_PREFIX, equal=((("type",), state_type),), not_equal=_NOT_DELETED)
+        return int(self.repository.count_documents(query, [])[0][0])
 
     def count(self) -> int:
         """The number of records in the WARM tier that are not deleted."""

@@ -7,7 +7,11 @@ caller can never mutate the cached value in place: the first hit decodes the JSO
 text once and keeps a pickle of the result; later hits unpickle it, which measured
 about 5x faster than ``json.loads`` of the text and 6-10x faster than
 ``copy.deepcopy`` of the decoded value. The pickle is made here from JSON-decoded
-values only and never leaves the process.
+values only and never leaves the process. Pickling recurses twice per level of arrays
+and objects, so a value nested a few hundred levels deep (stored before
+``TIERED_STATE_MAX_JSON_DEPTH`` existed, or written to the store directly) cannot be
+pickled: such an entry keeps no snapshot and every hit decodes its text instead, so
+whatever was cached stays readable.
 
 The LRU is an :class:`collections.OrderedDict` rather than ``cachetools.LRUCache``:
 cachetools bounds a single measure, while this cache needs two bounds, an eviction
@@ -57,6 +61,8 @@ class _Entry:
     last_accessed: float
     expires_at: float  # on the cache's clock: value TTL or max age, whichever is first
     hits: int = 0
+    #: The pickle of the decoded value (None: not made yet; empty: cannot be made, so
+    #: every hit decodes the text).
     snapshot: bytes | None = None
 
 
@@ -197,7 +203,7 @@ class StateCache:
             if entry is None:
                 return default
             snapshot = entry.snapshot
-        if snapshot is not None:
+        if snapshot:
             return pickle.loads(snapshot)
         return self._decode(key, entry)
 
@@ -210,14 +216,20 @@ class StateCache:
             if entry is None:
                 return MISSING, token
             snapshot = entry.snapshot
-        if snapshot is not None:
+        if snapshot:
             return pickle.loads(snapshot), token
         return self._decode(key, entry), token
 
     def _decode(self, key: str, entry: _Entry) -> Any:
-        """The first hit of ``entry``: decode its text and keep a pickle for later hits."""
+        """The first hit of ``entry``: decode its text and keep a pickle for later hits
+        (a hit of an entry that cannot be pickled: decode its text)."""
         value = loads(entry.stored.value)
-        snapshot = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        if entry.snapshot is not None:
+            return value
+        try:
+            snapshot = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except RecursionError:
+            snapshot = b""
         with self._lock:
             if self._entries.get(key) is entry and entry.snapshot is None:
                 entry.snapshot = snapshot

@@ -3,11 +3,13 @@
 Keys are 1 to 255 characters from ``A-Z a-z 0-9`` and ``_ - . : / @ + =``.
 Patterns are globs: ``*`` matches any run of characters (``/`` included), ``?``
 exactly one; every other character is literal in every backend, so each backend
-escapes what its own matcher treats as special.
+escapes what its own matcher treats as special. Matching takes time proportional to
+the key's length times the pattern's, never more (see :func:`glob_to_regex`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from functools import lru_cache
 
@@ -16,6 +18,7 @@ from ..errors import InvalidKeyError, InvalidPatternError
 __all__ = [
     "KEY_ALPHABET_DESCRIPTION",
     "MAX_KEY_LENGTH",
+    "MAX_PATTERN_LENGTH",
     "glob_literal_prefix",
     "glob_to_redis_match",
     "glob_to_regex",
@@ -26,6 +29,9 @@ __all__ = [
 ]
 
 MAX_KEY_LENGTH = 255
+#: Patterns are capped like keys: with matching in O(key length * pattern length),
+#: the cap bounds the work one pattern can cost per key.
+MAX_PATTERN_LENGTH = 255
 KEY_ALPHABET_DESCRIPTION = "letters A-Z a-z, digits 0-9 and _ - . : / @ + ="
 _KEY_RE = re.compile(r"[A-Za-z0-9_\-.:/@+=]{1,255}")
 #: Many keys joined by newlines (a character no key may hold), checked in one pass.
@@ -75,8 +81,12 @@ def validate_pattern(pattern: object) -> str:
         raise InvalidPatternError(
             pattern, f"Patterns must be strings, not {type(pattern).__name__}."
         )
-    if not pattern or len(pattern) > MAX_KEY_LENGTH:
-        raise InvalidPatternError(pattern, "Patterns are 1 to 255 characters.")
+    if not pattern or len(pattern) > MAX_PATTERN_LENGTH:
+        raise InvalidPatternError(
+            pattern,
+            f"Pattern {pattern[:40]!r}{'...' if len(pattern) > 40 else ''} is "
+            f"{len(pattern)} characters; patterns are 1 to {MAX_PATTERN_LENGTH} characters.",
+        )
     bad = sorted({c for c in pattern if not _PATTERN_RE.fullmatch(c)})
     raise InvalidPatternError(
         pattern,
@@ -85,18 +95,27 @@ def validate_pattern(pattern: object) -> str:
     )
 
 
-@lru_cache(maxsize=256)
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """A compiled regex matching exactly the keys the glob matches."""
-    parts = []
-    for char in pattern:
-        if char == "*":
-            parts.append(".*")
-        elif char == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
+    """A compiled regex whose ``fullmatch`` accepts exactly the keys the glob matches.
+
+    ``fullmatch`` takes time proportional to ``len(key) * len(pattern)`` at worst,
+    whatever the pattern: the translation is the standard library's
+    :func:`fnmatch.translate` (its ``[...]`` classes cannot occur, as patterns cannot
+    hold brackets), which matches each ``*`` but the last lazily up to the next fixed
+    part inside an atomic group (a look-ahead before Python 3.11). Each fixed part is
+    so placed at its leftmost fit, which is right for globs, and is never tried again
+    when a later part fails: no backtracking over combinations of stars, which made
+    ``*a*a*a*a*a*b`` take minutes on a 200-character key as a plain ``.*``
+    translation. Use ``fullmatch`` (``search`` would retry at every start).
+
+    :raises InvalidPatternError: ``pattern`` breaks the pattern rules.
+    """
+    return _compiled_glob(validate_pattern(pattern))
+
+
+@lru_cache(maxsize=256)
+def _compiled_glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(pattern))
 
 
 def glob_literal_prefix(pattern: str) -> str:

@@ -52,7 +52,7 @@ def test_filters_parse() -> None:
         ({"data..x": 1}, "key '' is not allowed"),
         ({"data.x": [1]}, "filter values are strings"),
         ({"data.x": {"y": 1}}, "filter values are strings"),
-        ({"data.x": float("nan")}, "filter values are strings"),
+        ({"data.x": float("nan")}, "numbers must be finite"),
     ],
 )
 def test_bad_filters(filters: dict[str, Any], fragment: str) -> None:

@@ -3,6 +3,7 @@ PostgreSQL + S3 (moto server) chosen by configuration alone."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,28 @@ from flask_tiered_state.extension import get_app_state
 from flask_tiered_state.settings import SETTINGS
 from tests.conftest import SERVICES, services_config
 
+#: The demo's tokens in the tests (``make run`` makes random ones in the instance folder).
+TOKENS = {"admin": "admin-token-of-the-tests", "viewer": "viewer-token-of-the-tests"}
+ADMIN = {"Authorization": f"Bearer {TOKENS['admin']}"}
+VIEWER = {"Authorization": f"Bearer {TOKENS['viewer']}"}
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """create_app reads TIERED_STATE_* from the environment; tests choose their own."""
+    """create_app reads TIERED_STATE_* from the environment; tests choose their own. The
+    tokens come from the environment too, so no test writes ./instance/api_tokens.json."""
     for setting in SETTINGS:
         monkeypatch.delenv(setting.key, raising=False)
     for key in ("CREDIT_SESSION_TTL_SECONDS", "CREDIT_SEED_USERS", "CREDIT_SEED_TRANSACTIONS"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("CREDIT_API_TOKENS", json.dumps(TOKENS))
+
+
+def admin_client(app: Flask) -> FlaskClient:
+    """A test client that sends the admin token with every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = ADMIN["Authorization"]
+    return client
 
 
 @pytest.fixture(params=["embedded", SERVICES])
@@ -46,7 +61,8 @@ def credit_app(backend_config: dict[str, Any]) -> Iterator[Flask]:
 
 @pytest.fixture
 def client(credit_app: Flask) -> FlaskClient:
-    return credit_app.test_client()
+    """The app's client, with the admin token."""
+    return admin_client(credit_app)
 
 
 @pytest.fixture
@@ -76,7 +92,7 @@ def active_user(client: FlaskClient, email: str = "ada@example.com") -> dict[str
         client.post("/api/users", json={"email": email, "full_name": "Ada", "country": "GB"}),
         201,
     )
-    return ok(client.post(f"/api/users/{user['state_id']}/verify"))
+    return ok(client.post(f"/api/users/{user['state_id']}/verify", json={}))
 
 
 def subscribed_user(
@@ -86,6 +102,6 @@ def subscribed_user(
     user = active_user(client, email)
     body = {"user_id": user["state_id"], "plan": plan}
     subscription = ok(client.post("/api/subscriptions", json=body), 201)
-    payment = ok(client.post(f"/api/subscriptions/{subscription['state_id']}/renew"), 201)
-    ok(client.post(f"/api/payments/{payment['state_id']}/succeed"))
+    payment = ok(client.post(f"/api/subscriptions/{subscription['state_id']}/renew", json={}), 201)
+    ok(client.post(f"/api/payments/{payment['state_id']}/succeed", json={}))
     return user, ok(client.get(f"/api/subscriptions/{subscription['state_id']}"))

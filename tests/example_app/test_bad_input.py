@@ -6,7 +6,7 @@ import itertools
 
 from flask import Flask
 
-from .conftest import active_user
+from .conftest import active_user, admin_client
 
 JUNK_BODIES = (
     None,
@@ -24,7 +24,7 @@ JUNK_IDS = ("x", "bad id!", "usr-" + "9" * 16, "a" * 201, "%00")
 
 
 def test_every_route_answers_junk_with_json_4xx(credit_app: Flask) -> None:
-    client = credit_app.test_client()
+    client = admin_client(credit_app)
     real_id = active_user(client)["state_id"]
     rules = [r for r in credit_app.url_map.iter_rules() if r.rule.startswith("/api/")]
     rules = [r for r in rules if not r.rule.startswith("/api/state/")]  # the extension's own

@@ -21,7 +21,7 @@ def test_a_first_payment_starts_the_subscription(client: FlaskClient) -> None:
     body = {"user_id": user["state_id"], "subscription_id": sub_id}
     payment = ok(client.post("/api/payments", json=body), 201)
     assert payment["status"] == "created" and payment["data"]["amount_cents"] == 79_000
-    paid = ok(client.post(f"/api/payments/{payment['state_id']}/succeed"))
+    paid = ok(client.post(f"/api/payments/{payment['state_id']}/succeed", json={}))
     assert paid["status"] == "active" and paid["data"]["settled_at"]
 
     started = ok(client.get(f"/api/subscriptions/{sub_id}"))
@@ -30,7 +30,7 @@ def test_a_first_payment_starts_the_subscription(client: FlaskClient) -> None:
     assert started["data"]["current_period_start"] < started["data"]["current_period_end"]
     history = ok(client.get(f"/api/state/states/{sub_id}/history"))["items"]
     assert [(r["transition"], r["actor"]) for r in history] == [
-        ("create", None),
+        ("create", "admin"),  # the token's actor
         ("activate", "billing-bot"),
     ]
 
@@ -40,7 +40,7 @@ def test_a_failed_payment_suspends_subscription_and_user_and_notifies(
 ) -> None:
     user, subscription = subscribed_user(client)
     user_id, sub_id = user["state_id"], subscription["state_id"]
-    payment = ok(client.post(f"/api/subscriptions/{sub_id}/renew"), 201)
+    payment = ok(client.post(f"/api/subscriptions/{sub_id}/renew", json={}), 201)
     seen: list[tuple[str, str]] = []
     with signals.state_transitioned.connected_to(
         lambda sender, **kw: seen.append((kw["state_id"], kw["to_status"])), sender=manager
@@ -67,10 +67,10 @@ def test_a_failed_payment_suspends_subscription_and_user_and_notifies(
 def test_paying_again_resumes_subscription_and_user(client: FlaskClient) -> None:
     user, subscription = subscribed_user(client)
     user_id, sub_id = user["state_id"], subscription["state_id"]
-    failing = ok(client.post(f"/api/subscriptions/{sub_id}/renew"), 201)
+    failing = ok(client.post(f"/api/subscriptions/{sub_id}/renew", json={}), 201)
     ok(client.post(f"/api/payments/{failing['state_id']}/fail", json={"reason": "expired card"}))
-    retry = ok(client.post(f"/api/subscriptions/{sub_id}/renew"), 201)
-    ok(client.post(f"/api/payments/{retry['state_id']}/succeed"))
+    retry = ok(client.post(f"/api/subscriptions/{sub_id}/renew", json={}), 201)
+    ok(client.post(f"/api/payments/{retry['state_id']}/succeed", json={}))
 
     resumed = ok(client.get(f"/api/subscriptions/{sub_id}"))
     assert resumed["status"] == "active" and resumed["data"]["renewals"] == 1
@@ -97,7 +97,7 @@ def test_plan_changes_cancellation_and_rules(client: FlaskClient) -> None:
     error(client.post("/api/subscriptions", json=second), 409, "business_rule")
     cancelled = ok(client.post(f"/api/subscriptions/{sub_id}/cancel", json={"reason": "moving"}))
     assert cancelled["status"] == "expired"
-    error(client.post(f"/api/subscriptions/{sub_id}/renew"), 409, "business_rule")
+    error(client.post(f"/api/subscriptions/{sub_id}/renew", json={}), 409, "business_rule")
     assert ok(client.post("/api/subscriptions", json=second), 201)["status"] == "created"
     assert ok(client.get("/api/plans"))["plans"]["pro"]["monthly"] == 2_900
 
@@ -126,8 +126,12 @@ def test_billing_input_is_checked(client: FlaskClient, manager: StateManager) ->
     error(
         client.post(f"/api/payments/{one_off['state_id']}/fail", json={}), 422, "validation_error"
     )
-    ok(client.post(f"/api/payments/{one_off['state_id']}/succeed"))
-    error(client.post(f"/api/payments/{one_off['state_id']}/succeed"), 409, "invalid_transition")
+    ok(client.post(f"/api/payments/{one_off['state_id']}/succeed", json={}))
+    error(
+        client.post(f"/api/payments/{one_off['state_id']}/succeed", json={}),
+        409,
+        "invalid_transition",
+    )
     error(client.get(f"/api/subscriptions/{one_off['state_id']}"), 404, "not_found")
 
 

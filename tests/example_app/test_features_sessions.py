@@ -14,7 +14,7 @@ from example_app.core import bucket_of, feature_id
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import get_app_state
 
-from .conftest import active_user, error, ok
+from .conftest import active_user, admin_client, error, ok
 
 
 def evaluate(client: FlaskClient, key: str, user_id: str) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def test_a_rollout_is_deterministic_and_only_grows(
     users = [f"usr-{n:016x}" for n in range(200)]
     assert not any(evaluate(client, "new-checkout", u)["enabled"] for u in users[:20])
 
-    ok(client.post("/api/features/new-checkout/enable"))
+    ok(client.post("/api/features/new-checkout/enable", json={}))
     hot = manager.get_repositories().hot.fetch("state:" + feature_id("new-checkout"))
     assert hot is not None, "enabling a flag promotes it to HOT"
     at_30 = {u for u in users if evaluate(client, "new-checkout", u)["enabled"]}
@@ -42,9 +42,9 @@ def test_a_rollout_is_deterministic_and_only_grows(
     at_60 = {u for u in users if evaluate(client, "new-checkout", u)["enabled"]}
     assert at_30 < at_60
 
-    ok(client.post("/api/features/new-checkout/disable"))
+    ok(client.post("/api/features/new-checkout/disable", json={}))
     assert not any(evaluate(client, "new-checkout", u)["enabled"] for u in users)
-    resumed = ok(client.post("/api/features/new-checkout/enable"))
+    resumed = ok(client.post("/api/features/new-checkout/enable", json={}))
     assert resumed["status"] == "active" and resumed["data"]["rollout_percentage"] == 60
     assert [f["data"]["key"] for f in ok(client.get("/api/features"))["items"]] == ["new-checkout"]
 
@@ -54,7 +54,7 @@ def test_a_users_flags(client: FlaskClient) -> None:
     for key, percentage in (("everyone", 100), ("nobody", 0)):
         body = {"key": key, "description": key, "rollout_percentage": percentage}
         ok(client.post("/api/features", json=body), 201)
-        ok(client.post(f"/api/features/{key}/enable"))
+        ok(client.post(f"/api/features/{key}/enable", json={}))
     flags = {
         f["feature"]: f["enabled"]
         for f in ok(client.get(f"/api/users/{user_id}/features"))["items"]
@@ -71,8 +71,8 @@ def test_feature_input_is_checked(client: FlaskClient) -> None:
     error(client.get("/api/features/ok-flag/evaluate"), 400, "invalid_request")
     error(client.get("/api/features/ok-flag/evaluate?user_id=a%20b"), 400, "invalid_request")
     # a flag can be disabled before it was ever enabled; not twice
-    assert ok(client.post("/api/features/ok-flag/disable"))["status"] == "suspended"
-    error(client.post("/api/features/ok-flag/disable"), 409, "invalid_transition")
+    assert ok(client.post("/api/features/ok-flag/disable", json={}))["status"] == "suspended"
+    error(client.post("/api/features/ok-flag/disable", json={}), 409, "invalid_transition")
     error(
         client.post("/api/features/ok-flag/rollout", json={"rollout_percentage": "50"}),
         422,
@@ -106,7 +106,7 @@ def short_sessions(backend_config: dict[str, Any]) -> Any:
 
 
 def test_a_session_expires_with_its_ttl(short_sessions: Flask) -> None:
-    client = short_sessions.test_client()
+    client = admin_client(short_sessions)
     active_user(client)
     session = ok(client.post("/api/sessions", json={"email": "ada@example.com"}), 201)
     assert session["expires_in"] == 1

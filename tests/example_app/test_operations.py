@@ -16,7 +16,7 @@ from flask_tiered_state.errors import ConfigurationError
 from flask_tiered_state.extension import get_app_state
 from tests.conftest import services_config
 
-from .conftest import error, ok
+from .conftest import admin_client, error, ok
 
 SMALL = ["--users", "25", "--transactions", "150"]
 
@@ -59,7 +59,7 @@ def test_seed_shows_progress_and_a_summary(credit_app: Flask) -> None:
 
 def test_archiving_old_failed_payments(credit_app: Flask, manager: StateManager) -> None:
     seed(credit_app)
-    client = credit_app.test_client()
+    client = admin_client(credit_app)
     runner = credit_app.test_cli_runner()
     dry = runner.invoke(
         args=["archive-transactions", "--older-than-days", "0", "--dry-run", "--json"]
@@ -136,7 +136,7 @@ def test_the_environment_selects_the_backends(
     app = create_app({"TESTING": True})
     try:
         assert app.extensions["credit_system"].session_ttl_seconds == 90
-        assert app.test_client().get("/ops/states/health").status_code == 200
+        assert admin_client(app).get("/ops/states/health").status_code == 200
         assert (tmp_path / "tiered_state.sqlite3").exists()
     finally:
         app.extensions["tiered_state"].close()
@@ -158,7 +158,7 @@ def test_environment_variables_alone_move_the_app_onto_the_services(
     try:
         manager = get_app_state(app).manager
         assert [r.backend for r in manager.get_repositories()] == ["redis", "postgresql", "s3"]
-        client = app.test_client()
+        client = admin_client(app)
         body = {"email": "env@example.com", "full_name": "Env", "country": "NL"}
         assert client.post("/api/users", json=body).status_code == 201
         assert "HOT <code>redis</code>" in client.get("/").get_data(as_text=True)

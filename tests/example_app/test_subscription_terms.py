@@ -85,8 +85,8 @@ def test_a_renewal_before_the_end_moves_the_timer(
     dispatch(manager)
     [old] = end_timers(manager, sub_id)
 
-    payment = ok(client.post(f"/api/subscriptions/{sub_id}/renew"), 201)
-    ok(client.post(f"/api/payments/{payment['state_id']}/succeed"))
+    payment = ok(client.post(f"/api/subscriptions/{sub_id}/renew", json={}), 201)
+    ok(client.post(f"/api/payments/{payment['state_id']}/succeed", json={}))
     renewed = ok(client.get(f"/api/subscriptions/{sub_id}"))
     assert renewed["data"]["current_period_start"] == first_end  # the next period follows
     new_end = parse_iso(renewed["data"]["current_period_end"])
@@ -115,8 +115,8 @@ def test_a_renewal_wins_even_when_the_dispatcher_is_behind(
         parse_iso(subscription["data"]["current_period_end"]),
     )
     dispatch(manager)
-    payment = ok(client.post(f"/api/subscriptions/{sub_id}/renew"), 201)
-    ok(client.post(f"/api/payments/{payment['state_id']}/succeed"))
+    payment = ok(client.post(f"/api/subscriptions/{sub_id}/renew", json={}), 201)
+    ok(client.post(f"/api/payments/{payment['state_id']}/succeed", json={}))
 
     report = dispatch(manager, at=first_end + timedelta(seconds=1))
     assert (report.timers_applied, report.timers_skipped) == (0, 1)
@@ -153,8 +153,8 @@ def test_a_free_trial_ends_unless_it_was_paid_for(
     trial = ok(client.post("/api/subscriptions", json=body), 201)
     trial_end = parse_iso(trial["data"]["trial_ends_at"])
     dispatch(manager)
-    payment = ok(client.post(f"/api/subscriptions/{trial['state_id']}/renew"), 201)
-    ok(client.post(f"/api/payments/{payment['state_id']}/succeed"))
+    payment = ok(client.post(f"/api/subscriptions/{trial['state_id']}/renew", json={}), 201)
+    ok(client.post(f"/api/payments/{payment['state_id']}/succeed", json={}))
     paid = ok(client.get(f"/api/subscriptions/{trial['state_id']}"))
     assert paid["status"] == "active"
     assert paid["data"]["current_period_start"] == trial["data"]["trial_ends_at"]

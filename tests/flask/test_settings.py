@@ -128,6 +128,12 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("DEMOTE_AFTER_IDLE_SECONDS", float("inf"), "number of seconds > 0"),
     ("DEMOTE_AFTER_IDLE_SECONDS", None, "number of seconds > 0"),
     ("MAX_STATE_BYTES", 0, "integer >= 1 or None"),
+    ("MAX_JSON_DEPTH", 0, "integer from 1 to 256"),
+    ("MAX_JSON_DEPTH", 257, "integer from 1 to 256"),
+    ("MAX_REQUEST_BYTES", 0, "integer >= 1 or None"),
+    ("MAX_REQUEST_BYTES", "2MB", "integer >= 1 or None"),
+    ("MAX_STATES_PER_TYPE", 0, "integer >= 1 or None"),
+    ("MAX_STATES_PER_TYPE", 1.5, "integer >= 1 or None"),
     ("METRICS", "maybe", "True or False"),
     ("METRICS", None, "True or False"),
     ("REGISTER_ERROR_HANDLERS", 2, "True or False"),
@@ -151,6 +157,12 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("IDEMPOTENCY_TTL_SECONDS", -1, "number of seconds > 0"),
     ("IDEMPOTENCY_TTL_SECONDS", float("nan"), "number of seconds > 0"),
     ("IDEMPOTENCY_TTL_SECONDS", True, "number of seconds > 0"),
+    ("RATE_LIMIT", "sometimes", "True or False"),
+    ("RATE_LIMIT_READS", "many", "a rate limit such as '300 per minute'"),
+    ("RATE_LIMIT_WRITES", 60, "a rate limit such as '300 per minute'"),
+    ("RATE_LIMIT_ROUTES", {"Not an action": "1/second"}, "a dict of route action"),
+    ("RATE_LIMIT_ROUTES", {"health": "often"}, "not 'often' for 'health'"),
+    ("RATE_LIMIT_STORAGE_URL", "redis", "a rate-limit storage URL"),
 ]
 
 

@@ -9,6 +9,9 @@ check of every pooled connection at checkout. A SQLite engine gets WAL journalin
 explicit transactions: SQLAlchemy's ``begin`` emits ``BEGIN`` (``BEGIN IMMEDIATE`` for
 the repository's write transactions, nothing for its single statements, which run in
 the driver's autocommit), where the sqlite3 module would begin late, at the first write.
+A SQLite database file that does not exist yet is created here, readable and writable by
+its owner only (0600, whatever the umask); SQLite gives its ``-wal`` and ``-shm`` files
+the database file's permissions.
 
 Everything here is installed on the engine built here, whose pool nobody else uses. An
 engine the application passes in (Flask-SQLAlchemy's ``db.engine``) gets none of it: no
@@ -32,6 +35,7 @@ SQLAlchemy's own behaviour.
 from __future__ import annotations
 
 import math
+import os
 import select
 from typing import Any
 
@@ -113,6 +117,7 @@ def build_engine(
             )
     elif backend == "sqlite":
         connect_args = {"timeout": connect_timeout}
+        _create_private_file(parsed)
     else:
         raise ConfigurationError(
             f"The database URL {parsed.render_as_string(hide_password=True)!r} is for "
@@ -139,6 +144,26 @@ def build_engine(
     if "connect_timeout" in connect_args:
         sa.event.listen(engine, "do_connect", _connect_within_budget)
     return engine
+
+
+def _create_private_file(url: sa.URL) -> None:
+    """Create the SQLite file of ``url`` empty with mode 0600 unless it exists: SQLite
+    would create it 0644 (world-readable), and gives the same mode to its WAL files."""
+    database = url.database
+    if (
+        not database
+        or database == ":memory:"
+        or url.query.get("uri")
+        or database.startswith("file:")
+    ):
+        return  # in memory, or a URI filename: SQLite opens it as the URI says
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # an existing file keeps the mode its owner gave it
+    except OSError:
+        return  # no such directory, no permission: SQLite reports it at connect
+    os.close(fd)
 
 
 def _connect_within_budget(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
