@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AccessDeniedError",
+    "AlreadyAtVersionError",
     "CallbackError",
     "ConcurrencyError",
     "ConfigurationError",
@@ -249,6 +250,23 @@ class VersionNotFoundError(TieredStateError, LookupError):
         super().__init__(
             f"State {state_id!r} has no version {version}; recorded versions: {shown}.",
             details={"state_id": state_id, "version": version, "available": list(available)},
+        )
+        self.state_id, self.version = state_id, version
+
+
+class AlreadyAtVersionError(InvalidRequestError):
+    """A rollback to the version the state is at: nothing earlier to restore. A conflict
+    with the state's current version (409), as an InvalidRequestError for callers that
+    caught one before it had its own class."""
+
+    code = "already_at_version"
+    http_status = 409
+
+    def __init__(self, state_id: str, version: int) -> None:
+        super().__init__(
+            f"Cannot roll {state_id!r} back to version {version}: it is at version {version} "
+            "already; to_version must be an earlier version.",
+            details={"state_id": state_id, "to_version": version, "version": version},
         )
         self.state_id, self.version = state_id, version
 

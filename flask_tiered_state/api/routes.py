@@ -23,21 +23,26 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import marshmallow
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, send_from_directory, url_for
 from flask.wrappers import Response
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, NotFound, RequestEntityTooLarge, UnsupportedMediaType
 
 from ..access import check_access
 from ..app_state import get_app_state
 from ..domain.idempotency import check_idempotency_key, idempotent_call
-from ..domain.model import STATE_ID_RULE
-from ..domain.paging import MAX_PER_PAGE
+from ..domain.model import STATE_ID_RULE, StateTransition
+from ..domain.paging import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE
+from ..domain.search import OBJECT_ROOTS
 from ..errors import InvalidRequestError, JSONTooDeepError, StateNotFoundError, ValidationError
 from ..http_errors import register_blueprint_error_handlers, route_unmatched_urls
 from ..json_codec import check_json_depth
-from ..ratelimit import limit_blueprint
-from .openapi import build_openapi
+from ..ratelimit import get_limiter, limit_blueprint
+from ..setting_values import allow_all
+from ..storage.base import StateCategory
+from .openapi import build_openapi, security_schemes
 from .schemas import (
+    MAX_HISTORY_LIMIT,
+    STATE_ID_SCHEMA,
     DiffQuerySchema,
     DiffSchema,
     HealthSchema,
@@ -50,8 +55,10 @@ from .schemas import (
     RollbackSchema,
     TransitionSchema,
 )
+from .viewer import VIEWER_FILES, VIEWER_PACKAGE, viewer_directory, viewer_page
 
 __all__ = [
+    "FILTER_NAME_PATTERN",
     "IDEMPOTENCY_KEY_HEADER",
     "REPLAYED_HEADER",
     "ROUTES",
@@ -66,6 +73,11 @@ IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 #: Query parameters of ``GET /states`` that are filters although they have no dot.
 PLAIN_FILTERS = frozenset({"name"})
+#: The filter names ``GET /states`` accepts: those above, and dotted paths into the
+#: record's objects (what :func:`~flask_tiered_state.domain.search.parse_filters` takes).
+FILTER_NAME_PATTERN = (
+    rf"^({'|'.join(sorted(PLAIN_FILTERS))}|({'|'.join(OBJECT_ROOTS)})(\.[A-Za-z0-9_\-]{{1,100}})+)$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +96,20 @@ class Route:
     body: type[marshmallow.Schema] | None = None
     query: type[marshmallow.Schema] | None = None
     parameters: tuple[dict[str, Any], ...] = ()
-    #: Other answers than the errors every view may give: status -> (meaning, schema).
+    #: The error statuses the view answers besides those every view may give (405, 413,
+    #: 414, 500; 401/403 with a hook, 429 with rate limits): status -> what it means here
+    #: ("" for the document's usual sentence).
+    errors: Mapping[int, str] = field(default_factory=dict)
+    #: Answers with another schema than the error body: status -> (meaning, schema).
     responses: Mapping[int, tuple[str, Any]] = field(default_factory=dict)
     #: Reads the ``Idempotency-Key`` header (every POST route: they all mutate).
     idempotent: bool = False
+    #: What the success answer is, and its media type.
+    success: str = "Success."
+    media_type: str = "application/json"
+    description: str = ""
+    #: In the OpenAPI document (the viewer's static files are not).
+    documented: bool = True
 
 
 def _respond(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -338,8 +360,50 @@ def limit_request_body() -> None:
 
 def openapi_document() -> Response:
     _actor()
-    prefix = get_app_state().settings.api_prefix or ""
-    return _respond(build_openapi(ROUTES, prefix=prefix))
+    app_state = get_app_state()
+    hook = app_state.settings.access_control
+    types = app_state.manager.types
+    document = build_openapi(
+        ROUTES,
+        prefix=app_state.settings.api_prefix or "",
+        state_types=types.names(),
+        searchable_types=[n for n in types.names() if types.get(n).home_tier is StateCategory.WARM],
+        security=security_schemes(hook),
+        guarded=hook is not None and hook is not allow_all,
+        rate_limited=get_limiter(current_app._get_current_object()) is not None,  # type: ignore[attr-defined]
+    )
+    return _respond(document)
+
+
+def api_docs() -> Response:
+    """The HTML viewer of the document (Swagger UI, from the ``apidocs`` extra)."""
+    _actor()
+    _viewer_directory()
+    return Response(viewer_page(url_for(f".{_ENDPOINT_OPENAPI}"), url_for(f".{_ENDPOINT_DOCS}")),
+                    mimetype="text/html")  # fmt: skip
+
+
+def api_docs_asset(filename: str) -> Response:
+    """One of the viewer's static files (:data:`VIEWER_FILES`)."""
+    _actor()
+    directory = _viewer_directory()
+    if filename not in VIEWER_FILES:
+        raise NotFound(
+            f"The API viewer has no file {filename[:80]!r}; it serves "
+            f"{', '.join(sorted(VIEWER_FILES))}."
+        )
+    return send_from_directory(directory, filename, max_age=3600)
+
+
+def _viewer_directory() -> str:
+    directory = viewer_directory()
+    if directory is None:
+        raise NotFound(
+            "The API viewer is not installed: install the apidocs extra "
+            f"(pip install 'flask-tiered-state[apidocs]', which brings {VIEWER_PACKAGE}). "
+            f"The OpenAPI document itself is at {url_for(f'.{_ENDPOINT_OPENAPI}')}."
+        )
+    return directory
 
 
 def _finite(value: Any) -> Any:
@@ -355,25 +419,88 @@ def _finite(value: Any) -> Any:
 
 _ENDPOINT_GET = "get_state"
 _ENDPOINT_HISTORY = "state_history"
+_ENDPOINT_OPENAPI = "openapi"
+_ENDPOINT_DOCS = "api_docs"
 
 _STATE_ID = {
     "name": "state_id",
     "in": "path",
     "required": True,
     "description": f"State ids are {STATE_ID_RULE}.",
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_\-.:@]{1,200}$"},
+    "schema": {"type": "string", **STATE_ID_SCHEMA},
 }
 _FILTERS = {
     "name": "filters",
     "in": "query",
     "description": (
-        "Equality filters on dotted paths (data.status=active, metadata.plan=pro, name=...); "
-        "values are read as JSON where they parse (30, true, null), else as text."
+        "Equality filters: name, or a dotted path into data or metadata (data.plan=pro, "
+        "metadata.source=import) whose keys are 1 to 100 letters, digits, _ and -; each "
+        "once. Values are read as JSON where they parse (30, true, null), else as text; "
+        "a value no backend compares answers 400: NaN or an infinity (1e999), an integer "
+        "beyond 64 bits, a NUL character."
     ),
     "style": "form",
     "explode": True,
-    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+    "schema": {
+        "type": "object",
+        "propertyNames": {"pattern": FILTER_NAME_PATTERN},
+        "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
+    },
 }
+
+_NOT_FOUND = "No such state (not_found)."
+_NO_VERSION = "No such state (not_found), or no such recorded version (version_not_found)."
+_BODY_400 = (
+    "The body is not one JSON object, or nests deeper than "
+    "TIERED_STATE_MAX_JSON_DEPTH (json_too_deep); a bad state id or Idempotency-Key "
+    "(invalid_request)."
+)
+_STORAGE = {503: ""}
+#: The errors of the routes that take a state id in the path and a JSON body.
+_CHANGE_ERRORS = {400: _BODY_400, 404: _NOT_FOUND, 409: "", 415: "", 422: "", **_STORAGE}
+
+_PAGING = {
+    "page": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_PAGE,
+        "default": 1,
+        "description": f"The page, from 1 to {MAX_PAGE:,}.",
+    },
+    "per_page": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_PER_PAGE,
+        "default": DEFAULT_PER_PAGE,
+        "description": f"Changes per page, from 1 to {MAX_PER_PAGE}.",
+    },
+}
+#: The query of ``GET /states/<id>/history``: a page (of one transition), or ``limit``
+#: alone; what HistoryQuerySchema and the view accept, as one object (OpenAPI cannot say
+#: "limit goes alone" of separate parameters).
+_HISTORY_QUERY = {
+    "name": "history_query",
+    "in": "query",
+    "style": "form",
+    "explode": True,
+    "description": "Either page, per_page and transition (a page of changes, oldest "
+    "first), or limit alone (the latest N changes, newest first); any other parameter "
+    "answers 400.",
+    "schema": {
+        "anyOf": [
+            {"type": "object", "title": "A page", "additionalProperties": False,
+             "properties": {**_PAGING, "transition": {
+                 "type": "string", "enum": [t.value for t in StateTransition],
+                 "description": "Only changes made by this transition (any case)."}}},
+            {"type": "object", "title": "The latest N", "additionalProperties": False,
+             "required": ["limit"],
+             "properties": {"limit": {"type": "integer", "minimum": 1,
+                                      "maximum": MAX_HISTORY_LIMIT,
+                                      "description": "The latest N changes, newest first."}}},
+        ]
+    },
+    "example": {"page": 1, "per_page": 20},
+}  # fmt: skip
 
 #: Every route of the blueprint; the OpenAPI document is built from this table.
 ROUTES: tuple[Route, ...] = (
@@ -381,45 +508,91 @@ ROUTES: tuple[Route, ...] = (
         "/states", "GET", "list_states", "states.list", list_states,
         f"List states by type, status and filters, {MAX_PER_PAGE} at most per page.",
         PageSchema, query=ListQuerySchema, parameters=(_FILTERS,),
+        errors={400: "Bad query parameters: an unknown name, one given twice, a page out "
+                "of range, an unknown status, a filter name or value the server refuses "
+                "(invalid_request).",
+                422: "An unknown state type (invalid_state_type).", **_STORAGE},
     ),
     Route(
         "/states", "POST", "register_state", "states.register", register_state,
         "Register a new state.", RecordSchema, status=201, body=RegisterStateSchema,
-        idempotent=True,
+        idempotent=True, success="The new state's record.",
+        errors={400: _BODY_400,
+                409: "The id is taken or was ever used (already_exists), or the type holds "
+                "its quota of states already (quota_exceeded).",
+                413: "The request body is larger than TIERED_STATE_MAX_REQUEST_BYTES "
+                "(request_entity_too_large), or the record than "
+                "TIERED_STATE_MAX_STATE_BYTES (state_too_large).",
+                415: "",
+                422: "The body breaks its schema or the type's validators refused the data "
+                "(validation_error), or the type is unknown (invalid_state_type).",
+                **_STORAGE},
     ),
     Route(
         "/states/<state_id>", "GET", _ENDPOINT_GET, "states.read", get_state,
         "A state's current record.", RecordSchema, parameters=(_STATE_ID,),
+        errors={400: "A bad state id (invalid_request).",
+                404: "No such state, or it was deleted (not_found).", **_STORAGE},
     ),
     Route(
         "/states/<state_id>/transitions", "POST", "transition_state", "states.transition",
         transition_state, "Apply a lifecycle transition (or UPDATE) to a state.",
         RecordSchema, body=TransitionSchema, parameters=(_STATE_ID,), idempotent=True,
+        success="The state's new record.",
+        errors={**_CHANGE_ERRORS,
+                413: "The request body is larger than TIERED_STATE_MAX_REQUEST_BYTES "
+                "(request_entity_too_large), or the new record than "
+                "TIERED_STATE_MAX_STATE_BYTES (state_too_large)."},
     ),
     Route(
         "/states/<state_id>/history", "GET", _ENDPOINT_HISTORY, "states.history", state_history,
         "A state's history, a page at a time (50 changes by default, oldest first; the "
         "answer's next links the following page), of one transition, or the latest N.",
-        HistorySchema, query=HistoryQuerySchema, parameters=(_STATE_ID,),
+        HistorySchema, parameters=(_STATE_ID, _HISTORY_QUERY),
+        errors={400: "A bad state id or query parameters, or limit with page, per_page or "
+                "transition (invalid_request).", 404: _NOT_FOUND, **_STORAGE},
     ),
     Route(
         "/states/<state_id>/diff", "GET", "diff_state", "states.diff", diff_state,
         "What changed between two versions, as dotted paths.",
         DiffSchema, query=DiffQuerySchema, parameters=(_STATE_ID,),
+        errors={400: "A bad state id, or from/to missing or not 1 to 2,147,483,647 "
+                "(invalid_request).", 404: _NO_VERSION, **_STORAGE},
     ),
     Route(
         "/states/<state_id>/rollback", "POST", "rollback_state", "states.rollback",
         rollback_state, "Restore an earlier version's record as a new, recorded version.",
         RecordSchema, body=RollbackSchema, parameters=(_STATE_ID,), idempotent=True,
+        success="The state's new record (the restored one, at the next version).",
+        errors={**_CHANGE_ERRORS,
+                404: "No such state (not_found), or to_version is not a recorded version: "
+                "one the state has not reached yet included (version_not_found).",
+                409: "The lifecycle does not allow the status change the rollback implies "
+                "(invalid_transition), or the state is at to_version already "
+                "(already_at_version)."},
     ),
     Route(
         "/health", "GET", "health", "health", health,
         "Health of the manager and every tier (503 when unhealthy).",
-        HealthSchema, responses={503: ("Unhealthy.", HealthSchema)},
+        HealthSchema, responses={503: ("Unhealthy: the WARM tier is down.", HealthSchema)},
+        errors={503: ""},
     ),
     Route(
-        "/openapi.json", "GET", "openapi", "openapi", openapi_document, "This document.",
-        {"type": "object", "description": "An OpenAPI 3.1 document."},
+        "/openapi.json", "GET", _ENDPOINT_OPENAPI, "openapi", openapi_document,
+        "This document.", {"type": "object", "description": "An OpenAPI 3.1 document."},
+        success="The OpenAPI document, with the prefix in its paths and the state types "
+        "registered now.",
+    ),
+    Route(
+        "/docs", "GET", _ENDPOINT_DOCS, "openapi", api_docs,
+        "An HTML viewer of this document (Swagger UI, from the apidocs extra).",
+        {"type": "string"}, media_type="text/html", success="The viewer's page.",
+        errors={404: "The viewer is not installed (the apidocs extra); the message says "
+                "what to install (not_found)."},
+    ),
+    Route(
+        "/docs/<path:filename>", "GET", "api_docs_asset", "openapi", api_docs_asset,
+        "A static file of the viewer.", {"type": "string"}, documented=False,
     ),
 )  # fmt: skip
 

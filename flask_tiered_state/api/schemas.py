@@ -15,15 +15,19 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
 
 from ..domain.arguments import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_KEYS,
     MAX_NAME_LENGTH,
     MAX_REASON_LENGTH,
     MAX_VERSION,
     UPDATE_TRANSITIONS,
 )
-from ..domain.model import StateStatus
+from ..domain.model import MAX_STATE_ID_LENGTH, StateStatus, StateTransition
 from ..domain.paging import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE
 
 __all__ = [
+    "STATE_ID_PATTERN",
+    "STATE_ID_SCHEMA",
     "ChangeSchema",
     "DiffQuerySchema",
     "DiffSchema",
@@ -41,6 +45,15 @@ __all__ = [
 
 TRANSITION_NAMES = tuple(t.value.upper() for t in UPDATE_TRANSITIONS)
 MAX_HISTORY_LIMIT = 1000
+#: The state id rule (STATE_ID_RULE) as a JSON Schema pattern.
+STATE_ID_PATTERN = rf"^[A-Za-z0-9_\-.:@]{{1,{MAX_STATE_ID_LENGTH}}}$"
+#: The state id rule as JSON Schema (the manager checks it: 400 invalid_request).
+STATE_ID_SCHEMA: dict[str, Any] = {
+    "pattern": STATE_ID_PATTERN,
+    "minLength": 1,
+    "maxLength": MAX_STATE_ID_LENGTH,
+}
+STATUSES = tuple(s.value for s in StateStatus)
 
 
 def _version(**options: Any) -> fields.Integer:
@@ -76,14 +89,26 @@ def _lower(data: Any, names: tuple[str, ...]) -> Any:
 class RegisterStateSchema(Schema):
     """``POST /states``: a new state."""
 
-    state_id = fields.String(required=True, metadata={"description": "The new state's id."})
-    type = fields.String(required=True, metadata={"description": "A registered state type."})
+    state_id = fields.String(
+        required=True, metadata={"description": "The new state's id.", **STATE_ID_SCHEMA}
+    )
+    type = fields.String(
+        required=True,
+        metadata={"description": "A registered state type (any case); the document lists "
+                  "those registered when it was served."},
+    )  # fmt: skip
     name = fields.String(
         validate=validate.Length(max=MAX_NAME_LENGTH),
         metadata={"description": "Display name; defaults to the id."},
     )
     data = fields.Dict(keys=fields.String(), load_default=dict)
-    metadata = fields.Dict(keys=fields.String(), load_default=dict)
+    metadata = fields.Dict(
+        keys=fields.String(),
+        load_default=dict,
+        metadata={"description": f"At most {MAX_METADATA_KEYS} keys and "
+                  f"{MAX_METADATA_BYTES // 1024} KiB as JSON.",
+                  "maxProperties": MAX_METADATA_KEYS},
+    )  # fmt: skip
 
     @pre_load
     def _normalise(self, data: Any, **_: Any) -> Any:
@@ -109,7 +134,12 @@ class TransitionSchema(Schema):
         validate=validate.Length(max=MAX_NAME_LENGTH),
         metadata={"description": "A new display name."},
     )
-    metadata = fields.Dict(keys=fields.String(), metadata={"description": "New metadata."})
+    metadata = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": f"New metadata: at most {MAX_METADATA_KEYS} keys and "
+                  f"{MAX_METADATA_BYTES // 1024} KiB as JSON.",
+                  "maxProperties": MAX_METADATA_KEYS},
+    )  # fmt: skip
     expected_version = _version(
         allow_none=True,
         metadata={"description": "Refuse with 409 unless the state is at this version."},
@@ -133,8 +163,14 @@ class RollbackSchema(Schema):
 class ListQuerySchema(Schema):
     """``GET /states``: the named query parameters (dotted ones are filters)."""
 
-    type = fields.String(metadata={"description": "Only states of this type."})
-    status = fields.String(metadata={"description": "Only states in this status."})
+    type = fields.String(
+        metadata={"description": "Only states of this type (a registered type, any case)."}
+    )
+    status = fields.String(
+        validate=validate.OneOf(STATUSES),
+        metadata={"description": "Only states in this status (any case); deleted states "
+                  "are never listed."},
+    )  # fmt: skip
     page = _page()
     per_page = _per_page()
 
@@ -157,7 +193,8 @@ class HistoryQuerySchema(Schema):
         },
     )
     transition = fields.String(
-        metadata={"description": "Only changes made by this transition, oldest first."}
+        validate=validate.OneOf([t.value for t in StateTransition]),
+        metadata={"description": "Only changes made by this transition (any case), oldest first."},
     )
 
     @pre_load

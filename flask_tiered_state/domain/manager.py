@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import signals
 from ..errors import (
+    AlreadyAtVersionError,
     ConcurrencyError,
     ConfigurationError,
     InvalidRequestError,
@@ -881,12 +882,17 @@ class StateManager:
         check_actor_reason(actor, reason)
 
         def build(current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
-            if to_version >= current["version"]:
-                raise InvalidRequestError(
-                    f"Cannot roll {state_id!r} back to version {to_version}: it is at version "
-                    f"{current['version']}; to_version must be an earlier version.",
-                    details={"state_id": state_id, "to_version": to_version},
+            if to_version == current["version"]:
+                raise AlreadyAtVersionError(state_id, to_version)
+            if to_version > current["version"]:  # not recorded (yet): 404, as for diff
+                missing = VersionNotFoundError(
+                    state_id, to_version, self.history.versions(state_id)
                 )
+                missing.message += (
+                    f" It is at version {current['version']}; to_version must be an "
+                    "earlier version."
+                )
+                raise missing
             target = self.history.records_at(state_id, [to_version]).get(to_version)
             if target is None:
                 raise VersionNotFoundError(state_id, to_version, self.history.versions(state_id))

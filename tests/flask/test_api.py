@@ -154,6 +154,9 @@ def _app_rules(app: Flask) -> set[tuple[str, str]]:
         # The catch-all rules only raise the 404 or 405 the URL would have had.
         if rule.endpoint == f"{BLUEPRINT_NAME}.{UNMATCHED_ENDPOINT}":
             continue
+        # The viewer's static files are not part of the API.
+        if rule.endpoint in {f"{BLUEPRINT_NAME}.{r.endpoint}" for r in ROUTES if not r.documented}:
+            continue
         if rule.endpoint.startswith(BLUEPRINT_NAME + "."):
             for method in rule.methods or ():
                 if method not in ("HEAD", "OPTIONS"):
@@ -213,7 +216,7 @@ def test_every_answer_matches_its_documented_schema(client: FlaskClient) -> None
         schema = _documented_schema(document, path, method, response.status_code)
         errors = list(Draft202012Validator(schema).iter_errors(response.get_json()))
         assert errors == [], (url, response.status_code, [e.message for e in errors])
-    assert statuses == [201, 200, 200, 200, 200, 200, 200, 200, 200, 404, 422, 400, 400]
+    assert statuses == [201, 200, 200, 200, 200, 200, 200, 200, 200, 404, 422, 400, 404]
 
 
 def test_the_documented_schemas_refuse_what_the_views_refuse(client: FlaskClient) -> None:
