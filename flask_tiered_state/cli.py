@@ -45,7 +45,7 @@ from .domain.callbacks import PAST_TENSE, AsyncCallback, event_name
 from .domain.context import correlation_scope
 from .domain.dispatcher import DispatchReport, EventDispatcher
 from .domain.manager import StateManager
-from .domain.paging import MAX_PAGE, MAX_PER_PAGE, Page
+from .domain.paging import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE, Page
 from .domain.timers import TIMER_STATUSES
 from .errors import JSONTooDeepError, StateNotFoundError, TieredStateError
 
@@ -298,22 +298,47 @@ def show(state_id: str, include_deleted: bool, as_json: bool) -> None:
 
 @command("history")
 @click.argument("state_id")
+@click.option("--page", type=click.IntRange(1, MAX_PAGE), default=1, show_default=True)
+@click.option(
+    "--per-page", type=click.IntRange(1, MAX_PER_PAGE), default=DEFAULT_PER_PAGE, show_default=True
+)
 @click.option("--limit", type=click.IntRange(1, 1000), help="Only the latest N, newest first.")
 @click.option("--transition", help="Only changes made by this transition.")
 @json_option
-def history(state_id: str, limit: int | None, transition: str | None, as_json: bool) -> None:
-    """Show a state's history of changes."""
+def history(
+    state_id: str,
+    page: int,
+    per_page: int,
+    limit: int | None,
+    transition: str | None,
+    as_json: bool,
+) -> None:
+    """Show a state's history of changes, a page at a time, oldest first."""
     manager = app_manager()
-    if transition is not None:
-        rows = manager.get_changes_by_transition(state_id, transition)
-    elif limit is not None:
+    result: Page[dict[str, Any]] | None = None
+    if limit is not None:
+        ctx = click.get_current_context()
+        others = [
+            f"--{name.replace('_', '-')}"
+            for name in ("page", "per_page", "transition")
+            if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+        ]
+        if others:
+            raise click.UsageError(
+                f"--limit (the latest N changes) goes alone, not with {', '.join(others)}; "
+                "page through the history with --page and --per-page instead."
+            )
         rows = manager.get_recent_changes(state_id, limit)
     else:
-        rows = manager.get_state_history(state_id)
-    if not rows and manager.get_state(state_id, include_deleted=True) is None:
+        result = manager.get_history_page(
+            state_id, transition=transition, page=page, per_page=per_page
+        )
+        rows = result.items
+    total = len(rows) if result is None else result.total
+    if total == 0 and manager.get_state(state_id, include_deleted=True) is None:
         raise StateNotFoundError(state_id)
     if as_json:
-        echo_json(rows)
+        echo_json(rows)  # the rows of the page, as the "items" of GET .../history
         return
     for row in rows:
         who = f"  by {row['actor']}" if row["actor"] else ""
@@ -322,6 +347,19 @@ def history(state_id: str, limit: int | None, transition: str | None, as_json: b
             f"v{row['version']}  {row['created_at']}  {row['transition']}  "
             f"{row['from_status'] or '-'} -> {row['to_status']}{who}{why}"
         )
+    if result is not None:
+        click.echo(history_summary(result))
+
+
+def history_summary(page: Page[dict[str, Any]]) -> str:
+    """Where a page of history is: ``page 1 of 3, 120 changes``; or why it is empty."""
+    if page.total == 0:
+        return "No changes match."
+    if not page.items:
+        return (
+            f"Page {page.page} is past the last page ({page.pages}); {count(page.total, 'change')}."
+        )
+    return f"page {page.page} of {page.pages}, {count(page.total, 'change')}"
 
 
 @command("diff")

@@ -12,16 +12,19 @@ import sqlalchemy as sa
 from ..domain.diff import diff_records
 from ..domain.manager import StateManager
 from ..domain.model import KEY_PREFIX, StateStatus
+from ..domain.paging import Page, validate_paging
 from ..errors import InvalidRequestError, TieredStateError
 from ..storage.base import StateCategory
 
 __all__ = [
     "EVENT_FILTERS",
+    "HISTORY_PER_PAGE",
     "LISTED_STATUSES",
     "RECENT_TIMER_OUTCOMES",
     "TierCopy",
     "counts_by_type",
     "deliveries",
+    "history_page",
     "parse_filters",
     "placement",
     "recent_activity",
@@ -37,6 +40,8 @@ FILTER_SYNTAX = "space-separated path=value pairs, e.g. data.plan=pro data.age=3
 EVENT_FILTERS = ("pending", "failed", "dead", "delivered")
 #: How many finished timers (applied, skipped, failed, cancelled) a state's page shows.
 RECENT_TIMER_OUTCOMES = 10
+#: Changes per page of the history on a state's page.
+HISTORY_PER_PAGE = 50
 
 
 def parse_filters(text: str) -> dict[str, Any]:
@@ -139,13 +144,27 @@ def placement(manager: StateManager, state_id: str) -> list[TierCopy]:
 
 
 def timeline(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """History rows, newest first, each with what its mutation changed."""
+    """History rows (in their order) each with what its mutation changed."""
     entries = []
-    for row in reversed(history):
+    for row in history:
         old = row.get("old_record")
         changes = diff_records(old, row["new_record"]) if old is not None else None
         entries.append({**row, "changes": changes})
     return entries
+
+
+def history_page(manager: StateManager, state_id: str, page: int) -> Page[dict[str, Any]]:
+    """Page ``page`` of the history of ``state_id``, :data:`HISTORY_PER_PAGE` changes newest
+    first, each with what it changed (:func:`timeline`): one query for the page, and one
+    count when the page is full.
+
+    :raises InvalidRequestError: ``page`` is beyond 1 to 1,000,000.
+    """
+    page, per_page = validate_paging(page, HISTORY_PER_PAGE)
+    rows, total = manager.history.page(
+        state_id, None, offset=(page - 1) * per_page, limit=per_page, newest_first=True
+    )
+    return Page(timeline(rows), total, page, per_page)
 
 
 def recent_activity(manager: StateManager, limit: int = 15) -> list[dict[str, Any]]:

@@ -23,12 +23,12 @@ from .queries import (
     LISTED_STATUSES,
     counts_by_type,
     deliveries,
+    history_page,
     parse_filters,
     placement,
     recent_activity,
     searchable_types,
     state_timers,
-    timeline,
 )
 
 __all__ = [
@@ -135,11 +135,13 @@ def state(state_id: str) -> ResponseReturnValue:
     record = manager.get_state(state_id, include_deleted=True)
     if record is None:
         raise StateNotFoundError(state_id)
-    history = manager.get_state_history(state_id)
-    versions = [row["version"] for row in history]
-    latest = versions[-1] if versions else record["version"]
-    diff_from = _int_arg("from", versions[-2] if len(versions) > 1 else latest)
+    history = history_page(manager, state_id, _int_arg("page", 1))
+    latest = record["version"]  # every change records its version: the newest row's
+    diff_from = _int_arg("from", max(latest - 1, 1))
     diff_to = _int_arg("to", latest)
+    # The versions to choose from: this page's (the page bounds the list), and the pair
+    # compared, wherever it is.
+    versions = sorted({row["version"] for row in history} | {diff_from, diff_to})
     diff: dict[str, Any] | None = None
     diff_error: str | None = None
     status = 200
@@ -154,7 +156,7 @@ def state(state_id: str) -> ResponseReturnValue:
         T + "state.html",
         record=record,
         spec=spec,
-        timeline=timeline(history),
+        history=history,
         versions=versions,
         diff=diff,
         diff_error=diff_error,

@@ -175,15 +175,22 @@ class HistoryRepository:
         return self._select(t.c.state_id == state_id, t.c.version.asc())
 
     def page(
-        self, state_id: str, transition: str | None, *, offset: int, limit: int
+        self,
+        state_id: str,
+        transition: str | None,
+        *,
+        offset: int,
+        limit: int,
+        newest_first: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
         """``limit`` rows of ``state_id`` (of one ``transition``) from ``offset``, oldest
-        version first, and how many there are in all."""
+        version first (``newest_first``: newest first), and how many there are in all."""
         t = self.table
         where = t.c.state_id == state_id
         if transition is not None:
             where = sa.and_(where, t.c.transition == transition)
-        stmt = sa.select(t).where(where).order_by(t.c.version.asc()).limit(limit).offset(offset)
+        order = t.c.version.desc() if newest_first else t.c.version.asc()
+        stmt = sa.select(t).where(where).order_by(order).limit(limit).offset(offset)
         count = sa.select(sa.func.count()).select_from(t).where(where)
         with self.engine.connect() as conn:
             rows = [self._to_dict(row) for row in conn.execute(stmt).mappings()]

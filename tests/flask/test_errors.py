@@ -224,8 +224,8 @@ def test_bad_transition_and_rollback_bodies(client: FlaskClient) -> None:
                      "validation_error")  # fmt: skip
     assert_error(client.post("/api/states/u1/rollback", json={"to_version": "1"}), 422,
                  "validation_error")  # fmt: skip
-    assert_error(client.post("/api/states/u1/rollback", json={"to_version": 1}), 400,
-                 "invalid_request")  # fmt: skip
+    assert_error(client.post("/api/states/u1/rollback", json={"to_version": 1}), 409,
+                 "already_at_version")  # fmt: skip
 
 
 def test_an_unexpected_failure_of_the_api_is_a_json_500(

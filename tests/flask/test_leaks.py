@@ -78,17 +78,19 @@ def test_a_400_does_not_echo_the_databases_text(
     app = make(apps, tmp_path, TIERED_STATE_WARM_URL=postgres_url)
     client = app.test_client()
     assert client.post("/api/states", json={"state_id": "acct", "type": "user"}).status_code == 201
-    secret = {"transition": "update", "data": {"card": "4111-1111-1111-1111\u0000"}}
+    # The reason goes to a text column of the history, which PostgreSQL refuses NUL in
+    # (NUL in data is refused before any backend sees it, on every backend).
+    secret = {"transition": "update", "reason": "4111-1111\u0000"}
     response = client.post("/api/states/acct/transitions", json=secret)
     assert response.status_code == 400, response.get_json()
     body = response.get_json()
     assert body["error"] == "invalid_request"
     text = response.get_data(as_text=True)
-    for leaked in ("4111", "CONTEXT", "DETAIL", "portal", "\\u0000 cannot"):
+    for leaked in ("4111", "0x00", "CONTEXT", "DETAIL", "psycopg"):
         assert leaked not in text, leaked
-    assert "in the server log" in body["message"]
+    assert "server log" in body["message"]
     assert "error" not in body["details"]
-    assert "4111-1111-1111-1111" in caplog.text  # the log keeps the driver's text
+    assert "cannot contain NUL" in caplog.text  # the log keeps the driver's text
 
 
 @pytest.mark.parametrize("prefix", ["/api", "/dash"])

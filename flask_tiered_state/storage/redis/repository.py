@@ -6,10 +6,17 @@ server; batches are pipelines of at most :data:`~.connection.CHUNK` keys per com
 Deletes that other processes must hear of publish the invalidation messages in the same
 pipeline, after the deletes, so a subscriber hears of a change only once the stale
 copies are gone.
+
+Redis before 6.0.18, 6.2.11 and 7.0.9 matches ``SCAN MATCH`` patterns in exponential time
+(CVE-2022-36021): a pattern of many stars can hang the server. On such a server (its
+version is read once, with ``INFO server``) :meth:`RedisStateRepository.keys` sends only
+the pattern's literal prefix and a ``*``, which any version matches in linear time, and
+the glob is applied in Python, as it always is (:func:`match_is_exponential`).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -40,6 +47,7 @@ from ..base import (
 )
 from ..checks import check_expected_version, check_ttl, check_value, check_version
 from ..keys import (
+    glob_literal_prefix,
     glob_to_redis_match,
     glob_to_regex,
     validate_key,
@@ -61,7 +69,27 @@ from .codec import (
 )
 from .connection import CHUNK, SCHEMES, describe, redis_client
 
-__all__ = ["RedisStateRepository"]
+__all__ = ["RedisStateRepository", "match_is_exponential"]
+
+_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+#: The first release of each line with CVE-2022-36021 fixed; 6.1 and 7.1 are unstable
+#: (development) lines, left unfixed here; lines from 7.2 on have the fix.
+_MATCH_FIXED_IN = {(6, 0): 18, (6, 2): 11, (7, 0): 9}
+
+
+def match_is_exponential(version: object) -> bool:
+    """Whether a Redis server reporting ``redis_version`` ``version`` may match a glob in
+    exponential time (CVE-2022-36021: before 6.0.18, 6.2.11, 7.0.9). A version that
+    cannot be read (None, another server's spelling) counts as such: a coarse ``MATCH``
+    costs speed only."""
+    found = _VERSION.match(version) if isinstance(version, str) else None
+    if found is None:
+        return True
+    major, minor, patch = (int(part) for part in found.groups())
+    fixed_in = _MATCH_FIXED_IN.get((major, minor))
+    if fixed_in is not None:
+        return patch < fixed_in
+    return (major, minor) < (7, 2)
 
 
 class RedisStateRepository:
@@ -106,6 +134,9 @@ class RedisStateRepository:
         self._category_bytes = category.value.encode("ascii")
         self._get = client.get
         self._set_versioned = client.register_script(SET_VERSIONED_LUA)
+        #: Whether the server matches globs in exponential time; read at the first
+        #: :meth:`keys`.
+        self._coarse_match: bool | None = None
 
     def __repr__(self) -> str:
         return f"<RedisStateRepository {self.location} prefix={self.key_prefix!r}>"
@@ -227,10 +258,31 @@ class RedisStateRepository:
         except RedisError as exc:
             raise self._unavailable(f"scan keys matching {match!r}", exc) from exc
 
+    def _match_for(self, pattern: str) -> str:
+        """The ``SCAN MATCH`` pattern of a glob: the glob itself, or only its literal
+        prefix and a ``*`` on a server that would match it in exponential time."""
+        if self._coarse_match is None:
+            try:
+                version = self.client.info("server").get("redis_version")
+            except redis.ResponseError:  # INFO refused (ACL, renamed): version unknown
+                version = None
+            except RedisError as exc:
+                raise self._unavailable("read the server's version", exc) from exc
+            if isinstance(version, bytes):
+                version = version.decode("ascii", "replace")
+            self._coarse_match = match_is_exponential(version)
+        if self._coarse_match:
+            return redis_literal(self.key_prefix + glob_literal_prefix(pattern)) + "*"
+        return redis_literal(self.key_prefix) + glob_to_redis_match(pattern)
+
     def keys(self, pattern: str = "*") -> Iterator[str]:
-        """Keys matching the glob, through ``SCAN MATCH`` (never ``KEYS``), without prefix."""
+        """Keys matching the glob, through ``SCAN MATCH`` (never ``KEYS``), without prefix.
+
+        On a server before 6.0.18, 6.2.11 or 7.0.9 (CVE-2022-36021) only the glob's
+        literal prefix is sent, and the glob is applied to what the scan returns.
+        """
         regex = glob_to_regex(validate_pattern(pattern))
-        match = redis_literal(self.key_prefix) + glob_to_redis_match(pattern)
+        match = self._match_for(pattern)
         cut = len(self.key_prefix)
         found: dict[str, None] = {}
         for name in self._scan(match):

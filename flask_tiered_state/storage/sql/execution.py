@@ -61,6 +61,8 @@ from .schema import DriverSQL, Statements
 
 __all__ = ["Execute", "SQLExecutor", "transactional"]
 
+logger = logging.getLogger("flask_tiered_state.storage")
+
 #: SQLSTATEs of PostgreSQL's own timeouts: the statement did not run.
 _TIMEOUTS = {
     "57014": "the statement ran past statement_timeout",
@@ -131,6 +133,7 @@ class SQLExecutor:
         dbapi = engine.dialect.loaded_dbapi
         self.driver_error: type[BaseException] = dbapi.Error
         self._integrity: type[BaseException] = dbapi.IntegrityError
+        self._data_error: type[BaseException] = dbapi.DataError
         self._bad_value: tuple[type[BaseException], ...] = (dbapi.DataError, dbapi.IntegrityError)
         # psycopg's connect_timeout running out: the server accepted but never answered.
         self._connect_timeout: tuple[type[BaseException], ...] = tuple(
@@ -386,7 +389,9 @@ class SQLExecutor:
 
         Driver errors of the block are raised as the library's own; with
         ``translate_block=False`` the block's exceptions propagate unchanged, except that
-        a connection lost (or shut down at the deadline) is raised as the library's error.
+        a connection lost (or shut down at the deadline), and a value the database refuses
+        (a ``DataError``: NUL in PostgreSQL text, a number out of range), are raised as the
+        library's errors.
         A commit whose connection is lost raises
         :class:`~flask_tiered_state.errors.OutcomeUnknownError`: it may have committed.
         """
@@ -404,7 +409,7 @@ class SQLExecutor:
                         transaction.rollback()
                     fired = watch is not None and watch.fired
                     if isinstance(exc, (sa.exc.SQLAlchemyError, self.driver_error)) and (
-                        translate_block or fired or _lost(exc)
+                        translate_block or fired or _lost(exc) or self._refused_value(exc)
                     ):
                         raise self.translate(exc, deadline=fired) from exc
                     raise
@@ -428,7 +433,16 @@ class SQLExecutor:
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             raise self.translate(exc) from exc
 
+    def _refused_value(self, exc: BaseException) -> bool:
+        """The database refused a value of the statement (not a constraint: callers of
+        a unit of work name their conflicts themselves)."""
+        cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+        return isinstance(cause, self._data_error)
+
     def translate(self, exc: BaseException, *, deadline: bool = False) -> TieredStateError:
+        """The library's error for a SQLAlchemy or driver error: DeadlineExceededError,
+        InvalidRequestError (a refused value; the driver's text, which can quote the
+        value, goes to the log only) or TierUnavailableError."""
         cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
         text = " ".join(str(cause).split()) or type(cause).__name__
         details = {"backend": self.backend, "error": type(cause).__name__}
@@ -447,9 +461,13 @@ class SQLExecutor:
                 details=details,
             )
         if isinstance(cause, self._bad_value):
+            # %r escapes the control characters a refused value may bring into the text.
+            logger.warning("The %s database refused a value: %r", self.backend, text)
             return InvalidRequestError(
-                f"The {self.backend} database refused the write: {text}. Values must be JSON "
-                "text (PostgreSQL also refuses NUL characters in text).",
+                f"The {self.backend} database refused the write or query: it cannot hold a "
+                "value of it (the database's reason is in the server log). Values must be "
+                "JSON text of valid Unicode; PostgreSQL also refuses NUL characters (U+0000) "
+                "in text.",
                 details=details,
             )
         return TierUnavailableError(
