@@ -292,7 +292,9 @@ class CallbackDispatcher:
 
     def wants(self, name: str) -> bool:
         """False when nobody listens to ``name`` (lets the manager skip building events)."""
-        return bool(self.registry.for_event(name)) or any(s.receivers for s in _STATE_SIGNALS)
+        return bool(self.registry.for_event(name)) or any(
+            s.has_receivers_for(self.sender) for s in _STATE_SIGNALS
+        )
 
     def dispatch(self, event: StateEvent) -> None:
         """Deliver ``event``; failures are logged and reported, never raised."""

@@ -162,3 +162,8 @@ def test_wants() -> None:
     assert dispatcher.wants("user_created")
     with signals.state_updated.connected_to(lambda s, **kw: None):
         assert dispatcher.wants("user_updated")
+    # a receiver of another manager's signals is not one of this manager's
+    other = object()
+    with signals.state_updated.connected_to(lambda s, **kw: None, sender=other):
+        assert not dispatcher.wants("user_updated")
+        assert CallbackDispatcher(other, CallbackRegistry()).wants("user_updated")

@@ -63,6 +63,16 @@ __all__ = ["Execute", "SQLExecutor", "transactional"]
 
 logger = logging.getLogger("flask_tiered_state.storage")
 
+#: What a refused value's SQLSTATE says, in words that quote no value (the driver's text
+#: can: it goes to the log only).
+_REFUSALS = {
+    "22001": "a value is too long for its column",
+    "22003": "a number is out of range",
+    "22021": "a text holds a character the database cannot store",
+    "22P02": "a value is not valid input for its column",
+    "22P05": "a text holds a character the database cannot store (NUL)",
+}
+
 #: SQLSTATEs of PostgreSQL's own timeouts: the statement did not run.
 _TIMEOUTS = {
     "57014": "the statement ran past statement_timeout",
@@ -463,11 +473,13 @@ class SQLExecutor:
         if isinstance(cause, self._bad_value):
             # %r escapes the control characters a refused value may bring into the text.
             logger.warning("The %s database refused a value: %r", self.backend, text)
+            why = _REFUSALS.get(
+                getattr(cause, "sqlstate", None) or "", "it cannot hold a value of it"
+            )
             return InvalidRequestError(
-                f"The {self.backend} database refused the write or query: it cannot hold a "
-                "value of it (the database's reason is in the server log). Values must be "
-                "JSON text of valid Unicode; PostgreSQL also refuses NUL characters (U+0000) "
-                "in text.",
+                f"The {self.backend} database refused the write or query: {why} (the "
+                "database's reason is in the server log). Values must be JSON text of valid "
+                "Unicode; PostgreSQL also refuses NUL characters (U+0000) in text.",
                 details=details,
             )
         return TierUnavailableError(
