@@ -203,6 +203,14 @@ def tier_url(key: str, value: object, *, optional: bool = True) -> str | None:
 def options(key: str, value: object) -> dict[str, Any]:
     """A tier's backend options: a dict of keyword arguments, or its JSON text."""
     expected = "a dict of the backend's keyword arguments (or its JSON text), or None"
+    parsed = json_mapping(key, value, expected)
+    if not all(isinstance(name, str) for name in parsed):
+        raise fail(key, value, expected)
+    return dict(parsed)
+
+
+def json_mapping(key: str, value: object, expected: str) -> Mapping[Any, Any]:
+    """A setting given as a dict or its JSON text: the mapping ({} for None or "")."""
     if value is None or value == "":
         return {}
     parsed = value
@@ -211,9 +219,9 @@ def options(key: str, value: object) -> dict[str, Any]:
             parsed = json.loads(value)
         except ValueError:
             raise fail(key, value, expected) from None
-    if not isinstance(parsed, Mapping) or not all(isinstance(name, str) for name in parsed):
+    if not isinstance(parsed, Mapping):
         raise fail(key, value, expected)
-    return dict(parsed)
+    return parsed
 
 
 # --------------------------------------------------------------------------- rate limits
@@ -261,18 +269,8 @@ def rate_limit_routes(key: str, value: object) -> dict[str, str | None]:
         "a dict of route action (as passed to the access-control hook, e.g. "
         "'states.register') -> rate limit such as '10 per minute', or None for no limit"
     )
-    if value is None or value == "":
-        return {}
-    parsed = value
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            raise fail(key, value, expected) from None
-    if not isinstance(parsed, Mapping):
-        raise fail(key, value, expected)
     limits: dict[str, str | None] = {}
-    for action, text in parsed.items():
+    for action, text in json_mapping(key, value, expected).items():
         if not isinstance(action, str) or not _ACTION_RE.fullmatch(action):
             raise fail(key, value, expected)
         try:
