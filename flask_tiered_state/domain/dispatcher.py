@@ -64,6 +64,8 @@ logger = logging.getLogger("flask_tiered_state.dispatcher")
 
 #: The actor of the transitions timers apply.
 SCHEDULER = "scheduler"
+#: Seconds between two readings of the outbox's lag (the oldest pending delivery's age).
+LAG_REPORT_INTERVAL = 1.0
 #: The longest wait between two passes that failed (the database is away).
 MAX_ERROR_WAIT = 30.0
 
@@ -155,6 +157,9 @@ class EventDispatcher:
         self.report = DispatchReport()
         self._prune_every = max(60.0, self.retention_seconds / 100)
         self._pruned_at = 0.0
+        # the lag gauge's query runs at most once a second, whatever the passes and threads
+        self._lag_at = float("-inf")
+        self._lag_lock = threading.Lock()
         self._lock_file: Any = None
         if not self.postgresql:
             self._lock_file = _single_dispatcher_lock(self.engine)
@@ -425,8 +430,13 @@ class EventDispatcher:
     def _report_lag(self, now: float) -> None:
         collector = self.manager.store.metrics_collector
         record = getattr(collector, "set_outbox_lag", None)
-        if record is not None:
-            record(self.manager.outbox.oldest_pending_age(now))
+        if record is None:
+            return
+        with self._lag_lock:
+            if now - self._lag_at < LAG_REPORT_INTERVAL:
+                return
+            self._lag_at = now
+        record(self.manager.outbox.oldest_pending_age(now))
 
 
 def _single_dispatcher_lock(engine: sa.Engine) -> Any:
