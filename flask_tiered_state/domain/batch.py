@@ -100,8 +100,10 @@ class BatchWriter:
         actor: str | None,
         reason: str | None,
         completion: Completion | None = None,
+        check: Callable[[Sequence[Write]], None] | None = None,
     ) -> list[Write]:
-        """Register the absent ids and update the existing ones."""
+        """Register the absent ids and update the existing ones; ``check(writes)`` may
+        refuse the planned writes before anything is written (the quotas)."""
         if not isinstance(items, Mapping):
             raise InvalidRequestError(
                 f"batch_set_state takes a mapping of state id to state structure, not "
@@ -128,6 +130,8 @@ class BatchWriter:
                     spec = self._type_of(state_id, structure, default_spec)
                     new = self.records.new_record(state_id, spec, structure)
                     writes.append(Write(key, spec, StateTransition.CREATE, None, new, 0))
+            if check is not None:
+                check(writes)
             return writes
 
         return self._commit(

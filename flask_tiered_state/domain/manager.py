@@ -1020,10 +1020,9 @@ class StateManager:
         check_actor_reason(actor, reason)
 
         def run(completion: Completion | None) -> dict[str, dict[str, Any]]:
-            self._check_batch_quotas(items, state_type)
             writes = self._batch.upsert(
                 items, state_type, max_attempts=self._max_attempts, actor=actor, reason=reason,
-                completion=completion,
+                completion=completion, check=self._check_batch_quotas,
             )  # fmt: skip
             for write in writes:
                 self._committed(write, actor, reason, started)
@@ -1035,25 +1034,15 @@ class StateManager:
         }  # fmt: skip
         return self._idempotent(idempotency_key, "batch_set_state", parameters, run, _records_by_id)
 
-    def _check_batch_quotas(self, items: object, state_type: object) -> None:
-        """The quotas of the types of a batch's ids that were never registered."""
-        if not isinstance(items, Mapping) or not items:
-            return
-        ids = [i for i in items if isinstance(i, str)]
-        new = set(ids) - self.history.existing_ids(ids)
-        adding: dict[str, int] = {}
-        specs: dict[str, StateTypeSpec] = {}
-        for state_id in new:
-            structure = items[state_id]
-            given = structure.get("type") if isinstance(structure, Mapping) else None
-            try:
-                spec = self.types.get(given if given is not None else state_type)
-            except TieredStateError:
-                continue  # the batch refuses the item itself
-            specs[spec.name] = spec
-            adding[spec.name] = adding.get(spec.name, 0) + 1
-        for name, count in adding.items():
-            self._quotas.check(specs[name], count)
+    def _check_batch_quotas(self, writes: Sequence[Write]) -> None:
+        """The quotas of the types of a batch's planned registrations."""
+        adding: dict[str, tuple[StateTypeSpec, int]] = {}
+        for write in writes:
+            if write.transition is StateTransition.CREATE:
+                spec, count = adding.get(write.spec.name, (write.spec, 0))
+                adding[write.spec.name] = (spec, count + 1)
+        for spec, count in adding.values():
+            self._quotas.check(spec, count)
 
     def batch_update_state(
         self,
