@@ -5,7 +5,7 @@ row per change and one delivery per asynchronous callback, none for a failed one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -15,11 +15,12 @@ import sqlalchemy as sa
 
 from flask_tiered_state.domain.dispatcher import EventDispatcher
 from flask_tiered_state.domain.manager import StateManager
-from flask_tiered_state.domain.model import StateTransition, StateType
+from flask_tiered_state.domain.model import StateType
 from flask_tiered_state.domain.writer import MAX_SINGLE_DELIVERIES
 from flask_tiered_state.errors import ConcurrencyError
 
 from .conftest import SERVERS
+from .test_outbox import Delivery, recorder
 
 
 @pytest.fixture(params=[SERVERS])
@@ -45,21 +46,7 @@ def statements(manager: StateManager) -> Iterator[list[tuple[str, bool]]]:
         sa.event.remove(engine, "before_cursor_execute", capture)
 
 
-Seen = list[tuple[str, int, str, str]]  # state id, version, transition, event id
-
-
-def recorder(seen: Seen) -> Callable[..., None]:
-    def deliver(
-        state_id: str,
-        old: dict[str, Any] | None,
-        new: dict[str, Any],
-        transition: StateTransition,
-        *,
-        event_id: str,
-    ) -> None:
-        seen.append((state_id, new["version"], transition.value, event_id))
-
-    return deliver
+Seen = list[Delivery]
 
 
 def test_an_update_is_one_statement_with_its_history_row(manager: StateManager) -> None:
