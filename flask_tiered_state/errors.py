@@ -245,10 +245,12 @@ class VersionNotFoundError(TieredStateError, LookupError):
     code = "version_not_found"
     http_status = 404
 
-    def __init__(self, state_id: str, version: int, available: Sequence[int]) -> None:
+    def __init__(
+        self, state_id: str, version: int, available: Sequence[int], hint: str = ""
+    ) -> None:
         shown = ", ".join(str(v) for v in available) or "none"
         super().__init__(
-            f"State {state_id!r} has no version {version}; recorded versions: {shown}.",
+            f"State {state_id!r} has no version {version}; recorded versions: {shown}.{hint}",
             details={"state_id": state_id, "version": version, "available": list(available)},
         )
         self.state_id, self.version = state_id, version

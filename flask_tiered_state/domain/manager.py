@@ -885,14 +885,13 @@ class StateManager:
             if to_version == current["version"]:
                 raise AlreadyAtVersionError(state_id, to_version)
             if to_version > current["version"]:  # not recorded (yet): 404, as for diff
-                missing = VersionNotFoundError(
-                    state_id, to_version, self.history.versions(state_id)
-                )
-                missing.message += (
+                raise VersionNotFoundError(
+                    state_id,
+                    to_version,
+                    self.history.versions(state_id),
                     f" It is at version {current['version']}; to_version must be an "
-                    "earlier version."
+                    "earlier version.",
                 )
-                raise missing
             target = self.history.records_at(state_id, [to_version]).get(to_version)
             if target is None:
                 raise VersionNotFoundError(state_id, to_version, self.history.versions(state_id))
