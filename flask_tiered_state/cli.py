@@ -41,7 +41,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .app_state import AppState, get_app_state
 from .domain.arguments import MAX_ROW_ID, MAX_VERSION
-from .domain.callbacks import PAST_TENSE, AsyncCallback, event_name
 from .domain.context import correlation_scope
 from .domain.dispatcher import DispatchReport, EventDispatcher
 from .domain.manager import StateManager
@@ -790,16 +789,6 @@ class AppDispatcher(EventDispatcher):
             return super().run_once()
 
 
-def asynchronous_callbacks(manager: StateManager) -> list[AsyncCallback]:
-    """The asynchronous callbacks registered on ``manager``, of every type and event."""
-    return [
-        callback
-        for state_type in manager.types.names()
-        for transition in PAST_TENSE
-        for callback in manager.callbacks.asynchronous(event_name(state_type, transition))
-    ]
-
-
 def totals_line(report: DispatchReport) -> str:
     with report.lock:
         done = report.to_dict()
@@ -885,7 +874,7 @@ def dispatch(
         poll_interval=poll,
         retention_seconds=state.settings.event_retention_seconds,
     ) as dispatcher:
-        callbacks = asynchronous_callbacks(manager)
+        callbacks = manager.callbacks.all_asynchronous()
         click.echo(
             f"Dispatching for app {state.app_name!r} on "
             f"{dispatcher.engine.url.render_as_string()} ({dispatcher.engine.dialect.name}): "

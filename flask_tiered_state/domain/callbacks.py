@@ -266,6 +266,10 @@ class CallbackRegistry:
         """The asynchronous callbacks of ``name``."""
         return self._asynchronous.get(name, ())
 
+    def all_asynchronous(self) -> list[AsyncCallback]:
+        """Every asynchronous callback, of every event."""
+        return [c for callbacks in self._asynchronous.values() for c in callbacks]
+
     def by_key(self, name: str, key: str) -> AsyncCallback | None:
         """The asynchronous callback of ``name`` registered under ``key``."""
         return next((c for c in self._asynchronous.get(name, ()) if c.key == key), None)
