@@ -46,6 +46,7 @@ SEE_ALSO: dict[str, str] = {
     "API_PREFIX": "See :doc:`rest-api`.",
     "DASHBOARD_PREFIX": "See :doc:`dashboard`.",
     "ACCESS_CONTROL": "See :ref:`access-control`.",
+    "AUDIT_KEYS": "See :ref:`audit` and ``flask state audit`` in :doc:`cli`.",
     "CLI": "See :doc:`cli`.",
     "CREATE_TABLES": "See :ref:`migrations`.",
 }

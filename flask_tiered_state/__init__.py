@@ -20,6 +20,7 @@ from .domain import (
     define_history_table,
     idempotent_call,
 )
+from .domain.encryption import generate_master_key
 from .extension import TieredState, current_state_manager
 from .settings import TieredStateSettings
 from .storage.base import StateCategory, StateRepositories
@@ -47,6 +48,7 @@ __all__ = [
     "current_state_manager",
     "define_history_table",
     "errors",
+    "generate_master_key",
     "idempotent_call",
     "signals",
 ]

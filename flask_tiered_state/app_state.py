@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from flask import Flask, current_app, has_app_context
 from werkzeug.local import LocalProxy
 
+from .domain.acting import RoleMap
 from .domain.manager import CLIENT_COMPONENTS, StateManager
 from .errors import ConfigurationError
 from .observability.logging import get_logger, install_library_filters
@@ -183,10 +184,15 @@ class AppState:
                 idempotency_ttl_seconds=s.idempotency_ttl_seconds,
                 max_json_depth=s.max_json_depth,
                 default_max_states=s.max_states_per_type,
+                encryption_keys=s.encryption_keys,
+                audit_keys=s.audit_keys,
             )
         except BaseException:
             store.close()
             raise
+        hook: object = s.access_control
+        if isinstance(hook, RoleMap):  # a RoleBasedAccess: acting_as checks it too
+            manager.set_roles(hook)
         # The storage modules are imported by now: give their loggers the filter too.
         install_library_filters()
         try:
@@ -387,6 +393,8 @@ def default_manager(components: dict[str, Any]) -> StateManager:
         "idempotency_ttl_seconds": settings.idempotency_ttl_seconds,
         "max_json_depth": settings.max_json_depth,
         "default_max_states": settings.max_states_per_type,
+        "encryption_keys": settings.encryption_keys,
+        "audit_keys": settings.audit_keys,
         "create_tables": create_tables,
         **components,
     }

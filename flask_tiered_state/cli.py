@@ -10,7 +10,8 @@ command first checks the app: without the extension, or with
 
 Read commands take ``--json`` (stable, machine-readable output on stdout);
 commands over several states show a progress bar on stderr. Errors exit with
-status 1 and one line (``Error: ...``); bad usage exits with 2.
+status 1 and one line (``Error: ...``); bad usage exits with 2. ``flask state --as
+ROLE <command>`` runs the command inside the manager's ``acting_as(ROLE)``.
 
 ``events`` and ``timers`` are groups that list when called alone and act through
 their subcommands (``events retry``, ``timers cancel``); ``dispatch`` runs the
@@ -28,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ from .domain.arguments import MAX_ROW_ID, MAX_VERSION
 from .domain.context import correlation_scope
 from .domain.dispatcher import DispatchReport, EventDispatcher
 from .domain.manager import StateManager
+from .domain.model import state_key, validate_state_id
 from .domain.paging import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE, Page
 from .domain.timers import TIMER_STATUSES
 from .errors import JSONTooDeepError, StateNotFoundError, TieredStateError
@@ -55,8 +57,31 @@ __all__ = ["state_cli"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Where ``--as`` keeps its role for the commands (``meta`` is shared by the contexts of
+#: one invocation).
+_AS_ROLE = "flask_tiered_state.as_role"
+
+
+def _remember_role(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta[_AS_ROLE] = value
+
+
 #: The ``flask state`` command group.
-state_cli = AppGroup("state", help="Inspect and operate the app's domain states.")
+state_cli = AppGroup(
+    "state",
+    help="Inspect and operate the app's domain states.",
+    params=[
+        click.Option(
+            ["--as", "as_role"],
+            metavar="ROLE",
+            expose_value=False,
+            callback=_remember_role,
+            help="Act as ROLE of the app's role map (TIERED_STATE_ACCESS_CONTROL = "
+            "RoleBasedAccess(...)): what the role may not do is refused.",
+        )
+    ],
+)
 
 
 def app_state() -> AppState:
@@ -78,14 +103,39 @@ def app_manager() -> StateManager:
     return app_state().manager
 
 
+def acting_role() -> AbstractContextManager[object]:
+    """The manager acting as the role of ``flask state --as ROLE``; nothing without it.
+
+    :raises click.UsageError: (exit 2) the app has no role map, or not that role.
+    """
+    ctx = click.get_current_context(silent=True)
+    role = None if ctx is None else ctx.meta.get(_AS_ROLE)
+    if role is None:
+        return nullcontext()
+    manager = app_manager()
+    roles = manager.roles
+    if roles is None:
+        raise click.UsageError(
+            f"--as {role} needs a role map, and app {app_state().app_name!r} has none: set "
+            "TIERED_STATE_ACCESS_CONTROL to a RoleBasedAccess (see the Security page of the "
+            "docs)."
+        )
+    if role not in roles.role_names:
+        raise click.BadParameter(
+            f"unknown role {role!r}; the app's roles are: {', '.join(roles.role_names)}.",
+            param_hint="'--as'",
+        )
+    return manager.acting_as(role)
+
+
 def _guarded(fn: F) -> Callable[..., Any]:
-    """``fn`` under a ``cli-<hex>`` correlation id, its library errors (and a database's
-    refusal) exiting 1 with one line."""
+    """``fn`` under a ``cli-<hex>`` correlation id (and acting as the role of ``--as``),
+    its library errors (and a database's refusal) exiting 1 with one line."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            with correlation_scope(f"cli-{uuid.uuid4().hex}"):
+            with correlation_scope(f"cli-{uuid.uuid4().hex}"), acting_role():
                 return fn(*args, **kwargs)
         except TieredStateError as exc:
             raise click.ClickException(exc.message) from None
@@ -592,6 +642,7 @@ def init_db(as_json: bool) -> None:
     from .migrations import upgrade
 
     manager = app_manager()
+    manager.authorize("tables.upgrade")
     engine = manager.store.warm.engine
     where = engine.url.render_as_string()
     try:
@@ -865,6 +916,7 @@ def dispatch(
     SIGINT (the pass under way finishes), or with --once until nothing is left to do."""
     state = app_state()
     manager = state.manager
+    manager.authorize("events.dispatch")  # the dispatcher's own threads act as nobody
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with AppDispatcher(
         app,
@@ -925,3 +977,189 @@ def dispatch(
         return
     how = f"Stopped by {received[0]}" if received else ("Done" if once else "Stopped")
     click.echo(f"{how}: {totals_line(report)}")
+
+
+# -- encryption: master key rotation and erasure -----------------------------------
+
+
+@command("rotate-keys")
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(1, 10_000),
+    default=1000,
+    show_default=True,
+    help="Data keys re-wrapped per transaction.",
+)
+@json_option
+def rotate_keys(chunk_size: int, as_json: bool) -> None:
+    """Re-wrap every state's data key with the newest master key.
+
+    Run it after putting a new key first in TIERED_STATE_ENCRYPTION_KEYS; when it reports
+    nothing left on older keys, remove them. Records and history rows are not rewritten:
+    they are encrypted with the states' data keys, which stay the same. Safe while the app
+    serves (compare-and-set per key) and resumable: a stopped run goes on where it was.
+    """
+    manager = app_manager()
+    manager.authorize("keys.rotate")
+    data_keys = manager.data_keys
+    if data_keys is None:
+        raise click.ClickException(
+            "No master keys: TIERED_STATE_ENCRYPTION_KEYS is not set, so there is nothing to "
+            "rotate."
+        )
+    total = data_keys.count_to_rotate()
+    with click.progressbar(
+        length=total,
+        label=f"Re-wrapping {total} data keys",
+        file=sys.stderr,
+    ) as bar:
+        report = data_keys.rotate(chunk_size=chunk_size, progress=bar.update)
+    left = data_keys.count_to_rotate()
+    newest = data_keys.master.newest_id
+    if as_json:
+        echo_json({**report.to_dict(), "left": left, "master_key_id": newest})
+        return
+    click.echo(
+        f"rotate-keys: {count(report.rewrapped, 'data key')} re-wrapped with master key "
+        f"{newest}; {report.already_current} changed meanwhile; {left} left on older keys."
+    )
+    if left == 0:
+        click.echo(
+            "Every data key is wrapped by the newest master key: the older keys can be removed "
+            "from TIERED_STATE_ENCRYPTION_KEYS."
+        )
+    else:
+        raise click.ClickException(
+            f"{count(left, 'data key')} still wrapped by older keys; run again."
+        )
+
+
+@command("erase")
+@click.argument("state_id")
+@click.option("--reason", required=True, help="Why (recorded in the history; required).")
+@click.option("--actor", help="Who erases it (recorded in the history).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def erase(state_id: str, reason: str, actor: str | None, yes: bool, as_json: bool) -> None:
+    """Erase a state: destroy its data key, so that no copy of its encrypted fields (in any
+    tier, history row or backup) can be read again; the erasure is recorded in the history."""
+    manager = app_manager()
+    if manager.store.get_entry(state_key(validate_state_id(state_id))) is None:
+        raise StateNotFoundError(state_id)  # before asking (a raw read: no action checked)
+    if not yes:
+        click.confirm(
+            f"Erase {state_id}? Its encrypted fields become unreadable everywhere, for good",
+            abort=True,
+            err=True,
+        )
+    record = manager.erase_state(state_id, reason=reason, actor=actor)
+    if as_json:
+        echo_json(record)
+    else:
+        click.echo(
+            f"{state_id}: erased (version {record['version']}); its encrypted fields can no "
+            "longer be read."
+        )
+
+
+# -- the tamper-evident history ------------------------------------------------------------
+
+
+@state_cli.group("audit")
+def audit() -> None:
+    """Verify the sealed history chains, and seal rows written without a seal."""
+
+
+@command("verify", group=audit)
+@click.argument("state_ids", nargs=-1)
+@click.option("--type", "state_type", help="Only states of this type.")
+@click.option(
+    "--allow-unsealed", is_flag=True, help="States with unsealed rows do not fail the check."
+)
+@json_option
+def audit_verify(
+    state_ids: tuple[str, ...], state_type: str | None, allow_unsealed: bool, as_json: bool
+) -> None:
+    """Check every history chain (or those of STATE_IDS) against its seals and the current
+    records; exit 1 on any break, naming each broken state's first bad version."""
+    from .domain.audit import BROKEN, NOT_FOUND, UNSEALED, VERIFIED, AuditVerifier
+
+    manager = app_manager()
+    manager.authorize("audit.verify")
+    verifier = AuditVerifier.for_manager(manager)
+    if state_type is not None:
+        state_type = manager.get_state_type(state_type.lower()).name
+    ids = list(dict.fromkeys(state_ids))
+    total = len(ids) if ids else verifier.count_states()
+    counts = dict.fromkeys((VERIFIED, UNSEALED, BROKEN, NOT_FOUND), 0)
+    flagged = []
+    with click.progressbar(
+        length=total, label=f"Verifying {count(total, 'state')}", file=sys.stderr
+    ) as bar:
+        for result in verifier.verify(
+            state_type=state_type, state_ids=ids or None, progress=bar.update
+        ):
+            counts[result.status] += 1
+            if result.status != VERIFIED:
+                flagged.append(result)
+    checked = sum(counts.values())
+    if as_json:
+        echo_json(
+            {
+                "checked": checked,
+                "counts": counts,
+                "states": [result.to_dict() for result in flagged],
+                "key_ids": list(verifier.sealer.key_ids),
+            }
+        )
+        if counts[BROKEN] or counts[NOT_FOUND] or (counts[UNSEALED] and not allow_unsealed):
+            click.get_current_context().exit(1)
+        return
+    for result in flagged:
+        click.echo(f"{result.state_id}  {result.summary()}")
+        for problem in result.problems:
+            click.echo(f"  version {result.version}: {problem.detail}")
+    parts = [f"{counts[VERIFIED]} verified", f"{counts[BROKEN]} broken",
+             f"{counts[UNSEALED]} unsealed"]  # fmt: skip
+    if counts[NOT_FOUND]:
+        parts.append(f"{counts[NOT_FOUND]} not found")
+    click.echo(f"Checked {count(checked, 'state')}: {', '.join(parts)}.")
+    reasons = []
+    if counts[BROKEN] or counts[NOT_FOUND]:
+        reasons.append(
+            f"{count(counts[BROKEN] + counts[NOT_FOUND], 'state')} failed the audit: the "
+            "history or the current record was changed outside the application, or is missing."
+        )
+    if counts[UNSEALED] and not allow_unsealed:
+        reasons.append(
+            f"{count(counts[UNSEALED], 'state')} with rows written without a seal: 'flask "
+            "state audit seal' seals the rows written before TIERED_STATE_AUDIT_KEYS was set "
+            "(or pass --allow-unsealed)."
+        )
+    if reasons:
+        raise click.ClickException(" ".join(reasons))
+
+
+@command("seal", group=audit)
+@json_option
+def audit_seal(as_json: bool) -> None:
+    """Seal every history row written without a seal (before TIERED_STATE_AUDIT_KEYS was
+    set), with the newest key; an interrupted run continues where it stopped."""
+    from .domain.audit import AuditVerifier
+
+    manager = app_manager()
+    manager.authorize("audit.seal")
+    verifier = AuditVerifier.for_manager(manager)
+    total = verifier.count_unsealed()
+    with click.progressbar(
+        length=total, label=f"Sealing {count(total, 'row')}", file=sys.stderr
+    ) as bar:
+        report = verifier.seal_unsealed(progress=bar.update)
+    key_id = verifier.sealer.key_ids[0]
+    if as_json:
+        echo_json({**report.to_dict(), "key_id": key_id})
+        return
+    click.echo(
+        f"Sealed {count(report.rows, 'row')} of {count(report.states, 'state')} with key id "
+        f"{key_id}."
+    )

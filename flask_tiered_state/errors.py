@@ -21,6 +21,8 @@ __all__ = [
     "ConfigurationError",
     "DeadlineExceededError",
     "DispatcherBusyError",
+    "EncryptedFieldError",
+    "EncryptionKeyError",
     "IdempotencyKeyInUseError",
     "IdempotencyKeyReusedError",
     "IntegrityError",
@@ -34,6 +36,7 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitedError",
     "StateAlreadyExistsError",
+    "StateErasedError",
     "StateNotFoundError",
     "StateTooLargeError",
     "StorageError",
@@ -423,3 +426,36 @@ class RateLimitedError(TieredStateError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, details={"retry_after": retry_after})
         self.retry_after = retry_after
+
+
+class EncryptionKeyError(TieredStateError):
+    """An encrypted value cannot be read or written with the configured keys: its data
+    key is wrapped by a master key missing from ``TIERED_STATE_ENCRYPTION_KEYS``, or the
+    ciphertext does not authenticate (it was altered)."""
+
+    code = "encryption_key_error"
+    http_status = 500
+
+
+class EncryptedFieldError(InvalidRequestError):
+    """A search or a filter names a field its type keeps encrypted."""
+
+    code = "encrypted_field"
+    http_status = 400
+
+
+class StateErasedError(TieredStateError):
+    """The state was erased (:meth:`~flask_tiered_state.domain.manager.StateManager.erase_state`):
+    its data key is destroyed, so nothing encrypted of it can be read or written again."""
+
+    code = "state_erased"
+    http_status = 410
+
+    def __init__(self, state_id: str, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"State {state_id!r} was erased: its data key was destroyed and its encrypted "
+            "fields can no longer be read or changed.",
+            details={"state_id": state_id},
+        )
+        self.state_id = state_id

@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .domain.audit import HistorySealer, load_audit_keys
+from .domain.encryption import MasterKeys, load_master_keys
 from .errors import ConfigurationError
 
 __all__ = [
@@ -131,6 +133,29 @@ ALLOW_ALL = "allow-all"
 def allow_all(request: Any, action: str) -> bool:
     """The hook ``TIERED_STATE_ACCESS_CONTROL = "allow-all"`` stands for: allows everything."""
     return True
+
+
+def master_keys(key: str, value: object) -> MasterKeys | None:
+    """``TIERED_STATE_ENCRYPTION_KEYS``: the master keys, checked (see
+    :func:`~flask_tiered_state.domain.encryption.load_master_keys`)."""
+    if isinstance(value, MasterKeys):
+        return value
+    try:
+        return load_master_keys(value)  # type: ignore[arg-type]
+    except ConfigurationError as exc:
+        # never echo the value: it is a secret
+        raise ConfigurationError(
+            f"{key}: {exc.message}", details={"key": key, "expected": "master keys"}
+        ) from None
+
+
+def audit_keys(key: str, value: object) -> HistorySealer | None:
+    """``TIERED_STATE_AUDIT_KEYS``: the keys that seal the history rows, checked (see
+    :func:`~flask_tiered_state.domain.audit.load_audit_keys`)."""
+    if value is None or isinstance(value, HistorySealer):
+        return value
+    # its errors name the key and never quote a key's value (a secret)
+    return load_audit_keys(value)  # type: ignore[arg-type]
 
 
 def access_control(key: str, value: object) -> AccessControlHook | None:

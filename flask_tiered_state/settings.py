@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from . import setting_values as values
+from .domain.audit import HistorySealer
+from .domain.encryption import MasterKeys
 from .domain.registry import DEFAULT_MAX_STATES
 from .errors import ConfigurationError
 from .json_codec import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH
@@ -171,6 +173,23 @@ SETTINGS: tuple[Setting, ...] = (
             "past it answers 409 ``quota_exceeded``. None: no quota. Counted approximately "
             "under concurrency; see Security.",
             lambda k, v: values.integer(k, v, 1, optional=True)),
+    Setting("ENCRYPTION_KEYS", "list[str] | str | callable | None", None,
+            "The master keys of field encryption at rest, newest first: Fernet keys "
+            "(``flask_tiered_state.generate_master_key()``), as a list, a text of keys "
+            "separated by commas (from the environment), or a callable / ``\"module:function\"`` "
+            "returning the list (a KMS or secrets manager plugs in there; called once, at "
+            "``init_app``). The newest wraps new data keys; every listed key unwraps. None: no "
+            "encryption (a type with ``encrypted_fields`` is then refused). See Security.",
+            values.master_keys),
+    Setting("AUDIT_KEYS", "str | list[str] | callable | None", None,
+            "The HMAC keys that seal every history row, chained per state, so that "
+            "``flask state audit verify`` detects rows and records changed in the database by "
+            "anyone without the key: newest first, each at least 32 bytes (UTF-8), e.g. "
+            "``secrets.token_urlsafe(32)``; one key, a list (a JSON list from the "
+            "environment), or a callable / ``\"module:function\"`` returning them (called "
+            "once, at ``init_app``). The newest seals new rows; every listed key verifies, so "
+            "keep retired keys listed after it. None: rows are written unsealed. See Security.",
+            values.audit_keys),
     Setting("EVENT_RETENTION_SECONDS", "float", 7 * 86400.0,
             "How long ``flask state dispatch`` keeps delivered deliveries of asynchronous "
             "callbacks and finished timers (applied, skipped, failed, cancelled) before it "
@@ -271,6 +290,8 @@ class TieredStateSettings:
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     max_request_bytes: int | None = None
     max_states_per_type: int | None = DEFAULT_MAX_STATES
+    encryption_keys: MasterKeys | None = None
+    audit_keys: HistorySealer | None = None
     event_retention_seconds: float = 7 * 86400.0
     idempotency_ttl_seconds: float = 86400.0
     metrics: bool = True

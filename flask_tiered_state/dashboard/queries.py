@@ -164,7 +164,7 @@ def history_page(manager: StateManager, state_id: str, page: int) -> Page[dict[s
     rows, total = manager.history.page(
         state_id, None, offset=(page - 1) * per_page, limit=per_page, newest_first=True
     )
-    return Page(timeline(rows), total, page, per_page)
+    return Page(timeline(manager.cipher.open_history(rows)), total, page, per_page)
 
 
 def recent_activity(manager: StateManager, limit: int = 15) -> list[dict[str, Any]]:

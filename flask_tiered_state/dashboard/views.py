@@ -12,6 +12,7 @@ from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from ..app_state import get_app_state
+from ..domain.audit import AuditVerifier
 from ..domain.manager import StateManager
 from ..domain.model import validate_state_id
 from ..domain.outbox import check_status
@@ -168,8 +169,40 @@ def state(state_id: str) -> ResponseReturnValue:
         finished=finished,
         cancelled=_flag("cancelled"),
         now=time.time(),
+        audit=_audit_badge(manager, state_id),
     )
     return html, status
+
+
+#: The most history rows the state page verifies for its audit badge.
+BADGE_MAX_ROWS = 2000
+
+
+def _audit_badge(manager: StateManager, state_id: str) -> dict[str, str]:
+    """The state's tamper-evidence badge: ``status`` (verified, broken, unsealed, no_key,
+    unavailable), its ``text`` and a ``title`` with the details."""
+    if manager.audit_sealer is None:
+        title = "TIERED_STATE_AUDIT_KEYS is not set: the history is not sealed."
+        return {"status": "no_key", "text": "no audit key", "title": title}
+    try:
+        rows = manager.history.count(state_id)
+        if rows > BADGE_MAX_ROWS:  # a page view stays bounded: verify long ones from the CLI
+            title = f"flask state audit verify {state_id} checks its {rows} rows."
+            return {"status": "unchecked", "text": f"history of {rows} rows not verified here",
+                    "title": title}  # fmt: skip
+        result = AuditVerifier.for_manager(manager).verify_state(state_id)
+    except TieredStateError as exc:
+        return {"status": "unavailable", "text": "history not verified", "title": exc.message}
+    if result.status == "broken":
+        text = f"history broken at version {result.version} ({', '.join(result.what)})"
+        title = "; ".join(p.detail for p in result.problems)
+    elif result.status == "unsealed":
+        text = f"history unsealed ({result.unsealed_rows} of {result.rows} rows)"
+        title = "Rows written before TIERED_STATE_AUDIT_KEYS was set: flask state audit seal."
+    else:
+        text = "history verified"
+        title = f"{result.rows} rows, every seal and the current record match."
+    return {"status": result.status, "text": text, "title": title}
 
 
 def cancel_timer(state_id: str, timer_id: str) -> ResponseReturnValue:

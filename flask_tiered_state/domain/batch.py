@@ -27,7 +27,7 @@ from ..storage.base import StateCategory
 from .model import KEY_PREFIX, StateTransition, state_key, validate_state_id
 from .records import RecordBuilder
 from .registry import StateTypeSpec
-from .writer import Completion, RecordWriter, Write
+from .writer import Completion, Current, RecordWriter, Write
 
 __all__ = ["BatchWriter"]
 
@@ -43,9 +43,9 @@ class BatchWriter:
 
     def read_many(
         self, state_ids: Sequence[str], *, skip_vanished: bool = False
-    ) -> dict[str, tuple[dict[str, Any], int]]:
-        """``{state_id: (record, storage version of the copy read)}`` for the ids that have
-        a record (WARM first, then HOT, then COLD).
+    ) -> dict[str, Current]:
+        """``{state_id: Current(record, stored form, storage version of the copy read)}``
+        for the ids that have a record (WARM first, then HOT, then COLD).
 
         :raises StateAlreadyExistsError: an id has history but no record anywhere (it
             expired or was removed; ids are never reused), unless ``skip_vanished``.
@@ -65,7 +65,7 @@ class BatchWriter:
             missing = [i for i in missing if i not in found]
         if missing and not skip_vanished:
             raise self.writer.already_exists(missing[0], state_key(missing[0]))
-        return found
+        return self.writer.currents(found)
 
     def _commit(
         self,
@@ -119,13 +119,18 @@ class BatchWriter:
                 structure = items[state_id]
                 key = state_key(state_id)
                 if state_id in current:
-                    record, version = current[state_id]
+                    record, stored, version = current[state_id]
                     spec = self.writer.types.get(record["type"])
                     self._same_type(state_id, default_spec, spec)
                     new = self.records.changed_record(
                         record, spec, StateTransition.UPDATE, structure
                     )
-                    writes.append(Write(key, spec, StateTransition.UPDATE, record, new, version))
+                    writes.append(
+                        Write(
+                            key, spec, StateTransition.UPDATE, record, new, version,
+                            stored_old=stored,
+                        )
+                    )  # fmt: skip
                 else:
                     spec = self._type_of(state_id, structure, default_spec)
                     new = self.records.new_record(state_id, spec, structure)
@@ -169,18 +174,24 @@ class BatchWriter:
                     self.writer.store.cache.invalidate_many(keys)
                 fresh = True
                 found = self.writer.store.batch.batch_get(keys)
-                writes: list[Write] = []
+                read: dict[str, tuple[dict[str, Any], int]] = {}
                 for state_id, key in zip(chunk, keys, strict=True):
-                    stored = found.get(key)
-                    if stored is None:
+                    entry = found.get(key)
+                    if entry is None:
                         raise StateNotFoundError(state_id)
-                    record: dict[str, Any] = loads(stored.value)
+                    read[state_id] = (loads(entry.value), entry.metadata.version)
+                writes: list[Write] = []
+                for state_id, (record, stored, version) in self.writer.currents(read).items():
                     spec = self.writer.types.get(record["type"])
                     new = self.records.changed_record(
                         record, spec, transition, items[state_id], merge=merge
                     )
-                    version = stored.metadata.version
-                    writes.append(Write(key, spec, transition, record, new, version))
+                    writes.append(
+                        Write(
+                            state_key(state_id), spec, transition, record, new, version,
+                            stored_old=stored,
+                        )
+                    )  # fmt: skip
                 return writes
 
             try:
@@ -207,7 +218,7 @@ class BatchWriter:
 
         def plan() -> list[Write]:
             writes: list[Write] = []
-            for state_id, (record, version) in self.read_many(
+            for state_id, (record, stored, version) in self.read_many(
                 state_ids, skip_vanished=True
             ).items():
                 if record["status"] == "deleted":
@@ -215,8 +226,11 @@ class BatchWriter:
                 spec = self.writer.types.get(record["type"])
                 new = self.records.changed_record(record, spec, StateTransition.DELETE, None)
                 writes.append(
-                    Write(state_key(state_id), spec, StateTransition.DELETE, record, new, version)
-                )
+                    Write(
+                        state_key(state_id), spec, StateTransition.DELETE, record, new, version,
+                        stored_old=stored,
+                    )
+                )  # fmt: skip
             return writes
 
         return self._commit(

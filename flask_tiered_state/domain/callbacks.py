@@ -14,6 +14,7 @@ RESUME        ``resumed``
 EXPIRE        ``expired``
 DELETE        ``deleted``
 ROLLBACK      ``rolled_back``
+ERASE         ``erased``
 ============  ===============
 
 so ``register_callback("user_suspended", fn)`` runs ``fn(state_id, old_state,
@@ -72,6 +73,7 @@ PAST_TENSE: Mapping[StateTransition, str] = {
     StateTransition.EXPIRE: "expired",
     StateTransition.DELETE: "deleted",
     StateTransition.ROLLBACK: "rolled_back",
+    StateTransition.ERASE: "erased",
 }
 _BY_SUFFIX = sorted(PAST_TENSE.items(), key=lambda item: -len(item[1]))
 

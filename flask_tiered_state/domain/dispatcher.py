@@ -41,6 +41,7 @@ from .. import signals
 from ..errors import (
     ConcurrencyError,
     DispatcherBusyError,
+    EncryptionKeyError,
     IdempotencyKeyInUseError,
     InvalidRequestError,
     InvalidTransitionError,
@@ -316,26 +317,27 @@ class EventDispatcher:
             )
         try:
             # what the callback changes is recorded under the event's correlation id
+            # the history row holds the records as stored: their encrypted fields sealed
+            old, new = self.manager.cipher.open_many([delivery.old_state, delivery.new_state])
             with correlation_scope(delivery.correlation_id or f"event:{delivery.event_id}"):
                 callback.fn(
-                    delivery.state_id,
-                    delivery.old_state,
-                    delivery.new_state,
-                    delivery.transition,
-                    event_id=delivery.event_id,
+                    delivery.state_id, old, new, delivery.transition, event_id=delivery.event_id
                 )
         except Exception as exc:
             return delivery, f"{type(exc).__name__}: {exc}"
         return delivery, None
 
     def _event(self, delivery: ClaimedDelivery) -> StateEvent:
-        new = delivery.new_state
+        try:
+            old, new = self.manager.cipher.open_many([delivery.old_state, delivery.new_state])
+        except EncryptionKeyError:  # reported by the delivery's failure; signal it sealed
+            old, new = delivery.old_state, delivery.new_state
         return StateEvent(
             name=delivery.event,
             state_id=delivery.state_id,
             state_type=str(new.get("type", "")),
             transition=delivery.transition,
-            old_state=delivery.old_state,
+            old_state=old,
             new_state=new,
             version=delivery.version,
             correlation_id=delivery.correlation_id,

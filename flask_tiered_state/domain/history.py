@@ -2,7 +2,9 @@
 
 One row per successful mutation (invariant 4): ``state_id, version, transition,
 from_status, to_status, old_record, new_record, actor, reason, correlation_id,
-created_at``. The row is inserted on the connection of the store transaction that
+created_at``, and ``seal`` (an HMAC seal chaining the row to the state's previous one,
+with audit keys configured: see :mod:`.audit`; not part of the rows the queries return).
+The row is inserted on the connection of the store transaction that
 writes the record, so both commit or neither does. ``(state_id, version)`` is
 unique, which also keeps a state id from being registered twice. Indexes serve the
 three queries: by state in version order, recent changes, changes by transition; the
@@ -75,6 +77,8 @@ def define_history_table(metadata: sa.MetaData, name: str = DEFAULT_HISTORY_TABL
         sa.Column("correlation_id", sa.String(200), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("event_id", sa.String(32), nullable=True),
+        # The HMAC seal of the row (see .audit); NULL: written without audit keys.
+        sa.Column("seal", sa.Text, nullable=True),
         sa.Index(f"uq_{name}_state_version", "state_id", "version", unique=True),
         sa.Index(f"ix_{name}_state_created", "state_id", "created_at"),
         sa.Index(f"ix_{name}_state_transition", "state_id", "transition"),
@@ -139,6 +143,7 @@ class HistoryRepository:
             "reason": reason,
             "correlation_id": correlation_id,
             "created_at": datetime.fromisoformat(new["updated_at"]),
+            "seal": None,
         }
 
     def insert_values(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -176,8 +176,13 @@ class IdempotencyKeys:
     def create(self) -> None:
         self.table.create(self.engine, checkfirst=True)
 
-    def begin(self, key: str, operation: str, digest: str, *, lease_seconds: float) -> Lease:
+    def begin(
+        self, key: str, operation: str, digest: str | Sequence[str], *, lease_seconds: float
+    ) -> Lease:
         """Take ``key`` for a call, or return the replay of its completed first use.
+
+        ``digest`` is the call's :func:`fingerprint`, or several: the first is stored and
+        any of them matches a stored one.
 
         :raises IdempotencyKeyReusedError: the key was used with other parameters.
         :raises IdempotencyKeyInUseError: a call with the key is running.
@@ -196,8 +201,14 @@ class IdempotencyKeys:
                 details={"idempotency_key": key},
             ) from exc
 
-    def _begin(self, key: str, operation: str, digest: str, lease_seconds: float) -> Lease:
+    def _begin(
+        self, key: str, operation: str, digest: str | Sequence[str], lease_seconds: float
+    ) -> Lease:
         t = self.table
+        # several digests: the first is stored, any of them matches (keyed fingerprints,
+        # one per master key while keys rotate)
+        accepted = (digest,) if isinstance(digest, str) else tuple(digest)
+        digest = accepted[0]
         for _ in range(3):
             now = time.time()
             token = uuid.uuid4().hex
@@ -226,7 +237,7 @@ class IdempotencyKeys:
                         t.delete().where(t.c.key == key, t.c.token == found["token"])
                     )
                     continue
-                if found["fingerprint"] != digest or found["operation"] != operation:
+                if found["fingerprint"] not in accepted or found["operation"] != operation:
                     raise IdempotencyKeyReusedError(
                         f"Idempotency key {key!r} was first used for another request "
                         f"({found['operation']} with other parameters); a key names one "

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +24,7 @@ from ..errors import (
     ConfigurationError,
     InvalidRequestError,
     JSONTooDeepError,
+    StateErasedError,
     StateNotFoundError,
     TieredStateError,
     ValidationError,
@@ -33,6 +35,7 @@ from ..storage.base import StateCategory, StateRepositories
 from ..storage.checks import int_option, seconds_option
 from ..storage.deadlines import within_budget
 from ..storage.keys import validate_pattern
+from .acting import ACTING, Acting, RoleMap, acting_scope, authorize, transition_actions
 from .arguments import (
     MAX_ROW_ID,
     UPDATE_TRANSITIONS,
@@ -41,6 +44,8 @@ from .arguments import (
     check_transition,
     check_version,
 )
+from .audit import HistorySealer
+from .audit import KeySource as AuditKeySource
 from .batch import BatchWriter
 from .callbacks import (
     CallbackDispatcher,
@@ -50,7 +55,9 @@ from .callbacks import (
     parse_event_name,
 )
 from .context import get_correlation_id
+from .data_keys import DataKeys, define_data_key_table
 from .diff import diff_records
+from .encryption import KeySource, MasterKeys, RecordCipher, load_master_keys
 from .history import DEFAULT_HISTORY_TABLE, HistoryRepository, define_history_table
 from .idempotency import (
     IdempotencyKeys,
@@ -183,6 +190,9 @@ class StateManager:
     :param max_json_depth: the levels of arrays and objects the data and the metadata
         of a state may nest (``TIERED_STATE_MAX_JSON_DEPTH``, 1 to 256); a write bringing
         deeper ones raises :class:`~flask_tiered_state.errors.JSONTooDeepError`.
+    :param audit_keys: the HMAC keys that seal each history row
+        (``TIERED_STATE_AUDIT_KEYS``, see :mod:`.audit`), newest first; None writes the
+        rows unsealed.
     """
 
     # -- instances ---------------------------------------------------------------
@@ -207,6 +217,8 @@ class StateManager:
         idempotency_ttl_seconds: float = 86400.0,
         default_max_states: int | None = DEFAULT_MAX_STATES,
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        encryption_keys: KeySource | MasterKeys = None,
+        audit_keys: HistorySealer | AuditKeySource = None,
     ) -> StateManager:
         """A new, independent manager over ``store`` (not the default instance); see the
         class doc for the options. The Flask extension builds each app's manager so."""
@@ -222,6 +234,8 @@ class StateManager:
             close_store=close_store,
             operation_log_level=operation_log_level,
             max_json_depth=max_json_depth,
+            encryption_keys=encryption_keys,
+            audit_keys=audit_keys,
         )
         return self
 
@@ -238,6 +252,8 @@ class StateManager:
         idempotency_ttl_seconds: float,
         default_max_states: int | None = DEFAULT_MAX_STATES,
         max_json_depth: int,
+        encryption_keys: KeySource | MasterKeys = None,
+        audit_keys: HistorySealer | AuditKeySource = None,
     ) -> None:
         warm = getattr(store, "warm", None)
         if warm is None or not hasattr(warm, "unit_of_work") or not hasattr(warm, "table"):
@@ -280,15 +296,34 @@ class StateManager:
         )
         #: The durable timers (see :mod:`.timers`).
         self.timers = Timers(warm.engine, define_timer_table(metadata))
+        master = (
+            encryption_keys
+            if isinstance(encryption_keys, MasterKeys)
+            else load_master_keys(encryption_keys)
+        )
+        #: The per-state data keys of encrypted fields; None without master keys.
+        self.data_keys = (
+            None
+            if master is None
+            else DataKeys(warm.engine, define_data_key_table(metadata), master)
+        )
+        #: Seals records for storage and opens stored ones (see :mod:`.encryption`).
+        self.cipher = RecordCipher(self.types, self.data_keys)
         if create_tables:
             for part in (self.history, self.outbox, self.idempotency, self.timers):
                 part.create()
+            if self.data_keys is not None:
+                self.data_keys.create()
+        #: Seals the history rows (``audit_keys``, see :mod:`.audit`); None: unsealed.
+        self.audit_sealer = HistorySealer.of(audit_keys)
         self._writer = RecordWriter(
             store,
             self.history,
             self.types,
             default_hot_ttl_seconds=hot_ttl_seconds,
             outbox=self.outbox,
+            cipher=self.cipher,
+            sealer=self.audit_sealer,
         )
         self._records = RecordBuilder(self.validators, max_json_depth=max_json_depth)
         #: The levels of arrays and objects a state's data and metadata may nest.
@@ -297,6 +332,7 @@ class StateManager:
         self._search = StateSearch(warm)
         self._quotas = StateQuotas(self._search.count_type)
         self._ops = OperationStats()
+        self._roles: RoleMap | None = None  # checked under acting_as only
 
     @classmethod
     def get_instance(cls, **components: Any) -> StateManager:
@@ -476,6 +512,7 @@ class StateManager:
         home_tier: StateCategory = StateCategory.WARM,
         hot_ttl_seconds: int | None = None,
         max_states: int | UseDefault | None = DEFAULT,
+        encrypted_fields: Iterable[str] | None = None,
     ) -> StateTypeSpec:
         """Add a state type (or replace a type's settings, built-in ones included).
 
@@ -489,7 +526,20 @@ class StateManager:
             out: the manager's ``default_max_states`` (``TIERED_STATE_MAX_STATES_PER_TYPE``);
             None: no quota. See :mod:`flask_tiered_state.domain.quotas` for how states
             are counted.
+        :param encrypted_fields: the fields kept encrypted at rest, as dotted paths:
+            ``["data.password", "data.card.number"]``, or ``["data"]`` for all of the data
+            (``"name"`` and ``"metadata"`` too). Needs ``TIERED_STATE_ENCRYPTION_KEYS``;
+            searches on these fields are refused. See :mod:`.encryption`.
         """
+        if encrypted_fields is not None and self.data_keys is None:
+            listed = list(encrypted_fields) if not isinstance(encrypted_fields, str) else []
+            if listed:
+                raise ConfigurationError(
+                    f"Type {str(getattr(name, 'value', name))!r} encrypts {listed!r} but no "
+                    "master key is configured: set TIERED_STATE_ENCRYPTION_KEYS (make a key "
+                    "with flask_tiered_state.generate_master_key()) or pass "
+                    "encryption_keys= to StateManager.create."
+                )
         spec = self.types.register(
             name,
             lifecycle=lifecycle,
@@ -497,6 +547,7 @@ class StateManager:
             home_tier=home_tier,
             hot_ttl_seconds=hot_ttl_seconds,
             max_states=max_states,
+            encrypted_fields=encrypted_fields,
         )
         self.validators.set_schema(spec.name, schema)
         return spec
@@ -564,26 +615,29 @@ class StateManager:
             automatic promotion of the record to HOT (a report or a scan reading many
             states once).
         """
+        self.authorize("states.read")
         validate_state_id(state_id)
         record: dict[str, Any] | None = self.store.get(
             KEY_PREFIX + state_id, auto_promote=auto_promote
         )
         if record is None or (record["status"] == _DELETED and not include_deleted):
             return None
-        return record
+        return self.cipher.open(record)
 
     def batch_get_state(
         self, state_ids: Iterable[str], *, include_deleted: bool = False
     ) -> dict[str, dict[str, Any]]:
         """The records of the ids that exist (one round trip per tier per chunk)."""
+        self.authorize("states.read")
         ids = self._ids(state_ids)
         found = self.store.batch_get([KEY_PREFIX + i for i in ids])
         cut = len(KEY_PREFIX)
-        return {
+        kept = {
             key[cut:]: record
             for key, record in found.items()
             if record is not None and (include_deleted or record["status"] != _DELETED)
         }
+        return dict(zip(kept, self.cipher.open_many(list(kept.values())), strict=True))
 
     def search_states(
         self,
@@ -598,6 +652,7 @@ class StateManager:
         Runs in the WARM database; see :mod:`flask_tiered_state.domain.search` for the
         paths allowed and what is covered.
         """
+        self.authorize("states.list")
         page, per_page = validate_paging(page, per_page)
         type_name = None
         if state_type is not None:
@@ -610,7 +665,13 @@ class StateManager:
                     details={"state_type": spec.name, "home_tier": spec.home_tier.value},
                 )
             type_name = spec.name
-        return self._search.search(type_name, filters, page=page, per_page=per_page)
+        if filters:
+            self.cipher.check_search(
+                self.types.names() if type_name is None else [type_name],
+                (str(path).split(".") for path in filters),
+            )
+        found = self._search.search(type_name, filters, page=page, per_page=per_page)
+        return Page(self.cipher.open_many(found.items), found.total, found.page, found.per_page)
 
     def get_states_by_type(
         self, state_type: object, *, page: int = 1, per_page: int = 50
@@ -623,6 +684,7 @@ class StateManager:
     def get_keys_by_pattern(self, pattern: str) -> list[str]:
         """The ids of stored states (tombstones included) matching a glob of ``*`` and
         ``?`` over state ids, sorted."""
+        self.authorize("states.list")
         validate_pattern(pattern)
         cut = len(KEY_PREFIX)
         return [key[cut:] for key in self.store.keys(KEY_PREFIX + pattern)]
@@ -643,6 +705,7 @@ class StateManager:
             one, ``{"user": 15, "feature": 5}``.
         :raises InvalidRequestError: ``by`` names another field, or one twice.
         """
+        self.authorize("states.list")
         fields = _check_group_fields(by)
         if type(include_deleted) is not bool:
             raise InvalidRequestError(
@@ -667,7 +730,8 @@ class StateManager:
     # -- history: queries, recent activity, diffs ------------------------------
     def get_state_history(self, state_id: str) -> list[dict[str, Any]]:
         """Every history row of ``state_id``, oldest version first ([] for unknown ids)."""
-        return self.history.for_state(validate_state_id(state_id))
+        self.authorize("states.history")
+        return self.cipher.open_history(self.history.for_state(validate_state_id(state_id)))
 
     def get_history_page(
         self,
@@ -682,6 +746,7 @@ class StateManager:
 
         ``page`` is 1 to 1,000,000 and ``per_page`` 1 to 1,000, as in :meth:`search_states`.
         """
+        self.authorize("states.history")
         validate_state_id(state_id)
         page, per_page = validate_paging(page, per_page)
         step = None if transition is None else check_transition(transition, what="transition")
@@ -691,22 +756,26 @@ class StateManager:
             offset=(page - 1) * per_page,
             limit=per_page,
         )
-        return Page(rows, total, page, per_page)
+        return Page(self.cipher.open_history(rows), total, page, per_page)
 
     def get_recent_changes(self, state_id: str, limit: int = 10) -> list[dict[str, Any]]:
         """The latest ``limit`` (1-1000) history rows of ``state_id``, newest first."""
+        self.authorize("states.history")
         validate_state_id(state_id)
-        return self.history.recent(
-            state_id, check_positive_int(limit, "limit", maximum=MAX_HISTORY_LIMIT)
+        return self.cipher.open_history(
+            self.history.recent(
+                state_id, check_positive_int(limit, "limit", maximum=MAX_HISTORY_LIMIT)
+            )
         )
 
     def get_changes_by_transition(
         self, state_id: str, transition_type: StateTransition | str
     ) -> list[dict[str, Any]]:
         """The history rows of ``state_id`` recorded by ``transition_type``, oldest first."""
+        self.authorize("states.history")
         validate_state_id(state_id)
         transition = check_transition(transition_type, what="transition_type")
-        return self.history.by_transition(state_id, transition.value)
+        return self.cipher.open_history(self.history.by_transition(state_id, transition.value))
 
     def get_recent_activity(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest ``limit`` (1-1000) history rows across all states, newest first.
@@ -717,14 +786,16 @@ class StateManager:
         history's primary key index backwards, so its cost does not grow with the
         history. Every type is covered, sessions and archived states included.
         """
+        self.authorize("states.history")
         return self.history.latest(check_positive_int(limit, "limit", maximum=MAX_HISTORY_LIMIT))
 
     def diff_versions(self, state_id: str, from_version: int, to_version: int) -> dict[str, Any]:
         """Dotted paths added, removed and changed from one recorded version to another."""
+        self.authorize("states.diff")
         validate_state_id(state_id)
         check_version(from_version, "from_version")
         check_version(to_version, "to_version")
-        records = self.history.records_at(state_id, [from_version, to_version])
+        records = self._records_at(state_id, [from_version, to_version])
         for version in (from_version, to_version):
             if version not in records:
                 available = self.history.versions(state_id)
@@ -776,6 +847,7 @@ class StateManager:
         if state_id is None:
             state_id = new_state_id()
         validate_state_id(state_id)
+        actor = self.authorize("states.register", actor=actor)
         check_actor_reason(actor, reason)
         spec = self.types.get(state_type)
         parameters = {
@@ -823,6 +895,7 @@ class StateManager:
         started = time.perf_counter()
         validate_state_id(state_id)
         step = check_transition(transition, UPDATE_TRANSITIONS, what="transition")
+        actor = self.authorize(f"states.transition.{step.value}", actor=actor)
         check_actor_reason(actor, reason)
         if expected_version is not None:
             check_version(expected_version, "expected_version")
@@ -879,6 +952,7 @@ class StateManager:
         started = time.perf_counter()
         validate_state_id(state_id)
         check_version(to_version, "to_version")
+        actor = self.authorize("states.rollback", actor=actor)
         check_actor_reason(actor, reason)
 
         def build(current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
@@ -892,7 +966,7 @@ class StateManager:
                     f" It is at version {current['version']}; to_version must be an "
                     "earlier version.",
                 )
-            target = self.history.records_at(state_id, [to_version]).get(to_version)
+            target = self._records_at(state_id, [to_version]).get(to_version)
             if target is None:
                 raise VersionNotFoundError(state_id, to_version, self.history.versions(state_id))
             return self._records.restored_record(current, spec, target, to_version)
@@ -913,6 +987,71 @@ class StateManager:
             ),
             _first_record,
         )  # fmt: skip
+
+    @within_budget
+    def erase_state(
+        self,
+        state_id: str,
+        *,
+        reason: str,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Erase a state (the right to be forgotten) without breaking its audit trail.
+
+        The state's data key is destroyed in the same transaction as a new version is
+        recorded (transition ``erase``, status ``deleted``, event ``<type>_erased``) whose
+        record keeps only the fields the type does not encrypt. Every copy of the encrypted
+        fields -- in every tier, in every history row, in backups -- stays ciphertext that
+        nothing can decrypt any more: they read as None. The history rows themselves stay
+        (who changed what and when), so the history still verifies. Allowed from every
+        status; the id is never reused.
+
+        :param reason: why (recorded in the history; required).
+        :raises InvalidRequestError: the type encrypts no field, so nothing could be erased
+            by destroying its key.
+        :raises StateErasedError: the state was erased already.
+        """
+        started = time.perf_counter()
+        validate_state_id(state_id)
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidRequestError(
+                "erase_state needs a reason (a non-empty string): it is recorded in the history.",
+                details={"reason": repr(reason)},
+            )
+        actor = self.authorize("states.erase", actor=actor)
+        check_actor_reason(actor, reason)
+        data_keys = self.data_keys
+
+        def build(current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
+            if not spec.encrypted_fields or data_keys is None:
+                raise InvalidRequestError(
+                    f"State {state_id!r} is of type {spec.name!r}, which encrypts no field: "
+                    "erasing destroys the state's data key, which only encrypted fields have. "
+                    "Register the type with encrypted_fields (e.g. ['data']) so that its states "
+                    "can be erased.",
+                    details={"state_id": state_id, "state_type": spec.name},
+                )
+            if data_keys.is_erased(state_id):
+                raise StateErasedError(state_id)
+            return self._records.erased_record(current, spec)
+
+        def run(completion: Completion | None) -> dict[str, Any]:
+            def destroy(connection: Any, writes: Sequence[Write]) -> None:
+                assert data_keys is not None  # build refused the erasure otherwise
+                data_keys.erase(connection, state_id)
+                if completion is not None:
+                    completion(connection, writes)
+
+            erased = self._mutate(
+                state_id, StateTransition.ERASE, build, None, actor, reason, started, destroy
+            )
+            assert data_keys is not None
+            data_keys.forget(state_id)
+            return erased
+
+        parameters = {"state_id": state_id, "actor": actor, "reason": reason}
+        return self._idempotent(idempotency_key, "erase_state", parameters, run, _first_record)
 
     def _idempotent(
         self,
@@ -936,9 +1075,10 @@ class StateManager:
                 f"a value given to {operation}", self.max_json_depth, field="parameters",
                 parsed=False,
             ) from None  # fmt: skip
-        lease = self.idempotency.begin(key, operation, digest, lease_seconds=budget + 5.0)
-        if lease.replayed:
-            replayed: _T = lease.result
+        digests = digest if self.data_keys is None else self.data_keys.master.keyed(digest)
+        lease = self.idempotency.begin(key, operation, digests, lease_seconds=budget + 5.0)
+        if lease.replayed:  # results are kept as stored (sealed): open them
+            replayed: _T = self._opened_result(result_of, lease.result)
             return replayed
         stored: list[bool] = []
 
@@ -971,9 +1111,10 @@ class StateManager:
         fresh = False
         last_version = 0
         for attempt in range(self._max_attempts):
-            current, home_version = self._writer.read(key, fresh=fresh)
-            if current is None:
+            read = self._writer.read(key, fresh=fresh)
+            if read is None:
                 raise StateNotFoundError(state_id)
+            current, stored, home_version = read
             last_version = current["version"]
             if expected_version is not None and current["version"] != expected_version:
                 if not fresh:  # the cached copy may be stale: look again before refusing
@@ -982,23 +1123,36 @@ class StateManager:
                 raise ConcurrencyError(state_id, expected_version, current["version"])
             spec = self.types.get(current["type"])
             new = build(current, spec)
-            write = Write(key, spec, transition, current, new, home_version)
+            write = Write(key, spec, transition, current, new, home_version, stored_old=stored)
             try:
                 self._writer.commit([write], actor=actor, reason=reason, completion=completion)
             except ConcurrencyError:
                 fresh = True
                 if expected_version is not None:
-                    latest, _ = self._writer.read(key, fresh=True)
-                    actual = None if latest is None else latest["version"]
+                    latest = self._writer.read(key, fresh=True)
+                    actual = None if latest is None else latest.record["version"]
                     raise ConcurrencyError(state_id, expected_version, actual) from None
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))
                 continue
             self._committed(write, actor, reason, started)
             return new
-        latest, _ = self._writer.read(key, fresh=True)
+        latest = self._writer.read(key, fresh=True)
         raise ConcurrencyError(
-            state_id, last_version, None if latest is None else latest["version"]
+            state_id, last_version, None if latest is None else latest.record["version"]
         )
+
+    def _opened_result(self, result_of: Callable[..., Any], result: Any) -> Any:
+        """An idempotency key's stored result, as ``result_of`` made it, opened."""
+        if result_of is _first_record:
+            return self.cipher.open(result)
+        if result_of is _records_by_id:
+            return dict(zip(result, self.cipher.open_many(list(result.values())), strict=True))
+        return result
+
+    def _records_at(self, state_id: str, versions: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The recorded records of ``versions`` of a state, opened."""
+        found = self.history.records_at(state_id, versions)
+        return dict(zip(found, self.cipher.open_many(list(found.values())), strict=True))
 
     # -- batches: upserts, one transition for many states, deletes --------------
     def batch_set_state(
@@ -1016,6 +1170,7 @@ class StateManager:
         validated before anything is written; all are written, with their history rows,
         or none."""
         started = time.perf_counter()
+        actor = self.authorize("states.register", "states.transition.update", actor=actor)
         check_actor_reason(actor, reason)
 
         def run(completion: Completion | None) -> dict[str, dict[str, Any]]:
@@ -1025,7 +1180,7 @@ class StateManager:
             )  # fmt: skip
             for write in writes:
                 self._committed(write, actor, reason, started)
-            return _records_by_id(writes)
+            return {w.new["state_id"]: w.new for w in writes}
 
         parameters = {
             "items": items, "state_type": getattr(state_type, "value", state_type),
@@ -1085,6 +1240,7 @@ class StateManager:
         :returns: the new records, by state id, in the order of ``items``.
         """
         step = check_transition(transition, UPDATE_TRANSITIONS, what="transition")
+        actor = self.authorize(f"states.transition.{step.value}", actor=actor)
         check_actor_reason(actor, reason)
         check_positive_int(chunk_size, "chunk_size", maximum=MAX_CHUNK_SIZE)
         if type(merge) is not bool:
@@ -1141,6 +1297,7 @@ class StateManager:
         one transaction; missing and already deleted ids are skipped. Returns how many
         were deleted."""
         started = time.perf_counter()
+        actor = self.authorize("states.transition.delete", actor=actor)
         check_actor_reason(actor, reason)
         ids = self._ids(state_ids)
 
@@ -1178,6 +1335,7 @@ class StateManager:
         """
         validate_state_id(state_id)
         step = check_transition(transition, UPDATE_TRANSITIONS, what="transition")
+        self.authorize(f"states.transition.{step.value}")
         check_actor_reason(None, reason)
         if (at is None) == (after is None):
             raise InvalidRequestError("schedule_transition takes at= or after=, one of them.")
@@ -1194,7 +1352,7 @@ class StateManager:
             due_at = time.time() + after.total_seconds()
         if if_version is not None:
             check_version(if_version, "if_version")
-        if self.get_state(state_id, include_deleted=True) is None:
+        if self.store.get(state_key(state_id)) is None:  # exists? (not a states.read)
             raise StateNotFoundError(state_id)
         return self.timers.schedule(
             state_id, step.value, due_at, reason=reason, if_version=if_version
@@ -1217,6 +1375,7 @@ class StateManager:
         if state_id is not None:
             validate_state_id(state_id)
         step = None if transition is None else check_transition(transition, what="transition")
+        self.authorize(*transition_actions(step))
         return self.timers.cancel(
             timer_id=timer_id, state_id=state_id, transition=None if step is None else step.value
         )
@@ -1226,6 +1385,7 @@ class StateManager:
     ) -> list[dict[str, Any]]:
         """Timers, soonest first: of one state (or all), of one status (``scheduled``,
         ``applied``, ``skipped``, ``failed``, ``cancelled``; None: every one)."""
+        self.authorize("timers.list")
         if state_id is not None:
             validate_state_id(state_id)
         return self.timers.listing(
@@ -1237,6 +1397,7 @@ class StateManager:
         """Deliveries of asynchronous callbacks, newest first: ``pending``, ``failed``
         (pending after a failed attempt), ``dead``, ``delivered`` (kept for the
         retention period), or None for every one."""
+        self.authorize("events.list")
         if status is not None:
             check_status(status)
         return self.outbox.listing(
@@ -1246,6 +1407,7 @@ class StateManager:
     def retry_events(self, ids: Iterable[int] | None = None, *, all_dead: bool = False) -> int:
         """Make deliveries (by id, or every dead one) due now with fresh attempts; returns
         how many."""
+        self.authorize("events.retry")
         chosen = None
         if ids is not None:
             chosen = [check_positive_int(i, "delivery id", maximum=MAX_ROW_ID) for i in ids]
@@ -1258,6 +1420,7 @@ class StateManager:
 
         :raises StateNotFoundError: no record exists under ``state_id``.
         """
+        self.authorize("states.promote")
         return self._move(state_id, hot=True, ttl_seconds=ttl_seconds)
 
     @within_budget
@@ -1267,6 +1430,7 @@ class StateManager:
 
         :raises StateNotFoundError: no record exists under ``state_id``.
         """
+        self.authorize("states.demote")
         return self._move(state_id, hot=False, ttl_seconds=None)
 
     def _move(self, state_id: str, *, hot: bool, ttl_seconds: int | None) -> bool:
@@ -1289,24 +1453,79 @@ class StateManager:
 
     def get_storage_stats(self) -> dict[str, Any]:
         """The store's statistics (tiers, cache) and the history row count."""
+        self.authorize("stats")
         return {**self.store.stats(), "history_rows": self.history.count()}
 
     def get_health_status(self) -> dict[str, Any]:
         """``{"status", "state_count", "cache_hit_rate", "tiers": {...}}``; status is
         ``healthy``, ``degraded`` (HOT or COLD down) or ``unhealthy`` (WARM down)."""
+        self.authorize("health")
         return health_status(self.store, self._search.count)
 
     def get_performance_metrics(self) -> dict[str, Any]:
         """Per-operation counts and durations, plus the store's metrics."""
+        self.authorize("stats")
         return {"operations": self._ops.snapshot(), "store": self.store.metrics()}
+
+    # -- acting as a role (see :mod:`.acting`) --------------------------------
+    @property
+    def roles(self) -> RoleMap | None:
+        """The role map :meth:`acting_as` checks against, or None."""
+        return self._roles
+
+    def set_roles(self, roles: RoleMap | None) -> None:
+        """Give the manager its role map (a
+        :class:`~flask_tiered_state.roles.RoleBasedAccess`); None removes it. The Flask
+        extension gives each app's manager the ``TIERED_STATE_ACCESS_CONTROL`` hook when
+        that is a ``RoleBasedAccess``.
+
+        :raises ConfigurationError: ``roles`` is not a role map.
+        """
+        if roles is not None and not isinstance(roles, RoleMap):
+            raise ConfigurationError(
+                f"set_roles takes a RoleBasedAccess (flask_tiered_state.roles) or None, not "
+                f"{type(roles).__name__}."
+            )
+        self._roles = roles
+
+    def acting_as(self, role: str, *, actor: str | None = None) -> AbstractContextManager[Acting]:
+        """A block whose calls of this manager act as ``role``: each public call that reads
+        or changes states, history, timers, deliveries or tiers checks its action
+        (``states.read``, ``states.transition.suspend``, ...; see :ref:`roles`) against
+        the role map and raises :class:`~flask_tiered_state.errors.AccessDeniedError`,
+        before it reads or writes anything, when the role may not do it. Changes made
+        without an ``actor`` record ``actor`` (default: the role's name).
+
+        Per thread and per asyncio task; blocks nest (the innermost applies). Outside
+        such a block nothing is checked. Registering types, validators and callbacks,
+        and the raw store (:attr:`store`, :meth:`get_repositories`), are not checked.
+
+        :raises ConfigurationError: the manager has no role map (:meth:`set_roles`).
+        :raises InvalidRequestError: the map has no such role, or ``actor`` is not 1 to 200
+            characters.
+        """
+        return acting_scope(self, self._roles, role, actor)
+
+    def authorize(self, *actions: str, actor: str | None = None) -> str | None:
+        """Check ``actions`` against the role of the current :meth:`acting_as` block, as
+        the manager's own calls do (for an application's operations of its own); the
+        actor to record: ``actor``, else the acting one. Outside ``acting_as``, no check
+        and ``actor`` as given.
+
+        :raises AccessDeniedError: the acting role may not do one of ``actions``.
+        """
+        if not ACTING.get():  # nobody acts as a role: the cost of every call stays tiny
+            return actor
+        return authorize(self, self._roles, actions, actor)
 
 
 def _first_record(writes: Sequence[Write]) -> dict[str, Any]:
-    return writes[0].new
+    """The result an idempotency key keeps: the record as stored (encrypted fields sealed)."""
+    return writes[0].new_as_stored
 
 
 def _records_by_id(writes: Sequence[Write]) -> dict[str, dict[str, Any]]:
-    return {w.new["state_id"]: w.new for w in writes}
+    return {w.new["state_id"]: w.new_as_stored for w in writes}
 
 
 def _check_group_fields(by: object) -> tuple[str, ...]:

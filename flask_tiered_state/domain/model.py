@@ -83,6 +83,7 @@ class StateTransition(str, enum.Enum):
 
     ``ROLLBACK`` is recorded by ``rollback_state`` only; it is not a lifecycle entry
     (a rollback is allowed where the lifecycle allows the status change it implies).
+    ``ERASE`` is recorded by ``erase_state`` only, from any status, to ``deleted``.
     """
 
     CREATE = "create"
@@ -93,6 +94,7 @@ class StateTransition(str, enum.Enum):
     EXPIRE = "expire"
     DELETE = "delete"
     ROLLBACK = "rollback"
+    ERASE = "erase"
 
     def __str__(self) -> str:
         return self.value

@@ -260,6 +260,30 @@ class RecordBuilder:
             self._check_state(spec, new)
         return new
 
+    def erased_record(self, current: dict[str, Any], spec: StateTypeSpec) -> dict[str, Any]:
+        """The record an erasure leaves: status ``deleted``, the next version, and without
+        the fields ``spec`` encrypts (``data`` and ``metadata`` encrypted whole become
+        empty, an encrypted ``name`` becomes the state id)."""
+        new = copy.copy(current)
+        for path in spec.encrypted_fields:
+            if path == ("name",):
+                new["name"] = current["state_id"]
+            elif len(path) == 1:
+                new[path[0]] = {}
+            else:
+                node = new
+                for step in path[:-1]:
+                    child = node.get(step)
+                    if not isinstance(child, dict):
+                        break
+                    node[step] = node = dict(child)
+                else:
+                    node.pop(path[-1], None)
+        new["status"] = "deleted"
+        new["version"] = current["version"] + 1
+        new["updated_at"] = utc_now_iso()
+        return new
+
     def restored_record(
         self,
         current: dict[str, Any],

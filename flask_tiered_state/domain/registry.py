@@ -25,12 +25,14 @@ from __future__ import annotations
 import enum
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import ConfigurationError, InvalidRequestError, InvalidStateTypeError
 from ..storage.base import StateCategory
 from ..storage.checks import int_option
+from .encryption import check_encrypted_fields
 from .lifecycle import DEFAULT_LIFECYCLE, Lifecycle
 from .model import StateType
 
@@ -66,6 +68,8 @@ class StateTypeSpec:
 
     :param hot_ttl_seconds: TTL of HOT-home records; None uses the manager's default.
     :param max_states: the most live states of the type; None: no quota.
+    :param encrypted_fields: the paths of the fields kept encrypted at rest
+        (``("data", "password")``; see :mod:`.encryption`).
     """
 
     name: str
@@ -74,6 +78,7 @@ class StateTypeSpec:
     hot_ttl_seconds: int | None = None
     schema: Any = None
     max_states: int | None = None
+    encrypted_fields: tuple[tuple[str, ...], ...] = ()
 
 
 class TypeRegistry:
@@ -87,6 +92,7 @@ class TypeRegistry:
         self.default_max_states = _check_max_states("the default", default_max_states)
         self._lock = threading.Lock()
         self._types: dict[str, StateTypeSpec] = {}
+        self._encrypted: dict[str, tuple[tuple[str, ...], ...]] = {}
         for builtin in StateType:
             home = StateCategory.HOT if builtin is StateType.SESSION else StateCategory.WARM
             self._types[builtin.value] = StateTypeSpec(
@@ -102,6 +108,7 @@ class TypeRegistry:
         home_tier: StateCategory = StateCategory.WARM,
         hot_ttl_seconds: int | None = None,
         max_states: int | UseDefault | None = DEFAULT,
+        encrypted_fields: Iterable[str] | None = None,
     ) -> StateTypeSpec:
         """Add a type or replace one's settings (``max_states``: see the class)."""
         type_name = str(name.value) if isinstance(name, StateType) else name
@@ -127,12 +134,19 @@ class TypeRegistry:
             if max_states is DEFAULT
             else _check_max_states(f"type {type_name!r}", max_states)
         )
+        paths = check_encrypted_fields(encrypted_fields, type_name=type_name)
         spec = StateTypeSpec(
-            type_name, lifecycle or DEFAULT_LIFECYCLE, tier, hot_ttl_seconds, schema, quota
+            type_name, lifecycle or DEFAULT_LIFECYCLE, tier, hot_ttl_seconds, schema, quota, paths
         )
         with self._lock:
             self._types = {**self._types, type_name: spec}
+            self._encrypted = {n: t.encrypted_fields for n, t in self._types.items()}
         return spec
+
+    def encrypted_paths(self, type_name: object) -> tuple[tuple[str, ...], ...]:
+        """The encrypted field paths of the type named ``type_name``; () when none or
+        unknown (a dict lookup: called for every record read)."""
+        return self._encrypted.get(type_name, ()) if isinstance(type_name, str) else ()
 
     def get(self, state_type: object) -> StateTypeSpec:
         """The spec of ``state_type`` (a StateType or its name), or InvalidStateTypeError."""

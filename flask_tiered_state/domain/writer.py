@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -23,7 +23,9 @@ from ..errors import ConcurrencyError, InvalidStateTypeError, StateAlreadyExists
 from ..json_codec import loads
 from ..storage.base import StateCategory, StoredValue
 from ..storage.transaction import Resolve, write_with_row
+from .audit import HistorySealer
 from .context import get_correlation_id
+from .encryption import RecordCipher
 from .history import HistoryRepository
 from .model import StateTransition
 from .outbox import Outbox
@@ -32,7 +34,7 @@ from .registry import StateTypeSpec, TypeRegistry
 if TYPE_CHECKING:
     from ..storage.store import TieredStore
 
-__all__ = ["Completion", "HistoryConflict", "RecordWriter", "Write"]
+__all__ = ["Completion", "Current", "HistoryConflict", "RecordWriter", "Write"]
 
 #: The most deliveries (asynchronous callbacks of one event) a change writes in its one
 #: statement; more take the transaction (a bounded statement, and few cached shapes).
@@ -56,6 +58,27 @@ class Write:
     expected_version: int
     #: Identifies the write: in its history row, and in the event it delivers.
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: ``old`` as stored (its encrypted fields sealed), when it differs from ``old``.
+    stored_old: dict[str, Any] | None = None
+    #: ``new`` as stored: set by :meth:`RecordWriter.commit` (see :mod:`.encryption`).
+    stored_new: dict[str, Any] | None = None
+
+    @property
+    def old_as_stored(self) -> dict[str, Any] | None:
+        return self.old if self.stored_old is None else self.stored_old
+
+    @property
+    def new_as_stored(self) -> dict[str, Any]:
+        return self.new if self.stored_new is None else self.stored_new
+
+
+class Current(NamedTuple):
+    """A record read for writing: as the caller sees it, as stored, and the storage
+    version to expect."""
+
+    record: dict[str, Any]
+    stored: dict[str, Any]
+    version: int
 
 
 class HistoryConflict(ConcurrencyError):
@@ -74,14 +97,20 @@ class RecordWriter:
         *,
         default_hot_ttl_seconds: int,
         outbox: Outbox | None = None,
+        cipher: RecordCipher | None = None,
+        sealer: HistorySealer | None = None,
     ) -> None:
         self.store = store
         self.history = history
         self.types = types
         self.outbox = outbox
+        #: Seals records for storage and opens stored ones.
+        self.cipher = cipher or RecordCipher(types, None)
+        #: Seals the history rows (see :mod:`.audit`); None: rows are written unsealed.
+        self.sealer = sealer
         self.default_hot_ttl_seconds = default_hot_ttl_seconds
 
-    def read(self, key: str, *, fresh: bool = False) -> tuple[dict[str, Any] | None, int]:
+    def read(self, key: str, *, fresh: bool = False) -> Current | None:
         """The current record under ``key`` and the storage version to expect when writing it.
 
         The store checks ``expected_version`` in the home tier, or, while the key is absent
@@ -93,15 +122,26 @@ class RecordWriter:
         """
         entry = self.store.get_entry(key)
         if entry is None and not fresh:
-            return None, 0
+            return None
         if fresh:
             home = self._home_of(entry)
             entry = self.store.coordinator.read_home(key, home)
             if entry is None:
-                return None, 0
+                return None
         assert entry is not None
-        record: dict[str, Any] = loads(entry.value)
-        return record, entry.metadata.version
+        return self.current(loads(entry.value), entry.metadata.version)
+
+    def current(self, stored: dict[str, Any], version: int) -> Current:
+        """A stored record read at storage ``version``, opened."""
+        record = self.cipher.open(stored)
+        assert record is not None
+        return Current(record, stored, version)
+
+    def currents(self, found: dict[str, tuple[dict[str, Any], int]]) -> dict[str, Current]:
+        """:meth:`current` of many ``{id: (stored record, version)}``, with one key lookup."""
+        ids = list(found)
+        opened = self.cipher.open_many([found[i][0] for i in ids])
+        return {i: Current(r, found[i][0], found[i][1]) for i, r in zip(ids, opened, strict=True)}
 
     def _home_of(self, entry: StoredValue | None) -> StateCategory:
         """The home tier of the record a (possibly stale) copy shows: its type's."""
@@ -133,11 +173,12 @@ class RecordWriter:
         :raises HistoryConflict: a history row of the same version exists.
         """
         correlation_id = get_correlation_id()
+        key_rows = self._seal(writes)
         rows = [
             HistoryRepository.row(
                 transition=w.transition.value,
-                old=w.old,
-                new=w.new,
+                old=w.old_as_stored,
+                new=w.new_as_stored,
                 actor=actor,
                 reason=reason,
                 correlation_id=correlation_id,
@@ -145,6 +186,9 @@ class RecordWriter:
             )
             for w in writes
         ]
+        if self.sealer is not None:
+            for w, row in zip(writes, rows, strict=True):
+                row["seal"] = self.sealer.seal(row, old=w.old_as_stored, new=w.new_as_stored)
         deliveries = (
             []
             if self.outbox is None
@@ -156,14 +200,18 @@ class RecordWriter:
         single = (
             len(writes) == 1 and len(deliveries) <= MAX_SINGLE_DELIVERIES and completion is None
         )
+        single = single and not key_rows
         if single and self._commit_single(writes[0], rows[0], deliveries, resolve):
             return
         try:
             with self.store.transaction(resolve=resolve) as txn:
+                if key_rows:  # new states' data keys commit with them, or not at all
+                    assert self.cipher.data_keys is not None
+                    self.cipher.data_keys.insert(txn.connection, key_rows)
                 for w in writes:
                     txn.set(
                         w.key,
-                        w.new,
+                        w.new_as_stored,
                         category=w.spec.home_tier,
                         ttl_seconds=self.ttl_for(w.spec),
                         expected_version=w.expected_version,
@@ -177,6 +225,20 @@ class RecordWriter:
         except sa.exc.IntegrityError as exc:  # rolled back; now name the state
             taken = self._conflicting(writes)
             raise HistoryConflict(taken["state_id"], taken["version"] - 1, None) from exc
+        if key_rows:
+            assert self.cipher.data_keys is not None
+            self.cipher.data_keys.remember(key_rows)
+
+    def _seal(self, writes: Sequence[Write]) -> list[dict[str, Any]]:
+        """Set each write's stored form (one data key lookup for the batch); the data key
+        rows of new states, to insert in the transaction (see :mod:`.data_keys`)."""
+        if not any(self.types.encrypted_paths(w.spec.name) for w in writes):
+            return []
+        new_ids = {w.new["state_id"] for w in writes if w.transition is StateTransition.CREATE}
+        sealed, key_rows = self.cipher.seal([w.new for w in writes], new_ids=new_ids)
+        for w, stored in zip(writes, sealed, strict=True):
+            w.stored_new = stored
+        return key_rows
 
     def _resolver(self, write: Write) -> Resolve:
         """How a commit of ``write`` (and of the writes with it) whose reply was lost is
@@ -210,7 +272,7 @@ class RecordWriter:
             metadata = write_with_row(
                 self.store,
                 w.key,
-                w.new,
+                w.new_as_stored,
                 expected_version=w.expected_version,
                 rows=rows,
                 resolve=resolve,
@@ -230,7 +292,8 @@ class RecordWriter:
 
     def already_exists(self, state_id: str, key: str) -> StateAlreadyExistsError:
         """The error for registering a taken id, saying what holds it."""
-        record, _ = self.read(key, fresh=True)
+        current = self.read(key, fresh=True)
+        record = None if current is None else current.record
         if record is None:
             return StateAlreadyExistsError(
                 state_id,

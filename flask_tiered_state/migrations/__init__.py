@@ -88,7 +88,7 @@ VERSION_TABLE = "tiered_state_alembic_version"
 BRANCH_LABEL = "tiered_state"
 BASELINE_REVISION = "ts0001"
 #: The newest packaged revision.
-HEAD_REVISION = "ts0003"
+HEAD_REVISION = "ts0004"
 #: The tables the revisions manage.
 TABLES = (
     "tiered_state_entries",
@@ -97,6 +97,7 @@ TABLES = (
     "tiered_state_deliveries",
     "tiered_state_idempotency",
     "tiered_state_timers",
+    "tiered_state_data_keys",
 )
 #: The tables of the baseline revision.
 BASELINE_TABLES = TABLES[:2]

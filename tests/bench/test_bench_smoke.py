@@ -103,6 +103,28 @@ def test_quick_get_hot_on_redis_leaves_no_keys(redis_url: str) -> None:
         client.close()
 
 
+def test_quick_encryption_gives_an_info_ratio_per_operation(
+    redis_url: str, postgres_url: str
+) -> None:
+    with BenchEnv(redis_url=redis_url) as env:
+        rows = run(_by_name("encryption"), QUICK, env, log=io.StringIO())
+        pattern = f"bench:{env.run_id}:*"
+        notes = list(env.notes)
+    assert len(rows) == 9 and [r.status for r in rows] == [None] * 9
+    for row in rows:
+        assert row.benchmark.startswith("encryption: ")
+        assert row.ratio is not None and math.isfinite(row.ratio) and row.ratio > 0
+        assert row.verdict == "info"  # the issue set no target
+    assert sum(note.startswith("encryption: PostgreSQL WARM, Redis HOT.") for note in notes) == 1
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert list(client.scan_iter(match=pattern, count=1000)) == []
+    finally:
+        client.close()
+
+
 def test_command_line_prints_one_table(tmp_path: Path) -> None:
     out = io.StringIO()
     target = tmp_path / "table.md"

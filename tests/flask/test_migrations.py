@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from flask_tiered_state import migrations
+from flask_tiered_state.domain.data_keys import define_data_key_table
 from flask_tiered_state.domain.history import define_history_table
 from flask_tiered_state.domain.idempotency import define_idempotency_table
 from flask_tiered_state.domain.outbox import define_delivery_table
@@ -35,6 +36,7 @@ def code_metadata(engine: sa.Engine) -> sa.MetaData:
     define_delivery_table(metadata)
     define_idempotency_table(metadata)
     define_timer_table(metadata)
+    define_data_key_table(metadata)
     return metadata
 
 
@@ -152,6 +154,7 @@ def test_the_documented_first_revision_is_written_into_the_apps_directory(
         "ts0001_initial.py",
         "ts0002_event_ids_and_drops.py",
         "ts0003_outbox_idempotency_timers.py",
+        "ts0004_data_keys_and_history_seals.py",
     ]
     capsys.readouterr()
 
