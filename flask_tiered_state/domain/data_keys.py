@@ -53,6 +53,8 @@ CACHE_SECONDS = 60.0
 _CACHE_ENTRIES = 100_000
 _CHUNK = 1000
 _KEY_BYTES = 32
+#: A state without a key row (as opposed to None: erased).
+_NO_KEY: Any = object()
 
 
 def define_data_key_table(metadata: sa.MetaData, name: str = DEFAULT_DATA_KEY_TABLE) -> sa.Table:
@@ -114,14 +116,10 @@ class DataKeys:
     def for_reading(self, state_ids: Sequence[str]) -> dict[str, Any]:
         """The AES-GCM cipher of each state's data key; None for an erased state or one
         without a key."""
-        found = self._cached(state_ids)
-        missing = [i for i in dict.fromkeys(state_ids) if i not in found]
-        if missing:
-            loaded = self._load(missing)
-            for state_id in missing:
-                found[state_id] = loaded.get(state_id)
-            self._remember(found, missing)
-        return found
+        return {
+            state_id: None if cipher is _NO_KEY else cipher
+            for state_id, cipher in self._lookup(state_ids).items()
+        }
 
     def for_writing(self, state_ids: Sequence[str]) -> dict[str, Any]:
         """The AES-GCM cipher of each state's data key, made for the states that have none
@@ -129,23 +127,31 @@ class DataKeys:
 
         :raises StateErasedError: a state was erased.
         """
-        found = self._cached(state_ids)
-        missing = [i for i in dict.fromkeys(state_ids) if i not in found]
-        if missing:
-            loaded = self._load(missing)
-            absent = [i for i in missing if i not in loaded]
-            if absent:
-                self._make(absent)
-                loaded.update(self._load(absent))
-            for state_id in missing:
-                found[state_id] = loaded[state_id]
-            self._remember(found, missing)
+        found = self._lookup(state_ids)
+        absent = [i for i, cipher in found.items() if cipher is _NO_KEY]
+        if absent:  # written before its type encrypted fields
+            self._make(absent)
+            with self._lock:
+                for state_id in absent:
+                    self._cache.pop(state_id, None)
+            found.update(self._lookup(absent))
         keys: dict[str, Any] = {}
         for state_id, key in found.items():
             if key is None:
                 raise StateErasedError(state_id)
             keys[state_id] = key
         return keys
+
+    def _lookup(self, state_ids: Sequence[str]) -> dict[str, Any]:
+        """Each state's cipher, None (erased) or ``_NO_KEY``: from the cache, else loaded."""
+        found = self._cached(state_ids)
+        missing = [i for i in dict.fromkeys(state_ids) if i not in found]
+        if missing:
+            loaded = self._load(missing)
+            for state_id in missing:
+                found[state_id] = loaded.get(state_id, _NO_KEY)
+            self._remember(found, missing)
+        return found
 
     def made(self, state_ids: Sequence[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """New data keys for states being registered: their ciphers, and the rows to
@@ -175,6 +181,10 @@ class DataKeys:
         if rows:
             columns = [c.name for c in self.table.c]
             connection.execute(self.table.insert(), [{c: row[c] for c in columns} for row in rows])
+
+    def _columns_of(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        columns = [c.name for c in self.table.c]
+        return [{c: row[c] for c in columns} for row in rows]
 
     def remember(self, rows: Sequence[dict[str, Any]]) -> None:
         """Keep the keys of rows of :meth:`made` whose transaction committed."""
@@ -216,20 +226,10 @@ class DataKeys:
         return loaded
 
     def _make(self, state_ids: Sequence[str]) -> None:
-        """Insert new wrapped keys for ``state_ids``; a racing writer's key wins."""
-        now = time.time()
-        rows = []
-        for state_id in state_ids:
-            wrapped, key_id = self.master.wrap(os.urandom(_KEY_BYTES))
-            rows.append(
-                {
-                    "state_id": state_id,
-                    "wrapped_key": wrapped,
-                    "master_key_id": key_id,
-                    "created_at": now,
-                    "erased_at": None,
-                }
-            )
+        """Insert new wrapped keys for ``state_ids`` in a transaction of their own (states
+        written before their type encrypted fields); a racing writer's key wins."""
+        _, made = self.made(state_ids)
+        rows = self._columns_of(made)
         with self.engine.begin() as connection:
             for start in range(0, len(rows), _CHUNK):
                 connection.execute(

@@ -342,3 +342,22 @@ def test_the_setting_configures_the_apps_manager(tmp_path: Path) -> None:
         manager.register_state("alice", "user", {"data": {"password": SECRET}})
         assert SECRET not in manager.store.warm.fetch("state:alice").value
         assert manager.get_state("alice")["data"]["password"] == SECRET  # type: ignore[index]
+
+
+def test_a_state_written_before_its_type_encrypted_gets_a_key_at_its_next_change(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, key: str
+) -> None:
+    store = build_test_store(backend, request, tmp_path)
+    manager = StateManager.create(store=store, encryption_keys=[key])
+    try:
+        manager.register_state("old", "user", user())  # the type encrypts nothing yet
+        assert SECRET in store.warm.fetch("state:old").value
+        manager.register_state_type("user", encrypted_fields=FIELDS)
+        assert manager.get_state("old")["data"]["password"] == SECRET  # type: ignore[index]
+        manager.update_state("old", {"data": {"plan": "team"}}, merge=True)
+        assert SECRET not in store.warm.fetch("state:old").value
+        assert manager.get_state("old")["data"]["password"] == SECRET  # type: ignore[index]
+        history = manager.get_state_history("old")
+        assert [h["new_record"]["data"]["password"] for h in history] == [SECRET, SECRET]
+    finally:
+        manager.close()
