@@ -361,3 +361,19 @@ def test_a_state_written_before_its_type_encrypted_gets_a_key_at_its_next_change
         assert [h["new_record"]["data"]["password"] for h in history] == [SECRET, SECRET]
     finally:
         manager.close()
+
+
+def test_a_taken_id_keeps_its_key_and_a_refused_batch_leaves_none(secure: StateManager) -> None:
+    from flask_tiered_state.errors import InvalidStateTypeError, StateAlreadyExistsError
+
+    secure.register_state("alice", "user", user())
+    with pytest.raises(StateAlreadyExistsError):
+        secure.register_state("alice", "user", user("another"))
+    assert secure.get_state("alice")["data"]["password"] == SECRET  # type: ignore[index]
+    assert secure.data_keys is not None
+    before = secure.data_keys.counts()
+    with pytest.raises(InvalidStateTypeError):
+        secure.batch_set_state(
+            {"new-1": {"type": "user", **user("n1")}, "new-2": {"type": "nope-no-type"}}
+        )
+    assert secure.data_keys.counts() == before  # no key of a state that was not written
