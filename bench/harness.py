@@ -61,7 +61,8 @@ class Row:
     """One line of the table: the library's and the baseline's cost per ``unit``.
 
     :param target: the largest acceptable ratio; None makes the row informational.
-    :param floor: the smallest acceptable ratio, for "flat within +-x%" targets.
+    :param floor: the smallest acceptable ratio, for "flat within +-x%" targets, or
+        alone (``target`` None) for "at least x times faster" ones.
     :param status: a verdict set outright: "SKIP" or "ERROR" when the benchmark could not
         run (``note`` says why), "PASS" or "FAIL" for a check that is not a ratio.
     """
@@ -92,18 +93,20 @@ class Row:
         ratio = self.ratio
         if ratio is None or not math.isfinite(ratio):
             return "ERROR"
-        if self.target is None:
+        if self.target is None and self.floor is None:
             return "info"
         # judged as printed: two decimals are all the precision a shared machine gives
         shown = round(ratio, 2)
-        if shown > self.target or (self.floor is not None and shown < self.floor):
+        if (self.target is not None and shown > self.target) or (
+            self.floor is not None and shown < self.floor
+        ):
             return "FAIL"
         return "PASS"
 
     @property
     def target_text(self) -> str:
         if self.target is None:
-            return "-"
+            return "-" if self.floor is None else f">= {self.floor:g}x"
         if self.floor is not None:
             return f"{self.floor:.2f}-{self.target:.2f}x"
         return f"<= {self.target:g}x"

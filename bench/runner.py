@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import batch, batch_cold, dispatch, domain, encryption, scaling, storage_tiers
+from . import batch, batch_cold, dispatch, domain, encryption, ops, scaling, storage_tiers
 from .env import BenchEnv, ServiceUnavailable
 from .harness import Benchmark, Row, Settings, render_table
 
@@ -27,6 +27,7 @@ ALL: list[Benchmark] = [
     *domain.BENCHMARKS,
     *dispatch.BENCHMARKS,
     *encryption.BENCHMARKS,
+    *ops.BENCHMARKS,
 ]
 
 

@@ -197,6 +197,11 @@ class AppState:
         install_library_filters()
         try:
             self._set_up(manager)
+            if s.recover_on_hot_restart:
+                from .ops.recovery import RecoveryHandler
+
+                # Watches until the manager is closed (see ops.recovery).
+                RecoveryHandler.for_manager(manager, s.critical_keys).watch()
         except BaseException:
             manager.close()
             raise
@@ -331,6 +336,7 @@ def build_store_from_settings(
         call_timeout=s.call_timeout_seconds,
         cache_unsynced_seconds=s.cache_unsynced_seconds,
         drop_replay_interval=s.drop_replay_seconds,
+        slow_operation_ms=s.slow_operation_ms,
     )
 
 
@@ -400,6 +406,10 @@ def default_manager(components: dict[str, Any]) -> StateManager:
     }
     try:
         manager = StateManager.create(store=store, **options)
+        if settings.recover_on_hot_restart:
+            from .ops.recovery import RecoveryHandler
+
+            RecoveryHandler.for_manager(manager, settings.critical_keys).watch()
     except BaseException:
         store.close()
         raise

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 import threading
@@ -1163,3 +1164,593 @@ def audit_seal(as_json: bool) -> None:
         f"Sealed {count(report.rows, 'row')} of {count(report.states, 'state')} with key id "
         f"{key_id}."
     )
+
+
+# -- backups -------------------------------------------------------------------------------
+
+
+def backup_manager(state: AppState, destination: str | None = None) -> Any:
+    """The app's :class:`~flask_tiered_state.ops.backup.BackupManager` for ``destination``
+    (default: TIERED_STATE_BACKUP_URL, else ``<instance_path>/backups``)."""
+    from .ops.backup import BackupManager, backup_url_setting
+
+    if destination is not None:
+        destination = backup_url_setting("--to/--from", destination)
+    where = destination or state.settings.backup_url
+    if where is None:
+        where = os.path.join(state.instance_path, "backups")
+    return BackupManager(manager=state.manager, destination=where)
+
+
+class PhaseBars:
+    """Progress of a backup operation on stderr: one bar per phase (records, history,
+    events, verify), as :data:`~flask_tiered_state.ops.backup.Progress` reports them."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.phase: str | None = None
+        self.bar: Any = None
+
+    def __call__(self, phase: str, advance: int, total: int | None) -> None:
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            self.bar = click.progressbar(
+                length=total or 0, label=f"{self.verb} {phase}", file=sys.stderr
+            )
+            self.bar.__enter__()
+        if advance and self.bar is not None:
+            self.bar.update(advance)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __enter__(self) -> PhaseBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def size_text(size: int) -> str:
+    """Bytes as ``12.3 MB``."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def tier_list(text: str | None) -> list[str] | None:
+    """``--tiers hot,warm`` as a list (None: not given)."""
+    if text is None:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@state_cli.group("backup")
+def backup() -> None:
+    """Create, list, verify and restore backups (where: TIERED_STATE_BACKUP_URL, else the
+    instance folder's backups/)."""
+
+
+@command("create", group=backup)
+@click.option("--to", "destination", metavar="DEST", help="A directory or s3://bucket/prefix.")
+@click.option(
+    "--tiers", default="hot,warm,cold", show_default=True, help="The tiers to read (a list)."
+)
+@click.option("--type", "types", multiple=True, help="Only states of this type (repeatable).")
+@click.option("--pattern", default="*", show_default=True, help="Only state ids matching it.")
+@click.option("--history", is_flag=True, help="Include the history rows (seals included).")
+@click.option("--events", is_flag=True, help="Include the deliveries not delivered yet.")
+@click.option("--incremental", is_flag=True, help="Only the changes since the newest backup there.")
+@json_option
+def backup_create(
+    destination: str | None,
+    tiers: str,
+    types: tuple[str, ...],
+    pattern: str,
+    history: bool,
+    events: bool,
+    incremental: bool,
+    as_json: bool,
+) -> None:
+    """Back up every state, read from the tiers directly, into one checksummed archive."""
+    state = app_state()
+    state.manager.authorize("backups.create")
+    backups = backup_manager(state, destination)
+    with PhaseBars("Backing up") as bars:
+        summary = backups.create_backup(
+            tiers=tier_list(tiers) or (),
+            types=list(types) or None,
+            pattern=pattern,
+            include_history=history,
+            include_events=events,
+            incremental=incremental,
+            progress=bars,
+        )
+    if as_json:
+        echo_json({**summary, "destination": backups.destination.url})
+        return
+    counts = summary["counts"]
+    by_tier = ", ".join(f"{tier} {n}" for tier, n in counts["by_tier"].items())
+    parts = [f"{count(counts['records'], 'record')} ({by_tier})"]
+    if "history" in counts:
+        parts.append(count(counts["history"], "history row"))
+    if "events" in counts:
+        parts.append(count(counts["events"], "undelivered event"))
+    kind = f"incremental on {summary['parent_id']}" if summary["incremental"] else "full"
+    click.echo(
+        f"Backup {summary['backup_id']} ({kind}): {', '.join(parts)}; "
+        f"{size_text(summary['bytes'])} in {summary['duration_seconds']:.1f} s, written to "
+        f"{backups.destination.url}."
+    )
+
+
+@command("list", group=backup)
+@click.option("--from", "destination", metavar="DEST", help="A directory or s3://bucket/prefix.")
+@json_option
+def backup_list(destination: str | None, as_json: bool) -> None:
+    """The complete backups, newest first."""
+    state = app_state()
+    state.manager.authorize("backups.list")
+    backups = backup_manager(state, destination)
+    found = backups.list_backups()
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo(f"No backups in {backups.destination.url}.")
+        return
+    rows = [
+        (
+            b["backup_id"],
+            str(b["created_at"])[:19],
+            f"incremental on {b['parent_id']}" if b["incremental"] else "full",
+            b["sections"].get("records", 0),
+            b["sections"].get("history", "-"),
+            b["sections"].get("events", "-"),
+            size_text(b["bytes"]),
+        )
+        for b in found
+    ]
+    for line in table(("backup", "created", "kind", "records", "history", "events", "size"), rows):
+        click.echo(line)
+
+
+@command("verify", group=backup)
+@click.argument("backup_id")
+@click.option("--from", "destination", metavar="DEST", help="A directory or s3://bucket/prefix.")
+@json_option
+def backup_verify(backup_id: str, destination: str | None, as_json: bool) -> None:
+    """Check a backup's checksums and counts, and that its encrypted states open with the
+    current keys; exit 1 on any problem."""
+    state = app_state()
+    state.manager.authorize("backups.verify")
+    backups = backup_manager(state, destination)
+    with PhaseBars("Verifying") as bars:
+        report = backups.verify_backup(backup_id, progress=bars)
+    if as_json:
+        echo_json(report)
+        if not report["ok"]:
+            click.get_current_context().exit(1)
+        return
+    enc = report["encryption"]
+    for problem in report["problems"]:
+        where = f"{problem['file']} at byte {problem['offset']}: " if problem["file"] else ""
+        click.echo(f"  {where}{problem['message']}")
+    erased = f", {enc['erased']} erased" if enc["erased"] else ""
+    encrypted = (
+        f"; {enc['readable']} of {count(enc['states'], 'encrypted state')} readable{erased}"
+        if enc["states"]
+        else ""
+    )
+    if not report["ok"]:
+        raise click.ClickException(
+            f"Backup {backup_id} failed verification: {count(len(report['problems']), 'problem')}."
+        )
+    click.echo(f"Backup {backup_id}: OK, {count(report['records'], 'record')} checked{encrypted}.")
+
+
+@command("restore", group=backup)
+@click.argument("backup_id")
+@click.option("--from", "destination", metavar="DEST", help="A directory or s3://bucket/prefix.")
+@click.option(
+    "--mode",
+    type=click.Choice(["missing", "overwrite-older", "replace"]),
+    default="missing",
+    show_default=True,
+    help="Which present records to replace.",
+)
+@click.option("--tiers", help="Only the records the backup found in these tiers (a list).")
+@click.option("--history", is_flag=True, help="First insert the archived history rows missing.")
+@click.option("--events", is_flag=True, help="Insert the archived undelivered events missing.")
+@click.option("--actor", help="Who restores (recorded in each restored state's history).")
+@click.option(
+    "--dry-run/--apply", default=True, help="Only report what would be done (the default)."
+)
+@json_option
+def backup_restore(
+    backup_id: str,
+    destination: str | None,
+    mode: str,
+    tiers: str | None,
+    history: bool,
+    events: bool,
+    actor: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Restore a backup (an incremental one with the backups it builds on) through the
+    write path: compare-and-set, a 'restore' history row per state. A dry run unless
+    --apply."""
+    state = app_state()
+    state.manager.authorize("backups.restore")
+    backups = backup_manager(state, destination)
+    with PhaseBars("Restoring" if not dry_run else "Planning") as bars:
+        report = backups.restore_backup(
+            backup_id,
+            mode=mode,
+            tiers=tier_list(tiers),
+            dry_run=dry_run,
+            actor=actor,
+            restore_history=history,
+            restore_events=events,
+            progress=bars,
+        )
+    if as_json:
+        echo_json(report)
+        return
+    would = "would be " if dry_run else ""
+    click.echo(
+        f"restore of {backup_id} ({mode}): "
+        + ("dry run, nothing changed (--apply applies it)." if dry_run else "applied.")
+    )
+    for line in table(("outcome", "states"), [(k, v) for k, v in report["counts"].items() if v]):
+        click.echo(line)
+    for section in ("history", "events"):
+        done = report[section]
+        if done is not None:
+            click.echo(
+                f"{section.capitalize()}: {done['inserted']} of {done['archived']} rows "
+                f"{would}inserted ({done['present']} present)."
+            )
+    for state_id, why in report["errors"].items():
+        click.echo(f"  {state_id}: {why}")
+    if report["missing_keys"]:
+        click.echo(
+            f"{count(report['missing_keys'], 'encrypted state')} {would}restored without a data "
+            "key here: their encrypted fields read as None."
+        )
+    if report["counts"].get("failed"):
+        raise click.ClickException(f"{count(report['counts']['failed'], 'state')} failed.")
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+@command("gc")
+@click.option(
+    "--dry-run/--apply",
+    default=True,
+    help="Only report what would be done (the default), or do it.",
+)
+@json_option
+def gc(dry_run: bool, as_json: bool) -> None:
+    """Apply the retention settings: archive the older history rows to the COLD tier
+    (TIERED_STATE_HISTORY_RETENTION), prune delivered deliveries and finished timers
+    (TIERED_STATE_EVENT_RETENTION_SECONDS) and old backups (TIERED_STATE_BACKUP_RETENTION).
+    A dry run unless --apply; safe to stop and to run again."""
+    from .ops.retention import GarbageCollector
+
+    state = app_state()
+    manager = state.manager
+    manager.authorize("gc")
+    settings = state.settings
+    collector = GarbageCollector(
+        manager,
+        history=settings.history_retention,
+        event_retention_seconds=settings.event_retention_seconds,
+        backups=_backup_catalog(state) if settings.backup_retention else None,
+        backup_policy=settings.backup_retention or None,
+    )
+    total = collector.count_states()
+    label = f"{'Planning' if dry_run else 'Collecting'} {count(total, 'state')}"
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        report = collector.run(dry_run=dry_run, progress=bar.update)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    for line in gc_lines(report, settings.event_retention_seconds):
+        click.echo(line)
+    if not settings.history_retention:
+        click.echo("(TIERED_STATE_HISTORY_RETENTION is not set: every history row stays.)")
+
+
+def _backup_catalog(state: AppState) -> Any:
+    """The app's backups (their retention needs them)."""
+    return backup_manager(state)
+
+
+def gc_lines(report: Any, event_retention_seconds: float) -> list[str]:
+    """A :class:`~flask_tiered_state.ops.retention.GcReport` as text."""
+    would = "would be " if report.dry_run else ""
+    lines = ["gc: dry run, nothing changed (--apply applies it)." if report.dry_run else "gc:"]
+    rows = [
+        (
+            name,
+            "-" if c.policy is None else c.policy.describe(),
+            c.states,
+            c.states_archived,
+            c.rows_archived,
+            c.rows_held,
+            c.rows_skipped,
+            "-" if report.dry_run else c.chunks,
+            "-" if report.dry_run else c.bytes,
+        )
+        for name, c in sorted(report.history.items())
+    ]
+    if rows:
+        lines += table(
+            ("type", "keeps", "states", "archived", "rows", "held", "skipped", "chunks",
+             "bytes"),
+            rows,
+        )  # fmt: skip
+    archived = report.rows_archived
+    states = sum(c.states_archived for c in report.history.values())
+    if archived:
+        lines.append(
+            f"History: {count(archived, 'row')} of {count(states, 'state')} {would}archived "
+            "to the COLD tier."
+        )
+    else:
+        lines.append("History: nothing to archive.")
+    if report.deliveries_pruned is not None:
+        days = event_retention_seconds / 86400
+        deliveries = count(report.deliveries_pruned, "delivered delivery", "delivered deliveries")
+        lines.append(
+            f"Events: {deliveries} and {count(report.timers_pruned or 0, 'finished timer')} "
+            f"older than {days:g} day{'' if days == 1 else 's'} {would}pruned."
+        )
+    if report.backups_removed is not None:
+        removed = report.backups_removed
+        lines.append(
+            f"Backups: {len(removed)} of {len(removed) + (report.backups_kept or 0)} {would}"
+            f"removed{': ' + ', '.join(removed) if removed else ''}."
+        )
+    return lines
+
+
+# -- checkpoints and recovery ------------------------------------------------------------
+
+
+def state_capture(state: AppState, destination: str | None = None) -> Any:
+    """The app's :class:`~flask_tiered_state.ops.capture.StateCapture`, keeping checkpoints
+    where backups go (``destination``, else TIERED_STATE_BACKUP_URL, else
+    ``<instance_path>/backups``)."""
+    from .ops.backup import backup_url_setting
+    from .ops.capture import StateCapture
+
+    if destination is not None:
+        destination = backup_url_setting("--to/--from", destination)
+    where = destination or state.settings.backup_url
+    if where is None:
+        where = os.path.join(state.instance_path, "backups")
+    return StateCapture.for_manager(state.manager, where)
+
+
+def estimated_keys(manager: StateManager, tiers: Sequence[str]) -> int:
+    """The keys the tiers hold (for a progress bar's length; 0 when a tier cannot say)."""
+    total = 0
+    for repository in manager.get_repositories():
+        if repository.category.value in tiers:
+            try:
+                total += repository.stats().key_count
+            except TieredStateError:
+                return 0
+    return total
+
+
+@state_cli.group("checkpoint")
+def checkpoint() -> None:
+    """Take, list, verify and restore checkpoints: the tiers captured at one instant
+    (where: TIERED_STATE_BACKUP_URL, else the instance folder's backups/)."""
+
+
+@command("create", group=checkpoint)
+@click.option("--to", "destination", metavar="DEST", help="A directory or s3://bucket/prefix.")
+@click.option("--pattern", default="*", show_default=True, help="Only keys matching this glob.")
+@click.option(
+    "--scope",
+    type=click.Choice(["consistent", "full", "hot"]),
+    default="consistent",
+    show_default=True,
+    help="consistent: every tier at one instant (WARM read in one snapshot); full: every "
+    "tier, the highest version of each key; hot: the HOT tier only.",
+)
+@click.option("--label", help="A note kept in the manifest.")
+@json_option
+def checkpoint_create(
+    destination: str | None, pattern: str, scope: str, label: str | None, as_json: bool
+) -> None:
+    """Capture the tiers into a checkpoint, read directly (no cache filled, nothing
+    promoted)."""
+    state = app_state()
+    manager = state.manager
+    manager.authorize("checkpoints.create")
+    capture = state_capture(state, destination)
+    tiers = ("hot",) if scope == "hot" else ("hot", "warm", "cold")
+    total = estimated_keys(manager, tiers)
+    with click.progressbar(length=total, label="Capturing", file=sys.stderr) as bar:
+        if scope == "hot":
+            manifest = capture.capture_hot_state(pattern, label=label, progress=bar.update)
+        else:
+            manifest = capture.capture_full_state(
+                pattern, consistent=scope == "consistent", label=label, progress=bar.update
+            )
+    if as_json:
+        echo_json(manifest)
+        return
+    counts = manifest["counts"]
+    by_tier = ", ".join(f"{tier} {n}" for tier, n in counts["by_tier"].items())
+    cut = manifest.get("cut") or {}
+    when = f", cut at {moment(cut['taken_at'])}" if cut.get("taken_at") else ""
+    left = f"; {counts['after_cut']} written after the cut left out" if counts["after_cut"] else ""
+    corrupt = f"; {count(counts['corrupt'], 'corrupt copy', 'corrupt copies')} skipped" if (
+        counts["corrupt"]
+    ) else ""  # fmt: skip
+    click.echo(
+        f"Checkpoint {manifest['archive_id']} ({scope}{when}): "
+        f"{count(counts['records'], 'record')} ({by_tier}){left}{corrupt}; "
+        f"{manifest['duration_seconds']:.1f} s, written to {capture.destination.url}."
+    )
+
+
+@command("list", group=checkpoint)
+@click.option("--from", "destination", metavar="DEST", help="A directory or s3://bucket/prefix.")
+@json_option
+def checkpoint_list(destination: str | None, as_json: bool) -> None:
+    """The complete checkpoints, newest first."""
+    state = app_state()
+    capture = state_capture(state, destination)
+    found = capture.list_checkpoints()
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo(f"No checkpoints in {capture.destination.url}.")
+        return
+    rows = [
+        (
+            m["archive_id"],
+            str(m["created_at"])[:19],
+            m.get("scope", "-"),
+            m.get("pattern", "*"),
+            m.get("counts", {}).get("records", "-"),
+            m.get("label") or "-",
+        )
+        for m in found
+    ]
+    for line in table(("checkpoint", "created", "scope", "pattern", "records", "label"), rows):
+        click.echo(line)
+
+
+@command("verify", group=checkpoint)
+@click.argument("checkpoint_id")
+@click.option("--from", "destination", metavar="DEST", help="A directory or s3://bucket/prefix.")
+@json_option
+def checkpoint_verify(checkpoint_id: str, destination: str | None, as_json: bool) -> None:
+    """Check every chunk and every record of a checkpoint against its checksums; exit 1
+    naming the file and the byte offset of the first damage."""
+    state = app_state()
+    capture = state_capture(state, destination)
+    report = capture.verify_checkpoint(checkpoint_id)
+    if as_json:
+        echo_json(report)
+        return
+    by_tier = ", ".join(f"{tier} {n}" for tier, n in report["by_tier"].items())
+    click.echo(f"Checkpoint {checkpoint_id}: OK, {count(report['records'], 'record')} ({by_tier}).")
+
+
+@command("restore", group=checkpoint)
+@click.argument("checkpoint_id")
+@click.option("--from", "destination", metavar="DEST", help="A directory or s3://bucket/prefix.")
+@click.option(
+    "--mode",
+    type=click.Choice(["replace", "overwrite-older", "missing"]),
+    default="replace",
+    show_default=True,
+    help="replace: every key as at the checkpoint; overwrite-older: only keys older now; "
+    "missing: only keys absent now.",
+)
+@click.option("--tiers", help="Only the records captured from these tiers (a list).")
+@click.option("--actor", help="Who restores (recorded in each restored state's history).")
+@click.option("--reason", help="Why (recorded in each restored state's history).")
+@click.option(
+    "--dry-run/--apply", default=True, help="Only report what would be done (the default)."
+)
+@json_option
+def checkpoint_restore(
+    checkpoint_id: str,
+    destination: str | None,
+    mode: str,
+    tiers: str | None,
+    actor: str | None,
+    reason: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Put a checkpoint back: verified whole first, then each state written through the
+    write path (compare-and-set, a 'restore' history row). A dry run unless --apply."""
+    state = app_state()
+    capture = state_capture(state, destination)
+    manifest = capture.verify_checkpoint(checkpoint_id)
+    with click.progressbar(
+        length=manifest["records"],
+        label="Planning" if dry_run else "Restoring",
+        file=sys.stderr,
+    ) as bar:
+        report = capture.restore_checkpoint(
+            checkpoint_id,
+            mode=mode,
+            tiers=tier_list(tiers) or ("hot", "warm", "cold"),
+            dry_run=dry_run,
+            actor=actor,
+            reason=reason,
+            progress=bar.update,
+        )
+    if as_json:
+        echo_json(report)
+        if report["counts"].get("failed"):
+            click.get_current_context().exit(1)
+        return
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in report["counts"].items() if n)
+    done = "dry run" if dry_run else "restored"
+    tail = " (--apply restores)" if dry_run else ""
+    click.echo(f"Checkpoint {checkpoint_id} ({mode}), {done}: {counts or 'nothing to do'}{tail}.")
+    for key, error in report["errors"].items():
+        click.echo(f"  {key}: {error}")
+    if report["counts"].get("failed"):
+        raise click.ClickException(
+            f"{count(report['counts']['failed'], 'record')} could not be restored."
+        )
+
+
+@command("recover")
+@click.option(
+    "--pattern",
+    "patterns",
+    multiple=True,
+    metavar="GLOB",
+    help="Keys to recover (repeatable; default: TIERED_STATE_CRITICAL_KEYS).",
+)
+@click.option("--dry-run", is_flag=True, help="Find and verify the copies; place nothing.")
+@json_option
+def recover(patterns: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Place verified HOT copies of the critical keys from WARM or COLD (after HOT lost
+    them); exit 1 when a key is missing everywhere or has no good copy."""
+    from .ops.recovery import RecoveryHandler
+
+    state = app_state()
+    handler = RecoveryHandler.for_manager(state.manager, state.settings.critical_keys)
+    report = handler.recover_critical_state(list(patterns) or None, dry_run=dry_run)
+    if as_json:
+        echo_json(report.to_dict())
+        if not report.ok:
+            click.get_current_context().exit(1)
+        return
+    click.echo(f"Recovery of {', '.join(report.patterns)}: {report.summary()}.")
+    for key in report.missing:
+        click.echo(f"  missing everywhere: {key}")
+    for pattern in report.unmatched:
+        click.echo(f"  matched nothing: {pattern}")
+    for copy in report.corrupt:
+        click.echo(f"  corrupt: {copy['key']} in {copy['tier']}")
+    if not report.ok:
+        raise click.ClickException(
+            f"{count(len(report.missing) + len(report.failed_keys), 'critical key')} could "
+            "not be placed in HOT."
+        )

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 __all__ = [
     "AccessDeniedError",
     "AlreadyAtVersionError",
+    "ArchiveCorruptError",
+    "ArchiveNotFoundError",
     "CallbackError",
     "ConcurrencyError",
     "ConfigurationError",
@@ -224,6 +226,39 @@ class StateTooLargeError(StorageError, ValueError):
             details={"key": key, "size": size, "limit": limit},
         )
         self.key, self.size, self.limit = key, size, limit
+
+
+class ArchiveCorruptError(StorageError):
+    """A backup or checkpoint archive (:mod:`~flask_tiered_state.ops.archive`) fails its
+    checks: a chunk's bytes differ from the sha256 its manifest records, a file is
+    missing or truncated, or the manifest itself is damaged. Nothing of the damaged chunk
+    is returned.
+
+    :param archive_id: the archive.
+    :param file: the file inside the archive (``records-000003.jsonl.gz``, ``manifest.json``).
+    :param offset: the byte offset in ``file`` where the damage starts (the first byte of the
+        first block whose checksum differs), or None when the file is missing.
+    """
+
+    code = "archive_corrupt"
+    http_status = 422
+
+    def __init__(self, archive_id: str, file: str, offset: int | None, message: str) -> None:
+        super().__init__(
+            message, details={"archive_id": archive_id, "file": file, "offset": offset}
+        )
+        self.archive_id, self.file, self.offset = archive_id, file, offset
+
+
+class ArchiveNotFoundError(StorageError, LookupError):
+    """No complete archive (one with its manifest) has the given id at the destination."""
+
+    code = "archive_not_found"
+    http_status = 404
+
+    def __init__(self, archive_id: str, message: str) -> None:
+        super().__init__(message, details={"archive_id": archive_id})
+        self.archive_id = archive_id
 
 
 # --------------------------------------------------------------------------- domain

@@ -29,6 +29,10 @@ from .domain.encryption import MasterKeys
 from .domain.registry import DEFAULT_MAX_STATES
 from .errors import ConfigurationError
 from .json_codec import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH
+from .observability.slow import DEFAULT_SLOW_OPERATION_MS, slow_operation_setting
+from .ops.backup import backup_url_setting
+from .ops.recovery import check_recovery_settings, critical_keys_setting
+from .ops.retention import backup_retention_setting, history_retention_setting
 
 __all__ = [
     "CONFIG_PREFIX",
@@ -144,6 +148,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HOT_TTL_SECONDS", "int", 3600,
             "Time to live of HOT copies and of HOT-home records without their own TTL.",
             lambda k, v: values.integer(k, v, 1)),
+    Setting("CRITICAL_KEYS", "list[str]", [],
+            "Globs over store keys that ``flask state recover`` (and RECOVER_ON_HOT_RESTART) "
+            "puts back in HOT from WARM or COLD, e.g. ``[\"position:*\", \"risk_limits\", "
+            "\"state:account-*\"]`` (a state is ``state:<id>``). See Operations.",
+            critical_keys_setting),
+    Setting("RECOVER_ON_HOT_RESTART", "bool", False,
+            "Watch the Redis HOT tier (its run id, every second) and, when it restarted, place "
+            "verified HOT copies of the CRITICAL_KEYS at once. Needs a redis:// HOT_URL and "
+            "CRITICAL_KEYS.", values.boolean),
     Setting("PROMOTE_AFTER_ACCESSES", "int", 5,
             "Reads within PROMOTION_WINDOW_SECONDS after which a record is copied to HOT.",
             lambda k, v: values.integer(k, v, 1)),
@@ -195,6 +208,22 @@ SETTINGS: tuple[Setting, ...] = (
             "callbacks and finished timers (applied, skipped, failed, cancelled) before it "
             "prunes them: 7 days by default. Pending and dead deliveries are never pruned.",
             values.seconds),
+    Setting("HISTORY_RETENTION", "dict", {},
+            "How much history ``flask state gc`` keeps in the history table, per state type: "
+            "``{\"session\": {\"days\": 30}, \"*\": {\"versions\": 1000}}`` keeps each "
+            "session's versions of the last 30 days and each other state's newest 1000 "
+            "(``\"*\"``: every type not named; both keys in one policy: what either keeps). "
+            "Older rows are archived to the COLD tier as compressed chunks and stay readable "
+            "(``get_state_history(..., include_archived=True)``, ``get_state(..., as_of=...)``) "
+            "and verifiable. Version 1, the last version and the rows of undelivered events "
+            "always stay. {} (the default) keeps every row; see Operations.",
+            history_retention_setting),
+    Setting("BACKUP_RETENTION", "dict", {},
+            "Which backups ``flask state gc`` keeps: ``{\"count\": 14, \"days\": 30}`` keeps "
+            "the newest 14 and those of the last 30 days (one key or both: what either "
+            "keeps). The newest backup and the backups a kept incremental one builds on are "
+            "always kept. {} (the default) keeps every backup.",
+            backup_retention_setting),
     Setting("IDEMPOTENCY_TTL_SECONDS", "float", 86400.0,
             "How long an idempotency key is remembered from its first use: a repeat within "
             "it gets the stored result (or a refusal). Past it the key is forgotten, a "
@@ -208,6 +237,12 @@ SETTINGS: tuple[Setting, ...] = (
             "``flask_tiered_state.operations`` logger (its operation, state_id, "
             "transition_type and duration_ms are attributes of the record): a level name "
             "('DEBUG', 'INFO', ...) or number (20 is INFO); None writes none.", values.log_level),
+    Setting("SLOW_OPERATION_MS", "float | None", DEFAULT_SLOW_OPERATION_MS,
+            "A state change (from its call to its commit) or a tier call (a read, a write, a "
+            "batch, a key scan) slower than this many milliseconds is logged at WARNING on the "
+            "``flask_tiered_state.slow`` logger (operation, state_id, tier, duration_ms and "
+            "correlation_id are attributes of the record) and counted in the metric "
+            "``state_slow_operations_total``. None: off.", slow_operation_setting),
     Setting("REGISTER_ERROR_HANDLERS", "bool", True,
             "Register one app-wide handler, for TieredStateError only: a library exception "
             "escaping the app's own views answers the JSON error body with its status. An "
@@ -254,6 +289,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOCAL_DIR", "str | None", None,
             "Directory of the embedded SQLite file and COLD directory; None means "
             "``<instance_path>/tiered_state``.", values.local_dir),
+    Setting("BACKUP_URL", "str | None", None,
+            "Where ``flask state backup`` writes and finds backups: a directory path, "
+            "``file:///path/to/dir`` or ``s3://bucket/prefix?endpoint_url=...&region_name=...`` "
+            "(a bucket or prefix apart from the COLD tier's: a backup kept beside the data it "
+            "protects is lost with it). None means ``<instance_path>/backups``. See Operations.",
+            backup_url_setting),
     Setting("CREATE_TABLES", "bool | None", None,
             "Create missing tables at first use. None means True without ``db=`` and False with "
             "it (the app's migrations, ``db.create_all()`` or ``flask state init-db`` own them).",
@@ -283,6 +324,8 @@ class TieredStateSettings:
     drop_replay_seconds: float | None = 1.0
     invalidation: bool = True
     hot_ttl_seconds: int = 3600
+    critical_keys: list[str] = field(default_factory=list)
+    recover_on_hot_restart: bool = False
     promote_after_accesses: int = 5
     promotion_window_seconds: float = 60.0
     demote_after_idle_seconds: float = 30 * 24 * 3600.0
@@ -293,9 +336,12 @@ class TieredStateSettings:
     encryption_keys: MasterKeys | None = None
     audit_keys: HistorySealer | None = None
     event_retention_seconds: float = 7 * 86400.0
+    history_retention: dict[str, dict[str, int | float]] = field(default_factory=dict)
+    backup_retention: dict[str, int | float] = field(default_factory=dict)
     idempotency_ttl_seconds: float = 86400.0
     metrics: bool = True
     operation_log_level: int | None = logging.INFO
+    slow_operation_ms: float | None = DEFAULT_SLOW_OPERATION_MS
     register_error_handlers: bool = True
     api_prefix: str | None = None
     dashboard_prefix: str | None = None
@@ -307,6 +353,7 @@ class TieredStateSettings:
     rate_limit_storage_url: str = "memory://"
     cli: bool = True
     local_dir: str | None = None
+    backup_url: str | None = None
     create_tables: bool | None = None
 
     @classmethod
@@ -321,6 +368,12 @@ class TieredStateSettings:
         }
         settings = cls(**parsed)
         settings._check_backends()
+        check_recovery_settings(
+            CONFIG_PREFIX + "RECOVER_ON_HOT_RESTART",
+            settings.recover_on_hot_restart,
+            settings.critical_keys,
+            settings.hot_url,
+        )
         changed = [s.key for s in SETTINGS if s.name.startswith("RATE_LIMIT_")
                    and getattr(settings, s.attribute) != s.default]  # fmt: skip
         values.rate_limit_extra(settings.rate_limit, changed, settings.rate_limit_storage_url)

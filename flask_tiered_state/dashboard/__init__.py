@@ -65,6 +65,7 @@ DASHBOARD_ACTIONS = {
     "events": "dashboard.events",
     "tiers": "dashboard.tiers",
     "health": "dashboard.health",
+    "backups": "dashboard.backups",
     "retry_events": "dashboard.events.retry",
     "cancel_timer": "dashboard.timers.cancel",
 }
@@ -239,5 +240,6 @@ def create_blueprint(settings: TieredStateSettings) -> Blueprint:
     blueprint.add_url_rule("/events/retry", "retry_events", views.retry_events, methods=["POST"])
     blueprint.add_url_rule("/tiers", "tiers", views.tiers)
     blueprint.add_url_rule("/health", "health", views.health)
+    blueprint.add_url_rule("/backups", "backups", views.backups)
     route_unmatched_urls(blueprint, prefix_itself=False)  # "/" is the overview
     return blueprint

@@ -17,6 +17,7 @@ from ..domain.manager import StateManager
 from ..domain.model import validate_state_id
 from ..domain.outbox import check_status
 from ..errors import InvalidRequestError, StateNotFoundError, TieredStateError
+from . import backups as backup_listing
 from . import movements
 from .lifecycle import layout
 from .queries import (
@@ -33,6 +34,7 @@ from .queries import (
 )
 
 __all__ = [
+    "backups",
     "cancel_timer",
     "events",
     "health",
@@ -85,7 +87,14 @@ def index() -> ResponseReturnValue:
         other_types=other,
         health=manager.get_health_status(),
         activity=recent_activity(manager),
+        archives=backup_listing.read_listing(
+            get_app_state(), per_page=1, max_manifests=INDEX_MAX_MANIFESTS
+        ),
     )
+
+
+#: The most archive manifests the overview reads for its last backup / checkpoint card.
+INDEX_MAX_MANIFESTS = 100
 
 
 def states() -> ResponseReturnValue:
@@ -274,3 +283,18 @@ def health() -> ResponseReturnValue:
     status = manager.get_health_status()
     details = manager.store.stats()["tiers"]
     return render_template(T + "health.html", health=status, details=details)
+
+
+def backups() -> ResponseReturnValue:
+    """The backups at the app's backup destination, newest first, and the newest
+    checkpoint: read from their manifests, never verified here."""
+    before = request.args.get("before", "").strip() or None
+    per_page = backup_listing.PER_PAGE
+    listing = backup_listing.read_listing(get_app_state(), before=before, per_page=per_page)
+    return render_template(
+        T + "backups.html",
+        listing=listing,
+        before=before,
+        per_page=per_page,
+        max_manifests=backup_listing.MAX_MANIFESTS,
+    )

@@ -48,8 +48,15 @@ __all__ = [
 #: ``get_performance_metrics``), ``events.list`` / ``events.retry`` (``get_events`` /
 #: ``retry_events``), ``events.dispatch`` (``flask state dispatch``), ``timers.list``
 #: (``get_scheduled``), ``tables.upgrade`` (``flask state init-db``), ``audit.verify`` /
-#: ``audit.seal`` (``flask state audit verify`` / ``seal``) and ``keys.rotate`` (``flask
-#: state rotate-keys``).
+#: ``audit.seal`` (``flask state audit verify`` / ``seal``), ``keys.rotate`` (``flask
+#: state rotate-keys``) and ``backups.create`` / ``backups.list`` / ``backups.verify`` /
+#: ``backups.restore`` (:class:`~flask_tiered_state.ops.backup.BackupManager`, ``flask state
+#: backup ...``; ``restore_records``), ``gc`` (``flask state gc``,
+#: :class:`~flask_tiered_state.ops.retention.GarbageCollector`), ``checkpoints.create`` /
+#: ``checkpoints.list`` / ``checkpoints.verify``
+#: (:class:`~flask_tiered_state.ops.capture.StateCapture`, ``flask state checkpoint ...``;
+#: a checkpoint's restore is ``backups.restore``) and ``recovery.run``
+#: (:class:`~flask_tiered_state.ops.recovery.RecoveryHandler`, ``flask state recover``).
 NON_HTTP_ACTIONS = (
     "states.erase",
     "states.promote",
@@ -63,6 +70,15 @@ NON_HTTP_ACTIONS = (
     "audit.verify",
     "audit.seal",
     "keys.rotate",
+    "backups.create",
+    "backups.list",
+    "backups.verify",
+    "backups.restore",
+    "gc",
+    "checkpoints.create",
+    "checkpoints.list",
+    "checkpoints.verify",
+    "recovery.run",
 )
 
 

@@ -27,7 +27,9 @@ first bad version and what differs there: a field's MAC, a missing or duplicated
 version, a broken link of the chain, an unknown key id, an unsealed row after sealed
 ones, or a current record (read from its home tier directly, in batches, neither cached
 nor promoted) that differs from the last row's new record. Records without any history
-row are found by listing the tiers' keys.
+row are found by listing the tiers' keys. Rows that ``flask state gc`` archived to the
+COLD tier (:mod:`.history_archive`) are read back into their place and verified like
+the others: their seals and the chain through them.
 
 What a database writer without the key cannot do unnoticed: change, insert, move,
 reorder or delete rows in the middle of a state's history, or change a current record.
@@ -57,6 +59,7 @@ from ..errors import ConfigurationError, IntegrityError, InvalidStateTypeError
 from ..json_codec import dumps, loads
 from ..storage.base import StateCategory, StoredValue
 from .history import HistoryRepository
+from .history_archive import HistoryArchive, gaps_of
 from .model import KEY_PREFIX, StateStatus, validate_state_id
 from .registry import TypeRegistry
 
@@ -394,7 +397,7 @@ class Problem:
     """What differs at a state's first bad version: ``what`` (a field of :data:`FIELDS`,
     or ``row``, ``seal``, ``unknown_key``, ``missing_version``, ``duplicate_version``,
     ``chain``, ``unsealed_row``, ``record``, ``record_missing``, ``record_corrupt``,
-    ``no_history``) and a sentence."""
+    ``no_history``, ``archive``: archived rows that cannot be read) and a sentence."""
 
     what: str
     detail: str
@@ -515,6 +518,9 @@ class AuditVerifier:
         self.sealer = sealer
         self.chunk_rows = chunk_rows
         self.batch_states = batch_states
+        #: The rows ``flask state gc`` archived to COLD, read to fill the history's gaps.
+        self.archive = HistoryArchive(store.get_repositories().cold)
+        self._archive_problems: dict[str, tuple[int, str]] = {}
         t = self.table
         self._columns = [c for c in t.c if c.name != "id"] + [t.c.id]
 
@@ -582,10 +588,41 @@ class AuditVerifier:
                     yield from conn.execute(stmt_rest).mappings().all()
                 after = (after[0], after[1] + 1, 0)
 
-    def _states(self, where: Any = None) -> Iterator[tuple[str, list[sa.RowMapping]]]:
-        """The rows grouped by state."""
+    def _states(self, where: Any = None) -> Iterator[tuple[str, list[Mapping[Any, Any]]]]:
+        """The rows grouped by state, with the rows archived to COLD (see
+        :mod:`.history_archive`) in the gaps of the table's rows; a gap the archive does
+        not fill is noted for :meth:`_check_rows`. Archived rows are read for a batch of
+        states at once."""
+        batch: list[tuple[str, list[Mapping[Any, Any]]]] = []
+        size = 0
+        for state_id, rows in self._live_states(where):
+            batch.append((state_id, rows))
+            size += len(rows)
+            if len(batch) >= 100 or size >= self.chunk_rows:
+                yield from self._with_archived(batch)
+                batch, size = [], 0
+        yield from self._with_archived(batch)
+
+    def _with_archived(
+        self, batch: list[tuple[str, list[Mapping[Any, Any]]]]
+    ) -> Iterator[tuple[str, list[Mapping[Any, Any]]]]:
+        gaps = [g for state_id, rows in batch for g in gaps_of(state_id, _versions(rows))]
+        filled = self.archive.fill(gaps) if gaps else {}
+        by_state: dict[str, list[Mapping[Any, Any]]] = {}
+        for gap, found in filled.items():
+            by_state.setdefault(gap[0], []).extend(found.rows)
+            if found.problem is not None:
+                self._archive_problems.setdefault(gap[0], (gap[1] + 1, found.problem))
+        for state_id, rows in batch:
+            archived = by_state.get(state_id)
+            if archived:
+                rows = sorted([*rows, *archived], key=lambda r: int(r["version"]))
+            yield state_id, rows
+
+    def _live_states(self, where: Any = None) -> Iterator[tuple[str, list[Mapping[Any, Any]]]]:
+        """The table's rows grouped by state."""
         current: str | None = None
-        rows: list[sa.RowMapping] = []
+        rows: list[Mapping[Any, Any]] = []
         for row in self._stream(where):
             if row["state_id"] != current:
                 if current is not None:
@@ -597,8 +634,11 @@ class AuditVerifier:
 
     # -- checking ------------------------------------------------------------------
 
-    def _check_rows(self, state_id: str, rows: Sequence[sa.RowMapping]) -> _Chain:
+    def _check_rows(self, state_id: str, rows: Sequence[Mapping[Any, Any]]) -> _Chain:
         audit = StateAudit(state_id, rows=len(rows))
+        archive_problem = self._archive_problems.pop(state_id, None)
+        if archive_problem is not None:
+            audit.flag(archive_problem[0], Problem("archive", archive_problem[1]))
         expected = 1
         previous: str | None = None
         sealed_seen = False
@@ -925,6 +965,10 @@ class AuditVerifier:
         stmt = sa.select(sa.func.count()).select_from(t).where(t.c.seal.is_(None))
         with self.history.engine.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
+
+
+def _versions(rows: Sequence[Mapping[Any, Any]]) -> list[int]:
+    return [int(r["version"]) for r in rows]
 
 
 def _type_of(stored: StoredValue | IntegrityError) -> str | None:

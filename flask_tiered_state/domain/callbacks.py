@@ -15,6 +15,7 @@ EXPIRE        ``expired``
 DELETE        ``deleted``
 ROLLBACK      ``rolled_back``
 ERASE         ``erased``
+RESTORE       ``restored``
 ============  ===============
 
 so ``register_callback("user_suspended", fn)`` runs ``fn(state_id, old_state,
@@ -74,6 +75,7 @@ PAST_TENSE: Mapping[StateTransition, str] = {
     StateTransition.DELETE: "deleted",
     StateTransition.ROLLBACK: "rolled_back",
     StateTransition.ERASE: "erased",
+    StateTransition.RESTORE: "restored",
 }
 _BY_SUFFIX = sorted(PAST_TENSE.items(), key=lambda item: -len(item[1]))
 

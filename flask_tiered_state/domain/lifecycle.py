@@ -60,11 +60,11 @@ class Lifecycle:
         self.rules: dict[StateTransition, tuple[tuple[StateStatus, ...], StateStatus | None]] = {}
         for transition, (sources, target) in rules.items():
             transition = StateTransition(transition)
-            if transition in (_T.CREATE, _T.ROLLBACK, _T.ERASE):
+            if transition in (_T.CREATE, _T.ROLLBACK, _T.ERASE, _T.RESTORE):
                 raise ConfigurationError(
                     f"A lifecycle rule for {transition.value} is not allowed: CREATE always "
-                    "leads to initial_status, ROLLBACK follows the other rules and ERASE is "
-                    "allowed from every status."
+                    "leads to initial_status, ROLLBACK follows the other rules, and ERASE and "
+                    "RESTORE are allowed from every status."
                 )
             self.rules[transition] = (
                 tuple(StateStatus(s) for s in sources),

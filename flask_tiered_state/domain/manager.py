@@ -59,6 +59,7 @@ from .data_keys import DataKeys, define_data_key_table
 from .diff import diff_records
 from .encryption import KeySource, MasterKeys, RecordCipher, load_master_keys
 from .history import DEFAULT_HISTORY_TABLE, HistoryRepository, define_history_table
+from .history_archive import HistoryArchive
 from .idempotency import (
     IdempotencyKeys,
     check_idempotency_key,
@@ -81,6 +82,8 @@ from .paging import DEFAULT_PER_PAGE, Page, validate_paging
 from .quotas import StateQuotas
 from .records import RecordBuilder
 from .registry import DEFAULT, DEFAULT_MAX_STATES, StateTypeSpec, TypeRegistry, UseDefault
+from .restore import RecordRestorer, RestoreResult, check_archived
+from .restore import check_mode as check_restore_mode
 from .search import COUNT_FIELDS, StateSearch
 from .timers import Timers, define_timer_table
 from .validation import STRUCTURE_FIELDS, ValidatorRegistry
@@ -433,6 +436,9 @@ class StateManager:
         state_id: str,
         transition_type: StateTransition | str | None,
         duration_ms: float,
+        *,
+        tier: StateCategory | str | None = None,
+        report_slow: bool = True,
     ) -> None:
         """Log one operation and add it to :meth:`get_performance_metrics`.
 
@@ -441,6 +447,12 @@ class StateManager:
         with ``operation``, ``state_id``, ``transition_type`` (the transition's name),
         ``duration_ms`` and ``correlation_id`` as attributes of the ``LogRecord``, so
         structured (JSON) formatters pick them up.
+
+        An operation slower than the store's slow-operation threshold
+        (``TIERED_STATE_SLOW_OPERATION_MS``) is also logged at WARNING on the
+        ``flask_tiered_state.slow`` logger, with ``tier`` (the state's home tier), and
+        counted (see :mod:`flask_tiered_state.observability.slow`), unless
+        ``report_slow`` is False (the other states of a batch, reported once).
         """
         level = self.operation_log_level
         if level is not None and operations_logger.isEnabledFor(level):
@@ -461,6 +473,15 @@ class StateManager:
                 },
             )
         self._ops.record(operation, duration_ms)
+        slow = getattr(self.store, "slow_operations", None)
+        if report_slow and slow is not None and duration_ms >= slow.threshold_ms:
+            slow.report(
+                "manager",
+                operation,
+                duration_ms / 1000.0,
+                tier=getattr(tier, "value", tier),
+                state_id=state_id,
+            )
 
     def _committed(
         self, write: Write, actor: str | None, reason: str | None, started: float
@@ -485,11 +506,16 @@ class StateManager:
                     event_id=write.event_id,
                 )
             )
+        # The states of one batch share ``started``: a slow batch is reported once.
+        first = getattr(self, "_slow_started", None) is not started
+        self._slow_started = started
         self.log_state_operation(
             write.transition.value,
             new["state_id"],
             write.transition,
             (time.perf_counter() - started) * 1000.0,
+            tier=write.spec.home_tier,
+            report_slow=first,
         )
 
     @staticmethod
@@ -606,7 +632,12 @@ class StateManager:
     # -- reads: by id, by ids, searches, patterns, counts ----------------------
     @within_budget
     def get_state(
-        self, state_id: str, *, include_deleted: bool = False, auto_promote: bool = True
+        self,
+        state_id: str,
+        *,
+        include_deleted: bool = False,
+        auto_promote: bool = True,
+        as_of: datetime | None = None,
     ) -> dict[str, Any] | None:
         """The record of ``state_id``, or None (also for a deleted state, unless
         ``include_deleted``). The dict is the caller's own copy.
@@ -614,9 +645,15 @@ class StateManager:
         :param auto_promote: False: this read neither counts towards nor triggers the
             automatic promotion of the record to HOT (a report or a scan reading many
             states once).
+        :param as_of: a timezone-aware datetime: the record as it was then -- the version
+            last committed at or before it, read from the history (rows archived to COLD
+            by ``flask state gc`` included); None if the state did not exist yet. Also
+            checks the action ``states.history``.
         """
         self.authorize("states.read")
         validate_state_id(state_id)
+        if as_of is not None:
+            return self._state_as_of(state_id, as_of, include_deleted)
         record: dict[str, Any] | None = self.store.get(
             KEY_PREFIX + state_id, auto_promote=auto_promote
         )
@@ -728,10 +765,47 @@ class StateManager:
         return counts
 
     # -- history: queries, recent activity, diffs ------------------------------
-    def get_state_history(self, state_id: str) -> list[dict[str, Any]]:
-        """Every history row of ``state_id``, oldest version first ([] for unknown ids)."""
+    def get_state_history(
+        self, state_id: str, *, include_archived: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every history row of ``state_id``, oldest version first ([] for unknown ids).
+
+        :param include_archived: also the rows ``flask state gc`` archived to the COLD tier
+            (see :mod:`flask_tiered_state.ops.retention`), in their place, each marked
+            ``"archived": True``; without it only the rows still in the history table.
+        """
         self.authorize("states.history")
-        return self.cipher.open_history(self.history.for_state(validate_state_id(state_id)))
+        rows = self.history.for_state(validate_state_id(state_id))
+        if include_archived is not False:
+            if include_archived is not True:
+                raise InvalidRequestError(
+                    f"include_archived must be True or False, not {include_archived!r}.",
+                    details={"include_archived": repr(include_archived)},
+                )
+            rows = self._archive().merged(state_id, rows)
+        return self.cipher.open_history(rows)
+
+    def _archive(self) -> HistoryArchive:
+        """The history rows archived to COLD (read directly, never cached)."""
+        return HistoryArchive(self.store.get_repositories().cold)
+
+    def _state_as_of(
+        self, state_id: str, as_of: datetime, include_deleted: bool
+    ) -> dict[str, Any] | None:
+        self.authorize("states.history")
+        if not isinstance(as_of, datetime) or as_of.tzinfo is None:
+            raise InvalidRequestError(
+                f"as_of must be a timezone-aware datetime (e.g. datetime(2026, 1, 31, "
+                f"tzinfo=timezone.utc)), not {as_of!r}."[:300],
+                details={"as_of": repr(as_of)[:200]},
+            )
+        row = self._archive().row_as_of(self.history, state_id, as_of)
+        if row is None:
+            return None
+        record: dict[str, Any] = row["new_record"]
+        if record["status"] == _DELETED and not include_deleted:
+            return None
+        return self.cipher.open(record)
 
     def get_history_page(
         self,
@@ -1053,6 +1127,40 @@ class StateManager:
         parameters = {"state_id": state_id, "actor": actor, "reason": reason}
         return self._idempotent(idempotency_key, "erase_state", parameters, run, _first_record)
 
+    def restore_records(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        mode: str = "missing",
+        actor: str | None = None,
+        reason: str | None = None,
+        dry_run: bool = False,
+    ) -> RestoreResult:
+        """Write archived records (stored forms, as a backup holds them) back, each as a
+        mutation of its own (transition ``restore``: history row, seal, events), in one
+        transaction; what :class:`~flask_tiered_state.ops.backup.BackupManager` restores
+        with. See :mod:`.restore` for the modes, the outcomes and the versions.
+
+        :param records: at most 5,000 stored-form records, one per state.
+        :param mode: ``missing``, ``overwrite-older`` or ``replace``.
+        :param dry_run: only say what would be done.
+        :raises InvalidRequestError: an unknown mode, or a malformed record.
+        """
+        started = time.perf_counter()
+        actor = self.authorize("backups.restore", actor=actor)
+        check_actor_reason(actor, reason)
+        check_restore_mode(mode)
+        if type(dry_run) is not bool:
+            raise InvalidRequestError(f"dry_run must be True or False, not {dry_run!r}.")
+        archived = check_archived(records)
+        restorer = RecordRestorer(
+            self.store, self._writer, self.history, self.types, self.cipher, self.data_keys
+        )
+        result = restorer.restore(archived, mode=mode, actor=actor, reason=reason, dry_run=dry_run)
+        for write in result.committed:
+            self._committed(write, actor, reason, started)
+        return result
+
     def _idempotent(
         self,
         idempotency_key: str | None,
@@ -1152,6 +1260,11 @@ class StateManager:
     def _records_at(self, state_id: str, versions: Sequence[int]) -> dict[int, dict[str, Any]]:
         """The recorded records of ``versions`` of a state, opened."""
         found = self.history.records_at(state_id, versions)
+        if len(found) < len(set(versions)):  # older versions may be archived in COLD
+            missing = [v for v in versions if v not in found]
+            found.update(
+                self._archive().records_at(state_id, missing, self.history.versions(state_id))
+            )
         return dict(zip(found, self.cipher.open_many(list(found.values())), strict=True))
 
     # -- batches: upserts, one transition for many states, deletes --------------

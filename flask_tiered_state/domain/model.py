@@ -84,6 +84,9 @@ class StateTransition(str, enum.Enum):
     ``ROLLBACK`` is recorded by ``rollback_state`` only; it is not a lifecycle entry
     (a rollback is allowed where the lifecycle allows the status change it implies).
     ``ERASE`` is recorded by ``erase_state`` only, from any status, to ``deleted``.
+    ``RESTORE`` is recorded by a restore from a backup only
+    (:meth:`~flask_tiered_state.domain.manager.StateManager.restore_records`), from any
+    status (or none) to the archived record's.
     """
 
     CREATE = "create"
@@ -95,6 +98,7 @@ class StateTransition(str, enum.Enum):
     DELETE = "delete"
     ROLLBACK = "rollback"
     ERASE = "erase"
+    RESTORE = "restore"
 
     def __str__(self) -> str:
         return self.value

@@ -231,7 +231,9 @@ class RecordWriter:
 
     def _seal(self, writes: Sequence[Write]) -> list[dict[str, Any]]:
         """Set each write's stored form (one data key lookup for the batch); the data key
-        rows of new states, to insert in the transaction (see :mod:`.data_keys`)."""
+        rows of new states, to insert in the transaction (see :mod:`.data_keys`). A write
+        that brings its stored form already (a restore from a backup) keeps it."""
+        writes = [w for w in writes if w.stored_new is None]
         if not any(self.types.encrypted_paths(w.spec.name) for w in writes):
             return []
         new_ids = {w.new["state_id"] for w in writes if w.transition is StateTransition.CREATE}

@@ -136,6 +136,22 @@ class SimpleMetricsCollector:
         # (outcome, event name) -> count; the outbox's lag in seconds
         self._events: dict[tuple[str, str], int] = {}
         self._lag = 0.0
+        # (layer, tier, operation) -> slow operations (see observability.slow)
+        self._slow: dict[tuple[str, str, str], int] = {}
+
+    def observe_slow(self, layer: str, tier: str, operation: str) -> None:
+        """Count an operation slower than the threshold (see :mod:`.slow`)."""
+        with self._lock:
+            key = (layer, tier, operation)
+            self._slow[key] = self._slow.get(key, 0) + 1
+
+    def slow_operations(self) -> dict[str, dict[str, dict[str, int]]]:
+        """``{layer: {tier: {operation: count}}}`` of the slow operations so far."""
+        with self._lock:
+            out: dict[str, dict[str, dict[str, int]]] = {}
+            for (layer, tier, operation), count in sorted(self._slow.items()):
+                out.setdefault(layer, {}).setdefault(tier, {})[operation] = count
+            return out
 
     def observe_event(self, outcome: str, event: str) -> None:
         """Count a delivery of the outbox: ``delivered``, ``failed`` or ``dead``."""
@@ -297,6 +313,20 @@ class PrometheusMetricsCollector:
                 registry=self.registry,
             ),
         )
+        self._slow = self._family(
+            "state_slow_operations_total",
+            lambda: prom.Counter(
+                "state_slow_operations_total",
+                "Operations slower than TIERED_STATE_SLOW_OPERATION_MS, by layer (manager: "
+                "a committed change; tier: a repository call), tier and operation.",
+                ["layer", "tier", "operation"],
+                registry=self.registry,
+            ),
+        )
+
+    def observe_slow(self, layer: str, tier: str, operation: str) -> None:
+        """Count an operation slower than the threshold (see :mod:`.slow`)."""
+        self._slow.labels(layer=layer, tier=tier, operation=operation).inc()
 
     def observe_event(self, outcome: str, event: str) -> None:
         """Count a delivery of the outbox: ``delivered``, ``failed`` or ``dead``."""

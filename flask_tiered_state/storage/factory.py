@@ -84,6 +84,7 @@ def build_store(
     invalidation: bool = True,
     call_timeout: float | None = 10.0,
     drop_replay_interval: float | None = 1.0,
+    slow_operation_ms: float | None = None,
 ) -> TieredStore:
     """A :class:`TieredStore` over the tiers' backends (see the module docstring).
 
@@ -116,6 +117,9 @@ def build_store(
     :param call_timeout: the time budget of each store call (see
         :class:`~flask_tiered_state.storage.store.TieredStore`).
     :param drop_replay_interval: see :class:`~flask_tiered_state.storage.store.TieredStore`.
+    :param slow_operation_ms: log at WARNING and count every repository call (and every
+        change of a manager on the store) slower than this many milliseconds (see
+        :mod:`~flask_tiered_state.observability.slow`); None: off.
     :raises ConfigurationError: a setting is invalid or a backend's package is missing.
     """
     policy = TierPromotionPolicy(
@@ -143,6 +147,11 @@ def build_store(
         unsynced_max_age_seconds=cache_unsynced_seconds,
     )
     collector = build_metrics(metrics)
+    slow = None
+    if slow_operation_ms is not None:
+        from ..observability.slow import SlowOperationLog
+
+        slow = SlowOperationLog(slow_operation_ms, collector=collector)
     local = None if local_dir is None else Path(local_dir)
     tiers = {
         StateCategory.HOT: (hot_url, hot_options),
@@ -177,6 +186,7 @@ def build_store(
             invalidation=invalidation,
             call_timeout=call_timeout,
             drop_replay_interval=drop_replay_interval,
+            slow_operations=slow,
         )
     except BaseException:
         for repository in built:

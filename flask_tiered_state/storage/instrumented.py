@@ -1,9 +1,11 @@
-"""Repository and unit-of-work wrappers that report every call to a metrics collector.
+"""Repository and unit-of-work wrappers that report every call to a metrics collector,
+and the calls slower than a threshold to a slow-operation log.
 
 The store wraps its repositories (and the units of work of its transactions) in them
-only when it is given a collector, so an uninstrumented store pays nothing. Every
-other attribute (``unit_of_work``, ``engine``, ``document_expression``,
-``connection``, ...) passes through to the wrapped object.
+only when it is given a collector or a slow-operation log
+(:class:`~flask_tiered_state.observability.slow.SlowOperationLog`), so an
+uninstrumented store pays nothing. Every other attribute (``unit_of_work``, ``engine``,
+``document_expression``, ``connection``, ...) passes through to the wrapped object.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .base import (
 
 if TYPE_CHECKING:
     from ..observability.metrics import MetricsCollector
+    from ..observability.slow import SlowOperationLog
 
 __all__ = ["InstrumentedRepository", "InstrumentedUnitOfWork"]
 
@@ -50,9 +53,16 @@ _NOT_TIER_ERRORS = (
 class _Timed:
     _tier: str
     _backend: str | None
-    collector: MetricsCollector
+    collector: MetricsCollector | None
+    slow: SlowOperationLog | None
 
-    def _run(self, operation: str, call: Callable[[], T], batch_size: int | None = None) -> T:
+    def _run(
+        self,
+        operation: str,
+        call: Callable[[], T],
+        batch_size: int | None = None,
+        key: str | None = None,
+    ) -> T:
         start = perf_counter()
         error = False
         try:
@@ -61,14 +71,27 @@ class _Timed:
             error = not isinstance(exc, _NOT_TIER_ERRORS)
             raise
         finally:
-            self.collector.observe(
-                self._tier,
-                operation,
-                perf_counter() - start,
-                error=error,
-                batch_size=batch_size,
-                backend=self._backend,
-            )
+            seconds = perf_counter() - start
+            if self.collector is not None:
+                self.collector.observe(
+                    self._tier,
+                    operation,
+                    seconds,
+                    error=error,
+                    batch_size=batch_size,
+                    backend=self._backend,
+                )
+            slow = self.slow
+            if slow is not None and seconds >= slow.threshold_seconds:
+                slow.report(
+                    "tier",
+                    operation,
+                    seconds,
+                    tier=self._tier,
+                    backend=self._backend,
+                    state_id=key,
+                    batch_size=batch_size,
+                )
 
 
 class InstrumentedRepository(_Timed):
@@ -82,11 +105,20 @@ class InstrumentedRepository(_Timed):
     :param inner: the repository to wrap.
     :param collector: receives ``observe(tier, operation, seconds, error=, batch_size=,
         backend=)``; its ``add_repository(tier, backend)``, if it has one, is called here.
+        None: no metrics.
+    :param slow: reports the calls slower than its threshold (the key of a call on one
+        key as its ``state_id``); None: none.
     """
 
-    def __init__(self, inner: StateRepository, collector: MetricsCollector) -> None:
+    def __init__(
+        self,
+        inner: StateRepository,
+        collector: MetricsCollector | None,
+        slow: SlowOperationLog | None = None,
+    ) -> None:
         self.inner = inner
         self.collector = collector
+        self.slow = slow
         self.backend = inner.backend
         self.category = inner.category
         self._tier = inner.category.value
@@ -111,7 +143,7 @@ class InstrumentedRepository(_Timed):
         return f"InstrumentedRepository({self.inner!r})"
 
     def fetch(self, key: str) -> StoredValue | None:
-        return self._run("fetch", lambda: self.inner.fetch(key))
+        return self._run("fetch", lambda: self.inner.fetch(key), key=key)
 
     def fetch_many(self, keys: Sequence[str]) -> dict[str, StoredValue]:
         return self._run("fetch_many", lambda: self.inner.fetch_many(keys), len(keys))
@@ -134,13 +166,14 @@ class InstrumentedRepository(_Timed):
                 ttl_seconds=ttl_seconds,
                 expected_version=expected_version,
             ),
+            key=key,
         )
 
     def store_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
         return self._run("store_many", lambda: self.inner.store_many(items), len(items))
 
     def delete(self, key: str) -> bool:
-        return self._run("delete", lambda: self.inner.delete(key))
+        return self._run("delete", lambda: self.inner.delete(key), key=key)
 
     def delete_many(self, keys: Sequence[str]) -> int:
         return self._run("delete_many", lambda: self.inner.delete_many(keys), len(keys))
@@ -182,16 +215,23 @@ class InstrumentedUnitOfWork(_Timed):
     bypass the instrumented repository, and reports them like repository calls.
 
     :param inner: the unit of work.
-    :param collector: the store's collector.
+    :param collector: the store's collector (None: no metrics).
     :param tier: the tier the unit of work writes to (``"warm"``).
     :param backend: the backend it writes to; by default its repository's.
+    :param slow: the store's slow-operation log (None: none).
     """
 
     def __init__(
-        self, inner: Any, collector: MetricsCollector, tier: str, backend: str | None = None
+        self,
+        inner: Any,
+        collector: MetricsCollector | None,
+        tier: str,
+        backend: str | None = None,
+        slow: SlowOperationLog | None = None,
     ) -> None:
         self.inner = inner
         self.collector = collector
+        self.slow = slow
         self._tier = tier
         if backend is None:
             backend = getattr(getattr(inner, "repository", None), "backend", None)
@@ -202,11 +242,13 @@ class InstrumentedUnitOfWork(_Timed):
         return getattr(self.inner, name)
 
     def fetch(self, key: str) -> StoredValue | None:
-        result: StoredValue | None = self._run("fetch", lambda: self.inner.fetch(key))
+        result: StoredValue | None = self._run("fetch", lambda: self.inner.fetch(key), key=key)
         return result
 
     def store(self, key: str, value: str, **options: Any) -> StateMetadata:
-        result: StateMetadata = self._run("store", lambda: self.inner.store(key, value, **options))
+        result: StateMetadata = self._run(
+            "store", lambda: self.inner.store(key, value, **options), key=key
+        )
         return result
 
     def store_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
@@ -216,7 +258,7 @@ class InstrumentedUnitOfWork(_Timed):
         return result
 
     def delete(self, key: str) -> bool:
-        return bool(self._run("delete", lambda: self.inner.delete(key)))
+        return bool(self._run("delete", lambda: self.inner.delete(key), key=key))
 
     def delete_stale(self, fences: Mapping[str, StaleCopy]) -> int:
         return int(self._run("delete", lambda: self.inner.delete_stale(fences)))

@@ -39,6 +39,7 @@ from .transaction import Resolve, StoreTransaction, open_transaction
 
 if TYPE_CHECKING:
     from ..observability.metrics import MetricsCollector
+    from ..observability.slow import SlowOperationLog
     from .invalidation import CacheInvalidation  # imports redis-py, an extra
 
 __all__ = ["TieredStore"]
@@ -65,6 +66,9 @@ class TieredStore:
     :param drop_replay_interval: with a Redis HOT tier, how often (seconds) the journal
         of drops that other processes could not do is replayed (see
         :mod:`.sql.journal`); None: only at start and when HOT recovers.
+    :param slow_operations: logs and counts the repository calls slower than its
+        threshold (see :mod:`~flask_tiered_state.observability.slow`); the manager
+        reports its slow changes to it too. None: none.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class TieredStore:
         invalidation: bool = True,
         call_timeout: float | None = 10.0,
         drop_replay_interval: float | None = 1.0,
+        slow_operations: SlowOperationLog | None = None,
     ) -> None:
         if not isinstance(repositories, StateRepositories):
             raise ConfigurationError(
@@ -108,9 +113,13 @@ class TieredStore:
         self.call_timeout = seconds_option("call_timeout", call_timeout)
         seconds_option("drop_replay_interval", drop_replay_interval)
         self.metrics_collector = metrics
+        #: Logs and counts the slow repository calls and changes (None: none).
+        self.slow_operations = slow_operations
         used = repositories
-        if metrics is not None:
-            used = StateRepositories(*(InstrumentedRepository(r, metrics) for r in repositories))
+        if metrics is not None or slow_operations is not None:
+            used = StateRepositories(
+                *(InstrumentedRepository(r, metrics, slow_operations) for r in repositories)
+            )
         self.coordinator = StateRepositoryCoordinator(
             used,
             self.cache,

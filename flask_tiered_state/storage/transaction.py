@@ -395,10 +395,16 @@ def write_with_row(
         failed = not isinstance(exc, _NOT_TIER_ERRORS)
         raise
     finally:
+        seconds = perf_counter() - started
         if collector is not None:
             collector.observe(
-                WARM.value, "store", perf_counter() - started, error=failed,
-                backend=store.warm.backend,
+                WARM.value, "store", seconds, error=failed, backend=store.warm.backend,
+            )  # fmt: skip
+        slow = store.slow_operations
+        if slow is not None and seconds >= slow.threshold_seconds:
+            slow.report(
+                "tier", "store", seconds, tier=WARM.value, backend=store.warm.backend,
+                state_id=key,
             )  # fmt: skip
     if metadata is None:
         return None
@@ -437,8 +443,10 @@ def _run_transaction(
     committing = False
     try:
         with unit_of_work() as work:
-            if collector is not None:
-                work = InstrumentedUnitOfWork(work, collector, WARM.value)
+            if collector is not None or store.slow_operations is not None:
+                work = InstrumentedUnitOfWork(
+                    work, collector, WARM.value, slow=store.slow_operations
+                )
             transaction = StoreTransaction(store, work)
             yield transaction
             transaction._before_commit()

@@ -125,6 +125,41 @@ def test_quick_encryption_gives_an_info_ratio_per_operation(
         client.close()
 
 
+def test_a_floor_alone_is_an_at_least_target() -> None:
+    fast = Row("direct", 1.5, 0.01, floor=100.0)
+    assert (fast.target_text, fast.verdict) == (">= 100x", "PASS")
+    assert Row("direct", 0.5, 0.01, floor=100.0).verdict == "FAIL"
+
+
+def test_quick_ops_times_every_operation_and_prints_the_documents_table(
+    redis_url: str, postgres_url: str
+) -> None:
+    with BenchEnv(redis_url=redis_url) as env:
+        rows = run(_by_name("ops"), QUICK, env, log=io.StringIO())
+        pattern = f"bench:{env.run_id}:*"
+        notes = list(env.notes)
+    assert [r.status for r in rows] == [None] * len(rows), [r.note for r in rows]
+    names = [r.benchmark for r in rows]
+    assert "ops 100 keys: per-key manager path vs backup (direct)" in names
+    assert "ops 400 keys: batch_get_state vs backup (direct)" in names
+    for operation in ("backup", "checkpoint", "restore", "recovery"):
+        assert f"ops per-key cost of {operation}: 400 keys vs 100" in names
+    assert names[-1].startswith("ops peak memory of a 400-key backup vs one archive chunk")
+    for row in rows:
+        assert row.ratio is not None and math.isfinite(row.ratio) and row.ratio > 0
+        assert row.verdict == "info"  # quick sizes judge nothing
+    (note,) = [n for n in notes if n.startswith("ops: ")]
+    assert "| 1,000 | 9.33 s | 6.79 ms |" in note  # the design document's figures
+    assert "| 400 | " in note and "MB" in note
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert list(client.scan_iter(match=pattern, count=1000)) == []
+    finally:
+        client.close()
+
+
 def test_command_line_prints_one_table(tmp_path: Path) -> None:
     out = io.StringIO()
     target = tmp_path / "table.md"

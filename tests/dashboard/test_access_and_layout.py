@@ -25,6 +25,7 @@ PAGES = (
     "/dash/events",
     "/dash/tiers",
     "/dash/health",
+    "/dash/backups",
     "/dash/lookup?state_id=user-01",
 )
 

@@ -6,6 +6,7 @@ Screenshots are saved in ``test-artifacts/`` for a human to look at.
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +19,8 @@ from flask import Flask
 from flask_tiered_state.domain.dispatcher import EventDispatcher
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import get_app_state
+from flask_tiered_state.ops.backup import BackupManager
+from flask_tiered_state.ops.capture import StateCapture
 
 from .conftest import LiveServer, build_app, populate
 
@@ -32,6 +35,7 @@ PAGES = {
     "events": "/dash/events",
     "tiers": "/dash/tiers",
     "health": "/dash/health",
+    "backups": "/dash/backups",
     "not-found": "/dash/states/nobody",
 }
 
@@ -76,13 +80,17 @@ def watched(browser: Any) -> Iterator[Watched]:
 def test_every_page_loads_without_console_errors(
     live: tuple[LiveServer, Flask], watched: Watched, artifacts: Path
 ) -> None:
-    server, _ = live
+    server, app = live
+    state = get_app_state(app)
+    where = os.path.join(state.instance_path, "backups")  # no TIERED_STATE_BACKUP_URL
+    BackupManager(manager=state.manager, destination=where).create_backup(include_history=True)
+    StateCapture.for_manager(state.manager, where).capture_full_state(label="browser test")
     page = watched.page
     for name, path in PAGES.items():
         response = page.goto(server.url + path)
         assert response is not None
         assert response.status == (404 if name == "not-found" else 200), name
-        assert page.locator("header.top nav a").count() == 5
+        assert page.locator("header.top nav a").count() == 6
         # The stylesheet applied (no CSP or loading problem): the header is dark.
         background = page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor")
         assert background == "rgb(15, 31, 51)", name

@@ -151,6 +151,11 @@ CASES: dict[str, Case] = {
     "get_storage_stats": Case(lambda m, s: m.get_storage_stats(), ("stats",)),
     "get_performance_metrics": Case(lambda m, s: m.get_performance_metrics(), ("stats",)),
     "get_health_status": Case(lambda m, s: m.get_health_status(), ("health",)),
+    "restore_records": Case(
+        lambda m, s: m.restore_records([{**m.store.get("state:" + s), "data": {"plan": "x"}}],
+                                       mode="replace"),
+        ("backups.restore",), writes=True,
+    ),
 }  # fmt: skip
 
 
@@ -187,7 +192,21 @@ def test_every_public_call_is_checked_or_known_not_to_be() -> None:
 def test_every_checked_action_is_known() -> None:
     needed = {action for case in CASES.values() for action in case.actions}
     assert needed <= set(KNOWN_ACTIONS)
-    cli_only = {"events.dispatch", "tables.upgrade", "audit.verify", "audit.seal", "keys.rotate"}
+    cli_only = {
+        "events.dispatch",
+        "tables.upgrade",
+        "audit.verify",
+        "audit.seal",
+        "keys.rotate",
+        "backups.create",
+        "backups.list",
+        "backups.verify",
+        "gc",
+        "checkpoints.create",
+        "checkpoints.list",
+        "checkpoints.verify",
+        "recovery.run",
+    }
     assert set(NON_HTTP_ACTIONS) - needed == cli_only
 
 

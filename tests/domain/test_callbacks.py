@@ -46,6 +46,7 @@ def test_event_names() -> None:
         "user_deleted",
         "user_rolled_back",
         "user_erased",
+        "user_restored",
     ]
     assert set(PAST_TENSE) == set(T)
     assert parse_event_name("credit_card_rolled_back", TYPES) == ("credit_card", T.ROLLBACK)

@@ -44,7 +44,7 @@ ROLES: dict[str, list[str]] = {
     "agent": ["states.read", "states.transition.suspend", "states.transition.resume",
               "dashboard.states"],
     "auditor": ["states.history", "states.diff", "openapi", "health", "dashboard.events",
-                "dashboard.tiers", "dashboard.health"],
+                "dashboard.tiers", "dashboard.health", "dashboard.backups"],
     "editor": ["states.register", "states.transition.*", "states.rollback",
                "dashboard.events.retry", "dashboard.timers.cancel"],
     "ops": ["*"],
@@ -145,6 +145,7 @@ CASES: dict[str, Case] = {
     "dashboard.events": Case(get("/dash/events")),
     "dashboard.tiers": Case(get("/dash/tiers")),
     "dashboard.health": Case(get("/dash/health")),
+    "dashboard.backups": Case(get("/dash/backups")),
     "dashboard.events.retry": Case(dashboard_post("/dash/events/retry", {"all_dead": "1"}), 303),
     "dashboard.timers.cancel": Case(
         dashboard_post("/dash/states/{}/cancel", {}), 303, prepare=with_timer

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,6 +53,7 @@ from .journal import DropJournal, define_journal_table
 from .rows import prepare_row, prepare_rows, row_metadata, verified
 from .schema import DriverSQL, Statements, build_table, validate_table_name, with_row_insert
 from .search import DocumentSearcher
+from .snapshot import SQLSnapshot, open_snapshot
 
 __all__ = ["SQLStateRepository", "SQLUnitOfWork"]
 
@@ -229,6 +230,13 @@ class SQLStateRepository:
             work = SQLUnitOfWork(self, connection)
             yield work
         work._committed()
+
+    def snapshot(self, *, chunk_timeout: float = 60.0) -> AbstractContextManager[SQLSnapshot]:
+        """A consistent read-only view of the table for the block: every read of the
+        :class:`~.snapshot.SQLSnapshot` sees the same instant (``REPEATABLE READ`` on
+        PostgreSQL, one read transaction on SQLite), while writers go on. For
+        checkpoints (:mod:`flask_tiered_state.ops.capture`)."""
+        return open_snapshot(self, chunk_timeout=chunk_timeout)
 
     # -- reads -----------------------------------------------------------------
 
