@@ -177,11 +177,14 @@ class BatchWriter:
                 read: dict[str, tuple[dict[str, Any], int]] = {}
                 for state_id, key in zip(chunk, keys, strict=True):
                     entry = found.get(key)
-                    if entry is None:
-                        raise StateNotFoundError(state_id)
-                    read[state_id] = (loads(entry.value), entry.metadata.version)
+                    if entry is not None:
+                        read[state_id] = (loads(entry.value), entry.metadata.version)
+                current = self.writer.currents(read)
                 writes: list[Write] = []
-                for state_id, (record, stored, version) in self.writer.currents(read).items():
+                for state_id in chunk:  # refusals name the first refused id, in order
+                    if state_id not in current:
+                        raise StateNotFoundError(state_id)
+                    record, stored, version = current[state_id]
                     spec = self.writer.types.get(record["type"])
                     new = self.records.changed_record(
                         record, spec, transition, items[state_id], merge=merge

@@ -258,3 +258,16 @@ def test_update_of_a_cached_record_reads_no_tier(
         manager.update_state("u1", {"data": {"n": n}})
     assert (_calls(collector, "fetch"), _calls(collector, "fetch_many")) == reads
     assert manager.get_state("u1")["version"] == 4  # type: ignore[index]
+
+
+def test_a_chunk_is_refused_at_its_first_refused_item_in_order(manager: StateManager) -> None:
+    """A deleted state before a missing one: the refusal names the deleted one (a
+    regression: the missing id was named first, found by the state machine test)."""
+    manager.register_state("s", "user", {"data": {}})
+    manager.delete_state("s")
+    with pytest.raises(InvalidTransitionError) as refused:
+        manager.batch_update_state({"s": None, "a": None}, "activate", chunk_size=2)
+    assert refused.value.details["state_id"] == "s"
+    with pytest.raises(StateNotFoundError) as missing:
+        manager.batch_update_state({"a": None, "s": None}, "activate", chunk_size=2)
+    assert missing.value.details["state_id"] == "a"
