@@ -55,7 +55,6 @@ from ..errors import (
     ArchiveNotFoundError,
     ConfigurationError,
     EncryptionKeyError,
-    IntegrityError,
     InvalidRequestError,
 )
 from ..json_codec import loads
@@ -66,6 +65,7 @@ from ..storage.base import (
     StateRepository,
     StoredValue,
     WriteRequest,
+    fetch_readable,
 )
 from ..storage.keys import glob_to_regex, validate_pattern
 from .archive import (
@@ -796,20 +796,9 @@ class _RecordScan:
 
     def _fetch(self, category: StateCategory, keys: Sequence[str]) -> dict[str, StoredValue]:
         repository = self.owner.repositories.by_category(category)
-        try:
-            return dict(repository.fetch_many(keys))
-        except IntegrityError:
-            pass
-        found: dict[str, StoredValue] = {}
-        for key in keys:  # one corrupt copy: find it, keep the others
-            try:
-                hit = repository.fetch(key)
-            except IntegrityError:
-                self.corrupt.append(f"{category.value}:{key}")
-                continue
-            if hit is not None:
-                found[key] = hit
-        return found
+        return fetch_readable(
+            repository, keys, lambda key: self.corrupt.append(f"{category.value}:{key}")
+        )
 
     def _chunk(self, chunk: Sequence[tuple[str, int]]) -> Iterator[dict[str, Any]]:
         copies: dict[str, list[tuple[StateCategory, StoredValue]]] = {}

@@ -77,7 +77,6 @@ from ..errors import (
     ArchiveCorruptError,
     ConcurrencyError,
     ConfigurationError,
-    IntegrityError,
     InvalidRequestError,
     InvalidStateTypeError,
 )
@@ -88,6 +87,7 @@ from ..storage.base import (
     StateRepository,
     StoredValue,
     checksum_of,
+    fetch_readable,
 )
 from ..storage.keys import validate_pattern
 from .archive import (
@@ -314,22 +314,10 @@ class StateCapture:
     def _fetch(
         self, repository: StateRepository, keys: Sequence[str], counts: _Counts
     ) -> dict[str, StoredValue]:
-        """``fetch_many`` of ``keys``; a chunk holding a corrupt copy is read again key by
-        key, and the corrupt ones are counted and left out."""
-        try:
-            return repository.fetch_many(keys)
-        except IntegrityError:
-            pass
-        found: dict[str, StoredValue] = {}
-        for key in keys:
-            try:
-                stored = repository.fetch(key)
-            except IntegrityError:
-                counts.corrupt_copy(key, repository.category)
-                continue
-            if stored is not None:
-                found[key] = stored
-        return found
+        """``fetch_many`` of ``keys``; corrupt copies are counted and left out."""
+        return fetch_readable(
+            repository, keys, lambda key: counts.corrupt_copy(key, repository.category)
+        )
 
     def _hot_items(
         self, pattern: str, counts: _Counts, cut: dict[str, Any], progress: Progress | None

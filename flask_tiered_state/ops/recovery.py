@@ -47,13 +47,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError, IntegrityError, InvalidRequestError, TieredStateError
+from ..errors import ConfigurationError, InvalidRequestError, TieredStateError
 from ..storage.base import (
     StateCategory,
     StateRepositories,
     StateRepository,
     StoredValue,
     WriteRequest,
+    fetch_readable,
 )
 from ..storage.keys import validate_pattern
 
@@ -263,20 +264,11 @@ class RecoveryHandler:
     ) -> dict[str, StoredValue]:
         if not keys:
             return {}
-        try:
-            return repository.fetch_many(keys)
-        except IntegrityError:
-            pass
-        found: dict[str, StoredValue] = {}
-        for key in keys:
-            try:
-                stored = repository.fetch(key)
-            except IntegrityError:
-                report.corrupt.append({"key": key, "tier": repository.category.value})
-                continue
-            if stored is not None:
-                found[key] = stored
-        return found
+        return fetch_readable(
+            repository,
+            keys,
+            lambda key: report.corrupt.append({"key": key, "tier": repository.category.value}),
+        )
 
     def _recover_chunk(
         self, keys: list[str], present: dict[StateCategory, set[str]], report: RecoveryReport

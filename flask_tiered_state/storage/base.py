@@ -40,6 +40,7 @@ __all__ = [
     "WriteRequest",
     "check_options",
     "checksum_of",
+    "fetch_readable",
     "make_metadata",
 ]
 
@@ -397,3 +398,26 @@ def check_options(
             f"{', '.join(map(repr, unknown))}; its options are {', '.join(sorted(taken))}."
         )
     return dict(options)
+
+
+def fetch_readable(
+    repository: StateRepository, keys: Sequence[str], on_corrupt: Callable[[str], None]
+) -> dict[str, StoredValue]:
+    """``repository.fetch_many(keys)``, but a chunk holding a copy that fails its checksum
+    is read again key by key: ``on_corrupt(key)`` for each such copy, the others kept."""
+    from ..errors import IntegrityError
+
+    try:
+        return dict(repository.fetch_many(keys))
+    except IntegrityError:
+        pass
+    found: dict[str, StoredValue] = {}
+    for key in keys:
+        try:
+            stored = repository.fetch(key)
+        except IntegrityError:
+            on_corrupt(key)
+            continue
+        if stored is not None:
+            found[key] = stored
+    return found
