@@ -252,8 +252,33 @@ def dispatcher_worker(
     engine.dispose()
 
 
+class KillSafeEvent:
+    """An event shared with processes the test SIGKILLs: a flag in shared memory that
+    waiters poll. ``multiprocessing.Event`` cannot be: a process killed inside
+    ``Event.wait`` stays counted as a sleeper of its condition, and the next ``set()``
+    waits for it to wake, for ever (CPython's ``multiprocessing.Condition.notify``)."""
+
+    def __init__(self) -> None:
+        self._flag = CONTEXT.RawValue("b", 0)  # no lock: a killed holder would keep it
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._flag.value:
+            left = 0.01 if deadline is None else min(0.01, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            time.sleep(left)
+        return True
+
+
 def new_event() -> Any:
-    return CONTEXT.Event()
+    return KillSafeEvent()
 
 
 def new_counter() -> Any:
