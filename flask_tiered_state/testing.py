@@ -211,8 +211,18 @@ class RepositoryContract:
         try:
             expected = {k for k in full if glob_to_regex(namespace + pattern).fullmatch(k)}
             assert set(repository.keys(namespace + pattern)) == expected
+            assert set(repository.scan_keys(namespace + pattern)) == expected
         finally:
             repository.delete_many(full)
+
+    def test_scan_keys_streams_what_keys_lists(self, repository: StateRepository) -> None:
+        keys = [f"scan:{i:02d}" for i in range(40)] + ["user:1", "user:12", "user_x", "a.b"]
+        repository.store_many([WriteRequest(k, "1") for k in keys])
+        for pattern in ["*", "scan:*", "scan:1?", "user:?", "user_*", "a.b", "USER:*"]:
+            streamed = repository.scan_keys(pattern)
+            assert iter(streamed) is streamed, "scan_keys returns an iterator"
+            assert set(streamed) == set(repository.keys(pattern)), pattern
+        assert set(repository.scan_keys()) == set(keys)
 
     def test_patterns_with_many_stars_answer_promptly(self, repository: StateRepository) -> None:
         # A matcher that backtracks over placements of the stars (``*`` as ``.*``)
@@ -359,6 +369,13 @@ class RepositoryContract:
     def test_invalid_patterns_are_refused(self, repository: StateRepository, pattern: Any) -> None:
         with pytest.raises(InvalidPatternError):
             list(repository.keys(pattern))
+
+    @pytest.mark.parametrize("pattern", ["", "a b", "[ab]", "x\\*", 5])
+    def test_scan_keys_refuses_a_bad_pattern_at_the_call(
+        self, repository: StateRepository, pattern: Any
+    ) -> None:
+        with pytest.raises(InvalidPatternError):
+            repository.scan_keys(pattern)  # before the first key is asked for
 
     def test_fetch_many_rejects_a_bare_string(self, repository: StateRepository) -> None:
         with pytest.raises(InvalidKeyError):

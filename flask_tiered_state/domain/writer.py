@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from ..errors import ConcurrencyError, InvalidStateTypeError, StateAlreadyExistsError
 from ..json_codec import loads
 from ..storage.base import StateCategory, StoredValue
-from ..storage.transaction import Resolve, write_with_row
+from ..storage.transaction import Resolve, TransactionWrite, write_with_row
 from .audit import HistorySealer
 from .context import get_correlation_id
 from .encryption import RecordCipher
@@ -208,14 +208,18 @@ class RecordWriter:
                 if key_rows:  # new states' data keys commit with them, or not at all
                     assert self.cipher.data_keys is not None
                     self.cipher.data_keys.insert(txn.connection, key_rows)
-                for w in writes:
-                    txn.set(
-                        w.key,
-                        w.new_as_stored,
-                        category=w.spec.home_tier,
-                        ttl_seconds=self.ttl_for(w.spec),
-                        expected_version=w.expected_version,
-                    )
+                txn.set_many(
+                    [
+                        TransactionWrite(
+                            w.key,
+                            w.new_as_stored,
+                            category=w.spec.home_tier,
+                            ttl_seconds=self.ttl_for(w.spec),
+                            expected_version=w.expected_version,
+                        )
+                        for w in writes
+                    ]
+                )
                 self.history.insert(txn.connection, rows)
                 if deliveries:
                     assert self.outbox is not None

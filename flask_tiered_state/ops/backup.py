@@ -414,8 +414,9 @@ class BackupManager:
         every type: a chunk names its state, not its type."""
         cold = self.repositories.cold
         after = None if since is None else datetime.fromisoformat(since).timestamp()
-        keys = cold.keys(f"{HISTORY_KEY_PREFIX}{pattern}:*")
-        for chunk in _chunked(keys, self.chunk_keys):
+        keys = cold.scan_keys(f"{HISTORY_KEY_PREFIX}{pattern}:*")
+        for listed in _chunked(keys, self.chunk_keys):
+            chunk = list(dict.fromkeys(listed))  # a stream may repeat a key
             found = cold.fetch_many(chunk)
             for key in chunk:
                 entry = found.get(key)
@@ -784,7 +785,8 @@ class _RecordScan:
         repositories = self.owner.repositories
         with _KeyIndex() as index:
             for category in self.tiers:
-                keys = repositories.by_category(category).keys(KEY_PREFIX + self.pattern)
+                # a stream: the index removes the duplicates it may hold
+                keys = repositories.by_category(category).scan_keys(KEY_PREFIX + self.pattern)
                 index.add_tier(keys, _BIT[category])
             total = index.count()
             if self.progress is not None:

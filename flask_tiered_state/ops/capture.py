@@ -164,14 +164,16 @@ def _item(stored: StoredValue, tier: StateCategory) -> dict[str, Any]:
 
 
 def _chunks(keys: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
+    """``keys`` in lists of ``size``, each without repeats (``scan_keys`` may repeat a
+    key)."""
+    chunk: dict[str, None] = {}
     for key in keys:
-        chunk.append(key)
+        chunk[key] = None
         if len(chunk) >= size:
-            yield chunk
-            chunk = []
+            yield list(chunk)
+            chunk = {}
     if chunk:
-        yield chunk
+        yield list(chunk)
 
 
 class StateCapture:
@@ -323,7 +325,7 @@ class StateCapture:
         self, pattern: str, counts: _Counts, cut: dict[str, Any], progress: Progress | None
     ) -> Iterator[dict[str, Any]]:
         hot = self.repositories.hot
-        for chunk in _chunks(hot.keys(pattern), self.chunk_size):
+        for chunk in _chunks(hot.scan_keys(pattern), self.chunk_size):
             found = self._fetch(hot, chunk, counts)
             for key in sorted(found):
                 yield _item(found[key], HOT)
@@ -398,7 +400,7 @@ class StateCapture:
                 cut["taken_at"] = snapshot.taken_at
             cold = self.repositories.cold
             for chunk in _chunks(
-                (k for k in cold.keys(pattern) if k not in captured), self.chunk_size
+                (k for k in cold.scan_keys(pattern) if k not in captured), self.chunk_size
             ):
                 found = self._fetch(cold, chunk, counts)
                 for key in sorted(found):
@@ -410,9 +412,10 @@ class StateCapture:
             hot = self.repositories.hot
             history = self._history_in(snapshot)
             for chunk in _chunks(
-                (k for k in hot.keys(pattern) if k not in captured), self.chunk_size
+                (k for k in hot.scan_keys(pattern) if k not in captured), self.chunk_size
             ):
                 found = self._fetch(hot, chunk, counts)
+                captured.update(found)  # SCAN may list a key again in a later reply
                 yield from self._cut_hot(found, counts, snapshot, history)
                 if progress is not None:
                     progress(len(chunk))

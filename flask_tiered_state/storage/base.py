@@ -244,6 +244,14 @@ class StateRepository(Protocol):
         """Keys matching a glob of ``*`` and ``?``; every other character is literal."""
         ...
 
+    def scan_keys(self, pattern: str = "*") -> Iterator[str]:
+        """The keys :meth:`keys` finds, as a stream whose memory does not grow with the
+        number of keys. A key may come more than once (Redis ``SCAN``'s guarantee), so
+        feed it to something that removes duplicates. A bad pattern is refused at the
+        call, before the first key; a driver failure while streaming is raised as
+        :class:`~flask_tiered_state.errors.TierUnavailableError`."""
+        ...
+
     def stats(self) -> TierStats:
         """Key count, bytes where cheap, backend-specific figures."""
         ...

@@ -71,27 +71,36 @@ class _Timed:
             error = not isinstance(exc, _NOT_TIER_ERRORS)
             raise
         finally:
-            seconds = perf_counter() - start
-            if self.collector is not None:
-                self.collector.observe(
-                    self._tier,
-                    operation,
-                    seconds,
-                    error=error,
-                    batch_size=batch_size,
-                    backend=self._backend,
-                )
-            slow = self.slow
-            if slow is not None and seconds >= slow.threshold_seconds:
-                slow.report(
-                    "tier",
-                    operation,
-                    seconds,
-                    tier=self._tier,
-                    backend=self._backend,
-                    state_id=key,
-                    batch_size=batch_size,
-                )
+            self._report(operation, perf_counter() - start, error, batch_size, key)
+
+    def _report(
+        self,
+        operation: str,
+        seconds: float,
+        error: bool,
+        batch_size: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        if self.collector is not None:
+            self.collector.observe(
+                self._tier,
+                operation,
+                seconds,
+                error=error,
+                batch_size=batch_size,
+                backend=self._backend,
+            )
+        slow = self.slow
+        if slow is not None and seconds >= slow.threshold_seconds:
+            slow.report(
+                "tier",
+                operation,
+                seconds,
+                tier=self._tier,
+                backend=self._backend,
+                state_id=key,
+                batch_size=batch_size,
+            )
 
 
 class InstrumentedRepository(_Timed):
@@ -200,6 +209,36 @@ class InstrumentedRepository(_Timed):
     def keys(self, pattern: str = "*") -> Iterator[str]:
         return iter(self._run("keys", lambda: list(self.inner.keys(pattern))))
 
+    def scan_keys(self, pattern: str = "*") -> Iterator[str]:
+        """The wrapped repository's stream, reported as one ``keys`` call once it ends
+        (run out, failed or closed); its time is the time spent producing keys, not the
+        caller's between them."""
+        start = perf_counter()
+        try:
+            keys = iter(self.inner.scan_keys(pattern))
+        except Exception as exc:
+            self._report("keys", perf_counter() - start, not isinstance(exc, _NOT_TIER_ERRORS))
+            raise
+        return self._timed_stream(keys, perf_counter() - start)
+
+    def _timed_stream(self, keys: Iterator[str], seconds: float) -> Iterator[str]:
+        error = False
+        try:
+            while True:
+                start = perf_counter()
+                try:
+                    key = next(keys)
+                except StopIteration:
+                    return
+                finally:
+                    seconds += perf_counter() - start
+                yield key
+        except Exception as exc:
+            error = not isinstance(exc, _NOT_TIER_ERRORS)
+            raise
+        finally:
+            self._report("keys", seconds, error)
+
     def stats(self) -> TierStats:
         return self.inner.stats()
 
@@ -254,6 +293,14 @@ class InstrumentedUnitOfWork(_Timed):
     def store_many(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
         result: dict[str, StateMetadata] = self._run(
             "store_many", lambda: self.inner.store_many(items), len(items)
+        )
+        return result
+
+    def compare_and_set_many(
+        self, items: Sequence[tuple[WriteRequest, int]]
+    ) -> dict[str, StateMetadata] | None:
+        result: dict[str, StateMetadata] | None = self._run(
+            "store_many", lambda: self.inner.compare_and_set_many(items), len(items)
         )
         return result
 

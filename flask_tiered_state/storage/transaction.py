@@ -37,7 +37,14 @@ from ..errors import (
     TieredStateError,
     TierUnavailableError,
 )
-from .base import ANY_COPY, StaleCopy, StateCategory, StateMetadata, StoredValue
+from .base import (
+    ANY_COPY,
+    StaleCopy,
+    StateCategory,
+    StateMetadata,
+    StoredValue,
+    WriteRequest,
+)
 from .checks import as_category, check_optional_expected_version, check_optional_ttl
 from .coordinator import DROPS, stale_fence
 from .deadlines import budget, fresh_budget
@@ -51,7 +58,13 @@ if TYPE_CHECKING:
     from .coordinator import StateRepositoryCoordinator
     from .store import TieredStore
 
-__all__ = ["Resolve", "StoreTransaction", "open_transaction", "write_with_row"]
+__all__ = [
+    "Resolve",
+    "StoreTransaction",
+    "TransactionWrite",
+    "open_transaction",
+    "write_with_row",
+]
 
 HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
 #: Seconds the check of a commit whose reply was lost may take.
@@ -61,6 +74,17 @@ RESOLVE_SECONDS = 2.0
 #: or False; raises :class:`~flask_tiered_state.errors.TierUnavailableError` when it
 #: cannot tell.
 Resolve = Callable[[], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionWrite:
+    """One write of :meth:`StoreTransaction.set_many` (the arguments of ``set``)."""
+
+    key: str
+    value: Any
+    category: StateCategory | str = StateCategory.WARM
+    ttl_seconds: int | None = None
+    expected_version: int | None = None
 
 
 @dataclass(slots=True)
@@ -134,6 +158,35 @@ class StoreTransaction:
         stored = StoredValue(key, text, metadata)
         self._written[key] = _Written(stored, WARM, moved_from, expected is not None)
         return metadata
+
+    def set_many(self, writes: Sequence[TransactionWrite]) -> None:
+        """:meth:`set` of each write, in order; the compare-and-set writes of WARM-home
+        keys go to the database as one statement per kind where it offers that
+        (PostgreSQL), and only the keys it did not write take :meth:`set`'s path (which
+        raises their :class:`~flask_tiered_state.errors.ConcurrencyError` or follows a
+        tier move)."""
+        batch: dict[str, tuple[WriteRequest, int]] = {}
+        distinct = len({w.key for w in writes}) == len(writes)
+        if distinct and len(writes) > 1 and getattr(self._uow, "batches_compare_and_set", False):
+            for w in writes:
+                validate_key(w.key)
+                expected = check_optional_expected_version(w.expected_version)
+                if as_category(w.category) is not WARM or expected is None:
+                    continue
+                ttl = check_optional_ttl(w.ttl_seconds)
+                request = WriteRequest(w.key, self._store.encode(w.key, w.value), None, ttl)
+                batch[w.key] = (request, expected)
+        written = self._uow.compare_and_set_many(list(batch.values())) if len(batch) > 1 else None
+        for w in writes:
+            metadata = written.get(w.key) if written else None
+            if metadata is None:
+                self.set(w.key, w.value, category=w.category, ttl_seconds=w.ttl_seconds,
+                         expected_version=w.expected_version)  # fmt: skip
+                continue
+            self._deleted.pop(w.key, None)
+            self._deferred.pop(w.key, None)
+            stored = StoredValue(w.key, batch[w.key][0].value, metadata)
+            self._written[w.key] = _Written(stored, WARM, (), True)
 
     def delete(self, key: str) -> bool:
         """Delete ``key``: from WARM in the transaction, from HOT and COLD after the commit.

@@ -119,6 +119,10 @@ class FaultyRepository:
         self._enter("keys", pattern)
         return self.inner.keys(pattern)
 
+    def scan_keys(self, pattern: str = "*") -> Iterator[str]:
+        self._enter("scan_keys", pattern)
+        return self.inner.scan_keys(pattern)
+
     def stats(self) -> TierStats:
         return self.inner.stats()
 

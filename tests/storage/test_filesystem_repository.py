@@ -317,6 +317,7 @@ def test_root_replaced_by_a_file_raises_tier_unavailable(
         lambda: repo.store_many([WriteRequest("k", doc(2))]),
         lambda: repo.delete("k"),
         lambda: list(repo.keys()),
+        lambda: list(repo.scan_keys()),
         lambda: repo.stats(),
     ):
         with pytest.raises(TierUnavailableError) as info:

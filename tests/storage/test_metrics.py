@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
-from flask_tiered_state.errors import ConcurrencyError, TierUnavailableError
+from flask_tiered_state.errors import ConcurrencyError, InvalidPatternError, TierUnavailableError
 from flask_tiered_state.observability.metrics import (
     OPERATIONS,
     MetricsCollector,
@@ -16,6 +18,7 @@ from flask_tiered_state.observability.metrics import (
 from flask_tiered_state.storage.base import StateCategory, WriteRequest
 from flask_tiered_state.storage.factory import build_store
 from flask_tiered_state.storage.instrumented import InstrumentedRepository
+from flask_tiered_state.storage.keys import validate_pattern
 from flask_tiered_state.storage.memory import MemoryStateRepository
 from flask_tiered_state.storage.sql import SQLStateRepository
 from flask_tiered_state.storage.store import TieredStore
@@ -102,6 +105,50 @@ def test_prometheus_collector_uses_the_document_names_in_its_own_registry() -> N
     assert not [name for name in samples if "tier=warm" in name]  # no WARM repository
     assert other.snapshot()[f"state_repository_memory_operations_store_total{labels}"] == 0.0
     assert set(OPERATIONS) >= {"fetch", "store", "delete", "store_many", "delete_many"}
+
+
+class ManyKeys(MemoryStateRepository):
+    """Streams 100,000 keys, failing at key number ``fail_at``."""
+
+    fail_at: int | None = None
+
+    def scan_keys(self, pattern: str = "*") -> Iterator[str]:
+        validate_pattern(pattern)
+        return self._stream()
+
+    def _stream(self) -> Iterator[str]:
+        for number in range(100_000):
+            if number == self.fail_at:
+                raise TierUnavailableError("hot", "the server went away")
+            yield f"k{number}"
+
+
+def test_instrumented_scan_keys_streams_and_reports_one_keys_call_at_its_end() -> None:
+    collector = SimpleMetricsCollector()
+    inner = ManyKeys(StateCategory.HOT)
+    repository = InstrumentedRepository(inner, collector)
+
+    def keys_calls() -> dict[str, int]:
+        row = collector.snapshot().get("hot", {}).get("operations", {}).get("keys", {})
+        return {"count": row.get("count", 0), "errors": row.get("errors", 0)}
+
+    stream = repository.scan_keys("*")
+    assert isinstance(stream, Generator)
+    assert list(itertools.islice(stream, 5000)) == [f"k{i}" for i in range(5000)]
+    assert keys_calls() == {"count": 0, "errors": 0}  # still streaming: nothing collected
+    stream.close()
+    assert keys_calls() == {"count": 1, "errors": 0}
+
+    inner.fail_at = 3
+    failing = repository.scan_keys()
+    assert [next(failing) for _ in range(3)] == ["k0", "k1", "k2"]
+    with pytest.raises(TierUnavailableError):
+        next(failing)
+    assert keys_calls() == {"count": 2, "errors": 1}
+
+    with pytest.raises(InvalidPatternError):
+        repository.scan_keys("a b")  # refused at the call, not a failure of the tier
+    assert keys_calls() == {"count": 3, "errors": 1}
 
 
 def test_instrumented_repository_passes_other_attributes_through(tmp_path: Path) -> None:

@@ -78,11 +78,12 @@ class ScanSpy:
         self.infos: list[str] = []
         self.version: Any = None  # None: the server's own answer
         self.info_error: Exception | None = None
-        scan_iter, info = repo.client.scan_iter, repo.client.info
+        scan, info = repo.client.scan, repo.client.info
 
         def spy_scan(*args: Any, **kwargs: Any) -> Any:
-            self.matches.append(kwargs["match"])
-            return scan_iter(*args, **kwargs)
+            if not kwargs.get("cursor"):  # a listing's first SCAN
+                self.matches.append(kwargs["match"])
+            return scan(*args, **kwargs)
 
         def spy_info(section: str | None = None, *args: Any) -> Any:
             self.infos.append(str(section))
@@ -93,7 +94,7 @@ class ScanSpy:
                 answer = {**answer, "redis_version": self.version}
             return answer
 
-        monkeypatch.setattr(repo.client, "scan_iter", spy_scan)
+        monkeypatch.setattr(repo.client, "scan", spy_scan)
         monkeypatch.setattr(repo.client, "info", spy_info)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -389,6 +390,51 @@ def test_keys_uses_scan_never_keys(disposable_redis: Any) -> None:
         admin.close()
 
 
+def _peak_while_counting(keys: Callable[[], Iterator[str]]) -> tuple[int, int]:
+    """(keys counted, tracemalloc's peak in bytes while listing and counting them)."""
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in keys())
+        return count, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_scan_keys_memory_does_not_grow_with_the_key_count(
+    repo: RedisStateRepository, raw: redis.Redis
+) -> None:
+    # 50,000 keys: keys() holds them all (5.6 MB measured), scan_keys one SCAN reply
+    # (0.17 MB); the bound sits between them with margin on both sides.
+    pipe = raw.pipeline(transaction=False)
+    for i in range(50_000):
+        pipe.set(f"{repo.key_prefix}mem:{i:06d}", b"1")
+        if i % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    listed, listed_peak = _peak_while_counting(lambda: repo.keys("*"))
+    streamed, streamed_peak = _peak_while_counting(lambda: repo.scan_keys("*"))
+    assert listed == 50_000 and streamed >= 50_000  # SCAN may repeat a key
+    assert listed_peak > 3_000_000, "keys() is no longer a measure to compare with"
+    assert streamed_peak < 1_500_000, f"scan_keys peaked at {streamed_peak} bytes"
+
+
+def test_scan_keys_raises_tier_unavailable_when_the_server_stops_midway(
+    disposable_redis: Any,
+) -> None:
+    repo = RedisStateRepository(disposable_redis.url, connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        repo.store_many([WriteRequest(f"k{i}", doc(i), version=1) for i in range(2500)])
+        keys = repo.scan_keys("k*")
+        first = next(keys)  # one SCAN reply read; the rest is asked for later
+        disposable_redis.stop()
+        with pytest.raises(TierUnavailableError) as info:
+            list(keys)
+        assert first.startswith("k") and info.value.tier == "hot"
+        assert isinstance(info.value.__cause__, redis.RedisError)
+    finally:
+        repo.close()
+
+
 def test_stats_reports_prefix_count_and_server_memory(repo: RedisStateRepository) -> None:
     repo.store_many([WriteRequest(f"s{i}", doc(i)) for i in range(3)])
     stats = repo.stats().to_dict()
@@ -487,6 +533,7 @@ def test_stopped_server_raises_tier_unavailable(disposable_redis: Any) -> None:
             lambda: repo.delete("k"),
             lambda: repo.delete_many(["k"]),
             lambda: list(repo.keys()),
+            lambda: list(repo.scan_keys()),
             lambda: repo.stats(),
         ]
         for operation in operations:

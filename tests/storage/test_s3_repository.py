@@ -570,6 +570,7 @@ def test_nothing_listening_raises_tier_unavailable_quickly(s3_endpoint_url: str)
             lambda: repo.fetch("k"),
             lambda: repo.store("k", doc(1), version=1),
             lambda: list(repo.keys()),
+            lambda: list(repo.scan_keys()),
             lambda: repo.delete_many(["k"]),
         ):
             with pytest.raises(TierUnavailableError) as info:

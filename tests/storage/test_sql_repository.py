@@ -575,6 +575,7 @@ def test_unreachable_database_raises_tier_unavailable() -> None:
             lambda: repo.delete("k"),
             lambda: repo.delete_many(["k"]),
             lambda: list(repo.keys()),
+            lambda: list(repo.scan_keys()),
             lambda: repo.stats(),
         ]
         for call in calls:

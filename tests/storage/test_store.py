@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from flask_tiered_state.storage.memory import MemoryStateRepository
 from flask_tiered_state.storage.sql import SQLStateRepository
 from flask_tiered_state.storage.store import TieredStore
 from flask_tiered_state.storage.tiering import TierPromotionPolicy
+from flask_tiered_state.storage.transaction import TransactionWrite
 from tests.conftest import s3_url
 
 from .store_support import FakeClock, memory_tiers
@@ -388,6 +390,73 @@ def test_transaction_compare_and_set_follows_an_archived_key(sql_store: TieredSt
     with sql_store.transaction() as txn:
         assert txn.delete("k") is True
     assert sql_store.get("k") is None and sql_store.keys() == []
+
+
+@contextmanager
+def _statements(store: TieredStore) -> Iterator[list[str]]:
+    """The SQL statements the WARM engine runs inside the block."""
+    seen: list[str] = []
+
+    def listener(*args: Any) -> None:
+        seen.append(args[2])
+
+    sa.event.listen(store.warm.engine, "before_cursor_execute", listener)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(store.warm.engine, "before_cursor_execute", listener)
+
+
+def test_set_many_writes_a_batch_of_compare_and_sets_as_set_would(sql_store: TieredStore) -> None:
+    for n in range(4):
+        sql_store.set(f"k{n}", {"n": n})
+    sql_store.set("gone", "short", ttl_seconds=1)
+    sql_store.demote_to_cold("k3")  # a key whose copy moved: set's path follows it
+    clock = time.time() + 5  # "gone" has expired: an insert may take its row over
+    sql_store.get_repositories().warm._clock = lambda: clock  # type: ignore[attr-defined]
+    writes = [
+        TransactionWrite("k2", {"n": 20}, expected_version=1),
+        TransactionWrite("k0", {"n": 10}, expected_version=1),
+        TransactionWrite("new", {"n": 99}, expected_version=0),
+        TransactionWrite("gone", {"back": True}, expected_version=0),
+        TransactionWrite("k3", {"n": 30}, expected_version=1),
+        TransactionWrite("s", {"session": 1}, category=HOT, ttl_seconds=60, expected_version=0),
+        TransactionWrite("k1", {"n": 11}),  # no compare-and-set: set's upsert
+    ]
+    with _statements(sql_store) as seen, sql_store.transaction() as txn:
+        txn.set_many(writes)
+    sql_store.cache.clear()
+    expected = {"k0": {"n": 10}, "k1": {"n": 11}, "k2": {"n": 20}, "k3": {"n": 30},
+                "new": {"n": 99}, "gone": {"back": True}, "s": {"session": 1}}  # fmt: skip
+    assert {k: sql_store.get(k) for k in expected} == expected
+    repos = sql_store.get_repositories()
+    assert {k: repos.warm.fetch(k).metadata.version for k in ("k0", "k2", "new")} == {  # type: ignore[union-attr]
+        "k0": 2,
+        "k2": 2,
+        "new": 1,
+    }
+    assert repos.cold.fetch("k3") is None
+    if sql_store.warm.backend == "postgresql":
+        batched = [s for s in seen if "json_to_recordset" in s]
+        assert len(batched) == 2  # one UPDATE (k0, k2, k3), one INSERT (new, gone)
+
+
+def test_set_many_refuses_the_whole_batch_at_a_version_conflict(sql_store: TieredStore) -> None:
+    for n in range(3):
+        sql_store.set(f"k{n}", {"n": n})
+    sql_store.set("k1", {"n": "moved on"})  # now at version 2
+    with pytest.raises(ConcurrencyError) as raised, sql_store.transaction() as txn:
+        txn.set_many([TransactionWrite(f"k{n}", {"n": -n}, expected_version=1) for n in range(3)]
+                     + [TransactionWrite("k9", {"n": 9}, expected_version=0)])  # fmt: skip
+    assert (raised.value.key, raised.value.expected, raised.value.actual) == ("k1", 1, 2)
+    sql_store.cache.clear()
+    assert [sql_store.get(f"k{n}") for n in range(3)] == [{"n": 0}, {"n": "moved on"}, {"n": 2}]
+    assert sql_store.get("k9") is None
+    with pytest.raises(ConcurrencyError) as raised, sql_store.transaction() as txn:
+        txn.set_many([TransactionWrite("k9", {}, expected_version=0),
+                      TransactionWrite("k0", {}, expected_version=0)])  # fmt: skip
+    assert (raised.value.key, raised.value.actual) == ("k0", 1)
+    assert sql_store.get("k9") is None
 
 
 def test_transaction_needs_a_sql_warm_tier(store: TieredStore) -> None:

@@ -31,7 +31,7 @@ class TestForgetful(RepositoryContract):
 def test_the_contract_fails_a_backend_that_breaks_it(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_broken=BROKEN_BACKEND)
     result = pytester.runpytest("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=35, failed=2)
+    result.assert_outcomes(passed=41, failed=2)
     result.stdout.fnmatch_lines(
         [
             "FAILED *TestForgetful::test_delete_reports_existence*",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -356,6 +357,21 @@ class FilesystemStateRepository:
         except OSError as exc:
             raise self._unavailable(f"list keys matching {pattern!r}", exc) from exc
         return iter([key for key in found if regex.fullmatch(key)])
+
+    def scan_keys(self, pattern: str = "*") -> Iterator[str]:
+        """The keys :meth:`keys` finds, streamed from the directory walk: memory stays
+        that of the directories open at once, however many keys match."""
+        regex = glob_to_regex(validate_pattern(pattern))
+        return self._stream_keys(pattern, regex)
+
+    def _stream_keys(self, pattern: str, regex: re.Pattern[str]) -> Iterator[str]:
+        prefix = encode_key(glob_literal_prefix(pattern))
+        try:
+            for key, _ in walk(str(self.root), prefix):
+                if regex.fullmatch(key):
+                    yield key
+        except OSError as exc:
+            raise self._unavailable(f"list keys matching {pattern!r}", exc) from exc
 
     def stats(self) -> TierStats:
         """Key count and the bytes of the value files (headers included)."""

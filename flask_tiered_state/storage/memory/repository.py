@@ -197,6 +197,11 @@ class MemoryStateRepository:
             snapshot = [k for k in list(self._data) if self._live(k, now) is not None]
         return iter([k for k in snapshot if regex.fullmatch(k)])
 
+    def scan_keys(self, pattern: str = "*") -> Iterator[str]:
+        """:meth:`keys`: its snapshot of the names is small beside the values this tier
+        already holds in memory."""
+        return self.keys(pattern)
+
     def stats(self) -> TierStats:
         with self._lock:
             now = self._clock()

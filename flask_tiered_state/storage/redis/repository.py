@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -252,11 +252,29 @@ class RedisStateRepository:
         except RedisError as exc:
             raise self._unavailable(f"delete {len(names)} keys", exc) from exc
 
-    def _scan(self, match: str) -> list[bytes | str]:
-        try:
-            return list(self.client.scan_iter(match=match, count=CHUNK))
-        except RedisError as exc:
-            raise self._unavailable(f"scan keys matching {match!r}", exc) from exc
+    def _scan_batches(self, match: str) -> Iterator[list[bytes | str]]:
+        """The names of each ``SCAN MATCH`` reply, one reply (about :data:`CHUNK` names)
+        at a time."""
+        cursor = 0
+        while True:
+            try:
+                cursor, batch = self.client.scan(cursor=cursor, match=match, count=CHUNK)
+            except RedisError as exc:
+                raise self._unavailable(f"scan keys matching {match!r}", exc) from exc
+            yield batch
+            if not cursor:
+                return
+
+    def _matching(self, names: Iterable[bytes | str], regex: re.Pattern[str]) -> Iterator[str]:
+        """The keys, without prefix, of ``names`` that the glob's ``regex`` matches."""
+        cut = len(self.key_prefix)
+        for name in names:
+            try:
+                key = (name.decode("utf-8") if isinstance(name, bytes) else name)[cut:]
+            except UnicodeDecodeError:
+                continue  # not ours: every key we write is ASCII
+            if regex.fullmatch(key):
+                yield key
 
     def _match_for(self, pattern: str) -> str:
         """The ``SCAN MATCH`` pattern of a glob: the glob itself, or only its literal
@@ -282,24 +300,25 @@ class RedisStateRepository:
         literal prefix is sent, and the glob is applied to what the scan returns.
         """
         regex = glob_to_regex(validate_pattern(pattern))
-        match = self._match_for(pattern)
-        cut = len(self.key_prefix)
-        found: dict[str, None] = {}
-        for name in self._scan(match):
-            try:
-                key = (name.decode("utf-8") if isinstance(name, bytes) else name)[cut:]
-            except UnicodeDecodeError:
-                continue  # not ours: every key we write is ASCII
-            if regex.fullmatch(key):
-                found[key] = None
+        batches = self._scan_batches(self._match_for(pattern))
+        found = dict.fromkeys(key for batch in batches for key in self._matching(batch, regex))
         return iter(found)
+
+    def scan_keys(self, pattern: str = "*") -> Iterator[str]:
+        """The keys :meth:`keys` finds, one ``SCAN`` reply at a time: memory stays that of
+        one reply however many keys match. Duplicates are removed within a reply only;
+        ``SCAN`` may return a key again in a later one."""
+        regex = glob_to_regex(validate_pattern(pattern))
+        batches = self._scan_batches(self._match_for(pattern))
+        return (key for batch in batches for key in dict.fromkeys(self._matching(batch, regex)))
 
     def stats(self) -> TierStats:
         """``key_count`` counts the keys under this repository's prefix (a SCAN);
         ``server_used_memory`` is the whole server's ``used_memory`` from INFO."""
         try:
             if self.key_prefix:
-                count = len(self._scan(redis_literal(self.key_prefix) + "*"))
+                match = redis_literal(self.key_prefix) + "*"
+                count = sum(len(batch) for batch in self._scan_batches(match))
             else:
                 count = int(self.client.dbsize())
             memory = self.client.info("memory")

@@ -635,6 +635,10 @@ class S3StateRepository:
         names = self._objects(self.prefix + glob_literal_prefix(pattern), "listing keys")
         return filter(regex.fullmatch, (obj["Key"][cut:] for obj in names))
 
+    def scan_keys(self, pattern: str = "*") -> Iterator[str]:
+        """:meth:`keys`, which already streams the listing a page at a time."""
+        return self.keys(pattern)
+
     def _objects(self, list_prefix: str, what: str) -> Iterator[Any]:
         try:
             paginator = self._client.get_paginator("list_objects_v2")

@@ -20,6 +20,7 @@ the next write or removed by :meth:`purge_expired`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -259,6 +260,10 @@ class SQLStateRepository:
         """Matching keys in key order, read page by page (``batch_size`` per page)."""
         validate_pattern(pattern)
         return self._iter_keys(pattern)
+
+    def scan_keys(self, pattern: str = "*") -> Iterator[str]:
+        """:meth:`keys`, which already reads a page at a time."""
+        return self.keys(pattern)
 
     def _iter_keys(self, pattern: str) -> Iterator[str]:
         regex = glob_to_regex(pattern)
@@ -543,6 +548,51 @@ class SQLUnitOfWork:
         with repo._db.guard():
             versions = repo._store_rows(self.connection, rows, self._ready)
         return {r["key"]: row_metadata(r, versions[r["key"]], repo.category) for r in rows}
+
+    @property
+    def batches_compare_and_set(self) -> bool:
+        """True where :meth:`compare_and_set_many` writes a batch in one statement."""
+        return self.repository._pg
+
+    def compare_and_set_many(
+        self, items: Sequence[tuple[WriteRequest, int]]
+    ) -> dict[str, StateMetadata] | None:
+        """Compare-and-set writes of many keys, each ``(request, expected_version)``
+        (0: the key must be absent), in one statement per kind on PostgreSQL: the
+        metadata of the keys written. A key not in the result was left as it was (its
+        row was at another version): the caller writes it with :meth:`store`, which says
+        why. None where the database has no batch form (SQLite: one statement a key
+        costs no round trip there)."""
+        repo = self.repository
+        if not repo._pg:
+            return None
+        now = repo._clock()
+        rows = {
+            r.key: (prepare_row(r.key, r.value, r.version, r.ttl_seconds, now,
+                                repo._category_value), check_expected_version(e))
+            for r, e in items
+        }  # fmt: skip
+        written: dict[str, StateMetadata] = {}
+        sql = repo._sql
+        for statement, chosen in (
+            (sql.update_expected_batch, [k for k in sorted(rows) if rows[k][1] > 0]),
+            (sql.insert_absent_batch, [k for k in sorted(rows) if rows[k][1] == 0]),
+        ):
+            if not chosen:
+                continue
+            batch = [
+                {"key": k, "value": r["value"], "checksum": r["checksum"], "size": r["size"],
+                 "version": r["version"] if r["explicit"] else None, "expected": expected,
+                 "ttl_seconds": r["ttl_seconds"], "expires_at": r["expires_at"]}
+                for k in chosen
+                for r, expected in (rows[k],)
+            ]  # fmt: skip
+            params = {"rows": json.dumps(batch), "category": repo._category_value, "now": now}
+            with repo._db.guard():
+                result = self.connection.exec_driver_sql(statement, params)
+                for key, version in result:
+                    written[key] = row_metadata(rows[key][0], version, repo.category)
+        return written
 
     def delete(self, key: str) -> bool:
         validate_key(key)

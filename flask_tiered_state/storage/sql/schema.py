@@ -363,6 +363,34 @@ class Statements:
             for explicit in (False, True)
         }
 
+        # Compare-and-set of a batch (a transaction writing many states): one statement per
+        # kind, the rows as arrays. What ``update_expected`` and ``insert_absent`` do for
+        # one key; a key whose row did not match is not returned (the caller then takes
+        # the one-key path for it, which names the conflict or follows a tier move).
+        # (A JSON document, not arrays: psycopg escapes each element of a text array with
+        # a regular expression, which cost more than the statement for JSON values.)
+        rows = (
+            "json_to_recordset(%(rows)s::json) AS d(key text, value text, checksum text, "
+            "size bigint, version bigint, expected bigint, ttl_seconds integer, "
+            "expires_at float8)"
+        )
+        self.update_expected_batch = (
+            f"UPDATE {target} AS t SET value = d.value, checksum = d.checksum, size = d.size, "
+            "version = coalesce(d.version, t.version + 1), category = %(category)s, "
+            "stored_at = %(now)s, last_accessed = %(now)s, ttl_seconds = d.ttl_seconds, "
+            f"expires_at = d.expires_at FROM {rows} "
+            'WHERE t.key = d.key COLLATE "C" AND t.version = d.expected '
+            "AND (t.expires_at IS NULL OR t.expires_at > %(now)s) RETURNING t.key, t.version"
+        )
+        self.insert_absent_batch = (
+            f"INSERT INTO {target} AS t ({', '.join(COLUMNS)}) "
+            "SELECT d.key, d.value, d.checksum, d.size, coalesce(d.version, 1), %(category)s, "
+            f"%(now)s, %(now)s, d.ttl_seconds, d.expires_at FROM {rows} ORDER BY d.key "
+            f"ON CONFLICT (key) DO UPDATE SET {changes}, version = EXCLUDED.version "
+            "WHERE t.expires_at IS NOT NULL AND t.expires_at <= EXCLUDED.stored_at "
+            "RETURNING t.key, t.version"
+        )
+
     def key_list(self, keys: Sequence[str]) -> Any:
         """``keys`` as the value of the ``keys`` parameter."""
         return list(keys) if self.postgresql else json.dumps(list(keys))
