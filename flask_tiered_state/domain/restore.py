@@ -251,7 +251,8 @@ class RecordRestorer:
         ids = [r["state_id"] for r in wanted]
         key_states = self._key_states(ids, specs)
         copies = self._copies({i: specs[i].home_tier for i in ids})
-        last = self._last_versions(ids)
+        last_rows = self._last_rows(ids)
+        last = {state_id: version for state_id, (version, _) in last_rows.items()}
         pending: list[tuple[dict[str, Any], StateTypeSpec, _Copies, str]] = []
         for record in wanted:
             state_id = record["state_id"]
@@ -265,13 +266,11 @@ class RecordRestorer:
                 pending.append((record, spec, found, outcome))
             else:
                 plans.append(_Plan(state_id, outcome))
-        history_records = self._history_records(
-            {
-                r["state_id"]: last[r["state_id"]]
-                for r, _, found, _ in pending
-                if last.get(r["state_id"], 0) >= max(r["version"], found.newest_version)
-            }
-        )
+        history_records = {
+            r["state_id"]: last_rows[r["state_id"]][1]
+            for r, _, found, _ in pending
+            if last.get(r["state_id"], 0) >= max(r["version"], found.newest_version)
+        }
         now = utc_now_iso()
         built: list[tuple[_Plan, dict[str, Any], dict[str, Any]]] = []
         for record, spec, found, outcome in pending:
@@ -364,39 +363,28 @@ class RecordRestorer:
                     found[key[len(KEY_PREFIX) :]].add(category, value)
         return found
 
-    def _last_versions(self, ids: Sequence[str]) -> dict[str, int]:
-        """The highest version the history holds of each state."""
+    def _last_rows(self, ids: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        """The newest history row of each state: ``{state_id: (version, new_record as
+        stored)}``, one statement per chunk (the unique (state_id, version) index finds
+        each state's newest row)."""
         t = self.history.table
-        last: dict[str, int] = {}
+        newest = (
+            sa.select(t.c.state_id, sa.func.max(t.c.version).label("version"))
+            .where(t.c.state_id.in_(sa.bindparam("ids", expanding=True)))
+            .group_by(t.c.state_id)
+            .subquery()
+        )
+        statement = sa.select(t.c.state_id, t.c.version, t.c.new_record).join(
+            newest, sa.and_(t.c.state_id == newest.c.state_id, t.c.version == newest.c.version)
+        )
+        last: dict[str, tuple[int, dict[str, Any]]] = {}
         with self.history.engine.connect() as connection:
             for start in range(0, len(ids), _CHUNK):
-                chunk = list(ids[start : start + _CHUNK])
-                rows = connection.execute(
-                    sa.select(t.c.state_id, sa.func.max(t.c.version))
-                    .where(t.c.state_id.in_(chunk))
-                    .group_by(t.c.state_id)
-                )
-                last.update((state_id, int(version)) for state_id, version in rows)
-        return last
-
-    def _history_records(self, versions: Mapping[str, int]) -> dict[str, dict[str, Any]]:
-        """The new record of the history's row of ``versions[state_id]``, as stored."""
-        t = self.history.table
-        found: dict[str, dict[str, Any]] = {}
-        pairs = list(versions.items())
-        with self.history.engine.connect() as connection:
-            for start in range(0, len(pairs), _CHUNK):
-                chunk = pairs[start : start + _CHUNK]
-                rows = connection.execute(
-                    sa.select(t.c.state_id, t.c.version, t.c.new_record).where(
-                        t.c.state_id.in_([i for i, _ in chunk]),
-                        t.c.version.in_(sorted({v for _, v in chunk})),
-                    )
-                )
+                rows = connection.execute(statement, {"ids": list(ids[start : start + _CHUNK])})
                 for state_id, version, record in rows:
-                    if versions.get(state_id) == version:
-                        found[state_id] = loads(record) if isinstance(record, str) else record
-        return found
+                    last[state_id] = (int(version), loads(record) if isinstance(record, str)
+                                      else record)  # fmt: skip
+        return last
 
 
 def _content(record: Mapping[str, Any]) -> dict[str, Any]:
