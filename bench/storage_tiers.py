@@ -1,11 +1,14 @@
 """Single-key reads per tier: ``TieredStore.get`` with an empty local cache, against the
-raw clients reading the same value (issue 2: HOT-miss, WARM and COLD ``get``)."""
+raw clients reading the same value (issue 2: HOT-miss, WARM and COLD ``get``; issue 16:
+WARM ``get`` against the same work a cache in front of a database does by hand)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from .data import dumps, records
 from .env import BenchEnv
@@ -21,20 +24,64 @@ from .harness import (
 )
 from .stores import build_bench_store, postgres_engine
 
-__all__ = ["BENCHMARKS"]
+__all__ = [
+    "BENCHMARKS",
+    "WARM_READ_TARGET",
+    "IntegrityMismatch",
+    "checked_loads",
+    "share_row",
+]
 
+T = TypeVar("T")
 TARGET = 1.3
+#: WARM reads against the hand-written cache-aside read: Redis miss, one SELECT of the
+#: value and its checksum, the same sha256 check, json.loads (issue 16).
+WARM_READ_TARGET = 1.2
+
+
+class IntegrityMismatch(AssertionError):
+    """A raw side read a value that does not match its stored checksum."""
+
+
+def checked_loads(
+    key: str, text: str, checksum: str, decode: Callable[[str], Any] = json.loads
+) -> Any:
+    """``decode(text)`` after the integrity check the WARM tier does on every read
+    (``storage.sql.rows.verified``): the sha256 of the text's UTF-8 bytes must equal
+    the stored checksum."""
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != checksum:
+        raise IntegrityMismatch(f"the value of {key!r} does not match its checksum")
+    return decode(text)
 
 
 def _reads(
-    read: Callable[[str], Any], keys: Sequence[str], size: int, setup: Callable[[], object] | None
+    read: Callable[[T], Any], keys: Sequence[T], size: int, setup: Callable[[], object] | None
 ) -> Round:
     """Rounds reading the next ``size`` keys each (cycling through ``keys``)."""
 
-    def body(chunk: Sequence[str]) -> object:
+    def body(chunk: Sequence[T]) -> object:
         return [read(k) for k in chunk]
 
     return cycling(chunked(keys, size), body, setup)
+
+
+def share_row(
+    benchmark: str,
+    samples: Mapping[str, Sequence[float]],
+    part: str,
+    whole: str,
+    *,
+    units: float = 1,
+    unit: str = "op",
+) -> Row:
+    """An info row of ``part`` against ``whole`` with the ratio also spelled out as a
+    percentage (the table's two decimals would show a share of a few per cent as 0.0x)."""
+    row = compare(benchmark, samples, part, whole, units=units, unit=unit)
+    return dataclasses.replace(row, note=f"{row.ratio or 0.0:.1%} of it")
+
+
+def _with_checksum(text: str) -> tuple[str, str]:
+    return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _fetch_value(repository: Any) -> Callable[[str], Any]:
@@ -81,21 +128,29 @@ def get_hot(env: BenchEnv, settings: Settings) -> list[Row]:
 
 class CoreReader:
     """Raw SQLAlchemy Core reads of the store's table: ``SELECT value WHERE key = :key``
-    on one pooled connection held across reads (its transaction ends between rounds,
-    untimed), or on a connection checked out per read."""
+    (or ``SELECT value, checksum`` and the integrity check, :meth:`read_checked`) on one
+    pooled connection held across reads (its transaction ends between rounds, untimed),
+    or on a connection checked out per read."""
 
     def __init__(self, env: BenchEnv, url: str, table: str) -> None:
         import sqlalchemy as sa
 
         self.engine = postgres_engine(env, url)
-        entries = sa.Table(table, sa.MetaData(), sa.Column("key", sa.String, primary_key=True),
-                           sa.Column("value", sa.Text))  # fmt: skip
-        self.select = sa.select(entries.c.value).where(entries.c.key == sa.bindparam("key"))
+        columns = (sa.Column("value", sa.Text), sa.Column("checksum", sa.String))
+        key = sa.Column("key", sa.String, primary_key=True)
+        entries = sa.Table(table, sa.MetaData(), key, *columns)
+        by_key = entries.c.key == sa.bindparam("key")
+        self.select = sa.select(entries.c.value).where(by_key)
+        self.select_checked = sa.select(entries.c.value, entries.c.checksum).where(by_key)
         self.held = env.closing(self.engine.connect())
 
     def read(self, key: str) -> Any:
         text = self.held.execute(self.select, {"key": key}).scalar_one_or_none()
         return None if text is None else json.loads(text)
+
+    def read_checked(self, key: str) -> Any:
+        row = self.held.execute(self.select_checked, {"key": key}).one_or_none()
+        return None if row is None else checked_loads(key, row[0], row[1])
 
     def read_connecting(self, key: str) -> Any:
         with self.engine.connect() as conn:
@@ -123,6 +178,11 @@ def get_warm(env: BenchEnv, settings: Settings) -> list[Row]:
 
     def waterfall_read(key: str) -> Any:
         if redis_get(absent + key) is None:
+            return core.read_checked(key)
+        raise AssertionError("the raw HOT key must be absent")
+
+    def unchecked_read(key: str) -> Any:
+        if redis_get(absent + key) is None:
             return core.read(key)
         raise AssertionError("the raw HOT key must be absent")
 
@@ -136,6 +196,11 @@ def get_warm(env: BenchEnv, settings: Settings) -> list[Row]:
         assert row is not None
         return json.loads(row[0])
 
+    stored = [_with_checksum(dumps(values[key])) for key in keys]
+
+    def sha256_check(item: tuple[str, str]) -> bool:
+        return hashlib.sha256(item[0].encode("utf-8")).hexdigest() == item[1]
+
     size = 20
     samples = interleave(
         {
@@ -143,17 +208,22 @@ def get_warm(env: BenchEnv, settings: Settings) -> list[Row]:
             "repository": _reads(_fetch_value(store.warm), keys, size, None),
             "core": _reads(core.read, keys, size, core.end_round),
             "waterfall": _reads(waterfall_read, keys, size, core.end_round),
+            "unchecked": _reads(unchecked_read, keys, size, core.end_round),
+            "sha256": _reads(sha256_check, stored, size, None),
             "psycopg": _reads(psycopg_read, keys, size, None),
             "core_connect": _reads(core.read_connecting, keys, size, None),
         },
         rounds=settings.rounds_for(50, 6),
     )
     held = "SQLAlchemy Core SELECT on a held pooled connection + json.loads"
+    same_work = "redis-py GET (miss) + Core SELECT value, checksum + sha256 check + json.loads"
     rows = [
-        (f"WARM get: TieredStore.get, empty cache (HOT miss + SQL) vs {held}", "store", "core",
-         TARGET),
-        ("WARM get: TieredStore.get vs the same work raw: redis-py GET (miss) + Core SELECT",
-         "store", "waterfall", TARGET),
+        (f"WARM get: TieredStore.get, empty cache vs the same work raw: {same_work}", "store",
+         "waterfall", WARM_READ_TARGET),
+        (f"WARM get: TieredStore.get, empty cache (HOT miss + SQL) vs one {held}", "store",
+         "core", None),
+        ("WARM get: the raw read's integrity check: the same work raw vs without it (GET miss "
+         "+ Core SELECT value + json.loads)", "waterfall", "unchecked", None),
         ("WARM get: TieredStore.get vs psycopg SELECT (autocommit, one cursor)", "store",
          "psycopg", None),
         (f"WARM fetch: SQLStateRepository.fetch + json.loads vs {held}", "repository", "core",
@@ -163,7 +233,9 @@ def get_warm(env: BenchEnv, settings: Settings) -> list[Row]:
         ("SQLAlchemy connect() per read (BEGIN, SELECT, ROLLBACK) vs psycopg SELECT",
          "core_connect", "psycopg", None),
     ]  # fmt: skip
-    return [compare(n, samples, a, b, units=size, target=t) for n, a, b, t in rows]
+    share = share_row("WARM get: the sha256 check of the value (encode, hash, compare) vs "
+                      "TieredStore.get", samples, "sha256", "store", units=size)  # fmt: skip
+    return [*(compare(n, samples, a, b, units=size, target=t) for n, a, b, t in rows), share]
 
 
 def get_cold(env: BenchEnv, settings: Settings) -> list[Row]:
