@@ -69,7 +69,9 @@ run: $(RUN_STAMP)
 dispatch: $(RUN_STAMP)
 	$(DEMO) state dispatch
 
+## wrk (Debian's package) loads the http benchmark's servers; without it, a Python generator does.
 bench: $(STAMP) services
+	bash scripts/ensure-wrk.sh
 	$(BIN)/python -m bench
 
 ## The Sphinx documentation (docs/_build/html); any warning fails the build.

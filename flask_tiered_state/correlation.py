@@ -43,6 +43,8 @@ __all__ = [
 
 #: Request headers read, in order of preference.
 REQUEST_HEADERS = ("X-Correlation-ID", "X-Request-ID")
+# Their WSGI environ keys: read there directly, a header lookup costs more than the check.
+_ENVIRON_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in REQUEST_HEADERS)
 #: Response header that echoes the id.
 RESPONSE_HEADER = "X-Correlation-ID"
 
@@ -57,10 +59,11 @@ def new_correlation_id() -> str:
 
 
 def _from_headers() -> str:
-    for name in REQUEST_HEADERS:
-        value = request.headers.get(name, "").strip()
-        if _VALID_ID.fullmatch(value):
-            return value
+    environ = request.environ
+    for key in _ENVIRON_KEYS:
+        value = environ.get(key)
+        if value is not None and _VALID_ID.fullmatch(value := value.strip()):
+            return str(value)
     return new_correlation_id()
 
 
