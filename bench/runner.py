@@ -13,7 +13,19 @@ import traceback
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import batch, batch_cold, dispatch, domain, encryption, ops, scaling, storage_tiers
+from . import (
+    batch,
+    batch_cold,
+    dispatch,
+    domain,
+    domain_scale,
+    encryption,
+    http,
+    ops,
+    scaling,
+    storage_tiers,
+    tier_directory,
+)
 from .env import BenchEnv, ServiceUnavailable
 from .harness import Benchmark, Row, Settings, render_table
 
@@ -25,9 +37,12 @@ ALL: list[Benchmark] = [
     *batch_cold.BENCHMARKS,
     *scaling.BENCHMARKS,
     *domain.BENCHMARKS,
+    *domain_scale.BENCHMARKS,
     *dispatch.BENCHMARKS,
     *encryption.BENCHMARKS,
     *ops.BENCHMARKS,
+    *http.BENCHMARKS,
+    *tier_directory.BENCHMARKS,
 ]
 
 

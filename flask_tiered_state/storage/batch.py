@@ -72,7 +72,8 @@ class StateBatchOperations:
     ) -> dict[str, StateMetadata]:
         """Write JSON texts to their home tier ``category`` in one ``store_many`` call
         (all or nothing where the tier has transactions), refresh the cache and drop
-        the stale copies in the other tiers with one ``delete_many`` per tier."""
+        the stale copies in the other tiers with one ``delete_many`` per tier (for a
+        HOT home, only of the keys the tier directory marks)."""
         keys = validate_keys(list(items))
         if not keys:
             return {}
@@ -86,8 +87,11 @@ class StateBatchOperations:
         repository = coordinator.repositories.by_category(category)
         requests = [WriteRequest(k, v, ttl_seconds=ttl_seconds) for k, v in items.items()]
         with coordinator.locked(keys):
+            if category is not HOT:
+                coordinator.mark_lower_copies(keys)
             try:
-                written = repository.store_many(requests)
+                with coordinator.consulting(category) as answer:
+                    written = repository.store_many(requests)
             except TierUnavailableError as exc:
                 coordinator.tier_failed(category, exc)
                 raise
@@ -95,6 +99,7 @@ class StateBatchOperations:
                 [StoredValue(r.key, r.value, written[r.key]) for r in requests],
                 category,
                 versioned=False,
+                marked=None if answer is None else answer.marked_keys(),
             )
         return written
 

@@ -7,9 +7,11 @@ tiers hold that could shadow the new value or resurface after it (a HOT home wit
 TTL drops WARM and COLD; WARM drops the HOT copy; COLD drops WARM and HOT). Drops and
 deletes run bottom-up (COLD, WARM, HOT) so that no reader ever sees an older copy
 appear; a HOT home's WARM and COLD drops run side by side, since readers find the new
-value in HOT before either. The HOT step comes last and, when other processes' caches
-are invalidated through Redis (:mod:`.invalidation`), also announces the changed keys in
-the same round trip, so a process that hears of a change finds no stale copy left to read.
+value in HOT before either; with a tier directory (:mod:`.tier_directory`), only the
+keys it marks as possibly having such copies are dropped there. The HOT step comes last
+and, when other processes' caches are invalidated through Redis (:mod:`.invalidation`),
+also announces the changed keys in the same round trip, so a process that hears of a
+change finds no stale copy left to read.
 
 A HOT tier that fails is marked degraded: reads skip it and are served from WARM,
 and it is re-checked with exponential backoff. A copy that could not be dropped is
@@ -24,10 +26,10 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConcurrencyError, IntegrityError, OutcomeUnknownError, TierUnavailableError
 from .base import (
@@ -44,6 +46,9 @@ from .cache import StateCache
 from .health import TierGuard, logger
 from .keys import validate_pattern
 from .tiering import TierPromotionPolicy
+
+if TYPE_CHECKING:
+    from .tier_directory import DirectoryAnswer, TierDirectory
 
 __all__ = ["COLD", "DROPS", "HOT", "WARM", "StateRepositoryCoordinator", "stale_fence"]
 
@@ -124,6 +129,9 @@ class StateRepositoryCoordinator:
         self.movements = dict.fromkeys(("promotions", "auto_promotions", "demotions"), 0)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        #: The keys that may have WARM or COLD copies (set by the store when HOT is
+        #: Redis); None: a HOT-home write drops WARM and COLD copies of every key.
+        self.directory: TierDirectory | None = None
 
     def get_repositories(self) -> StateRepositories:
         return self._raw
@@ -390,17 +398,20 @@ class StateRepositoryCoordinator:
             )
         with self.locked((key,)):
             moved_from: tuple[StateCategory, ...] = ()
+            if category is not HOT:
+                self.mark_lower_copies([key])
             try:
-                try:
-                    metadata = repository.store(
-                        key, value, ttl_seconds=ttl_seconds, expected_version=expected_version
-                    )
-                except ConcurrencyError as exc:
-                    if not expected_version or exc.actual not in (0, None):
-                        raise
-                    metadata, moved_from = self.store_moving(
-                        repository.store, key, value, category, ttl_seconds, expected_version
-                    )
+                with self.consulting(category) as answer:
+                    try:
+                        metadata = repository.store(
+                            key, value, ttl_seconds=ttl_seconds, expected_version=expected_version
+                        )
+                    except ConcurrencyError as exc:
+                        if not expected_version or exc.actual not in (0, None):
+                            raise
+                        metadata, moved_from = self.store_moving(
+                            repository.store, key, value, category, ttl_seconds, expected_version
+                        )
             except OutcomeUnknownError:
                 # Whichever way it went, no copy older than this write may be read.
                 if category is not HOT:
@@ -415,9 +426,53 @@ class StateRepositoryCoordinator:
                 raise
             stored = StoredValue(key, value, metadata)
             self.after_home_write(
-                [stored], category, also=moved_from, versioned=expected_version is not None
+                [stored],
+                category,
+                also=moved_from,
+                versioned=expected_version is not None,
+                marked=None if answer is None else answer.marked_keys(),
             )
         return stored
+
+    # -- the tier directory ----------------------------------------------------
+    def consulting(self, home: StateCategory) -> AbstractContextManager[DirectoryAnswer | None]:
+        """Around a write to ``home``: for a HOT home with a directory, the write reads
+        the marks of its keys in its own round trip (the answer yielded); else None."""
+        directory = self.directory
+        if home is not HOT or directory is None:
+            return nullcontext()
+        return directory.consulting()
+
+    def mark_lower_copies(self, keys: Sequence[str], *, required: bool = False) -> None:
+        """Mark ``keys`` in the tier directory before a WARM or COLD copy of them is made.
+
+        A mark that Redis refuses is not fatal to a write (WARM and COLD homes work
+        while HOT is down): the write's HOT drop, deferred to the journal with its
+        fence, marks the key when it is done (the Redis repository's ``delete_stale``).
+        A move (``required``) raises instead.
+        """
+        directory = self.directory
+        if directory is None or not keys:
+            return
+        if not self.hot_usable():  # no round trip to a Redis known to be down
+            if required:
+                raise TierUnavailableError(
+                    "hot", "The HOT tier (Redis) is degraded, so no key can be moved."
+                )
+            return
+        try:
+            directory.mark(keys)
+        except TierUnavailableError as exc:
+            if required:
+                self.tier_failed(HOT, exc)
+                raise
+            # The write's HOT drop, through the (instrumented) repository, goes next: it
+            # finds out, counts and reports whether Redis is down.
+            logger.warning(
+                "Could not mark %d keys in the tier directory (the HOT drop marks them later): %s",
+                len(keys),
+                exc,
+            )
 
     def copies_elsewhere(self, key: str, home: StateCategory) -> dict[StateCategory, StoredValue]:
         """The copies of ``key`` in the tiers other than ``home``, topmost first."""
@@ -480,6 +535,7 @@ class StateRepositoryCoordinator:
         *,
         also: Iterable[StateCategory] = (),
         versioned: bool,
+        marked: Collection[str] | None = None,
     ) -> None:
         """Refresh the cache with ``values`` and drop the copies that are now stale.
 
@@ -490,26 +546,37 @@ class StateRepositoryCoordinator:
 
         :param versioned: the writes were compare-and-set (their versions go on from every
             copy); else they were last-writer-wins.
+        :param marked: for a HOT home, the keys the tier directory says may have WARM or
+            COLD copies, read after the write (None: no answer, every key may). Only
+            those are dropped there, but in the tiers ``also`` names.
         """
         keys = [v.key for v in values]
         fences = {v.key: stale_fence(v, versioned=versioned) for v in values}
         stale = {*DROPS[home], *also} - {home}
+        if marked is not None and home is HOT:
+            below = {k: f for k, f in fences.items() if k in marked}
+            drop_in = {
+                tier: fences if tier in also else below for tier in (WARM, COLD) if tier in stale
+            }
+            stale = {t for t in stale if t not in drop_in or drop_in[t]}
+        else:
+            drop_in = dict.fromkeys((WARM, COLD), fences)
         # With both WARM and COLD stale (a HOT home, which readers reach first), the two
         # drops do not depend on each other: COLD's runs on a worker while this thread
         # refreshes the cache and drops WARM's, so the write waits for the slower one only.
         cold_drop = None
         if COLD in stale and WARM in stale:
             context = contextvars.copy_context()
-            cold_drop = self._drop_pool().submit(context.run, self.drop_copies, COLD, fences)
+            cold_drop = self._drop_pool().submit(context.run, self.drop_copies, COLD, drop_in[COLD])
         try:
             if len(values) > self.cache.scan_threshold:
                 self.cache.invalidate_many(keys)
             else:
                 self.cache.set_many(values)
             if cold_drop is None and COLD in stale:
-                self.drop_copies(COLD, fences)
+                self.drop_copies(COLD, drop_in[COLD])
             if WARM in stale:
-                self.drop_copies(WARM, fences)
+                self.drop_copies(WARM, drop_in[WARM])
         finally:
             if cold_drop is not None:
                 cold_drop.result()

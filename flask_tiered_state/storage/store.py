@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ..observability.metrics import MetricsCollector
     from ..observability.slow import SlowOperationLog
     from .invalidation import CacheInvalidation  # imports redis-py, an extra
+    from .tier_directory import TierDirectory  # imports redis-py too
 
 __all__ = ["TieredStore"]
 
@@ -69,6 +70,10 @@ class TieredStore:
     :param slow_operations: logs and counts the repository calls slower than its
         threshold (see :mod:`~flask_tiered_state.observability.slow`); the manager
         reports its slow changes to it too. None: none.
+    :param tier_directory: when the HOT tier is Redis, keep the tier directory
+        (:mod:`.tier_directory`) so that a HOT-home write drops WARM and COLD copies
+        only of keys that may have them; built at start by listing WARM and COLD when
+        Redis lacks it. False: every HOT-home write drops in WARM and COLD.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class TieredStore:
         call_timeout: float | None = 10.0,
         drop_replay_interval: float | None = 1.0,
         slow_operations: SlowOperationLog | None = None,
+        tier_directory: bool = True,
     ) -> None:
         if not isinstance(repositories, StateRepositories):
             raise ConfigurationError(
@@ -128,6 +134,10 @@ class TieredStore:
             initial_backoff=initial_backoff,
             max_backoff=max_backoff,
         )
+        #: Which keys may have WARM or COLD copies, when HOT is Redis (else None).
+        self.tier_directory: TierDirectory | None = None
+        if tier_directory:
+            self._attach_tier_directory(repositories)
         self.tier_manager = StateTierManager(self.coordinator)
         self.batch = StateBatchOperations(self.coordinator, self.tier_manager)
         #: The WARM repository itself (a SQLStateRepository in every built store).
@@ -152,6 +162,21 @@ class TieredStore:
             if drop_replay_interval is not None and guard.shared(StateCategory.HOT):
                 self._replayer = JournalReplayer(guard.replay_journal, drop_replay_interval)
                 self._replayer.start()
+
+    def _attach_tier_directory(self, repositories: StateRepositories) -> None:
+        hot = repositories.hot
+        if hot.backend != "redis":
+            return
+        from .redis.repository import RedisStateRepository
+        from .tier_directory import TierDirectory
+
+        if not isinstance(hot, RedisStateRepository):
+            return  # a wrapped or foreign Redis tier: the drop-everywhere path
+        directory = TierDirectory(
+            hot.client, hot.key_prefix, sources=(repositories.warm, repositories.cold)
+        )
+        hot.tier_directory = self.coordinator.directory = self.tier_directory = directory
+        directory.ensure_ready()
 
     # -- values ----------------------------------------------------------------
 

@@ -160,6 +160,9 @@ class StateTierManager:
         with coordinator.locked(keys):
             # Another process's change announced while we move must win in the cache too.
             token = coordinator.cache.fill_token()
+            # Marked before the sources are read: a HOT-home write the marks miss wrote
+            # its value before that read, so it is the value moved (see .tier_directory).
+            coordinator.mark_lower_copies(keys, required=True)
             sources = self._move_sources(keys)
             if not sources:
                 return []

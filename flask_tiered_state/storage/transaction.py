@@ -102,6 +102,8 @@ class _Written:
     moved_from: tuple[StateCategory, ...]
     #: Compare-and-set (the version goes on from every copy), else last-writer-wins.
     versioned: bool
+    #: A HOT home the tier directory does not mark: no WARM or COLD copy to drop.
+    unmarked: bool = False
 
     def fence(self) -> StaleCopy:
         """The copies this write makes stale."""
@@ -124,6 +126,9 @@ class StoreTransaction:
         self._deleted: dict[str, None] = {}
         self._applied: list[AppliedWrite] = []
         self._token = 0
+        #: Keys written to WARM in this transaction, then to another home: their row
+        #: is a lower copy that the tier directory must mark.
+        self._left_warm: set[str] = set()
 
     def set(
         self,
@@ -143,7 +148,8 @@ class StoreTransaction:
         text = self._store.encode(key, value)
         self._deleted.pop(key, None)
         if home is not WARM:
-            self._written.pop(key, None)
+            if self._written.pop(key, None) is not None:
+                self._left_warm.add(key)
             self._deferred[key] = _Deferred(text, home, ttl, expected)
             return None
         self._deferred.pop(key, None)
@@ -209,9 +215,23 @@ class StoreTransaction:
     def _repo(self, category: StateCategory) -> Any:
         return self._store.coordinator.repositories.by_category(category)
 
+    def _lower_copies(self) -> list[str]:
+        """The keys this transaction may give a new WARM or COLD copy (a compare-and-set
+        update of a WARM row in place makes none: the row was marked when it was made)."""
+        keys = [
+            key
+            for key, w in self._written.items()
+            if not (w.versioned and not w.moved_from and w.stored.metadata.version > 1)
+        ]
+        keys += [key for key, d in self._deferred.items() if d.category is not HOT]
+        return keys + [key for key in self._left_warm if key not in self._written]
+
     def _before_commit(self) -> None:
         coordinator = self._store.coordinator
         self._token = coordinator.cache.fill_token()
+        # Before the commit shows the WARM rows and before the COLD writes: the tier
+        # directory must mark a key before its lower copy can be read.
+        coordinator.mark_lower_copies(self._lower_copies())
         for key, write in self._deferred.items():
             if write.category is HOT and not coordinator.hot_usable():
                 raise TierUnavailableError(
@@ -221,10 +241,11 @@ class StoreTransaction:
             repository = self._repo(write.category)
             previous = previous_value(repository, key, write.expected_version)
             try:
-                metadata = repository.store(
-                    key, write.value, ttl_seconds=write.ttl_seconds,
-                    expected_version=write.expected_version,
-                )  # fmt: skip
+                with coordinator.consulting(write.category) as answer:
+                    metadata = repository.store(
+                        key, write.value, ttl_seconds=write.ttl_seconds,
+                        expected_version=write.expected_version,
+                    )  # fmt: skip
             except ConcurrencyError as exc:
                 if not write.expected_version or exc.actual not in (0, None):
                     raise
@@ -237,10 +258,13 @@ class StoreTransaction:
                 raise
             stored = StoredValue(key, write.value, metadata)
             self._applied.append(AppliedWrite(write.category, previous, stored))
-            written = _Written(stored, write.category, (*moved_from, WARM),
-                               write.expected_version is not None)  # fmt: skip
+            marked = None if answer is None else answer.marked_keys()
+            unmarked = marked is not None and key not in marked and not moved_from
+            written = _Written(stored, write.category, () if unmarked else (*moved_from, WARM),
+                               write.expected_version is not None, unmarked)  # fmt: skip
             # The stale WARM copy goes in the same transaction as the caller's rows.
-            self._uow.delete_stale({key: written.fence()})
+            if not unmarked:
+                self._uow.delete_stale({key: written.fence()})
             self._written[key] = written
 
     def _after_commit(self) -> None:
@@ -343,7 +367,8 @@ def _publish(
         return
     drops: dict[StateCategory, dict[str, StaleCopy]] = {COLD: {}, HOT: {}}
     for key, write in written.items():
-        for category in dict.fromkeys((*DROPS[write.home], *write.moved_from)):
+        home_drops = () if write.unmarked else DROPS[write.home]
+        for category in dict.fromkeys((*home_drops, *write.moved_from)):
             if category is not write.home and category is not WARM:  # WARM: in the SQL
                 drops[category][key] = write.fence()
     for key in deleted:

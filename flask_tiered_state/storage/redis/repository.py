@@ -35,6 +35,7 @@ from ...errors import (
     TierUnavailableError,
 )
 from ..base import (
+    ANY_COPY,
     BackendContext,
     StaleCopy,
     StateCategory,
@@ -54,6 +55,7 @@ from ..keys import (
     validate_keys,
     validate_pattern,
 )
+from ..tier_directory import DirectoryAnswer, TierDirectory, consulted
 from .codec import (
     DELETE_STALE_LUA,
     DELETE_UNCHANGED_LUA,
@@ -72,6 +74,7 @@ from .connection import CHUNK, SCHEMES, describe, redis_client
 __all__ = ["RedisStateRepository", "match_is_exponential"]
 
 _VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+_ANY = re.compile(r".*", re.DOTALL)
 #: The first release of each line with CVE-2022-36021 fixed; 6.1 and 7.1 are unstable
 #: (development) lines, left unfixed here; lines from 7.2 on have the fix.
 _MATCH_FIXED_IN = {(6, 0): 18, (6, 2): 11, (7, 0): 9}
@@ -137,6 +140,9 @@ class RedisStateRepository:
         #: Whether the server matches globs in exponential time; read at the first
         #: :meth:`keys`.
         self._coarse_match: bool | None = None
+        #: The store's tier directory (:mod:`..tier_directory`), when one is attached:
+        #: HOT drops of lower-home writes mark their keys in it (in the same round trip).
+        self.tier_directory: TierDirectory | None = None
 
     def __repr__(self) -> str:
         return f"<RedisStateRepository {self.location} prefix={self.key_prefix!r}>"
@@ -206,20 +212,28 @@ class RedisStateRepository:
             check_expected_version(expected_version)
         item = self._prepare(key, value, version, ttl_seconds)
         ttl = item.ttl
+        answer = consulted()
         try:
             if version is not None and expected_version is None:
+                if answer is not None:
+                    answer.unchecked()
                 self.client.set(item.name, item.payload(version), ex=ttl)
                 return item.metadata(self.category, version)
-            ok, number = self._set_versioned(
-                keys=[item.name],
-                args=[
-                    item.head,
-                    item.tail,
-                    ttl or 0,
-                    "" if expected_version is None else expected_version,
-                    "" if version is None else version,
-                ],
-            )
+            args: list[Any] = [
+                item.head,
+                item.tail,
+                ttl or 0,
+                "" if expected_version is None else expected_version,
+                "" if version is None else version,
+            ]
+            if answer is None:
+                ok, number = self._set_versioned(keys=[item.name], args=args)
+            else:  # the directory's marks of the key, read after the write, same round trip
+                pipe = self.client.pipeline(transaction=False)
+                pipe.eval(SET_VERSIONED_LUA, 1, item.name, *args)
+                answer.directory.queue_check(pipe, [key])
+                (ok, number), marks = pipe.execute()
+                answer.record([key], marks)
         except RedisError as exc:
             raise self._unavailable(f"write {key!r}", exc) from exc
         if not ok:
@@ -273,6 +287,8 @@ class RedisStateRepository:
                 key = (name.decode("utf-8") if isinstance(name, bytes) else name)[cut:]
             except UnicodeDecodeError:
                 continue  # not ours: every key we write is ASCII
+            if "#" in key:  # the tier directory's names (no key holds a "#")
+                continue
             if regex.fullmatch(key):
                 yield key
 
@@ -318,7 +334,8 @@ class RedisStateRepository:
         try:
             if self.key_prefix:
                 match = redis_literal(self.key_prefix) + "*"
-                count = sum(len(batch) for batch in self._scan_batches(match))
+                batches = self._scan_batches(match)
+                count = sum(1 for batch in batches for _ in self._matching(batch, _ANY))
             else:
                 count = int(self.client.dbsize())
             memory = self.client.info("memory")
@@ -361,19 +378,23 @@ class RedisStateRepository:
                 self._prepare(item.key, item.value, item.version, item.ttl_seconds, now)
             )
         results: dict[str, StateMetadata] = {}
+        # Consulted: each chunk's write is followed by the directory's marks of its keys.
+        answer = consulted()
         try:
             pipe = self.client.pipeline(transaction=False)
             queued: list[tuple[bool, list[EncodedWrite]]] = []
             size = 0
             for ttl, auto, chunk in plan_writes(prepared, CHUNK):
                 self._queue_chunk(pipe, chunk, ttl, auto)
+                if answer is not None:
+                    answer.directory.queue_check(pipe, [p.key for p in chunk])
                 queued.append((auto, chunk))
                 size += len(chunk)
                 if size >= CHUNK:  # one round trip per ~CHUNK items
-                    self._collect(pipe.execute(), queued, results)
+                    self._collect(pipe.execute(), queued, results, answer)
                     queued, size = [], 0
             if queued:
-                self._collect(pipe.execute(), queued, results)
+                self._collect(pipe.execute(), queued, results, answer)
         except RedisError as exc:
             raise self._unavailable(f"write {len(prepared)} keys", exc) from exc
         return results
@@ -401,7 +422,12 @@ class RedisStateRepository:
         replies: list[Any],
         queued: list[tuple[bool, list[EncodedWrite]]],
         results: dict[str, StateMetadata],
+        answer: DirectoryAnswer | None = None,
     ) -> None:
+        if answer is not None:
+            for marks, (_, chunk) in zip(replies[1::2], queued, strict=True):
+                answer.record([p.key for p in chunk], marks)
+            replies = replies[::2]
         for reply, (auto, chunk) in zip(replies, queued, strict=True):
             if auto:
                 for p, number in zip(chunk, reply, strict=True):
@@ -504,18 +530,30 @@ class RedisStateRepository:
     ) -> int:
         """Delete each key whose copy its fence calls stale (atomically per key: a value
         written meanwhile as new or newer stays), then ``PUBLISH`` each message on
-        ``channel``; one round trip. Returns how many were deleted."""
+        ``channel``; one round trip. Returns how many were deleted.
+
+        With a :attr:`tier_directory`, the keys are marked in it in the same round trip
+        (but for deletes, ``ANY_COPY``): a HOT copy made stale is a lower
+        home's write, and its drop deferred by an outage is how a key whose copy could
+        not be marked then gets marked later, from this process or from the journal.
+        """
         validate_keys(list(fences))
         names = [self.key_prefix + k for k in fences]
         args = [(f.version, f.checksum or "", repr(f.written_at)) for f in fences.values()]
+        directory = self.tier_directory
+        marked = [k for k, f in fences.items() if f != ANY_COPY] if directory else []
+        marks = 0
+
+        def queue(pipe: Any) -> None:
+            nonlocal marks
+            if directory is not None and marked:
+                marks = directory.queue_mark(pipe, marked)
+            self._queue_chunks(pipe, DELETE_STALE_LUA, names, args)
+
         replies = self._then_publish(
-            lambda pipe: self._queue_chunks(pipe, DELETE_STALE_LUA, names, args),
-            len(names),
-            channel,
-            messages,
-            f"delete {len(names)} stale copies",
+            queue, len(names), channel, messages, f"delete {len(names)} stale copies"
         )
-        return sum(int(n) for n in replies)
+        return sum(int(n) for n in replies[marks:])
 
     @staticmethod
     def _queue_chunks(
