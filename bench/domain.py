@@ -194,12 +194,16 @@ def domain_get(env: BenchEnv, settings: Settings) -> list[Row]:
 # -- search_states --------------------------------------------------------------------
 
 
-def _populate(manager: Any, count: int) -> None:
+#: The type of state ``n`` of :func:`populate_warm`: ``SEARCH_TYPES[(n // 5) % 5]``.
+SEARCH_TYPES = ("user", "user", "user", "transaction", "subscription")
+
+
+def populate_warm(manager: Any, count: int) -> None:
     """``count`` states written straight to the WARM tier (the search reads only that
     table): 60% users, independently 1 in 5 with ``data.status`` active (12% match)."""
     from flask_tiered_state.storage.base import WriteRequest
 
-    types = ("user", "user", "user", "transaction", "subscription")
+    types = SEARCH_TYPES
     for start in range(0, count, 10_000):
         batch = []
         for n in range(start, min(count, start + 10_000)):
@@ -269,7 +273,7 @@ def domain_search(env: BenchEnv, settings: Settings) -> list[Row]:
     url = env.database("domain_search")
     manager = _manager(env, "domain_search", database_url=url, redis=True)
     started = time.perf_counter()
-    _populate(manager, count)
+    populate_warm(manager, count)
     table = manager.store.warm.table.name
     libpq = env.libpq_url(url)
     prepared = env.closing(psycopg.connect(libpq, autocommit=True))

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from .data import dumps, record
+from .domain import SEARCH_TYPES, populate_warm
 from .env import BenchEnv
 from .harness import Benchmark, Row, Settings, compare, interleave, timed
 from .stores import build_bench_store
@@ -33,22 +33,12 @@ __all__ = ["BENCHMARKS"]
 
 #: Calls per timed round of the per-call rows.
 CALLS = 100
-TYPES = ("user", "user", "user", "transaction", "subscription")
 
 
-def _fill(manager: Any, count: int) -> None:
-    from flask_tiered_state.storage.base import WriteRequest
-
-    for start in range(0, count, 10_000):
-        batch = []
-        for n in range(start, min(count, start + 10_000)):
-            value = record(n, state_type=TYPES[(n // 5) % len(TYPES)], prefix="s")
-            batch.append(WriteRequest("state:" + value["state_id"], dumps(value)))
-        manager.store.warm.store_many(batch)
-
-
-def _user_ids(count: int) -> list[str]:
-    return [f"s{n:07d}" for n in range(count) if TYPES[(n // 5) % len(TYPES)] == "user"]
+def user_ids(count: int) -> list[str]:
+    """The ids of the user states among the first ``count`` of :func:`populate_warm`."""
+    types = SEARCH_TYPES
+    return [f"s{n:07d}" for n in range(count) if types[(n // 5) % len(types)] == "user"]
 
 
 class _Size:
@@ -63,12 +53,12 @@ class _Size:
         for name in ("user", "transaction", "subscription"):
             self.manager.register_state_type(name)
         started = time.perf_counter()
-        _fill(self.manager, count)
+        populate_warm(self.manager, count)
         with self.manager.store.warm.engine.connect() as connection:
             connection.exec_driver_sql(f'ANALYZE "{self.manager.store.warm.table.name}"')
             connection.commit()
         self.filled = time.perf_counter() - started
-        self.ids = _user_ids(count)
+        self.ids = user_ids(count)
         self.rng = random.Random(count)
         self.revision = 0
 
@@ -109,9 +99,8 @@ store = build_store(warm_url=sys.argv[1], hot_url=sys.argv[2], key_prefix=sys.ar
 manager = StateManager.create(store=store)
 for name in ("user", "transaction", "subscription"):
     manager.register_state_type(name)
-count = int(sys.argv[6])
-types = ("user", "user", "user", "transaction", "subscription")
-ids = [f"s{n:07d}" for n in range(count) if types[(n // 5) % len(types)] == "user"]
+from bench.domain_scale import user_ids
+ids = user_ids(int(sys.argv[6]))
 rng = random.Random(7)
 for state_id in rng.sample(ids, min(30_000, len(ids))):
     manager.get_state(state_id, auto_promote=False)
