@@ -130,6 +130,18 @@ class _Setup:
     def cold_cache(self) -> None:
         self.store.cache.clear()
         self._drop_archives()
+        self._vacuum()
+
+    def _vacuum(self) -> None:
+        """Vacuum the WARM and history tables: every operation reads tables in the state
+        autovacuum keeps them in. A restore round deletes and rewrites every row; left
+        alone, the next rounds read past as many dead rows (at 1,000 keys: a checkpoint
+        30-45 % slower) or race the autovacuum those rows start (at 100,000 keys)."""
+        engine = self.manager.history.engine
+        tables = (self.repositories.warm.table.name, self.manager.history.table.name)  # type: ignore[attr-defined]
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            for table in tables:
+                connection.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
 
     def _drop_archives(self) -> None:
         from flask_tiered_state.ops.archive import delete_archive
@@ -142,6 +154,7 @@ class _Setup:
         self.wipe_hot()
         self.repositories.warm.delete_many(["state:" + i for i in self.ids])
         self.store.cache.clear()
+        self._vacuum()
 
     def wipe_hot(self) -> None:
         self.cold_cache()

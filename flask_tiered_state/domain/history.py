@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_HISTORY_TABLE",
     "HistoryRepository",
     "define_history_table",
+    "newest_rows",
 ]
 
 DEFAULT_HISTORY_TABLE = "tiered_state_history"
@@ -346,3 +347,54 @@ def _iso(created: datetime) -> str:
     if created.tzinfo is None:  # SQLite keeps no offset; every stored time is UTC
         created = created.replace(tzinfo=timezone.utc)
     return created.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def newest_rows(
+    connection: sa.Connection, table: sa.Table, state_ids: Sequence[str], *, records: bool = True
+) -> list[tuple[Any, ...]]:
+    """Each of ``state_ids``' newest history row: ``(state_id, version, new_record)``
+    (``(state_id, version)`` without ``records``); states without a row are left out.
+
+    On PostgreSQL each state is one backward probe of the ``(state_id, version)`` index
+    (``LATERAL ... ORDER BY version DESC LIMIT 1``), whatever the table's statistics
+    say: a ``GROUP BY`` over ``state_id = ANY(...)`` was planned as a sequential scan of
+    the whole table once the statistics were stale, which made a restore of n states
+    O(n · rows).
+    """
+    t = table
+    ids = list(state_ids)
+    if not ids:
+        return []
+    if connection.dialect.name == "postgresql":
+        wanted = (
+            sa.func.unnest(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.Text)))
+            .table_valued("state_id")
+            .render_derived(name="wanted")
+        )
+        columns = [t.c.version, t.c.new_record] if records else [t.c.version]
+        newest = (
+            sa.select(*columns)
+            .where(t.c.state_id == wanted.c.state_id)
+            .order_by(t.c.version.desc())
+            .limit(1)
+            .lateral("newest")
+        )
+        statement = sa.select(wanted.c.state_id, *newest.c).select_from(
+            wanted.join(newest, sa.true())
+        )
+        return [tuple(row) for row in connection.execute(statement)]
+    latest = (
+        sa.select(t.c.state_id, sa.func.max(t.c.version).label("version"))
+        .where(t.c.state_id.in_(ids))
+        .group_by(t.c.state_id)
+    )
+    if not records:
+        return [tuple(row) for row in connection.execute(latest)]
+    newest_versions = latest.subquery()
+    statement = sa.select(t.c.state_id, t.c.version, t.c.new_record).join(
+        newest_versions,
+        sa.and_(
+            t.c.state_id == newest_versions.c.state_id, t.c.version == newest_versions.c.version
+        ),
+    )
+    return [tuple(row) for row in connection.execute(statement)]

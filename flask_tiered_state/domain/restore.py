@@ -49,6 +49,7 @@ from ..errors import ConcurrencyError, IntegrityError, InvalidRequestError, Inva
 from ..json_codec import loads
 from ..storage.base import StateCategory, StoredValue
 from .arguments import MAX_VERSION
+from .history import newest_rows
 from .model import KEY_PREFIX, StateTransition, utc_now_iso, validate_state_id
 from .writer import Write
 
@@ -365,23 +366,12 @@ class RecordRestorer:
 
     def _last_rows(self, ids: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
         """The newest history row of each state: ``{state_id: (version, new_record as
-        stored)}``, one statement per chunk (the unique (state_id, version) index finds
-        each state's newest row)."""
-        t = self.history.table
-        newest = (
-            sa.select(t.c.state_id, sa.func.max(t.c.version).label("version"))
-            .where(t.c.state_id.in_(sa.bindparam("ids", expanding=True)))
-            .group_by(t.c.state_id)
-            .subquery()
-        )
-        statement = sa.select(t.c.state_id, t.c.version, t.c.new_record).join(
-            newest, sa.and_(t.c.state_id == newest.c.state_id, t.c.version == newest.c.version)
-        )
+        stored)}``, one statement per chunk (see :func:`.history.newest_rows`)."""
         last: dict[str, tuple[int, dict[str, Any]]] = {}
         with self.history.engine.connect() as connection:
             for start in range(0, len(ids), _CHUNK):
-                rows = connection.execute(statement, {"ids": list(ids[start : start + _CHUNK])})
-                for state_id, version, record in rows:
+                chunk = ids[start : start + _CHUNK]
+                for state_id, version, record in newest_rows(connection, self.history.table, chunk):
                     last[state_id] = (int(version), loads(record) if isinstance(record, str)
                                       else record)  # fmt: skip
         return last

@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from ..domain.history import newest_rows
 from ..errors import (
     ArchiveCorruptError,
     ConcurrencyError,
@@ -460,10 +461,8 @@ class StateCapture:
             return
         ids = {record["state_id"]: key for key, (_, record) in hot_homes.items()}
         latest = dict(
-            snapshot.execute(
-                sa.select(history.c.state_id, sa.func.max(history.c.version))
-                .where(history.c.state_id.in_(list(ids)))
-                .group_by(history.c.state_id)
+            snapshot.run(
+                lambda: newest_rows(snapshot.connection, history, list(ids), records=False)
             )
         )
         older = {

@@ -67,7 +67,7 @@ class SQLSnapshot:
         self._live = repository.live_condition(self.now)
         self._pg = repository.backend == "postgresql"
 
-    def _run(self, call: Callable[[], _T]) -> _T:
+    def run(self, call: Callable[[], _T]) -> _T:
         """``call()`` (a statement, or a fetch of a streamed one) under the snapshot's
         error translation, its socket watched until ``chunk_timeout`` (PostgreSQL)."""
         db = self.repository._db
@@ -85,7 +85,7 @@ class SQLSnapshot:
 
     def execute(self, statement: sa.Executable) -> list[Any]:
         """Run ``statement`` in the snapshot; its rows (a list)."""
-        return self._run(lambda: list(self.connection.execute(statement).all()))
+        return self.run(lambda: list(self.connection.execute(statement).all()))
 
     def chunks(
         self,
@@ -121,10 +121,10 @@ class SQLSnapshot:
             .order_by(c.key)
             .execution_options(stream_results=True, max_row_buffer=size)
         )
-        result = self._run(lambda: self.connection.execute(query))
+        result = self.run(lambda: self.connection.execute(query))
         try:
             while True:
-                rows = self._run(lambda: result.fetchmany(size))
+                rows = self.run(lambda: result.fetchmany(size))
                 if not rows:
                     return
                 chunk: list[StoredValue] = []
