@@ -10,7 +10,11 @@ import pytest
 from flask import Flask, abort
 from werkzeug.exceptions import HTTPException
 
-from flask_tiered_state.correlation import get_correlation_id
+from flask_tiered_state.correlation import (
+    CorrelationMiddleware,
+    get_correlation_id,
+    install_correlation_hooks,
+)
 from flask_tiered_state.errors import InvalidTransitionError, StateNotFoundError, TieredStateError
 from flask_tiered_state.extension import TieredState
 
@@ -233,3 +237,36 @@ def test_the_apps_before_request_functions_keep_their_order_and_see_the_id(
         assert response.status_code == status
         assert response.headers["X-Correlation-ID"] == "order-1"
         assert seen == [("first", "order-1"), ("second", "order-1")]
+
+
+def test_teardown_and_after_request_functions_see_the_id_and_it_ends_with_the_request(
+    make_app: AppFactory,
+) -> None:
+    seen: list[tuple[str, str | None]] = []
+    app = make_app(init=False)
+    TieredState(app)
+    install_correlation_hooks(app)  # once per app, however often asked
+    assert isinstance(app.wsgi_app, CorrelationMiddleware)
+    assert not isinstance(app.wsgi_app.wsgi_app, CorrelationMiddleware)
+
+    @app.after_request
+    def after(response: Any) -> Any:
+        seen.append(("after", get_correlation_id()))
+        response.headers["X-Correlation-ID"] = "set-by-the-view"  # replaced, not doubled
+        return response
+
+    @app.teardown_request
+    def teardown(exc: BaseException | None) -> None:
+        seen.append(("teardown", get_correlation_id()))
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("boom")
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # answered as a 500, as in production
+    client = app.test_client()
+    response = client.get("/boom", headers={"X-Request-ID": "job-9"})
+    assert response.status_code == 500
+    assert response.headers.getlist("X-Correlation-ID") == ["job-9"]
+    assert seen == [("after", "job-9"), ("teardown", "job-9")]
+    assert get_correlation_id() is None  # reset once the request ended
