@@ -18,8 +18,8 @@ about 20 µs a request, most of it blinker's dispatch: a tenth of a cached read.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +51,12 @@ _VALID_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def new_correlation_id() -> str:
-    """A fresh correlation id."""
-    return uuid.uuid4().hex
+    """A fresh correlation id: a random (version 4) UUID's 32 hex digits."""
+    # uuid.uuid4().hex without building the UUID object: 0.7 us instead of 2
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 def _from_environ(environ: Mapping[str, Any]) -> str:

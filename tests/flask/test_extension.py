@@ -403,3 +403,15 @@ def test_a_metrics_collector_makes_the_default_manager_report(
         assert collector.snapshot()["warm"]["backends"]["sqlite"]["operations"]["fetch"] >= 1
     finally:
         StateManager.reset_instance()
+
+
+def test_generated_correlation_ids_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from flask_tiered_state.correlation import new_correlation_id
+
+    ids = [new_correlation_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, value)
