@@ -286,7 +286,10 @@ def page_lines(page: Page[dict[str, Any]]) -> list[str]:
             f"Page {page.page} is past the last page ({page.pages}); "
             f"{count(page.total, 'state')} {verb}."
         ]
-    summary = f"page {page.page} of {page.pages}, {count(page.total, 'state')}"
+    if page.total_exact:
+        summary = f"page {page.page} of {page.pages}, {count(page.total, 'state')}"
+    else:
+        summary = f"page {page.page} of {page.pages:,}+, {page.total:,}+ states"
     return [*(record_line(record) for record in page.items), summary]
 
 

@@ -193,13 +193,13 @@ _CHANGE_EXAMPLE = {
 #: The success answer's example of each operation.
 RESPONSE_EXAMPLES: dict[str, Any] = {
     "list_states": {"items": [_RECORD_EXAMPLE], "total": 1, "page": 1, "per_page": 20,
-                    "pages": 1},
+                    "pages": 1, "total_exact": True},
     "register_state": {**_RECORD_EXAMPLE, "status": "created", "version": 1,
                        "updated_at": _RECORD_EXAMPLE["created_at"]},
     "get_state": _RECORD_EXAMPLE,
     "transition_state": _RECORD_EXAMPLE,
     "state_history": {"state_id": "alice", "items": [_CHANGE_EXAMPLE], "total": 3, "page": 2,
-                      "per_page": 1, "pages": 3,
+                      "per_page": 1, "pages": 3, "total_exact": True,
                       "next": "/api/state/states/alice/history?page=3&per_page=1"},
     "diff_state": {"state_id": "alice", "from_version": 1, "to_version": 2,
                    "added": {"data.plan": "pro"}, "removed": {},

@@ -261,14 +261,24 @@ class PageSchema(_Response):
     """One page of search results."""
 
     items = fields.List(fields.Nested(RecordSchema), required=True)
-    total = fields.Integer(required=True)
+    total = fields.Integer(
+        required=True,
+        metadata={"description": "The matches; with total_exact false, there are more."},
+    )
     page = fields.Integer(required=True)
     per_page = fields.Integer(required=True)
     pages = fields.Integer(
         required=True,
         validate=validate.Range(min=0),
-        metadata={"description": "The number of pages; 0 when nothing matches."},
-    )
+        metadata={"description": "The number of pages; 0 when nothing matches (a lower "
+                  "bound when total_exact is false)."},
+    )  # fmt: skip
+    total_exact = fields.Boolean(
+        required=True,
+        metadata={"description": "False when more states match than a search counts "
+                  "(1,000, or the results up to this page's end): total is then that "
+                  "bound, and next pages go on while they come full."},
+    )  # fmt: skip
 
 
 class HistorySchema(_Response):
@@ -280,6 +290,7 @@ class HistorySchema(_Response):
     total = fields.Integer(metadata={"description": "The changes there are (of the transition)."})
     page = fields.Integer()
     per_page = fields.Integer()
+    total_exact = fields.Boolean(metadata={"description": "Always true for a history."})
     pages = fields.Integer(
         validate=validate.Range(min=0),
         metadata={"description": "The number of pages; 0 when there are no changes."},

@@ -9,6 +9,7 @@ delivery of events, and the instances (the default one, ``create``, ``close``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -708,7 +709,7 @@ class StateManager:
                 (str(path).split(".") for path in filters),
             )
         found = self._search.search(type_name, filters, page=page, per_page=per_page)
-        return Page(self.cipher.open_many(found.items), found.total, found.page, found.per_page)
+        return dataclasses.replace(found, items=self.cipher.open_many(found.items))
 
     def get_states_by_type(
         self, state_type: object, *, page: int = 1, per_page: int = 50

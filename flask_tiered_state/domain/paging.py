@@ -24,12 +24,18 @@ class Page(Sequence[T]):
 
     A page is a sequence of its items: ``len(page)``, ``for record in page``,
     ``page[0]`` and slices work as on ``page.items``; ``total`` counts every result.
+    A search counts its matches up to a bound (see
+    :data:`flask_tiered_state.domain.search.SEARCH_COUNT_LIMIT`), so that its first page
+    costs the same over a thousand states or a million: with more matches than that,
+    ``total`` is the bound, ``total_exact`` is False (there are more), ``pages`` counts
+    the pages of the bound and ``has_next`` stays True while pages come full.
     """
 
     items: list[T]
     total: int
     page: int
     per_page: int
+    total_exact: bool = True
 
     def __len__(self) -> int:
         return len(self.items)
@@ -48,12 +54,15 @@ class Page(Sequence[T]):
 
     @property
     def pages(self) -> int:
-        """The number of pages (0 when there are no results)."""
+        """The number of pages (0 when there are no results); without ``total_exact``,
+        a lower bound."""
         return -(-self.total // self.per_page)
 
     @property
     def has_next(self) -> bool:
-        return self.page < self.pages
+        if self.page < self.pages:
+            return True
+        return not self.total_exact and len(self.items) == self.per_page
 
     @property
     def has_prev(self) -> bool:
@@ -66,6 +75,7 @@ class Page(Sequence[T]):
             "page": self.page,
             "per_page": self.per_page,
             "pages": self.pages,
+            "total_exact": self.total_exact,
         }
 
 

@@ -88,7 +88,7 @@ VERSION_TABLE = "tiered_state_alembic_version"
 BRANCH_LABEL = "tiered_state"
 BASELINE_REVISION = "ts0001"
 #: The newest packaged revision.
-HEAD_REVISION = "ts0004"
+HEAD_REVISION = "ts0005"
 #: The tables the revisions manage.
 TABLES = (
     "tiered_state_entries",

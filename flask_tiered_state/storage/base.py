@@ -347,11 +347,19 @@ class DocumentSearch(Protocol):
     PostgreSQL, ``json_extract`` on SQLite). The domain's search goes through it."""
 
     def search_documents(
-        self, query: DocumentQuery, *, newest_by: str, offset: int, limit: int
+        self,
+        query: DocumentQuery,
+        *,
+        newest_by: str,
+        offset: int,
+        limit: int,
+        count_limit: int | None = None,
     ) -> tuple[list[str], int]:
         """``(values, total)``: the matching values ordered by the top-level text field
         ``newest_by`` descending, then key, from ``offset``, at most ``limit``; and how
-        many match in all."""
+        many match in all. With ``count_limit``, counting stops after ``max(count_limit,
+        offset + limit) + 1`` matches: a total above that bound minus one means "at
+        least that many"."""
         ...
 
     def count_documents(

@@ -50,6 +50,17 @@ def test_states_are_listed_by_type_and_status_with_paging(dash_app: Flask) -> No
     assert listed_ids(html(dash_app, "/dash/states?type=user&page=2")) == []
 
 
+def test_the_pager_says_when_more_states_match_than_were_counted(
+    dash_app: Flask, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("flask_tiered_state.domain.search.SEARCH_COUNT_LIMIT", 4)
+    first = html(dash_app, "/dash/states?type=user&per_page=3")
+    assert "page 1 of 2+ · 4+ states" in first and 'rel="next"' in first
+    assert len(listed_ids(first)) == 3
+    last = html(dash_app, "/dash/states?type=user&per_page=3&page=4")
+    assert "page 4 of 4 · 12 states" in last and 'rel="next"' not in last
+
+
 def test_search_with_dotted_filters(dash_app: Flask) -> None:
     pro = html(dash_app, "/dash/states?type=user&q=data.plan%3Dpro")
     assert sorted(listed_ids(pro)) == ["user-00", "user-06", "user-09"]  # user-03 is team now

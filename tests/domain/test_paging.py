@@ -14,7 +14,8 @@ from flask_tiered_state.errors import InvalidRequestError
 def test_page_arithmetic() -> None:
     page = Page(items=[1, 2], total=5, page=3, per_page=2)
     assert page.pages == 3 and not page.has_next and page.has_prev
-    assert page.to_dict() == {"items": [1, 2], "total": 5, "page": 3, "per_page": 2, "pages": 3}
+    assert page.to_dict() == {"items": [1, 2], "total": 5, "page": 3, "per_page": 2, "pages": 3,
+                              "total_exact": True}  # fmt: skip
     assert Page([], 0, 1, 50).pages == 0
 
 
@@ -61,3 +62,11 @@ def test_bad_filters(filters: dict[str, Any], fragment: str) -> None:
     assert fragment in info.value.message
     if "path" in info.value.message:
         assert "data.<key>" in info.value.message
+
+
+def test_a_page_of_a_bounded_count_says_there_is_more() -> None:
+    full = Page(items=[1, 2], total=10, page=5, per_page=2, total_exact=False)
+    assert full.pages == 5 and full.has_next and full.has_prev
+    assert full.to_dict()["total_exact"] is False
+    short = Page(items=[1], total=10, page=6, per_page=2, total_exact=False)
+    assert not short.has_next  # a page that did not come full is the last one

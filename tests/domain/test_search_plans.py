@@ -29,7 +29,7 @@ def test_repeated_searches_are_never_prepared_and_stay_exact(manager: StateManag
     thresholds: list[Any] = []
 
     def capture(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "OVER ()" in statement:
+        if "counted" in statement:  # the search statement (its count)
             thresholds.append(conn.connection.driver_connection.prepare_threshold)
 
     sa.event.listen(engine, "before_cursor_execute", capture)
@@ -55,3 +55,33 @@ def test_repeated_searches_are_never_prepared_and_stay_exact(manager: StateManag
     assert beyond.items == [] and beyond.total == 3
     with engine.connect() as conn:  # and the connections keep psycopg's default
         assert conn.connection.driver_connection.prepare_threshold == 5
+
+
+def test_a_first_page_walks_the_search_order_index(manager: StateManager) -> None:
+    """The page's rows come from the (updated_at DESC, key) index, read from its start
+    and stopped at the page's end: no sort of every match."""
+    for chunk in range(5):
+        manager.batch_set_state(
+            {f"u{chunk}-{n:04d}": {"data": {"plan": "pro"}} for n in range(1000)},
+            state_type=StateType.USER,
+        )
+    engine = manager.store.warm.engine
+    table = manager.store.warm.table.name
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"ANALYZE {table}")
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "counted" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        page = manager.search_states(StateType.USER, {"data.plan": "pro"}, per_page=20)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    assert len(page.items) == 20 and (page.total, page.total_exact) == (1000, False)
+    [(statement, parameters)] = statements
+    with engine.connect() as conn:
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+    assert f"ix_{table}_newest" in plan, plan

@@ -155,6 +155,7 @@ def test_the_documented_first_revision_is_written_into_the_apps_directory(
         "ts0002_event_ids_and_drops.py",
         "ts0003_outbox_idempotency_timers.py",
         "ts0004_data_keys_and_history_seals.py",
+        "ts0005_search_order_index.py",
     ]
     capsys.readouterr()
 

@@ -201,16 +201,27 @@ class SQLStateRepository:
         return sa.or_(expires_at.is_(None), expires_at > moment)
 
     def search_documents(
-        self, query: DocumentQuery, *, newest_by: str, offset: int, limit: int
+        self,
+        query: DocumentQuery,
+        *,
+        newest_by: str,
+        offset: int,
+        limit: int,
+        count_limit: int | None = None,
     ) -> tuple[list[str], int]:
         """``(values, total)`` of a :class:`~..base.DocumentQuery` (see
         :class:`~..base.DocumentSearch`): one page, newest by ``newest_by`` first."""
-        for name, value, minimum in (("offset", offset, 0), ("limit", limit, 1)):
+        for name, value, minimum in (("offset", offset, 0), ("limit", limit, 1),
+                                     ("count_limit", count_limit, 0)):  # fmt: skip
+            if name == "count_limit" and value is None:
+                continue
             if type(value) is not int or value < minimum:
                 raise InvalidRequestError(
                     f"{name} must be a whole number of at least {minimum}, not {value!r}."
                 )
-        return self._searcher.search(query, newest_by=newest_by, offset=offset, limit=limit)
+        return self._searcher.search(
+            query, newest_by=newest_by, offset=offset, limit=limit, count_limit=count_limit
+        )
 
     def count_documents(
         self, query: DocumentQuery, group_by: Sequence[str] = ()

@@ -70,36 +70,49 @@ class DocumentSearcher:
         self.live = live
 
     def search(
-        self, query: DocumentQuery, *, newest_by: str, offset: int, limit: int
+        self,
+        query: DocumentQuery,
+        *,
+        newest_by: str,
+        offset: int,
+        limit: int,
+        count_limit: int | None = None,
     ) -> tuple[list[str], int]:
         conditions = self._conditions(query)
         c = self.table.c
-        # One pass over the matches: the total rides along as a window over narrow rows
-        # (key and sort key), the page is cut from them, and only its rows' values are
-        # read back by key. A COUNT beside the page query would read every match twice;
-        # a window next to the values would carry each match's value through it.
+        # One statement, one snapshot: the page's keys (newest first: the (newest_by
+        # DESC, key) index on PostgreSQL walks them in order and stops at the page's end),
+        # the count beside them, and the page's values read back by key. The count stops
+        # after `bound` matches, so that a first page costs the same over a thousand
+        # states or a million; counting every match was most of a first page's time.
         newest = self._field(newest_by).label("newest")
-        matches = (
-            sa.select(c.key, newest, sa.func.count().over().label("total"))
+        page = (
+            sa.select(c.key, newest)
             .where(*conditions)
             .order_by(newest.desc(), c.key.asc())
             .limit(limit)
             .offset(offset)
-            .subquery("page")
+            .cte("page")
         )
+        matching: sa.Select[Any] = sa.select(sa.literal_column("1").label("one")).where(*conditions)
+        if count_limit is not None:
+            matching = matching.limit(max(count_limit, offset + limit) + 1)
+        counted = sa.select(sa.func.count().label("total")).select_from(
+            matching.subquery("matching")
+        )
+        counted_cte = counted.cte("counted")
+        found = self.table.alias("found")
         rows_stmt = (
-            sa.select(c.value, matches.c.total)
-            .join_from(matches, self.table, c.key == matches.c.key)
-            .order_by(matches.c.newest.desc(), matches.c.key.asc())
+            sa.select(found.c.value, counted_cte.c.total)
+            .select_from(
+                counted_cte.outerjoin(page.join(found, found.c.key == page.c.key), sa.true())
+            )
+            .order_by(page.c.newest.desc(), page.c.key.asc())
         )
         with self._connect() as conn:
             rows = list(conn.execute(rows_stmt).all())
-            if rows:
-                total = int(rows[0][1])
-            else:  # past the last page: nothing to carry the total
-                count_stmt = sa.select(sa.func.count()).select_from(self.table).where(*conditions)
-                total = int(conn.execute(count_stmt).scalar_one())
-        return [value for value, _ in rows], total
+        total = int(rows[0][1])
+        return [value for value, _ in rows if value is not None], total
 
     def count(self, query: DocumentQuery, group_by: Sequence[str]) -> list[tuple[Any, ...]]:
         columns = [self._field(name) for name in group_by]
