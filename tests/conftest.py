@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -191,6 +192,20 @@ def postgres_engine(postgres_url: str) -> Iterator[Any]:
         conn.execute(sa.text("DROP SCHEMA public CASCADE"))
         conn.execute(sa.text("CREATE SCHEMA public"))
     reset.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def sql_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """An engine on each SQL database: a SQLite file, and the run's PostgreSQL database
+    (:func:`postgres_engine`: the test's tables are dropped afterwards)."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("postgres_engine")
+        return
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'database.sqlite3'}")
+    yield engine
+    engine.dispose()
 
 
 # --------------------------------------------------------------------------- S3 (moto server)

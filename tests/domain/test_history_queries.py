@@ -27,17 +27,8 @@ def _table(engine: sa.Engine) -> sa.Table:
     return table
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
-    if request.param == "postgresql":
-        yield request.getfixturevalue("postgres_engine")
-        return
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
-    yield engine
-    engine.dispose()
-
-
-def test_newest_rows_finds_each_states_newest_row(engine: sa.Engine) -> None:
+def test_newest_rows_finds_each_states_newest_row(sql_engine: sa.Engine) -> None:
+    engine = sql_engine
     table = _table(engine)
     rng = random.Random(7)
     newest = {f"s{n}": rng.randint(1, 6) for n in range(300)}

@@ -7,7 +7,6 @@ brings the migrated schema back in line with the code.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +50,9 @@ def schema_diff(engine: sa.Engine, metadata: sa.MetaData) -> list[Any]:
         return list(compare_metadata(context, metadata))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "postgresql":
-        yield request.getfixturevalue("postgres_engine")
-        return
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'migrated.sqlite3'}")
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(sql_engine: sa.Engine) -> sa.Engine:
+    return sql_engine
 
 
 def test_upgrade_creates_exactly_the_code_tables(engine: sa.Engine) -> None:
