@@ -151,6 +151,13 @@ class BenchEnv:
 
         return self.closing(redis.Redis.from_url(self.redis_url()))
 
+    def benchmark_done(self) -> None:
+        """Delete the Redis keys a finished benchmark left: a later one's key listings
+        (``SCAN`` walks the whole keyspace) must not pay for them. A backup of 1,000 keys
+        measured 302 ms after the other benchmarks' keys, 35 ms alone."""
+        if self._redis_checked:
+            self._delete_redis_keys()
+
     def _delete_redis_keys(self) -> None:
         import redis
 

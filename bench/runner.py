@@ -97,6 +97,7 @@ def run(
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             rows.append(Row(benchmark.name, None, None, note=reason, status="ERROR"))
         print(f"[bench] {benchmark.name}: {time.perf_counter() - started:.1f} s", file=log)
+        env.benchmark_done()
         if profiler is not None:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
