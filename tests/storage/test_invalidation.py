@@ -131,6 +131,10 @@ def test_hot_home_writes_and_transactions_are_announced(
     a, b = pair
     a.set("session", {"s": 1}, category=HOT, ttl_seconds=60)
     a.set("user", {"u": 1})
+    # Both writes' announcements reach B first: one arriving late would evict the entries
+    # cached below, which the check before the commit relies on (a late message only costs
+    # a miss; seen under a loaded CI run).
+    eventually(lambda: b.invalidation_stats()["keys_invalidated"] >= 2, "B heard both writes")
     cached_in(b, "session", {"s": 1})
     cached_in(b, "user", {"u": 1})
     a.set("session", {"s": 2}, category=HOT, ttl_seconds=60)
