@@ -168,11 +168,11 @@ class StateSearch:
             parsed.insert(0, (("type",), state_type))
         query = DocumentQuery(KEY_PREFIX, equal=tuple(parsed), not_equal=_NOT_DELETED)
         offset = (page - 1) * per_page
-        values, counted = self.repository.search_documents(
-            query, newest_by="updated_at", offset=offset, limit=per_page,
-            count_limit=SEARCH_COUNT_LIMIT,
-        )  # fmt: skip
+        # Counted at least up to the page's end, so that a page past the limit has a total.
         bound = max(SEARCH_COUNT_LIMIT, offset + per_page)
+        values, counted = self.repository.search_documents(
+            query, newest_by="updated_at", offset=offset, limit=per_page, count_limit=bound
+        )
         return Page(
             [loads(value) for value in values], min(counted, bound), page, per_page,
             total_exact=counted <= bound,

@@ -357,9 +357,8 @@ class DocumentSearch(Protocol):
     ) -> tuple[list[str], int]:
         """``(values, total)``: the matching values ordered by the top-level text field
         ``newest_by`` descending, then key, from ``offset``, at most ``limit``; and how
-        many match in all. With ``count_limit``, counting stops after ``max(count_limit,
-        offset + limit) + 1`` matches: a total above that bound minus one means "at
-        least that many"."""
+        many match in all. With ``count_limit``, counting stops after ``count_limit + 1``
+        matches: a total above ``count_limit`` means "more than ``count_limit``"."""
         ...
 
     def count_documents(

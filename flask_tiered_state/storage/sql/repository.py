@@ -211,10 +211,10 @@ class SQLStateRepository:
     ) -> tuple[list[str], int]:
         """``(values, total)`` of a :class:`~..base.DocumentQuery` (see
         :class:`~..base.DocumentSearch`): one page, newest by ``newest_by`` first."""
-        for name, value, minimum in (("offset", offset, 0), ("limit", limit, 1),
-                                     ("count_limit", count_limit, 0)):  # fmt: skip
-            if name == "count_limit" and value is None:
-                continue
+        checks: list[tuple[str, object, int]] = [("offset", offset, 0), ("limit", limit, 1)]
+        if count_limit is not None:
+            checks.append(("count_limit", count_limit, 0))
+        for name, value, minimum in checks:
             if type(value) is not int or value < minimum:
                 raise InvalidRequestError(
                     f"{name} must be a whole number of at least {minimum}, not {value!r}."

@@ -83,8 +83,8 @@ class DocumentSearcher:
         # One statement, one snapshot: the page's keys (newest first: the (newest_by
         # DESC, key) index on PostgreSQL walks them in order and stops at the page's end),
         # the count beside them, and the page's values read back by key. The count stops
-        # after `bound` matches, so that a first page costs the same over a thousand
-        # states or a million; counting every match was most of a first page's time.
+        # after count_limit + 1 matches, so that a first page costs the same over a
+        # thousand states or a million; counting every match was most of its time.
         newest = self._field(newest_by).label("newest")
         page = (
             sa.select(c.key, newest)
@@ -96,7 +96,7 @@ class DocumentSearcher:
         )
         matching: sa.Select[Any] = sa.select(sa.literal_column("1").label("one")).where(*conditions)
         if count_limit is not None:
-            matching = matching.limit(max(count_limit, offset + limit) + 1)
+            matching = matching.limit(count_limit + 1)
         counted = sa.select(sa.func.count().label("total")).select_from(
             matching.subquery("matching")
         )
