@@ -25,6 +25,7 @@ from ..base import StateCategory, StateMetadata, StoredValue
 __all__ = [
     "DELETE_STALE_LUA",
     "DELETE_UNCHANGED_LUA",
+    "DROP_STALE_AND_PUBLISH_LUA",
     "MAGIC",
     "MSET_EX_LUA",
     "MSET_NEXT_LUA",
@@ -246,28 +247,56 @@ return out
 #: fence. Without a checksum, a copy older than the version is stale; with one, a copy
 #: stored before written_at that is not exactly that version and checksum. A copy whose
 #: header cannot be read is stale too. Returns how many were deleted.
-DELETE_STALE_LUA = r"""
-local n = 0
-for i, key in ipairs(KEYS) do
-  local head = redis.call('GETRANGE', key, 0, 255)
-  if head ~= '' then
-    local sum, at, version = string.match(head, '^TS1 (%x+) %a+ ([^ ]+) [^ ]+ (%d+)\n')
-    local fence, want = tonumber(ARGV[3 * i - 2]), ARGV[3 * i - 1]
-    local stale = version == nil
-    if not stale then
-      version = tonumber(version)
-      if want == '' then
-        stale = version < fence
-      else
-        stale = tonumber(at) < tonumber(ARGV[3 * i]) and (version ~= fence or sum ~= want)
+_DROP_STALE_FUNCTION = r"""
+local function drop_stale(first_key, before_args)
+  local n = 0
+  for i = first_key, #KEYS do
+    local key, a = KEYS[i], before_args + 3 * (i - first_key)
+    local head = redis.call('GETRANGE', key, 0, 255)
+    if head ~= '' then
+      local sum, at, version = string.match(head, '^TS1 (%x+) %a+ ([^ ]+) [^ ]+ (%d+)\n')
+      local fence, want = tonumber(ARGV[a + 1]), ARGV[a + 2]
+      local stale = version == nil
+      if not stale then
+        version = tonumber(version)
+        if want == '' then
+          stale = version < fence
+        else
+          stale = tonumber(at) < tonumber(ARGV[a + 3]) and (version ~= fence or sum ~= want)
+        end
+      end
+      if stale then
+        redis.call('UNLINK', key)
+        n = n + 1
       end
     end
-    if stale then
-      redis.call('UNLINK', key)
-      n = n + 1
+  end
+  return n
+end
+"""
+DELETE_STALE_LUA = _DROP_STALE_FUNCTION + "return drop_stale(1, 0)\n"
+
+#: :data:`DELETE_STALE_LUA`, the tier directory's marks and the announcements in one
+#: script: one command for a write's whole drop (a pipeline of three costs the client and
+#: the server more than the work). ARGV[1]: '1' when KEYS[1] is the tier directory;
+#: ARGV[2]: m, how many bit offsets to set in it; ARGV[3]: the channel; ARGV[4]: p, how
+#: many messages; then the m offsets, the p messages, and each key's three fence values.
+#: Returns how many copies were deleted.
+DROP_STALE_AND_PUBLISH_LUA = _DROP_STALE_FUNCTION + r"""
+local m, p = tonumber(ARGV[2]), tonumber(ARGV[4])
+local first_key = 1
+if ARGV[1] == '1' then
+  first_key = 2
+  if m > 0 then
+    local ops = {}
+    for i = 1, m do
+      ops[#ops + 1] = 'SET'; ops[#ops + 1] = 'u1'; ops[#ops + 1] = ARGV[4 + i]; ops[#ops + 1] = 1
     end
+    redis.call('BITFIELD', KEYS[1], unpack(ops))
   end
 end
+local n = drop_stale(first_key, 4 + m + p)
+for i = 1, p do redis.call('PUBLISH', ARGV[3], ARGV[4 + m + i]) end
 return n
 """
 

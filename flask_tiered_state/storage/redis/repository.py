@@ -59,6 +59,7 @@ from ..tier_directory import DirectoryAnswer, TierDirectory, consulted
 from .codec import (
     DELETE_STALE_LUA,
     DELETE_UNCHANGED_LUA,
+    DROP_STALE_AND_PUBLISH_LUA,
     MSET_EX_LUA,
     MSET_NEXT_LUA,
     SET_VERSIONED_LUA,
@@ -137,6 +138,7 @@ class RedisStateRepository:
         self._category_bytes = category.value.encode("ascii")
         self._get = client.get
         self._set_versioned = client.register_script(SET_VERSIONED_LUA)
+        self._drop_stale_and_publish = client.register_script(DROP_STALE_AND_PUBLISH_LUA)
         #: Whether the server matches globs in exponential time; read at the first
         #: :meth:`keys`.
         self._coarse_match: bool | None = None
@@ -542,6 +544,8 @@ class RedisStateRepository:
         args = [(f.version, f.checksum or "", repr(f.written_at)) for f in fences.values()]
         directory = self.tier_directory
         marked = [k for k, f in fences.items() if f != ANY_COPY] if directory else []
+        if len(names) <= CHUNK:  # the usual case (a write's own drop): one command
+            return self._drop_stale_in_one(names, args, marked, channel, messages)
         marks = 0
 
         def queue(pipe: Any) -> None:
@@ -554,6 +558,30 @@ class RedisStateRepository:
             queue, len(names), channel, messages, f"delete {len(names)} stale copies"
         )
         return sum(int(n) for n in replies[marks:])
+
+    def _drop_stale_in_one(
+        self,
+        names: Sequence[str],
+        args: Sequence[tuple[Any, ...]],
+        marked: Sequence[str],
+        channel: str,
+        messages: Sequence[bytes],
+    ) -> int:
+        """:meth:`delete_stale` of at most :data:`CHUNK` keys as one script call."""
+        if not names and not messages:
+            return 0
+        directory = self.tier_directory
+        offsets = directory.offsets(marked) if directory is not None else []
+        keys = [directory.name, *names] if directory is not None else list(names)
+        values = [v for key_args in args for v in key_args]
+        header = ("1" if directory is not None else "0", len(offsets), channel, len(messages))
+        try:
+            deleted = self._drop_stale_and_publish(
+                keys=keys, args=[*header, *offsets, *messages, *values]
+            )
+        except RedisError as exc:
+            raise self._unavailable(f"delete {len(names)} stale copies", exc) from exc
+        return int(deleted)
 
     @staticmethod
     def _queue_chunks(
