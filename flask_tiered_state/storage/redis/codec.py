@@ -282,7 +282,9 @@ DELETE_STALE_LUA = _DROP_STALE_FUNCTION + "return drop_stale(1, 0)\n"
 #: ARGV[2]: m, how many bit offsets to set in it; ARGV[3]: the channel; ARGV[4]: p, how
 #: many messages; then the m offsets, the p messages, and each key's three fence values.
 #: Returns how many copies were deleted.
-DROP_STALE_AND_PUBLISH_LUA = _DROP_STALE_FUNCTION + r"""
+DROP_STALE_AND_PUBLISH_LUA = (
+    _DROP_STALE_FUNCTION
+    + r"""
 local m, p = tonumber(ARGV[2]), tonumber(ARGV[4])
 local first_key = 1
 if ARGV[1] == '1' then
@@ -299,6 +301,7 @@ local n = drop_stale(first_key, 4 + m + p)
 for i = 1, p do redis.call('PUBLISH', ARGV[3], ARGV[4 + m + i]) end
 return n
 """
+)
 
 #: KEYS: the keys; ARGV[1]: ttl (0 = none); then version, complete payload per key. Sets
 #: each key only where it is absent or holds an older version (a copy never replaces a
