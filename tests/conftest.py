@@ -39,6 +39,48 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+#: Debian's Chromium (``make browsers``), driven by Playwright's Python package through
+#: ``executable_path``: Playwright's own browser downloads are never used.
+CHROMIUM = os.environ.get("TIERED_STATE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium, one for the whole run: Playwright's sync API allows one
+    instance per thread at a time, so every browser test (dashboard, docs, demo pages)
+    shares it. Without Chromium the tests skip (fail when the services are required)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(
+            f"Chromium is not installed at {CHROMIUM}; run `make browsers` "
+            "(apt-get install chromium chromium-driver) or set TIERED_STATE_CHROMIUM"
+        )
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """The screenshot folder, ``test-artifacts/`` at the project root (git-ignored)."""
+    folder = Path(request.config.rootpath) / "test-artifacts"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

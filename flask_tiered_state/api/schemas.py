@@ -319,8 +319,21 @@ class HealthSchema(_Response):
         required=True, validate=validate.OneOf(["healthy", "degraded", "unhealthy"])
     )
     state_count = fields.Integer(allow_none=True)
-    cache_hit_rate = fields.Float(allow_none=True)
-    tiers = fields.Dict(keys=fields.String(), values=fields.Dict())
+    cache_hit_rate = fields.Float(
+        allow_none=True, metadata={"description": "0.0 while cache_lookups is 0."}
+    )
+    cache_lookups = fields.Integer(
+        metadata={"description": "Reads that looked in the cache; 0: not read yet."}
+    )
+    tiers = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(),
+        metadata={
+            "description": "Per tier, checked now: backend, available (it answers and is "
+            "in use), failures (failed checks and calls since it went down; 0 when "
+            "available), degraded_for_seconds, next_check_in_seconds, pending_drops."
+        },
+    )
 
 
 class ErrorSchema(_Response):

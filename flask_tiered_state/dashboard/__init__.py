@@ -113,7 +113,7 @@ def _time(value: Any) -> str:
 def _percent(value: Any) -> str:
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return "n/a"
-    return f"{value * 100:.1f} %"
+    return f"{value * 100:.1f}\u00a0%"  # a no-break space: "%" never wraps alone
 
 
 def _size(value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ __all__ = [
     "HISTORY_PER_PAGE",
     "LISTED_STATUSES",
     "RECENT_TIMER_OUTCOMES",
+    "Placement",
     "TierCopy",
     "counts_by_type",
     "deliveries",
@@ -98,7 +100,14 @@ def counts_by_type(manager: StateManager) -> dict[str, dict[str, int]]:
 
 @dataclass(frozen=True, slots=True)
 class TierCopy:
-    """Where a copy of the state is, and which version it holds."""
+    """Where a copy of the state is, and which version it holds.
+
+    ``size`` is the stored value's size (its UTF-8 JSON text, as every tier records it),
+    the same measure in every row; ``memory`` is what the cache entry takes in memory
+    (that text plus its decoded copy once it was read), for the cache row only.
+    ``durable`` marks where the record itself lives (its home tier, or COLD once
+    archived): only there is an absent copy a problem. ``note`` says what the row means.
+    """
 
     tier: str
     backend: str
@@ -108,39 +117,106 @@ class TierCopy:
     checksum: str | None = None
     ttl_seconds: int | None = None
     error: str | None = None
+    memory: int | None = None
+    durable: bool = False
+    note: str = ""
+
+    @property
+    def missing(self) -> bool:
+        """True for the copy that should exist and does not (shown in red)."""
+        return self.durable and not self.present and self.error is None
 
 
-def placement(manager: StateManager, state_id: str) -> list[TierCopy]:
-    """The state's copy in the local cache and in each tier (read directly)."""
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A state's copies (cache, then each tier) and where it lives."""
+
+    copies: list[TierCopy]
+    home: str
+    #: True when the record has moved to COLD (``demote_to_cold``): it is read and
+    #: updated as usual but no longer searchable.
+    archived: bool
+
+    @property
+    def lives_in(self) -> str:
+        return COLD if self.archived else self.home
+
+
+COLD = StateCategory.COLD.value
+_ABSENT_NOTES = {
+    "cache": "not cached in this process: the next read caches it",
+    StateCategory.HOT.value: "no HOT copy (normal: placed on frequent reads or promote_to_hot)",
+    StateCategory.WARM.value: "none: the record lives in another tier",
+    COLD: "not archived",
+}
+
+
+def placement(manager: StateManager, state_id: str, home: StateCategory) -> Placement:
+    """The state's copy in the local cache and in each tier (read directly), each
+    labelled against ``home`` (the type's home tier): the durable copy, a cached copy,
+    an expected absence or a missing copy."""
     key = KEY_PREFIX + state_id
-    copies: list[TierCopy] = []
+    found: list[TierCopy] = []
     info = manager.store.cache.info(key)
     meta = None if info is None else info.metadata
-    copies.append(
+    found.append(
         TierCopy(
             "cache",
             "in-process LRU",
             info is not None,
             None if meta is None else meta.version,
-            None if info is None else info.size,
+            None if meta is None else meta.size,
             None if meta is None else meta.checksum,
+            memory=None if info is None else info.size,
         )
     )
+    guard = manager.store.coordinator.guard
     for repository in manager.get_repositories():
         tier = repository.category.value
+        if not guard.health[repository.category].healthy:  # known down: no wait on it
+            error = guard.health[repository.category].last_error or "down"
+            found.append(TierCopy(tier, repository.backend, False, error=error))
+            continue
         try:
             stored = repository.fetch(key)
         except TieredStateError as exc:
-            copies.append(TierCopy(tier, repository.backend, False, error=str(exc)))
+            found.append(TierCopy(tier, repository.backend, False, error=str(exc)))
             continue
         if stored is None:
-            copies.append(TierCopy(tier, repository.backend, False))
+            found.append(TierCopy(tier, repository.backend, False))
             continue
         m = stored.metadata
-        copies.append(
+        found.append(
             TierCopy(tier, repository.backend, True, m.version, m.size, m.checksum, m.ttl_seconds)
         )
-    return copies
+    by_tier = {c.tier: c for c in found}
+    home_copy, cold = by_tier.get(home.value), by_tier.get(COLD)
+    archived = (
+        home is not StateCategory.COLD
+        and cold is not None
+        and cold.present
+        and home_copy is not None
+        and not home_copy.present
+        and home_copy.error is None
+    )
+    lives_in = COLD if archived else home.value
+    copies = []
+    for copy in found:
+        durable = copy.tier == lives_in
+        if copy.error is not None:
+            note = "the tier is down (see Health)"
+        elif durable and not copy.present:
+            note = "missing: the record should be here"
+        elif durable:
+            note = f"{'archived' if archived else 'home'}: the record lives here"
+        elif copy.present:
+            note = "cached copy" if copy.tier in ("cache", StateCategory.HOT.value) else "copy"
+        elif archived and copy.tier == home.value:
+            note = "none: archived to COLD (demote_to_cold)"
+        else:
+            note = _ABSENT_NOTES.get(copy.tier, "none")
+        copies.append(dataclasses.replace(copy, durable=durable, note=note))
+    return Placement(copies, home.value, archived)
 
 
 def timeline(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

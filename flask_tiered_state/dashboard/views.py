@@ -173,7 +173,7 @@ def state(state_id: str) -> ResponseReturnValue:
         diff_from=diff_from,
         diff_to=diff_to,
         graph=layout(spec.lifecycle, record["status"]),
-        copies=placement(manager, state_id),
+        where=placement(manager, state_id, spec.home_tier),
         scheduled=scheduled,
         finished=finished,
         cancelled=_flag("cancelled"),
@@ -279,10 +279,19 @@ def tiers() -> ResponseReturnValue:
 
 
 def health() -> ResponseReturnValue:
-    manager = _manager()
-    status = manager.get_health_status()
-    details = manager.store.stats()["tiers"]
-    return render_template(T + "health.html", health=status, details=details)
+    status = _manager().get_health_status(include_errors=True)
+    return render_template(T + "health.html", health=status, meanings=TIER_DOWN_MEANINGS)
+
+
+#: What a tier that does not answer means for the app, on the health page.
+TIER_DOWN_MEANINGS = {
+    "hot": "Reads and writes skip it: WARM serves every WARM-home state; states whose home "
+    "is HOT (sessions) cannot be read or written. It is checked again with backoff and "
+    "used again as soon as it answers.",
+    "warm": "The durable home of most states is down: their writes fail and reads find "
+    "only cached copies.",
+    "cold": "Archived states cannot be read, and nothing can be archived.",
+}
 
 
 def backups() -> ResponseReturnValue:

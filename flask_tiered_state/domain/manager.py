@@ -655,9 +655,11 @@ class StateManager:
         validate_state_id(state_id)
         if as_of is not None:
             return self._state_as_of(state_id, as_of, include_deleted)
+        started = time.perf_counter()
         record: dict[str, Any] | None = self.store.get(
             KEY_PREFIX + state_id, auto_promote=auto_promote
         )
+        self._ops.record("read", (time.perf_counter() - started) * 1000.0)
         if record is None or (record["status"] == _DELETED and not include_deleted):
             return None
         return self.cipher.open(record)
@@ -668,7 +670,9 @@ class StateManager:
         """The records of the ids that exist (one round trip per tier per chunk)."""
         self.authorize("states.read")
         ids = self._ids(state_ids)
+        started = time.perf_counter()
         found = self.store.batch_get([KEY_PREFIX + i for i in ids])
+        self._ops.record("batch_read", (time.perf_counter() - started) * 1000.0)
         cut = len(KEY_PREFIX)
         kept = {
             key[cut:]: record
@@ -1570,14 +1574,21 @@ class StateManager:
         self.authorize("stats")
         return {**self.store.stats(), "history_rows": self.history.count()}
 
-    def get_health_status(self) -> dict[str, Any]:
-        """``{"status", "state_count", "cache_hit_rate", "tiers": {...}}``; status is
-        ``healthy``, ``degraded`` (HOT or COLD down) or ``unhealthy`` (WARM down)."""
+    def get_health_status(self, *, include_errors: bool = False) -> dict[str, Any]:
+        """``{"status", "state_count", "cache_hit_rate", "cache_lookups", "tiers": {...}}``;
+        status is ``healthy``, ``degraded`` (HOT or COLD down) or ``unhealthy`` (WARM
+        down). Each tier is checked now; see
+        :func:`~flask_tiered_state.domain.operations.health_status` for its entry.
+
+        :param include_errors: also give each tier's ``last_error`` (backend text).
+        """
         self.authorize("health")
-        return health_status(self.store, self._search.count)
+        return health_status(self.store, self._search.count, include_errors=include_errors)
 
     def get_performance_metrics(self) -> dict[str, Any]:
-        """Per-operation counts and durations, plus the store's metrics."""
+        """Per-operation counts and durations (``operations``: each committed change by
+        its transition -- ``create``, ``update``, ... --, ``read`` for :meth:`get_state`
+        and ``batch_read`` for :meth:`batch_get_state`), plus the store's metrics."""
         self.authorize("stats")
         return {"operations": self._ops.snapshot(), "store": self.store.metrics()}
 

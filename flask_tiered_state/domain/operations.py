@@ -48,21 +48,27 @@ class OperationStats:
             }
 
 
-def health_status(store: TieredStore, count_states: Callable[[], int]) -> dict[str, Any]:
-    """``{"status", "state_count", "cache_hit_rate", "tiers": {...}}``.
+def health_status(
+    store: TieredStore, count_states: Callable[[], int], *, include_errors: bool = False
+) -> dict[str, Any]:
+    """``{"status", "state_count", "cache_hit_rate", "cache_lookups", "tiers": {...}}``.
 
-    ``status`` is ``healthy`` when every tier answers, ``degraded`` when HOT or COLD
-    does not (reads and writes of WARM-home states go on) and ``unhealthy`` when WARM
-    does not; ``state_count`` (states in WARM, not deleted) is None then.
+    Each tier is checked now (:meth:`~flask_tiered_state.storage.store.TieredStore.check_tiers`),
+    and its entry is the store's one answer: ``backend``, ``available`` (it answers and
+    the store uses it), ``failures`` (failed checks and calls since it went down; 0 when
+    available), ``degraded_for_seconds``, ``next_check_in_seconds``, ``pending_drops``
+    and, with ``include_errors``, ``last_error`` (backend text: kept out of HTTP
+    answers).
+
+    ``status`` is ``healthy`` when every tier is available, ``degraded`` when HOT or
+    COLD is not (reads and writes of WARM-home states go on) and ``unhealthy`` when
+    WARM is not; ``state_count`` (states in WARM, not deleted) is None then.
+    ``cache_hit_rate`` is 0.0 while ``cache_lookups`` is 0 (nothing read yet).
     """
-    tiers: dict[str, dict[str, Any]] = {}
-    for repo in store.get_repositories():
-        try:
-            available = bool(repo.ping())
-        except Exception as exc:
-            logger.warning("Health check of the %s tier failed: %s", repo.category, exc)
-            available = False
-        tiers[repo.category.value] = {"backend": repo.backend, "available": available}
+    tiers = store.check_tiers()
+    if not include_errors:
+        for entry in tiers.values():
+            entry.pop("last_error", None)
     warm_up = tiers[StateCategory.WARM.value]["available"]
     status = "healthy" if all(t["available"] for t in tiers.values()) else "degraded"
     state_count: int | None = None
@@ -74,9 +80,11 @@ def health_status(store: TieredStore, count_states: Callable[[], int]) -> dict[s
             warm_up = False
     if not warm_up:
         status = "unhealthy"
+    cache = store.cache.stats()
     return {
         "status": status,
         "state_count": state_count,
-        "cache_hit_rate": store.cache.stats().hit_rate,
+        "cache_hit_rate": cache.hit_rate,
+        "cache_lookups": cache.hits + cache.misses,
         "tiers": tiers,
     }

@@ -258,18 +258,54 @@ class TierGuard:
     def retry_pending(self) -> None:
         """Retry dropping stale WARM and COLD copies whose backoff has elapsed."""
         for category in (WARM, COLD):
-            health = self.health[category]
-            if not self.pending[category] or not health.begin_check():
-                continue
-            try:
-                fences = self.pending[category].snapshot()
+            if self.pending[category] and self.health[category].begin_check():
+                self._settle(category)
+
+    def _settle(self, category: StateCategory) -> None:
+        """Drop the pending stale copies of WARM or COLD and mark it recovered (the
+        caller holds the tier's check)."""
+        health = self.health[category]
+        try:
+            fences = self.pending[category].snapshot()
+            if fences:
                 self.repositories.by_category(category).delete_stale(fences)
                 self.pending[category].discard(fences)
-                health.mark_recovered()
-            except TierUnavailableError as exc:
-                health.mark_failed(exc)
-            finally:
-                health.end_check()
+            health.mark_recovered()
+        except TierUnavailableError as exc:
+            health.mark_failed(exc)
+        finally:
+            health.end_check()
+
+    def check(self, category: StateCategory) -> bool:
+        """Ask the tier now whether it answers, and make its health say so: the one
+        answer every health report gives (True: healthy and in use).
+
+        A tier that does not answer is marked failed (so the store stops using HOT at
+        once, and ``failures`` counts this check); a degraded tier that answers is
+        recovered now, whatever the backoff says, its pending drops done first.
+        """
+        health = self.health[category]
+        if category is HOT and not health.healthy:
+            return self.recover_now()
+        repository = self.repositories.by_category(category)
+        error: BaseException | str = (
+            f"The {category.value.upper()} tier ({repository.backend}) did not answer the "
+            "health check."
+        )
+        try:
+            answers = bool(repository.ping())
+        except Exception as exc:  # whatever the driver raised: the tier did not answer
+            answers, error = False, exc
+        if not answers:
+            health.mark_failed(error)
+            return False
+        if not health.healthy and health.begin_check(force=True):
+            self._settle(category)
+        return health.healthy
+
+    def tier_report(self, category: StateCategory) -> dict[str, Any]:
+        """One tier's health (:meth:`TierHealth.to_dict`) and its pending drops."""
+        return {**self.health[category].to_dict(), "pending_drops": len(self.pending[category])}
 
     def drop(
         self,
@@ -379,10 +415,8 @@ class TierGuard:
             self.drop(HOT, {}, announce=keys)
 
     def report(self) -> dict[str, Any]:
-        return {
-            c.value: {**self.health[c].to_dict(), "pending_drops": len(self.pending[c])}
-            for c in StateCategory
-        }
+        """:meth:`tier_report` of every tier, keyed by tier name (nothing is checked)."""
+        return {c.value: self.tier_report(c) for c in StateCategory}
 
 
 class JournalReplayer:

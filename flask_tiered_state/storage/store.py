@@ -356,18 +356,47 @@ class TieredStore:
         misses = self.coordinator.tier_misses[category]
         return {"hits": hits, "misses": misses, "hit_rate": hits / (hits + misses or 1)}
 
-    def stats(self) -> dict[str, Any]:
-        """Per tier: backend, key count, bytes where cheap, hit rate and health; the cache."""
-        tiers: dict[str, Any] = {}
-        health = self.coordinator.guard.report()
+    def check_tiers(self) -> dict[str, dict[str, Any]]:
+        """Ask every tier now whether it answers (:meth:`~.health.TierGuard.check`) and
+        report its health, keyed by tier name: ``backend``, ``available`` (it answers
+        and the store uses it), ``failures`` (the failed checks and calls since it went
+        down; 0 when available), ``degraded_for_seconds``, ``next_check_in_seconds``,
+        ``last_error`` and ``pending_drops``.
+        """
+        guard = self.coordinator.guard
+        report: dict[str, dict[str, Any]] = {}
         for repository in self.get_repositories():
             category = repository.category
-            entry: dict[str, Any] = {"backend": repository.backend, "available": True}
-            try:
-                entry.update(repository.stats().to_dict())
-            except Exception as exc:  # a dead tier must not hide the others' figures
-                entry.update(available=False, error=str(exc))
-            entry.update(self._tier_rates(category), health=health[category.value])
+            guard.check(category)
+            health = guard.tier_report(category)
+            available = health.pop("healthy")
+            report[category.value] = {
+                "backend": repository.backend, "available": available, **health
+            }  # fmt: skip
+        return report
+
+    def stats(self) -> dict[str, Any]:
+        """Per tier: backend, key count, bytes where cheap, hit rate and health; the cache.
+
+        Each tier is checked first (:meth:`check_tiers`): ``available`` and
+        ``health["healthy"]`` are the same answer, and a tier that does not answer has
+        no figures but an ``error``.
+        """
+        tiers: dict[str, Any] = {}
+        guard = self.coordinator.guard
+        for repository in self.get_repositories():
+            category = repository.category
+            entry: dict[str, Any] = {"backend": repository.backend, "available": False}
+            if guard.check(category):
+                try:
+                    entry.update(repository.stats().to_dict())
+                except Exception as exc:  # a dead tier must not hide the others' figures
+                    guard.failed(category, exc)
+            health = guard.tier_report(category)
+            entry["available"] = health["healthy"]
+            if not health["healthy"]:
+                entry["error"] = health["last_error"]
+            entry.update(self._tier_rates(category), health=health)
             tiers[category.value] = entry
         return {
             "cache": self.cache.stats().to_dict(),

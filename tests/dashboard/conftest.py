@@ -1,15 +1,12 @@
 """Apps with the dashboard, a live server for the browser, and headless Chromium.
 
-The browser is Debian's Chromium (``/usr/bin/chromium``, or ``TIERED_STATE_CHROMIUM``)
-driven by Playwright's Python package through ``executable_path``; Playwright's own
-browser downloads are never used. Without Chromium the browser tests skip (fail when
-``TIERED_STATE_REQUIRE_SERVICES=1``). Screenshots go to ``test-artifacts/``.
+The browser and the screenshot folder are the session's (``browser`` and ``artifacts``
+in tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,19 +18,8 @@ from werkzeug.serving import make_server
 
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import TieredState, get_app_state
-from tests.conftest import SERVICES, services_config, unavailable
+from tests.conftest import SERVICES, services_config
 
-CHROMIUM = os.environ.get("TIERED_STATE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 _names = itertools.count(1)
 
 
@@ -101,25 +87,20 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        unavailable(
-            f"Chromium is not installed at {CHROMIUM}; run `make browsers` "
-            "(apt-get install chromium chromium-driver) or set TIERED_STATE_CHROMIUM"
-        )
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+class Watched:
+    """A page whose console errors, page errors and failed requests are collected."""
 
+    def __init__(self, browser: Any, width: int = 1280) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": 900})
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
 
-@pytest.fixture
-def artifacts(request: pytest.FixtureRequest) -> Path:
-    """The screenshot folder, ``test-artifacts/`` at the project root (git-ignored)."""
-    folder = Path(request.config.rootpath) / "test-artifacts"
-    folder.mkdir(exist_ok=True)
-    return folder
+    def _console(self, message: Any) -> None:
+        if message.type in ("error", "warning"):
+            self.problems.append(f"console {message.type}: {message.text}")
+
+    def close(self) -> None:
+        self.context.close()

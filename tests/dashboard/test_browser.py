@@ -22,7 +22,7 @@ from flask_tiered_state.extension import get_app_state
 from flask_tiered_state.ops.backup import BackupManager
 from flask_tiered_state.ops.capture import StateCapture
 
-from .conftest import LiveServer, build_app, populate
+from .conftest import LiveServer, Watched, build_app, populate
 
 pytestmark = pytest.mark.browser
 
@@ -49,25 +49,6 @@ def live(tmp_path: Path) -> Iterator[tuple[LiveServer, Flask]]:
     server.stop()
     get_app_state(app).close()
     StateManager.reset_instance()
-
-
-class Watched:
-    """A page whose console errors, page errors and failed requests are collected."""
-
-    def __init__(self, browser: Any) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
-        self.page = self.context.new_page()
-        self.problems: list[str] = []
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
-        self.page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
-
-    def _console(self, message: Any) -> None:
-        if message.type in ("error", "warning"):
-            self.problems.append(f"console {message.type}: {message.text}")
-
-    def close(self) -> None:
-        self.context.close()
 
 
 @pytest.fixture
@@ -203,5 +184,54 @@ def test_retry_a_dead_delivery_and_cancel_a_timer_from_the_browser(
         assert page.locator("#cancelled").inner_text() == "The timer was cancelled."
         assert manager.get_scheduled("user-01") == []
         assert tab.problems == []
+    finally:
+        tab.close()
+
+
+#: The narrowest viewport the dashboard is laid out for (a small phone held upright).
+NARROW = {"width": 400, "height": 800}
+
+_OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [];
+  for (const element of document.querySelectorAll("body *")) {
+    const box = element.getBoundingClientRect();
+    if (box.width === 0 || element.closest(".table-scroll, pre")) continue;
+    if (box.left < -0.5 || box.right > width + 0.5) {
+      const name = element.tagName.toLowerCase() + (element.id ? "#" + element.id : "") +
+                   [...element.classList].map((c) => "." + c).join("");
+      wide.push(`${name} ${Math.round(box.left)}..${Math.round(box.right)}`);
+    }
+  }
+  return {scroll: document.documentElement.scrollWidth, width, wide: wide.slice(0, 10)};
+}"""
+
+
+def test_every_page_fits_a_400_px_wide_screen(
+    live: tuple[LiveServer, Flask], browser: Any, artifacts: Path
+) -> None:
+    """No horizontal scrolling and no element past the viewport's edge at 400 px; wide
+    tables scroll inside their card (``.table-scroll``), code blocks inside themselves."""
+    server, app = live
+    state = get_app_state(app)
+    manager = state.manager
+    where = os.path.join(state.instance_path, "backups")
+    BackupManager(manager=manager, destination=where).create_backup(include_history=True)
+    StateCapture.for_manager(manager, where).capture_full_state(label="a narrow screen")
+    manager.schedule_transition("user-01", "resume", after=timedelta(days=7), reason="ends")
+    manager.demote_to_cold("user-05")
+    for _ in range(3):
+        manager.get_state("user-01")
+    tab = Watched(browser)
+    try:
+        tab.page.set_viewport_size(NARROW)
+        for name, path in {**PAGES, "archived": "/dash/states/user-05"}.items():
+            tab.page.goto(server.url + path)
+            found = tab.page.evaluate(_OVERFLOW)
+            tab.page.screenshot(path=str(artifacts / f"dashboard-{name}-400px.png"), full_page=True)
+            assert found["width"] == NARROW["width"], name
+            assert found["wide"] == [], name
+            assert found["scroll"] <= found["width"], name
+        assert [p for p in tab.problems if "404" not in p] == []
     finally:
         tab.close()

@@ -62,7 +62,8 @@ def test_health_degrades_when_redis_dies(
         disposable_redis.stop()
         health = manager.get_health_status()
         assert health["status"] == "degraded"
-        assert health["tiers"]["hot"] == {"backend": "redis", "available": False}
+        hot = health["tiers"]["hot"]
+        assert (hot["backend"], hot["available"]) == ("redis", False) and hot["failures"] >= 1
         assert health["tiers"]["warm"]["available"] and health["state_count"] == 1
         # WARM-home states keep working with HOT down
         assert manager.update_state("u1", {"data": {"x": 1}})["version"] == 2

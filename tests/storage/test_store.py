@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -613,3 +614,33 @@ def test_recovery_drops_stale_hot_copies_but_not_a_newer_write_of_another_proces
     finally:
         this.close()
         other.close()
+
+
+def test_one_health_answer_per_tier_in_stats_and_checks(tmp_path: Path) -> None:
+    """``available`` and ``health["healthy"]`` never disagree: a tier that does not
+    answer is down with its failures counted, before any call failed on it; a tier
+    marked down that answers is up again at the next check (no pending drops kept it
+    down forever)."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    built = build_store(hot_url=closed, local_dir=tmp_path)
+    try:
+        hot = built.stats()["tiers"]["hot"]
+        assert hot["available"] is hot["health"]["healthy"] is False
+        assert hot["health"]["failures"] >= 1 and hot["error"] and "key_count" not in hot
+        assert not built.coordinator.guard.health[HOT].healthy  # the store stops using it
+        checked = built.check_tiers()
+        assert checked["hot"]["available"] is False and checked["hot"]["failures"] >= 2
+        # A failed WARM call with nothing left to drop used to keep WARM "unhealthy".
+        built.coordinator.guard.failed(WARM, TierUnavailableError("warm", "a lost reply"))
+        warm = built.stats()["tiers"]["warm"]
+        assert warm["available"] is warm["health"]["healthy"] is True
+        assert warm["health"]["failures"] == 0 and warm["key_count"] == 0
+        assert built.check_tiers()["warm"] == {
+            "backend": "sqlite", "available": True, "failures": 0,
+            "degraded_for_seconds": None, "next_check_in_seconds": None,
+            "last_error": None, "pending_drops": 0,
+        }  # fmt: skip
+    finally:
+        built.close()
