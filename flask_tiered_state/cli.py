@@ -8,10 +8,16 @@ so ``app.test_cli_runner()`` and custom command groups see it too. Either way ea
 command first checks the app: without the extension, or with
 ``TIERED_STATE_CLI = False``, it exits with one line saying so.
 
-Read commands take ``--json`` (stable, machine-readable output on stdout);
-commands over several states show a progress bar on stderr. Errors exit with
-status 1 and one line (``Error: ...``); bad usage exits with 2. ``flask state --as
-ROLE <command>`` runs the command inside the manager's ``acting_as(ROLE)``.
+Commands print text for people (``stats`` as tables), the same with or without a
+terminal; ``--json`` prints stable, machine-readable output on stdout instead, and a
+command with a REST twin prints the body of its route, built by the same function
+(``history`` and ``health`` by :mod:`flask_tiered_state.api.routes`' ``*_body``).
+Commands over several states show a progress bar on stderr (its label alone without
+a terminal). Exit status: 0 done; 1 failed or refused (one ``Error: ...`` line, a
+validation error's field messages under it); 2 bad usage (click's, and a value the
+library refuses by its form: a state id, glob, filter, JSON, transition or type
+name; see :func:`bad_usage` and :func:`checked`). ``flask state --as ROLE <command>``
+runs the command inside the manager's ``acting_as(ROLE)``.
 
 ``events`` and ``timers`` are groups that list when called alone and act through
 their subcommands (``events retry``, ``timers cancel``); ``dispatch`` runs the
@@ -41,15 +47,32 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
+from .api.routes import health_body, history_body, recent_history_body
 from .app_state import AppState, get_app_state
-from .domain.arguments import MAX_ROW_ID, MAX_VERSION
+from .domain.arguments import (
+    MAX_ROW_ID,
+    MAX_VERSION,
+    UPDATE_TRANSITIONS,
+    check_actor_reason,
+    check_transition,
+)
 from .domain.context import correlation_scope
 from .domain.dispatcher import DispatchReport, EventDispatcher
 from .domain.manager import StateManager
 from .domain.model import state_key, validate_state_id
 from .domain.paging import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE, Page
 from .domain.timers import TIMER_STATUSES
-from .errors import JSONTooDeepError, StateNotFoundError, TieredStateError
+from .errors import (
+    InvalidKeyError,
+    InvalidPatternError,
+    InvalidRequestError,
+    InvalidStateTypeError,
+    JSONTooDeepError,
+    StateNotFoundError,
+    TieredStateError,
+    ValidationError,
+)
+from .json_codec import check_json_depth
 
 __all__ = ["state_cli"]
 
@@ -129,9 +152,93 @@ def acting_role() -> AbstractContextManager[object]:
     return manager.acting_as(role)
 
 
+#: Exit status of a command that ran and failed (or was refused): ``Error: ...``.
+EXIT_FAILED = 1
+
+#: Library errors about the form of a value (the REST API answers them 400 or 422).
+_FORM_ERRORS = (InvalidRequestError, InvalidKeyError, InvalidPatternError, InvalidStateTypeError)
+
+
+@contextmanager
+def bad_usage(param_hint: str) -> Iterator[None]:
+    """The library's refusal of a command-line value's form (a state id, glob, filter,
+    transition or type name) as bad usage (exit 2) naming the option or argument."""
+    try:
+        yield
+    except _FORM_ERRORS as exc:
+        if exc.http_status not in (400, 422):  # about the state as it is: a failure
+            raise
+        ctx = click.get_current_context(silent=True)
+        raise click.BadParameter(exc.message, ctx, param_hint=param_hint) from None
+
+
+def checked(check: Callable[[Any], object]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click parameter callback: ``check(value)`` (of each value of a repeated one)
+    before the command runs; the library's refusal is bad usage (exit 2)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return value
+        for item in value if isinstance(value, tuple) else (value,):
+            try:
+                check(item)
+            except _FORM_ERRORS as exc:
+                raise click.BadParameter(exc.message, ctx, param) from None
+        return value
+
+    return callback
+
+
+#: Callbacks of the options and arguments the library's own checks refuse by form.
+STATE_ID = checked(validate_state_id)
+TRANSITION = checked(lambda value: check_transition(value, UPDATE_TRANSITIONS, what="transition"))
+ANY_TRANSITION = checked(lambda value: check_transition(value, what="transition"))
+ACTOR = checked(lambda value: check_actor_reason(value, None))
+REASON = checked(lambda value: check_actor_reason(None, value))
+
+
+def field_lines(errors: Any, path: str = "") -> list[str]:
+    """A validation error's field messages as ``path: message`` lines, by field name,
+    nested fields joined by dots (``data.plan: Unknown field.``), as REST's
+    ``details.errors`` has them."""
+    if isinstance(errors, dict):
+        lines: list[str] = []
+        for name, value in sorted(errors.items(), key=lambda item: str(item[0])):
+            lines += field_lines(value, f"{path}.{name}" if path else str(name))
+        return lines
+    if isinstance(errors, (list, tuple)) and all(isinstance(e, str) for e in errors):
+        return [f"{path or '_schema'}: {' '.join(errors)}"]
+    if isinstance(errors, (list, tuple)):
+        return [line for e in errors for line in field_lines(e, path)]
+    return [f"{path or '_schema'}: {errors}"]
+
+
+class CommandError(click.ClickException):
+    """A failure (exit 1): one ``Error: <message>`` line on stderr, then ``details``,
+    each indented by two spaces (a validation error's field messages)."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = list(details)
+
+    def format_message(self) -> str:
+        return "\n".join([self.message, *(f"  {line}" for line in self.details)])
+
+
+def command_error(exc: TieredStateError) -> click.ClickException:
+    """The click exception a library error exits with: 1 and one ``Error:`` line (a
+    validation error's field messages under it)."""
+    if isinstance(exc, ValidationError):
+        return CommandError(exc.message, field_lines(exc.errors))
+    return CommandError(exc.message)
+
+
 def _guarded(fn: F) -> Callable[..., Any]:
     """``fn`` under a ``cli-<hex>`` correlation id (and acting as the role of ``--as``),
-    its library errors (and a database's refusal) exiting 1 with one line."""
+    its library errors (and a database's refusal) exiting 1 with one ``Error:`` line (see
+    :func:`command_error`)."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -139,15 +246,18 @@ def _guarded(fn: F) -> Callable[..., Any]:
             with correlation_scope(f"cli-{uuid.uuid4().hex}"), acting_role():
                 return fn(*args, **kwargs)
         except TieredStateError as exc:
-            raise click.ClickException(exc.message) from None
+            raise command_error(exc) from None
         except SQLAlchemyError as exc:
-            cause = getattr(exc, "orig", None) or exc
-            text = str(cause).strip()
-            raise click.ClickException(
-                f"The database refused: {text.splitlines()[0] if text else type(cause).__name__}"
-            ) from None
+            raise CommandError(database_refusal(exc)) from None
 
     return run
+
+
+def database_refusal(exc: SQLAlchemyError) -> str:
+    """``The database refused: <the driver's first line>``."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip()
+    return f"The database refused: {text.splitlines()[0] if text else type(cause).__name__}"
 
 
 def command(name: str, group: click.Group = state_cli) -> Callable[[F], F]:
@@ -206,10 +316,22 @@ def json_object(text: str | None, what: str) -> dict[str, Any] | None:
         raise click.BadParameter(f"{what} must be JSON: {exc}") from None
     except RecursionError:
         limit = app_manager().max_json_depth
-        raise JSONTooDeepError(what, limit, field=what.lstrip("-"), parsed=False) from None
+        error = JSONTooDeepError(what, limit, field=what.lstrip("-"), parsed=False)
+        raise click.BadParameter(error.message) from None
     if not isinstance(value, dict):
         raise click.BadParameter(f"{what} must be a JSON object, not {type(value).__name__}.")
+    try:
+        check_json_depth(value, app_manager().max_json_depth, what=what, field=what.lstrip("-"))
+    except JSONTooDeepError as exc:
+        raise click.BadParameter(exc.message) from None
     return value
+
+
+def known_type(manager: StateManager, name: str, param_hint: str = "'--type'") -> str:
+    """A state type's name given on the command line (any case), if the app has it; bad
+    usage (exit 2) otherwise."""
+    with bad_usage(param_hint):
+        return manager.get_state_type(name.lower()).name
 
 
 def path_filters(items: Iterable[str]) -> dict[str, Any]:
@@ -321,9 +443,10 @@ def list_states(
     where = path_filters(filters)
     if status is not None:
         where["status"] = status.lower()
-    result = app_manager().search_states(
-        state_type.lower() if state_type else None, where or None, page=page, per_page=per_page
-    )
+    manager = app_manager()
+    name = None if state_type is None else known_type(manager, state_type)
+    with bad_usage("'--filter'" if filters else "'--status'"):
+        result = manager.search_states(name, where or None, page=page, per_page=per_page)
     if as_json:
         echo_json(result.to_dict())  # the same page object as GET /states
         return
@@ -332,7 +455,7 @@ def list_states(
 
 
 @command("show")
-@click.argument("state_id")
+@click.argument("state_id", callback=STATE_ID)
 @click.option("--include-deleted", is_flag=True, help="Show a deleted state's tombstone.")
 @json_option
 def show(state_id: str, include_deleted: bool, as_json: bool) -> None:
@@ -350,13 +473,13 @@ def show(state_id: str, include_deleted: bool, as_json: bool) -> None:
 
 
 @command("history")
-@click.argument("state_id")
+@click.argument("state_id", callback=STATE_ID)
 @click.option("--page", type=click.IntRange(1, MAX_PAGE), default=1, show_default=True)
 @click.option(
     "--per-page", type=click.IntRange(1, MAX_PER_PAGE), default=DEFAULT_PER_PAGE, show_default=True
 )
 @click.option("--limit", type=click.IntRange(1, 1000), help="Only the latest N, newest first.")
-@click.option("--transition", help="Only changes made by this transition.")
+@click.option("--transition", callback=ANY_TRANSITION, help="Only changes made by this transition.")
 @json_option
 def history(
     state_id: str,
@@ -368,7 +491,6 @@ def history(
 ) -> None:
     """Show a state's history of changes, a page at a time, oldest first."""
     manager = app_manager()
-    result: Page[dict[str, Any]] | None = None
     if limit is not None:
         ctx = click.get_current_context()
         others = [
@@ -381,42 +503,58 @@ def history(
                 f"--limit (the latest N changes) goes alone, not with {', '.join(others)}; "
                 "page through the history with --page and --per-page instead."
             )
-        rows = manager.get_recent_changes(state_id, limit)
+        body = recent_history_body(manager, state_id, limit)
     else:
-        result = manager.get_history_page(
-            state_id, transition=transition, page=page, per_page=per_page
-        )
-        rows = result.items
-    total = len(rows) if result is None else result.total
-    if total == 0 and manager.get_state(state_id, include_deleted=True) is None:
-        raise StateNotFoundError(state_id)
+        body = history_body(
+            manager, state_id, transition=transition and transition.lower(), page=page,
+            per_page=per_page,
+            link=api_link("state_history"),
+        )  # fmt: skip
     if as_json:
-        echo_json(rows)  # the rows of the page, as the "items" of GET .../history
+        echo_json(body)  # the body of GET .../history, built by the same function
         return
-    for row in rows:
+    for row in body["items"]:
         who = f"  by {row['actor']}" if row["actor"] else ""
         why = f"  ({row['reason']})" if row["reason"] else ""
         click.echo(
             f"v{row['version']}  {row['created_at']}  {row['transition']}  "
             f"{row['from_status'] or '-'} -> {row['to_status']}{who}{why}"
         )
-    if result is not None:
-        click.echo(history_summary(result))
+    if "page" in body:
+        click.echo(history_summary(body))
 
 
-def history_summary(page: Page[dict[str, Any]]) -> str:
-    """Where a page of history is: ``page 1 of 3, 120 changes``; or why it is empty."""
-    if page.total == 0:
+def history_summary(page: dict[str, Any]) -> str:
+    """Where a page of history (as :func:`history_body` has it) is: ``page 1 of 3, 120
+    changes``; or why it is empty."""
+    total, pages = page["total"], page["pages"]
+    if total == 0:
         return "No changes match."
-    if not page.items:
-        return (
-            f"Page {page.page} is past the last page ({page.pages}); {count(page.total, 'change')}."
-        )
-    return f"page {page.page} of {page.pages}, {count(page.total, 'change')}"
+    if not page["items"]:
+        return f"Page {page['page']} is past the last page ({pages}); {count(total, 'change')}."
+    return f"page {page['page']} of {pages}, {count(total, 'change')}"
+
+
+def api_link(endpoint: str) -> Callable[[dict[str, Any]], str] | None:
+    """A link builder for the REST API's ``endpoint`` in the current app, as its views
+    build their ``next`` links (a path under ``APPLICATION_ROOT``); None when the app
+    does not serve the API (``TIERED_STATE_API_PREFIX`` unset)."""
+    from .api.routes import BLUEPRINT_NAME
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    name = f"{BLUEPRINT_NAME}.{endpoint}"
+    if name not in app.view_functions:
+        return None
+    adapter = app.url_map.bind("localhost", script_name=app.config["APPLICATION_ROOT"])
+
+    def link(values: dict[str, Any]) -> str:
+        return str(adapter.build(name, values))
+
+    return link
 
 
 @command("diff")
-@click.argument("state_id")
+@click.argument("state_id", callback=STATE_ID)
 @click.argument("from_version", type=click.IntRange(1, MAX_VERSION))
 @click.argument("to_version", type=click.IntRange(1, MAX_VERSION))
 @json_option
@@ -444,7 +582,8 @@ def diff(state_id: str, from_version: int, to_version: int, as_json: bool) -> No
 @json_option
 def keys(pattern: str, as_json: bool) -> None:
     """List the ids of stored states matching a glob (* and ?), tombstones included."""
-    ids = app_manager().get_keys_by_pattern(pattern)
+    with bad_usage("'PATTERN'"):
+        ids = app_manager().get_keys_by_pattern(pattern)
     if as_json:
         echo_json(ids)
         return
@@ -455,20 +594,119 @@ def keys(pattern: str, as_json: bool) -> None:
 @command("stats")
 @json_option
 def stats(as_json: bool) -> None:
-    """Show storage statistics: tiers, cache and history."""
+    """Show storage statistics: tiers, cache, movements, invalidation and history."""
     result = app_manager().get_storage_stats()
     if as_json:
         echo_json(result)
         return
-    for key, value in sorted(result.items()):
-        click.echo(f"{key}: {json.dumps(value, sort_keys=True, default=str)}")
+    for line in stats_lines(result):
+        click.echo(line)
+
+
+#: The columns of the tiers' table in ``flask state stats``: field, heading.
+TIER_COLUMNS = (
+    ("backend", "backend"),
+    ("available", "available"),
+    ("key_count", "keys"),
+    ("bytes", "size"),
+    ("hits", "hits"),
+    ("misses", "misses"),
+    ("hit_rate", "hit rate"),
+)
+
+
+def stat_value(name: str, value: Any) -> str:
+    """One figure of the statistics as text: rates as percentages, byte counts as sizes,
+    booleans as yes/no, None as ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)) and name.endswith("rate"):
+        return f"{value * 100:.1f} %"
+    if isinstance(value, int) and name.split(".")[-1] in ("bytes", "max_bytes"):
+        return size_text(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def flat_items(value: dict[str, Any], path: str = "") -> list[tuple[str, Any]]:
+    """A nested mapping's leaves as ``(dotted.path, value)`` pairs, in order."""
+    pairs: list[tuple[str, Any]] = []
+    for name, item in value.items():
+        key = f"{path}.{name}" if path else str(name)
+        if isinstance(item, dict) and item:
+            pairs += flat_items(item, key)
+        else:
+            pairs.append((key, item))
+    return pairs
+
+
+def tier_health(health: Any) -> str:
+    """A tier's health entry in a few words: ``ok``, or its failures and next check."""
+    if not isinstance(health, dict):
+        return stat_value("health", health)
+    if health.get("healthy", True) and not health.get("failures"):
+        return "ok"
+    parts = [f"{count(int(health.get('failures') or 0), 'failure')}"]
+    if health.get("next_check_in_seconds") is not None:
+        parts.append(f"next check in {health['next_check_in_seconds']:.1f} s")
+    if health.get("pending_drops"):
+        parts.append(f"{health['pending_drops']} pending drops")
+    state = "healthy" if health.get("healthy", True) else "failing"
+    return f"{state} ({', '.join(parts)})"
+
+
+def stats_lines(result: dict[str, Any]) -> list[str]:
+    """``get_storage_stats()`` as text: a table of the tiers (their other figures
+    listed under it), then each other section as a table of its figures."""
+    lines: list[str] = []
+    tiers: dict[str, Any] = result.get("tiers") or {}
+    if tiers:
+        lines.append("Tiers")
+        rows = [
+            (tier, *(stat_value(field, info.get(field)) for field, _ in TIER_COLUMNS),
+             tier_health(info.get("health")))
+            for tier, info in tiers.items()
+        ]  # fmt: skip
+        lines += table(("tier", *(head for _, head in TIER_COLUMNS), "health"), rows)
+        shown = {field for field, _ in TIER_COLUMNS} | {"category", "health"}
+        for tier, info in tiers.items():
+            others = [(k, v) for k, v in info.items() if k not in shown]
+            health = info.get("health")
+            if isinstance(health, dict) and health.get("last_error"):
+                others.append(("last_error", health["last_error"]))
+            if others:
+                lines.append(
+                    f"  {tier}: " + ", ".join(f"{k.replace('_', ' ')} {stat_value(k, v)}"
+                                              for k, v in others)
+                )  # fmt: skip
+    for section, value in result.items():
+        if section == "tiers":
+            continue
+        title = section.replace("_", " ").capitalize()
+        if isinstance(value, dict):
+            lines.append("")
+            lines.append(title)
+            lines += table(
+                ("figure", "value"),
+                [(name.replace("_", " "), stat_value(name, item))
+                 for name, item in flat_items(value)],
+            )  # fmt: skip
+        else:
+            lines.append("")
+            lines.append(f"{title}: {stat_value(section, value)}")
+    return lines
 
 
 @command("health")
 @json_option
 def health(as_json: bool) -> None:
     """Check every tier; exit 1 when unhealthy (the WARM tier is down)."""
-    result = app_manager().get_health_status()
+    result = health_body(app_manager())  # the body of GET /health
     if as_json:
         echo_json(result)
     else:
@@ -485,7 +723,8 @@ def health(as_json: bool) -> None:
 @json_option
 def graph(state_type: str, as_json: bool) -> None:
     """Print a type's lifecycle as a Mermaid stateDiagram-v2."""
-    spec = app_manager().get_state_type(state_type.lower())
+    manager = app_manager()
+    spec = manager.get_state_type(known_type(manager, state_type, "'STATE_TYPE'"))
     mermaid = spec.lifecycle.to_mermaid()
     if not as_json:
         click.echo(mermaid)
@@ -510,8 +749,8 @@ def graph(state_type: str, as_json: bool) -> None:
 
 
 @command("transition")
-@click.argument("state_id")
-@click.argument("transition")
+@click.argument("state_id", callback=STATE_ID)
+@click.argument("transition", callback=TRANSITION)
 @click.option("--data", "data_json", metavar="JSON", help="New data (a JSON object).")
 @click.option("--metadata", "metadata_json", metavar="JSON", help="New metadata (JSON object).")
 @click.option("--name", help="A new display name.")
@@ -521,8 +760,8 @@ def graph(state_type: str, as_json: bool) -> None:
     type=click.IntRange(1, MAX_VERSION),
     help="Refuse unless at this version.",
 )
-@click.option("--actor", help="Who makes the change (recorded in history).")
-@click.option("--reason", help="Why (recorded in history).")
+@click.option("--actor", callback=ACTOR, help="Who makes the change (recorded in history).")
+@click.option("--reason", callback=REASON, help="Why (recorded in history).")
 @json_option
 def transition(
     state_id: str,
@@ -561,10 +800,10 @@ def transition(
 
 
 @command("rollback")
-@click.argument("state_id")
+@click.argument("state_id", callback=STATE_ID)
 @click.argument("to_version", type=click.IntRange(1, MAX_VERSION))
-@click.option("--actor", help="Who makes the change (recorded in history).")
-@click.option("--reason", help="Why (recorded in history).")
+@click.option("--actor", callback=ACTOR, help="Who makes the change (recorded in history).")
+@click.option("--reason", callback=REASON, help="Why (recorded in history).")
 @json_option
 def rollback(
     state_id: str, to_version: int, actor: str | None, reason: str | None, as_json: bool
@@ -578,6 +817,35 @@ def rollback(
                    f"({record['status']})")  # fmt: skip
 
 
+#: How many ids of each outcome ``promote`` / ``demote`` list in their text output.
+LISTED_IDS = 20
+
+
+def embedded_warning(manager: StateManager, promoting: bool) -> str | None:
+    """The warning of ``promote`` / ``demote`` in embedded mode (the HOT tier is this
+    process's memory, with no invalidation channel): other processes do not see it."""
+    if manager.get_repositories().hot.backend != "memory":
+        return None
+    if promoting:
+        return (
+            "Warning: embedded mode: the HOT tier is this command's own memory, so these "
+            "copies end with it and the app's other processes (its server) do not see them. "
+            "Promote inside the app's process, or set TIERED_STATE_HOT_URL to a redis:// URL."
+        )
+    return (
+        "Warning: embedded mode: the app's other processes (its server) are not told of "
+        "this change; they serve their cached copies (local cache, in-memory HOT tier) "
+        "until those expire. Set TIERED_STATE_HOT_URL to a redis:// URL for a shared HOT tier."
+    )
+
+
+def id_list(ids: Sequence[str]) -> str:
+    """Ids separated by commas, the first :data:`LISTED_IDS` of them."""
+    shown = ", ".join(ids[:LISTED_IDS])
+    more = len(ids) - LISTED_IDS
+    return f"{shown} and {more} more (--json lists them all)" if more > 0 else shown
+
+
 def _move(
     ids: tuple[str, ...],
     pattern: str | None,
@@ -585,40 +853,58 @@ def _move(
     verb: str,
     move: Callable[[StateManager, str], bool],
 ) -> None:
+    """Move each state on its own and report each id's outcome: moved, unchanged (it
+    was there already), or failed and why; exit 1 when any failed."""
     manager = app_manager()
+    manager.authorize("states.promote" if verb == "promoted" else "states.demote")
     targets = list(dict.fromkeys(ids))
     if pattern is not None:
-        targets = list(dict.fromkeys([*targets, *manager.get_keys_by_pattern(pattern)]))
-    if not targets:
+        with bad_usage("'--pattern'"):
+            matched = manager.get_keys_by_pattern(pattern)
+        targets = list(dict.fromkeys([*targets, *matched]))
+    if not targets and pattern is None:
         raise click.UsageError("Give one or more STATE_IDS, or --pattern.")
+    if not targets:
+        click.echo(f"No state id matches {pattern!r}.", err=True)
     moved: list[str] = []
     unchanged: list[str] = []
     failed: dict[str, str] = {}
-    if len(targets) == 1 and pattern is None:
-        (moved if move(manager, targets[0]) else unchanged).append(targets[0])
-    else:
-        with click.progressbar(
-            targets,
-            label=f"{verb.capitalize()} {len(targets)} states",
-            file=sys.stderr,
-        ) as bar:
-            for state_id in bar:
-                try:
-                    (moved if move(manager, state_id) else unchanged).append(state_id)
-                except TieredStateError as exc:
-                    failed[state_id] = exc.message
+    bar: Any = nullcontext(targets)
+    if len(targets) > 1 or (pattern is not None and targets):
+        bar = click.progressbar(
+            targets, label=f"{verb.capitalize()} {count(len(targets), 'state')}", file=sys.stderr
+        )
+    with bar as states:
+        for state_id in states:
+            try:
+                (moved if move(manager, state_id) else unchanged).append(state_id)
+            except TieredStateError as exc:
+                failed[state_id] = exc.message
+            except SQLAlchemyError as exc:
+                failed[state_id] = database_refusal(exc)
+    warning = embedded_warning(manager, promoting=verb == "promoted") if moved else None
+    if warning is not None:
+        click.echo(warning, err=True)
     if as_json:
         echo_json({"moved": moved, "unchanged": unchanged, "failed": failed})
     else:
         click.echo(f"{verb}: {len(moved)}, unchanged: {len(unchanged)}, failed: {len(failed)}")
+        if moved:
+            click.echo(f"  {verb}: {id_list(moved)}")
+        if unchanged:
+            where = "in HOT" if verb == "promoted" else "in COLD"
+            click.echo(f"  unchanged (already {where}): {id_list(unchanged)}")
         for state_id, message in failed.items():
-            click.echo(f"  {state_id}: {message}", err=True)
+            click.echo(f"  failed: {state_id}: {message}")
     if failed:
-        raise click.ClickException(f"{len(failed)} of {len(targets)} states failed.")
+        raise CommandError(
+            f"{len(failed)} of {count(len(targets), 'state')} failed "
+            f"({len(moved)} {verb}, {len(unchanged)} unchanged)."
+        )
 
 
 @command("promote")
-@click.argument("state_ids", nargs=-1)
+@click.argument("state_ids", nargs=-1, callback=STATE_ID)
 @click.option("--pattern", help="Also every state id matching this glob.")
 @click.option("--ttl", type=click.IntRange(min=1), help="TTL of the HOT copy, in seconds.")
 @json_option
@@ -631,7 +917,7 @@ def promote(
 
 
 @command("demote")
-@click.argument("state_ids", nargs=-1)
+@click.argument("state_ids", nargs=-1, callback=STATE_ID)
 @click.option("--pattern", help="Also every state id matching this glob.")
 @json_option
 def demote(state_ids: tuple[str, ...], pattern: str | None, as_json: bool) -> None:
@@ -748,7 +1034,7 @@ def retry_events(delivery_ids: tuple[int, ...], all_dead: bool, as_json: bool) -
 
 
 @listing_group("timers")
-@click.option("--state", "state_id", help="Only the timers of this state.")
+@click.option("--state", "state_id", callback=STATE_ID, help="Only the timers of this state.")
 @click.option(
     "--status",
     type=click.Choice((*TIMER_STATUSES, "all"), case_sensitive=False),
@@ -797,8 +1083,14 @@ def timers(
 
 @command("cancel", group=timers)
 @click.argument("timer_id", required=False)
-@click.option("--state", "state_id", help="Every scheduled timer of this state instead.")
-@click.option("--transition", help="With --state: only its timers of this transition.")
+@click.option(
+    "--state", "state_id", callback=STATE_ID, help="Every scheduled timer of this state instead."
+)
+@click.option(
+    "--transition",
+    callback=ANY_TRANSITION,
+    help="With --state: only its timers of this transition.",
+)
 @json_option
 def cancel_timers(
     timer_id: str | None, state_id: str | None, transition: str | None, as_json: bool
@@ -1039,7 +1331,7 @@ def rotate_keys(chunk_size: int, as_json: bool) -> None:
 
 
 @command("erase")
-@click.argument("state_id")
+@click.argument("state_id", callback=STATE_ID)
 @click.option("--reason", required=True, help="Why (recorded in the history; required).")
 @click.option("--actor", help="Who erases it (recorded in the history).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -1075,7 +1367,7 @@ def audit() -> None:
 
 
 @command("verify", group=audit)
-@click.argument("state_ids", nargs=-1)
+@click.argument("state_ids", nargs=-1, callback=STATE_ID)
 @click.option("--type", "state_type", help="Only states of this type.")
 @click.option(
     "--allow-unsealed", is_flag=True, help="States with unsealed rows do not fail the check."
@@ -1092,7 +1384,7 @@ def audit_verify(
     manager.authorize("audit.verify")
     verifier = AuditVerifier.for_manager(manager)
     if state_type is not None:
-        state_type = manager.get_state_type(state_type.lower()).name
+        state_type = known_type(manager, state_type)
     ids = list(dict.fromkeys(state_ids))
     total = len(ids) if ids else verifier.count_states()
     counts = dict.fromkeys((VERIFIED, UNSEALED, BROKEN, NOT_FOUND), 0)

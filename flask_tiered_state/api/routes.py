@@ -30,6 +30,7 @@ from werkzeug.exceptions import BadRequest, NotFound, RequestEntityTooLarge, Uns
 from ..access import check_access
 from ..app_state import get_app_state
 from ..domain.idempotency import check_idempotency_key, idempotent_call
+from ..domain.manager import StateManager
 from ..domain.model import STATE_ID_RULE, StateTransition
 from ..domain.paging import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE
 from ..domain.search import OBJECT_ROOTS
@@ -64,6 +65,9 @@ __all__ = [
     "ROUTES",
     "Route",
     "create_api_blueprint",
+    "health_body",
+    "history_body",
+    "recent_history_body",
 ]
 
 BLUEPRINT_NAME = "tiered_state_api"
@@ -316,23 +320,60 @@ def state_history(state_id: str) -> Response:
                 "page through the history with page and per_page instead.",
                 details={"parameters": ["limit", *others]},
             )
-        items = manager.get_recent_changes(state_id, query["limit"])
-        if not items:
-            _existing(state_id)
-        return _respond({"state_id": state_id, "items": items})
-    transition = query.get("transition")
-    page = manager.get_history_page(
-        state_id, transition=transition, page=query["page"], per_page=query["per_page"]
-    )
-    if page.total == 0:
-        _existing(state_id)
+        return _respond(recent_history_body(manager, state_id, query["limit"]))
+    body = history_body(
+        manager, state_id, transition=query.get("transition"), page=query["page"],
+        per_page=query["per_page"],
+        link=lambda values: url_for(f".{_ENDPOINT_HISTORY}", **values),
+    )  # fmt: skip
+    return _respond(body)
+
+
+def history_body(
+    manager: StateManager,
+    state_id: str,
+    *,
+    transition: str | None = None,
+    page: int = 1,
+    per_page: int = DEFAULT_PER_PAGE,
+    link: Callable[[dict[str, Any]], str] | None = None,
+) -> dict[str, Any]:
+    """The body of ``GET .../history`` for a page, also printed by ``flask state history
+    --json``: ``{"state_id", "items", "total", "page", "per_page", "pages",
+    "total_exact", "next"}``; ``next`` is ``link(values)`` of the following page's query
+    (None on the last page, or without ``link``).
+
+    :raises StateNotFoundError: no change matches and the state never existed.
+    """
+    result = manager.get_history_page(state_id, transition=transition, page=page, per_page=per_page)
+    if result.total == 0 and manager.get_state(state_id, include_deleted=True) is None:
+        raise StateNotFoundError(state_id)
     following = None
-    if page.has_next:
-        following = url_for(
-            f".{_ENDPOINT_HISTORY}", state_id=state_id, page=page.page + 1,
-            per_page=page.per_page, **({"transition": transition} if transition else {}),
+    if result.has_next and link is not None:
+        following = link(
+            {"state_id": state_id, "page": result.page + 1, "per_page": result.per_page,
+             **({"transition": transition} if transition else {})}
         )  # fmt: skip
-    return _respond({"state_id": state_id, **page.to_dict(), "next": following})
+    return {"state_id": state_id, **result.to_dict(), "next": following}
+
+
+def recent_history_body(manager: StateManager, state_id: str, limit: int) -> dict[str, Any]:
+    """The body of ``GET .../history?limit=N`` (and ``flask state history --limit N
+    --json``): ``{"state_id", "items"}``, the latest N changes, newest first.
+
+    :raises StateNotFoundError: the state never existed.
+    """
+    items = manager.get_recent_changes(state_id, limit)
+    if not items and manager.get_state(state_id, include_deleted=True) is None:
+        raise StateNotFoundError(state_id)
+    return {"state_id": state_id, "items": items}
+
+
+def health_body(manager: StateManager) -> dict[str, Any]:
+    """The body of ``GET /health`` (and ``flask state health --json``): the manager's
+    health status, NaN and infinities as null."""
+    status: dict[str, Any] = _finite(manager.get_health_status())
+    return status
 
 
 def diff_state(state_id: str) -> Response:
@@ -356,9 +397,9 @@ def rollback_state(state_id: str) -> Response:
 
 def health() -> Response:
     _actor()
-    status: dict[str, Any] = _manager().get_health_status()
+    status = health_body(_manager())
     healthy = status.get("status") != "unhealthy"
-    return _respond(_finite(status), 200 if healthy else 503)
+    return _respond(status, 200 if healthy else 503)
 
 
 def limit_request_body() -> None:

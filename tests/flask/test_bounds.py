@@ -101,7 +101,7 @@ def one_error_line(result: Result, code: int = 1) -> str:
 )
 def test_the_cli_refuses_bad_filter_values_with_one_line(app: Flask, value: str) -> None:
     get_app_state(app).manager.register_state("u1", "user")
-    line = one_error_line(run(app, "list", "--filter", f"data.n={value}"))
+    line = one_error_line(run(app, "list", "--filter", f"data.n={value}"), code=2)
     assert "filter 'data.n'" in line
 
 

@@ -57,9 +57,9 @@ def test_list(seeded: Flask) -> None:
     text = run(seeded, "list", "--type", "transaction")
     assert text.exit_code == 0 and text.output.startswith("t1  transaction  created  v1")
     assert text.output.endswith("page 1 of 1, 1 state\n")
-    fails(run(seeded, "list", "--type", "alien"), "Unknown state type 'alien'")
+    fails(run(seeded, "list", "--type", "alien"), "Unknown state type 'alien'", code=2)
     fails(run(seeded, "list", "--filter", "no-equals-sign"), "is not PATH=VALUE", code=2)
-    fails(run(seeded, "list", "--filter", "data..x=1"), "data..x")
+    fails(run(seeded, "list", "--filter", "data..x=1"), "data..x", code=2)
 
 
 def test_list_without_results_says_so_and_prints_the_apis_page(seeded: Flask) -> None:
@@ -85,15 +85,16 @@ def test_show(seeded: Flask) -> None:
     text = run(seeded, "show", "u1").output
     assert "name: Ada" in text and 'data: {"plan": "pro", "seats": 2}' in text
     fails(run(seeded, "show", "nobody"), "No state with id 'nobody' exists.")
-    fails(run(seeded, "show", "bad id!"), "Invalid state id")
+    fails(run(seeded, "show", "bad id!"), "Invalid state id", code=2)
 
 
 def test_history(seeded: Flask) -> None:
-    rows = ok_json(seeded, "history", "u1")
+    rows = ok_json(seeded, "history", "u1")["items"]
     assert [r["transition"] for r in rows] == ["create", "activate", "update"]
     assert rows[1]["actor"] == "ops" and rows[1]["correlation_id"] is None
-    assert [r["version"] for r in ok_json(seeded, "history", "u1", "--limit", "1")] == [3]
-    assert len(ok_json(seeded, "history", "u1", "--transition", "ACTIVATE")) == 1
+    latest = ok_json(seeded, "history", "u1", "--limit", "1")["items"]
+    assert [r["version"] for r in latest] == [3]
+    assert len(ok_json(seeded, "history", "u1", "--transition", "ACTIVATE")["items"]) == 1
     text = run(seeded, "history", "u1").output
     assert "v2" in text and "activate  created -> active  by ops  (verified)" in text
     fails(run(seeded, "history", "nobody"), "No state with id 'nobody'")
@@ -115,7 +116,7 @@ def test_transition_records_a_cli_correlation_id(seeded: Flask) -> None:
           "not the expected version 1")  # fmt: skip
     fails(run(seeded, "transition", "u1", "update", "--data", "{nope"), "must be JSON", code=2)
     fails(run(seeded, "transition", "u1", "update", "--data", "[1]"), "JSON object", code=2)
-    fails(run(seeded, "transition", "u1", "fly"), "Invalid transition 'fly'")
+    fails(run(seeded, "transition", "u1", "fly"), "Invalid transition 'fly'", code=2)
 
 
 def test_rollback(seeded: Flask) -> None:
@@ -147,8 +148,14 @@ def test_promote_and_demote_one_state(seeded: Flask) -> None:
     assert cold.fetch("state:u2") is not None
     demoted = current_state_manager.get_state("u2")
     assert demoted is not None and demoted["data"] == {"plan": "pro"}
-    assert run(seeded, "promote", "t1").output == "promoted: 1, unchanged: 0, failed: 0\n"
-    fails(run(seeded, "promote", "nobody"), "No state with id 'nobody'")
+    assert (
+        run(seeded, "promote", "t1").stdout
+        == "promoted: 1, unchanged: 0, failed: 0\n  promoted: t1\n"
+    )
+    missing = run(seeded, "promote", "nobody")
+    assert missing.exit_code == 1
+    assert "  failed: nobody: No state with id 'nobody' exists.\n" in missing.stdout
+    assert missing.stderr == "Error: 1 of 1 state failed (0 promoted, 0 unchanged).\n"
     fails(run(seeded, "demote"), "Give one or more STATE_IDS, or --pattern.", code=2)
 
 
@@ -161,19 +168,19 @@ def test_batch_promote_shows_progress_and_reports_failures(seeded: Flask) -> Non
     assert result.exit_code == 1
     outcome = json.loads(result.stdout)
     assert outcome["moved"] == ["u1"] and list(outcome["failed"]) == ["ghost"]
-    assert "Error: 1 of 2 states failed." in result.stderr
+    assert "Error: 1 of 2 states failed (1 demoted, 0 unchanged)." in result.stderr
 
 
 def test_keys(seeded: Flask) -> None:
     assert ok_json(seeded, "keys", "u*") == ["u1", "u2"]
     assert run(seeded, "keys", "t?").output == "t1\n"
-    fails(run(seeded, "keys", "bad pattern!"), "pattern")
+    fails(run(seeded, "keys", "bad pattern!"), "pattern", code=2)
 
 
 def test_stats(seeded: Flask) -> None:
     stats = ok_json(seeded, "stats")
     assert stats["history_rows"] == 5
-    assert "history_rows: 5" in run(seeded, "stats").output
+    assert run(seeded, "stats").output.endswith("\nHistory rows: 5\n")
 
 
 def test_health(seeded: Flask) -> None:
@@ -203,7 +210,7 @@ def test_graph(seeded: Flask) -> None:
     graph = ok_json(seeded, "graph", "user")
     assert graph["initial_status"] == "created" and graph["mermaid"] == text.rstrip("\n")
     assert {"from": "active", "transition": "update", "to": "active"} in graph["transitions"]
-    fails(run(seeded, "graph", "alien"), "Unknown state type 'alien'")
+    fails(run(seeded, "graph", "alien"), "Unknown state type 'alien'", code=2)
 
 
 def test_init_db(seeded: Flask) -> None:

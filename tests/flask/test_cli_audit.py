@@ -94,9 +94,9 @@ def test_verify_of_ids_reports_unknown_ids(audited: Flask) -> None:
     assert "nobody  not found: no history and no record" in result.stdout
     assert "Checked 2 states: 1 verified, 0 broken, 0 unsealed, 1 not found." in result.stdout
     bad_type = run(audited, "verify", "--type", "alien")
-    assert bad_type.exit_code == 1 and "Unknown state type 'alien'" in bad_type.output
+    assert bad_type.exit_code == 2 and "Unknown state type 'alien'" in bad_type.output
     bad_id = run(audited, "verify", "no spaces allowed")
-    assert bad_id.exit_code == 1 and "no spaces allowed" in bad_id.output
+    assert bad_id.exit_code == 2 and "no spaces allowed" in bad_id.output
 
 
 def test_seal_seals_rows_written_before_the_keys(

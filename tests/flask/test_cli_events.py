@@ -238,7 +238,7 @@ def test_bad_input_gives_one_line_and_the_documented_exit_code(app: Flask) -> No
     fails(run(app, "events", "retry", "42"), "1 of 1 deliveries were not retried")
     fails(run(app, "timers", "--status", "bogus"), "Invalid value for '--status'", code=2)
     fails(run(app, "timers", "--state", "ghost"), "No state with id 'ghost' exists.")
-    fails(run(app, "timers", "--state", "bad id!"), "Invalid state id")
+    fails(run(app, "timers", "--state", "bad id!"), "Invalid state id", code=2)
     fails(run(app, "timers", "cancel"), "Give a TIMER_ID or --state, one of them.", code=2)
     fails(run(app, "timers", "cancel", "abc", "--state", "u1"), "one of them", code=2)
     fails(run(app, "timers", "cancel", "--transition", "expire"), "one of them", code=2)

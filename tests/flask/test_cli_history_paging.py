@@ -51,7 +51,7 @@ def test_a_page_of_50_by_default(long_app: Flask) -> None:
     result = run(long_app, "u1")
     assert versions(result) == list(range(1, 51))
     assert last_line(result) == "page 1 of 3, 120 changes"
-    assert [row["version"] for row in as_json(long_app, "u1")] == list(range(1, 51))
+    assert [row["version"] for row in as_json(long_app, "u1")["items"]] == list(range(1, 51))
 
 
 def test_pages_and_their_size(long_app: Flask) -> None:
@@ -59,7 +59,7 @@ def test_pages_and_their_size(long_app: Flask) -> None:
     assert versions(last) == list(range(101, 121))
     assert last_line(last) == "page 3 of 3, 120 changes"
     assert versions(run(long_app, "u1", "--page", "2", "--per-page", "7")) == list(range(8, 15))
-    rows = as_json(long_app, "u1", "--per-page", str(MAX_PER_PAGE))
+    rows = as_json(long_app, "u1", "--per-page", str(MAX_PER_PAGE))["items"]
     assert len(rows) == CHANGES
     assert rows == get_app_state(long_app).manager.get_state_history("u1")
 
@@ -68,7 +68,7 @@ def test_a_page_past_the_last_one_says_so(long_app: Flask) -> None:
     result = run(long_app, "u1", "--page", "4")
     assert versions(result) == []
     assert result.output.strip() == "Page 4 is past the last page (3); 120 changes."
-    assert as_json(long_app, "u1", "--page", "4") == []
+    assert as_json(long_app, "u1", "--page", "4")["items"] == []
 
 
 def test_a_transition_is_paged_too(long_app: Flask) -> None:

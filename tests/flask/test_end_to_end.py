@@ -46,7 +46,7 @@ def test_register_transition_history_over_http_and_cli(app: Flask) -> None:
     assert resumed.get_json()["version"] == 4
 
     http_rows = client.get("/api/states/alice/history").get_json()["items"]
-    cli_rows = cli_json(app, "history", "alice")
+    cli_rows = cli_json(app, "history", "alice")["items"]
     assert http_rows == cli_rows
     assert [(r["transition"], r["to_status"]) for r in http_rows] == [
         ("create", "created"), ("activate", "active"), ("suspend", "suspended"),

@@ -73,7 +73,8 @@ def test_the_cli_answers_one_error_line(app: Flask) -> None:
         result = runner.invoke(args=["state", "transition", "u1", "update", option, text])
         assert result.exit_code == 1, result.output
         lines = result.output.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+        assert lines[0].startswith("Error: "), result.output
+        assert lines[1:] and all(line.startswith("  ") for line in lines[1:])  # its fields
         assert path in lines[0]
     assert get_app_state(app).manager.get_state("u1")["version"] == 1  # type: ignore[index]
 
