@@ -16,7 +16,6 @@ it cannot know itself: which app's manager ``StateManager.get_instance()`` means
 from __future__ import annotations
 
 import gc
-import json
 import os
 import tempfile
 import threading
@@ -33,7 +32,7 @@ from .domain.acting import RoleMap
 from .domain.manager import CLIENT_COMPONENTS, StateManager
 from .errors import ConfigurationError
 from .observability.logging import get_logger, install_library_filters
-from .settings import SETTINGS, TieredStateSettings, load_settings
+from .settings import TieredStateSettings, config_from_environment, load_settings
 from .signals import manager_created
 
 if TYPE_CHECKING:
@@ -341,18 +340,13 @@ def build_store_from_settings(
 
 
 def environment_config(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The settings among ``TIERED_STATE_*`` environment variables, each value read as
-    JSON where it parses (``30``, ``true``, ``{"use_copy": false}``), else as text --
-    as Flask's ``config.from_prefixed_env`` reads them. Other variables are left out."""
-    known = {setting.key for setting in SETTINGS}
-    config: dict[str, Any] = {}
-    for key, text in environ.items():
-        if key in known:
-            try:
-                config[key] = json.loads(text)
-            except ValueError:
-                config[key] = text
-    return config
+    """The settings among ``TIERED_STATE_*`` environment variables, by key, as text (each
+    setting parses its text form); an unknown or misspelt ``TIERED_STATE_*`` variable is
+    refused (:func:`~flask_tiered_state.settings.config_from_environment`).
+
+    :raises ConfigurationError: naming each unknown variable.
+    """
+    return config_from_environment(environ)
 
 
 def default_manager(components: dict[str, Any]) -> StateManager:

@@ -59,7 +59,7 @@ from .errors import ConfigurationError
 from .http_errors import register_error_handlers
 from .observability.logging import install_library_filters
 from .observability.metrics import MetricsCollector
-from .settings import TieredStateSettings, load_settings
+from .settings import TieredStateSettings, load_settings, one_line_configuration_errors
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -171,8 +171,10 @@ class TieredState:
                 "current_state_manager, and to change settings set TIERED_STATE_* in "
                 "app.config before that single call."
             )
-        settings = load_settings(app.config, self._options)
-        require_access_control(app, settings)
+        # Under the `flask` command, a bad setting is one line, not a traceback.
+        with one_line_configuration_errors():
+            settings = load_settings(app.config, self._options)
+            require_access_control(app, settings)
         dashboard = _dashboard_factory(settings)
         from .cli import state_cli
 

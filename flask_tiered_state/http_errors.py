@@ -243,11 +243,35 @@ def error_response(
     return response
 
 
+def _cause_chain(exc: BaseException) -> str:
+    """``; caused by Type: text`` for each exception ``exc`` was raised from."""
+    parts: list[str] = []
+    seen = {id(exc)}
+    current = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"; caused by {type(current).__name__}: {' '.join(str(current).split())}")
+        current = current.__cause__ or current.__context__
+    return "".join(parts)
+
+
 def log_error(exc: TieredStateError, public_message: str) -> None:
-    """Log what an answer leaves out: a 5xx with its traceback (ERROR), a 4xx whose
-    backend text was redacted (WARNING); control characters escaped."""
+    """Log what an answer leaves out, on one line each, control characters escaped: a
+    handled 5xx (a tier down, a deadline) at ERROR with its status, code, correlation id,
+    message and the chain of exceptions it was raised from -- an expected outage, so no
+    traceback; a 4xx whose backend text was redacted at WARNING. (Unexpected exceptions,
+    :func:`log_internal_error`, keep their traceback.)"""
     if exc.http_status >= 500:
-        logger.error("%s %s failed: %s", request.method, request.path, exc.message, exc_info=exc)
+        logger.error(
+            "%s %s answered %d %s (correlation id %s): %s%s",
+            request.method,
+            request.path,
+            exc.http_status,
+            exc.code,
+            get_correlation_id() or "-",
+            exc.message,
+            _cause_chain(exc),
+        )
     elif public_message != exc.message:
         logger.warning("%s %s refused by a backend: %s", request.method, request.path, exc.message)
 

@@ -70,7 +70,7 @@ def boolean(key: str, value: object) -> bool:
 
 def integer(key: str, value: object, minimum: int, *, optional: bool = False) -> int | None:
     expected = f"an integer >= {minimum}" + (" or None" if optional else "")
-    if value is None and optional:
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() == "none")):
         return None
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())

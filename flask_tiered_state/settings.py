@@ -10,24 +10,32 @@ and what is expected, at ``init_app`` rather than at first use; so does a
 ``TIERED_STATE_*`` key that is not a setting, since a typo would otherwise keep the
 default without a word.
 
-Values coming from the environment are accepted in their text form: integers as
-decimal digits and booleans as ``true/false``, ``1/0``, ``yes/no``, ``on/off``.
+:func:`config_from_environment` reads the settings from environment variables of the
+same names (``TIERED_STATE_HOT_URL=redis://...``), refusing unknown ``TIERED_STATE_*``
+variables the same way. Values coming from the environment are accepted in their text
+form: integers as decimal digits, booleans as ``true/false``, ``1/0``, ``yes/no``,
+``on/off``, dicts and lists as JSON, ``none`` for None where None is allowed.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import click
 
 from . import setting_values as values
 from .domain.audit import HistorySealer
 from .domain.encryption import MasterKeys
 from .domain.registry import DEFAULT_MAX_STATES
 from .errors import ConfigurationError
+from .http_errors import escape_control
 from .json_codec import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH
 from .observability.slow import DEFAULT_SLOW_OPERATION_MS, slow_operation_setting
 from .ops.backup import backup_url_setting
@@ -37,13 +45,17 @@ from .ops.retention import backup_retention_setting, history_retention_setting
 __all__ = [
     "CONFIG_PREFIX",
     "DOCUMENTED_AT",
+    "NOT_SETTINGS_ENVIRONMENT",
     "RETIRED_SETTINGS",
     "SETTINGS",
     "AccessControlHook",
+    "CommandLineConfigurationError",
     "Setting",
     "TieredStateSettings",
     "check_unknown_keys",
+    "config_from_environment",
     "load_settings",
+    "one_line_configuration_errors",
 ]
 
 CONFIG_PREFIX = "TIERED_STATE_"
@@ -528,6 +540,69 @@ def check_unknown_keys(config: Mapping[str, Any]) -> None:
     )
 
 
+#: Environment variables under the prefix that are not settings, and left alone: those of
+#: this project's test suite (``TIERED_STATE_REQUIRE_SERVICES``, ``TIERED_STATE_CHROMIUM``,
+#: ``TIERED_STATE_TEST_*``).
+NOT_SETTINGS_ENVIRONMENT = re.compile(r"TIERED_STATE_(?:REQUIRE_SERVICES|CHROMIUM|TEST_[A-Z0-9_]+)")
+#: The spelling of Flask's ``from_prefixed_env`` (``FLASK_`` + key), which earlier docs taught.
+_FLASK_PREFIX = "FLASK_" + CONFIG_PREFIX
+
+
+def _suggested_key(name: str) -> str | None:
+    """The setting's key closest to ``name`` (a variable or key without the prefix); a
+    retired name leads to the key that replaced it."""
+    name = name.upper()
+    if name in _BY_KEY or CONFIG_PREFIX + name in _BY_KEY:
+        return CONFIG_PREFIX + name.removeprefix(CONFIG_PREFIX)
+    match = _closest(name, [*(s.name for s in SETTINGS), *RETIRED_SETTINGS])
+    if match is None:
+        return None
+    return CONFIG_PREFIX + RETIRED_SETTINGS.get(match, (match, ""))[0]
+
+
+def config_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``TIERED_STATE_*`` settings set in ``environ`` (``os.environ``), by key, as
+    text: each setting parses its text form. Other variables are left out.
+
+    One spelling is read: the key itself (``TIERED_STATE_HOT_URL``). A variable that
+    looks like a setting but is none -- a typo (``TIERED_STATE_REDIS_ULR``), a key of an
+    earlier version, or Flask's ``FLASK_TIERED_STATE_*`` spelling -- is refused, since it
+    would otherwise keep the default without a word::
+
+        app.config.update(config_from_environment(os.environ))
+        TieredState(app)
+
+    :raises ConfigurationError: naming each unknown variable and the setting it may mean.
+    """
+    config: dict[str, Any] = {}
+    unknown: list[str] = []
+    for name, text in environ.items():
+        if name in _BY_KEY:
+            config[name] = text
+        elif name.upper().startswith(_FLASK_PREFIX) or (
+            name.upper().startswith(CONFIG_PREFIX) and not NOT_SETTINGS_ENVIRONMENT.fullmatch(name)
+        ):
+            unknown.append(name)
+    if unknown:
+        unknown.sort()
+        suggestions = {
+            name: key
+            for name in unknown
+            if (key := _suggested_key(name.upper().removeprefix("FLASK_")[len(CONFIG_PREFIX) :]))
+        }
+        described = "; ".join(
+            f"{name} (did you mean {suggestions[name]}?)" if name in suggestions else name
+            for name in unknown
+        )
+        raise ConfigurationError(
+            f"Unknown environment variable(s): {described}. A misspelt TIERED_STATE_* variable "
+            "would silently keep the default, so it is refused: rename or remove it (the "
+            "settings: docs/configuration.rst).",
+            details={"key": unknown[0], "unknown": unknown, "suggestions": suggestions},
+        )
+    return config
+
+
 def load_settings(
     config: MutableMapping[str, Any], overrides: Mapping[str, Any] | None = None
 ) -> TieredStateSettings:
@@ -555,3 +630,48 @@ def load_settings(
     for setting in SETTINGS:
         config.setdefault(setting.key, overrides.get(setting.attribute, setting.default))
     return TieredStateSettings.from_mapping(config)
+
+
+# Both bases keep the same one-line text in ``message`` (click declares it Final).
+class CommandLineConfigurationError(ConfigurationError, click.ClickException):  # type: ignore[misc]
+    """A :class:`~flask_tiered_state.errors.ConfigurationError` raised while the ``flask``
+    command loads the app (see :func:`one_line_configuration_errors`): click prints it as
+    one ``Error: ...`` line and exits with status 1. It is still a ``ConfigurationError``."""
+
+    def __init__(self, error: ConfigurationError) -> None:
+        message = escape_control(error.message)
+        ConfigurationError.__init__(self, message, details=error.details)
+        click.ClickException.__init__(self, message)
+
+
+def _loading_from_flask_cli() -> bool:
+    """Whether the ``flask`` command (or a test CLI runner) is running: a click context
+    with Flask's :class:`~flask.cli.ScriptInfo` is active."""
+    from flask.cli import ScriptInfo
+
+    context = click.get_current_context(silent=True)
+    return context is not None and context.find_object(ScriptInfo) is not None
+
+
+@contextmanager
+def one_line_configuration_errors() -> Iterator[None]:
+    """Under the ``flask`` command, a :class:`~flask_tiered_state.errors.ConfigurationError`
+    raised in the block (or the decorated app factory) is shown as one line -- ``Error:``
+    and the message naming the key, the value and what is expected -- with exit status 1
+    instead of Flask's traceback. Elsewhere (a WSGI server, tests) it propagates unchanged.
+    ``init_app`` applies it to the extension's own settings; decorate an app factory to
+    cover the app's other checks too::
+
+        @one_line_configuration_errors()
+        def create_app() -> Flask: ...
+
+    :raises CommandLineConfigurationError: under the ``flask`` command.
+    """
+    try:
+        yield
+    except CommandLineConfigurationError:
+        raise
+    except ConfigurationError as exc:
+        if not _loading_from_flask_cli():
+            raise
+        raise CommandLineConfigurationError(exc) from None

@@ -366,5 +366,15 @@ def test_the_default_manager_takes_the_idempotency_ttl_from_the_environment(
     finally:
         manager.close()
     monkeypatch.setenv("TIERED_STATE_IDEMPOTENCY_TTL_SECONDS", "0")
-    with pytest.raises(ConfigurationError, match="TIERED_STATE_IDEMPOTENCY_TTL_SECONDS is 0;"):
+    # the variable's text is read as its setting reads text: "0" is the number 0.0
+    with pytest.raises(ConfigurationError, match=r"TIERED_STATE_IDEMPOTENCY_TTL_SECONDS is 0\.0;"):
+        default_manager({})
+
+
+def test_the_default_manager_refuses_a_misspelt_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIERED_STATE_LOCAL_DIR", str(tmp_path))
+    monkeypatch.setenv("TIERED_STATE_HOT_ULR", "redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigurationError, match=r"TIERED_STATE_HOT_ULR.*TIERED_STATE_HOT_URL"):
         default_manager({})
