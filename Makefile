@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest bench run dispatch docs services browsers clean
+.PHONY: test lint typecheck pytest bench run run-services reset-demo install-demo dispatch docs \
+	services browsers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +15,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP) $(RUN_STAMP)
 
-## The demo needs the core install only (no test or docs tooling); DEMO_EXTRAS=redis,postgres,s3
+## The demo needs the core install and the `demo` extra (python-dotenv: the flask command reads
+## ./.env; Flask-WTF: its pages' forms) only, no test or docs tooling; DEMO_EXTRAS=redis,postgres,s3
 ## adds backend clients, for TIERED_STATE_*_URL variables that point at servers.
 DEMO_EXTRAS ?=
 comma := ,
 RUN_STAMP := $(VENV)/.installed-run$(if $(DEMO_EXTRAS),-$(subst $(comma),-,$(DEMO_EXTRAS)))
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.$(if $(DEMO_EXTRAS),[$(DEMO_EXTRAS)])'
+	$(BIN)/python -m pip install --quiet -e '.[demo$(if $(DEMO_EXTRAS),$(comma)$(DEMO_EXTRAS))]'
 	touch $(RUN_STAMP)
+
+install-demo: $(RUN_STAMP)
 
 install: $(STAMP)
 
@@ -47,21 +51,45 @@ pytest: $(STAMP) services browsers
 test: lint typecheck pytest
 
 ## The demo: bootstraps .venv, seeds the demo data (idempotent: a second run adds nothing)
-## and serves the Flask Credit System on http://127.0.0.1:5000. TIERED_STATE_* variables
-## point it at Redis, PostgreSQL and S3; without them it runs on the embedded defaults.
-## Every page and endpoint needs one of the tokens printed here (made at the first run,
-## kept in ./instance/api_tokens.json).
+## and serves the Flask Credit System on http://127.0.0.1:$(PORT) (PORT=5001 for another port).
+## TIERED_STATE_* variables (or a ./.env file) point it at Redis, PostgreSQL and S3; without
+## them it runs on the embedded defaults. The banner names the backend of each tier. Every page
+## and endpoint needs one of the tokens printed here (made at the first run, kept in
+## ./instance/api_tokens.json).
+PORT ?= 5000
 DEMO := $(BIN)/flask --app example_app:create_app
 run: $(RUN_STAMP)
-	$(DEMO) seed-demo
+	@$(DEMO) seed-demo
 	@echo ""
-	@echo "  Flask Credit System   http://127.0.0.1:5000/"
-	@echo "  State dashboard       http://127.0.0.1:5000/dashboard/"
-	@echo "  REST API (OpenAPI)    http://127.0.0.1:5000/api/state/openapi.json"
-	@echo "  Data (embedded mode)  ./instance/tiered_state/   Stop with Ctrl+C."
-	@$(DEMO) api-tokens
+	@$(DEMO) banner --port $(PORT)
 	@echo ""
-	$(DEMO) run --host 127.0.0.1 --port 5000
+	$(DEMO) run --host 127.0.0.1 --port $(PORT)
+
+## The demo on real servers: Redis and PostgreSQL as `make test` starts them (its own key prefix
+## and database, credit_demo) and moto's standalone S3 server (bucket credit-demo) on MOTO_PORT,
+## left running in the background between runs (`make reset-demo` stops it).
+MOTO_PORT ?= 9100
+SERVICES_ENV = TIERED_STATE_HOT_URL=redis://127.0.0.1:6379/0 TIERED_STATE_KEY_PREFIX=credit_demo: \
+	TIERED_STATE_WARM_URL=postgresql+psycopg://postgres@127.0.0.1:5432/credit_demo \
+	TIERED_STATE_COLD_URL='s3://credit-demo/states/?endpoint_url=http://127.0.0.1:$(MOTO_PORT)&region_name=us-east-1' \
+	AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+SERVICES_STAMP := $(VENV)/.installed-run-demo-services
+run-services:
+	@$(MAKE) --no-print-directory install-demo DEMO_EXTRAS=demo-services
+	@BIN=$(BIN) MOTO_PORT=$(MOTO_PORT) bash scripts/demo-services.sh start
+	@$(SERVICES_ENV) $(MAKE) --no-print-directory run DEMO_EXTRAS=demo-services
+
+## Deletes the demo's data, so that the next run seeds it afresh: in ./instance/ the SQLite file,
+## the COLD directory, the backups and the tokens' file; after `make run-services` also the
+## Redis keys under credit_demo: (SCAN + DEL, never a flush), the tiered_state_* tables of the
+## credit_demo database, the bucket's objects, and stops moto's server.
+reset-demo: $(RUN_STAMP)
+	@$(DEMO) reset-demo --yes
+	@if [ -f $(SERVICES_STAMP) ]; then \
+	  BIN=$(BIN) MOTO_PORT=$(MOTO_PORT) bash scripts/demo-services.sh start && \
+	  $(SERVICES_ENV) $(DEMO) reset-demo --yes && \
+	  bash scripts/demo-services.sh stop; \
+	fi
 
 ## The demo's dispatcher, beside `make run` (in a second terminal): delivers the asynchronous
 ## callbacks (receipts, notices, subscription timers) and applies due timers (trials and

@@ -27,9 +27,10 @@ from flask import Flask
 
 from flask_tiered_state.extension import TieredState
 from flask_tiered_state.http_errors import EscapeControlFilter
+from flask_tiered_state.settings import one_line_configuration_errors
 
-from .access import TokenAccess, load_tokens
-from .cli import archive_command, seed_command, tokens_command
+from .access import TokenAccess, load_secret_key, load_tokens
+from .cli import archive_command, banner_command, reset_command, seed_command, tokens_command
 from .config import DEFAULTS, environment, session_ttl
 from .http import API_PREFIX, install_json_http_errors
 from .views import api, pages
@@ -39,12 +40,14 @@ from .wiring import CreditSystem
 __all__ = ["create_app"]
 
 
+@one_line_configuration_errors()
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then ``TIERED_STATE_*`` / ``CREDIT_*`` environment
     variables, then ``config`` (tests). Without a ``TIERED_STATE_ACCESS_CONTROL`` of its
     own the app is guarded by :class:`~example_app.access.TokenAccess`.
 
-    :raises ConfigurationError: a setting is invalid.
+    :raises ConfigurationError: a setting is invalid (under the ``flask`` command: one
+        ``Error:`` line and exit status 1, no traceback).
     """
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(DEFAULTS)
@@ -52,6 +55,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
 
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = load_secret_key(app.instance_path)
     if not app.config.get("TIERED_STATE_ACCESS_CONTROL"):
         tokens = load_tokens(app.config, app.instance_path)
         app.config["TIERED_STATE_ACCESS_CONTROL"] = TokenAccess(tokens)
@@ -67,7 +72,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.logger.addFilter(EscapeControlFilter())
     app.register_blueprint(api, url_prefix=API_PREFIX)
     app.register_blueprint(pages)
+    # The pages a browser uses (/app); their forms carry Flask-WTF's CSRF token, checked
+    # by the blueprint itself, so the JSON API and the extension's are not CSRF-checked.
+    from .web import web
+
+    app.register_blueprint(web)
     app.cli.add_command(seed_command)
     app.cli.add_command(archive_command)
     app.cli.add_command(tokens_command)
+    app.cli.add_command(banner_command)
+    app.cli.add_command(reset_command)
     return app

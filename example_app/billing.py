@@ -7,7 +7,15 @@ A payment transaction is CREATEd pending, then ACTIVATEd when the payment succee
 - ``transaction_activated``: the subscription starts (ACTIVATE), comes back
   (RESUME) or renews (UPDATE) with its next billing period, which follows the period
   (or the trial) under way; a user suspended for a failed payment is resumed.
-- ``transaction_expired``: the subscription and the user are SUSPENDed.
+- ``transaction_expired``: an ``active`` subscription and the user are SUSPENDed. A
+  subscription still ``created`` (waiting for its first payment, perhaps in its free
+  trial) stays ``created``: it never started, so there is nothing to suspend, and its
+  trial runs on (as a payment provider's "incomplete" subscription); the user is told
+  that the first payment failed (a ``payment_failed`` notification).
+
+A transaction has its own lifecycle (:data:`TRANSACTION_LIFECYCLE`): ``created``
+(pending) -> ``active`` (settled) or ``expired`` (failed), and nothing after that; it
+is never suspended or resumed. :data:`TRANSACTION_LABELS` names its statuses for people.
 
 A subscription may start with a free trial (``trial_days``). Trials and paid periods
 end by themselves, through timers (:mod:`example_app.terms`).
@@ -20,6 +28,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from flask_tiered_state.domain.lifecycle import Lifecycle
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.domain.model import StateStatus, StateTransition, StateType
 
@@ -29,6 +38,8 @@ from .schemas import PLANS
 
 __all__ = [
     "BILLING_ACTOR",
+    "TRANSACTION_LABELS",
+    "TRANSACTION_LIFECYCLE",
     "cancel_subscription",
     "change_plan",
     "create_payment",
@@ -48,6 +59,27 @@ BILLING_ACTOR = "billing-bot"
 _ACTIVE, _SUSPENDED = StateStatus.ACTIVE.value, StateStatus.SUSPENDED.value
 _LIVE = (StateStatus.CREATED.value, _ACTIVE, _SUSPENDED)
 _PAYMENT_FAILED = "payment failed"
+
+#: A payment's lifecycle: pending, then settled or failed, once. (The default lifecycle
+#: would let a REST client suspend or resume a payment, and the dashboard would draw it.)
+TRANSACTION_LIFECYCLE = Lifecycle(
+    {
+        StateTransition.UPDATE: ((StateStatus.CREATED,), None),
+        StateTransition.ACTIVATE: ((StateStatus.CREATED,), StateStatus.ACTIVE),
+        StateTransition.EXPIRE: ((StateStatus.CREATED,), StateStatus.EXPIRED),
+        StateTransition.DELETE: (
+            (StateStatus.CREATED, StateStatus.ACTIVE, StateStatus.EXPIRED),
+            StateStatus.DELETED,
+        ),
+    }
+)
+#: What a payment's status means, in the words of the pages.
+TRANSACTION_LABELS = {
+    StateStatus.CREATED.value: "pending",
+    _ACTIVE: "settled",
+    StateStatus.EXPIRED.value: "failed",
+    StateStatus.DELETED.value: "deleted",
+}
 
 
 def _active_user(manager: StateManager, user_id: str) -> dict[str, Any]:
@@ -257,11 +289,12 @@ def on_payment_settled(manager: StateManager, transaction: dict[str, Any]) -> No
         )
 
 
-def on_payment_failed(manager: StateManager, transaction: dict[str, Any]) -> None:
-    """Suspend the subscription paid for, and the user."""
+def on_payment_failed(manager: StateManager, transaction: dict[str, Any]) -> dict[str, Any] | None:
+    """Suspend the subscription paid for when it is active, and the user; return the
+    subscription left ``created`` (its first payment failed), if any."""
     data = transaction["data"]
     if data.get("imported"):
-        return
+        return None
     reason = f"payment {transaction['state_id']} failed: {data.get('failure_reason')}"[:200]
     subscription_id = data.get("subscription_id")
     subscription = manager.get_state(subscription_id) if subscription_id else None
@@ -284,3 +317,6 @@ def on_payment_failed(manager: StateManager, transaction: dict[str, Any]) -> Non
             reason=reason,
             merge=True,
         )
+    if subscription is not None and subscription["status"] == StateStatus.CREATED.value:
+        return subscription
+    return None

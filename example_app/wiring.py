@@ -10,14 +10,15 @@ Three ways of reacting to changes are shown:
 
 - named callbacks (``register_callback``), run in the request right after the commit:
   the billing rules of :mod:`example_app.billing` on ``transaction_activated`` /
-  ``transaction_expired``, and ``user_suspended`` recording a notification;
+  ``transaction_expired``;
 - asynchronous callbacks (``register_callback(..., asynchronous=True)``), delivered
   at least once from the outbox by ``flask state dispatch``: a receipt for every settled
   payment and a notice when a subscription ends, each recorded once per ``event_id``,
   and :func:`example_app.terms.keep_end_scheduled` on every subscription event, which
   keeps the timer that ends the trial or the paid period in step with the record;
 - blinker signals (``flask_tiered_state.signals``): ``state-transitioned`` records a
-  notification when a subscription is suspended, connected for this manager only.
+  notification when a user or a subscription is suspended, with the transition's
+  reason (the signal's ``event``), connected for this manager only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask_tiered_state import signals
-from flask_tiered_state.domain.callbacks import PAST_TENSE, event_name
+from flask_tiered_state.domain.callbacks import PAST_TENSE, StateEvent, event_name
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.domain.model import StateTransition, StateType
 from flask_tiered_state.errors import StateAlreadyExistsError
@@ -104,6 +105,22 @@ def notify(
         logger.debug("Notification %s exists already", state_id)
 
 
+def _user_suspended(sender: Any, **kwargs: Any) -> None:
+    """``state-transitioned`` receiver (sender: the manager): tell a suspended user why.
+
+    The reason is the transition's own (``event.reason``, what the history row records),
+    whoever suspended the user: this app's views, the billing rules or the extension's
+    REST API, which records a reason without setting ``data.suspended_reason``. (A named
+    callback is not used here: it receives the records, not the reason.)
+    """
+    new = kwargs["new_state"]
+    if new["type"] != StateType.USER.value or kwargs["to_status"] != "suspended":
+        return
+    event: StateEvent = kwargs["event"]
+    reason = event.reason or new["data"].get("suspended_reason") or "no reason was given"
+    notify(sender, "user_suspended", new, new["state_id"], f"Your account is suspended: {reason}.")
+
+
 def _subscription_suspended(sender: Any, **kwargs: Any) -> None:
     """``state-transitioned`` receiver (sender: the manager)."""
     new = kwargs["new_state"]
@@ -129,7 +146,9 @@ def configure(manager: StateManager, *, session_ttl_seconds: int) -> None:
         hot_ttl_seconds=session_ttl_seconds,
     )
     manager.register_state_type(StateType.USER, schema=UserSchema)
-    manager.register_state_type(StateType.TRANSACTION, schema=TransactionSchema)
+    manager.register_state_type(
+        StateType.TRANSACTION, schema=TransactionSchema, lifecycle=billing.TRANSACTION_LIFECYCLE
+    )
     manager.register_state_type(StateType.SUBSCRIPTION, schema=SubscriptionSchema)
     manager.register_validator(StateType.SUBSCRIPTION, price_matches_plan)
     manager.register_state_type(StateType.FEATURE, schema=FeatureSchema)
@@ -142,17 +161,18 @@ def configure(manager: StateManager, *, session_ttl_seconds: int) -> None:
     def payment_failed(
         state_id: str, old: Any, new: dict[str, Any], transition: StateTransition
     ) -> None:
-        billing.on_payment_failed(manager, new)
-
-    def user_suspended(
-        state_id: str, old: Any, new: dict[str, Any], transition: StateTransition
-    ) -> None:
-        reason = new["data"].get("suspended_reason") or "suspended by an administrator"
-        notify(manager, "user_suspended", new, state_id, f"Your account is suspended: {reason}.")
+        waiting = billing.on_payment_failed(manager, new)
+        if waiting is not None:
+            message = (
+                f"Your first payment for {waiting['name']} failed "
+                f"({new['data'].get('failure_reason')}); the subscription starts when a "
+                "payment succeeds."
+            )
+            notify(manager, "payment_failed", new, new["data"]["user_id"], message)
 
     manager.register_callback("transaction_activated", payment_settled)
     manager.register_callback("transaction_expired", payment_failed)
-    manager.register_callback("user_suspended", user_suspended)
+    signals.state_transitioned.connect(_user_suspended, sender=manager)
     signals.state_transitioned.connect(_subscription_suspended, sender=manager)
 
     # -- asynchronous: delivered by `flask state dispatch`, at least once, by event_id --

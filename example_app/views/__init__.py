@@ -1,5 +1,7 @@
 """The credit system's JSON endpoints (under ``/api``) and its overview page (``/``).
 
+(The pages a person uses in a browser, under ``/app``, are :mod:`example_app.web`.)
+
 Every one of them is guarded by the app's access-control hook, as the extension's REST
 API and dashboard are (:func:`~.common.guard`); the JSON endpoints that change
 something take ``application/json`` bodies only.

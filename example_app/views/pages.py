@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, current_app, render_template, request
 from flask.typing import ResponseReturnValue
 
 from flask_tiered_state.domain.model import StateStatus, StateType
 from flask_tiered_state.extension import get_app_state
 
+from ..config import backends
 from ..schemas import PLANS
 from ..wiring import NOTIFICATION
 from .common import manager
@@ -57,14 +58,15 @@ def _samples() -> dict[str, Any]:
 
 @pages.get("/")
 def overview() -> ResponseReturnValue:
-    settings = get_app_state().settings
-    backends = {repo.category.value: repo.backend for repo in manager().get_repositories()}
+    state = get_app_state()
+    settings = state.settings
     return render_template(
         "overview.html",
         counts=_counts(),
         statuses=COUNTED_STATUSES,
         samples=_samples(),
-        backends=backends,
+        backends=backends(settings, state.local_dir),
+        base_url=request.host_url.rstrip("/"),
         plans=PLANS,
         api_prefix=settings.api_prefix,
         dashboard_prefix=settings.dashboard_prefix,

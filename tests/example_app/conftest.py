@@ -27,12 +27,14 @@ VIEWER = {"Authorization": f"Bearer {TOKENS['viewer']}"}
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """create_app reads TIERED_STATE_* from the environment; tests choose their own. The
-    tokens come from the environment too, so no test writes ./instance/api_tokens.json."""
+    tokens and the secret key come from the environment too, so no test writes
+    ./instance/api_tokens.json or ./instance/secret_key."""
     for setting in SETTINGS:
         monkeypatch.delenv(setting.key, raising=False)
     for key in ("CREDIT_SESSION_TTL_SECONDS", "CREDIT_SEED_USERS", "CREDIT_SEED_TRANSACTIONS"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("CREDIT_API_TOKENS", json.dumps(TOKENS))
+    monkeypatch.setenv("FLASK_SECRET_KEY", "secret-key-of-the-example-app-tests-0123456789")
 
 
 def admin_client(app: Flask) -> FlaskClient:

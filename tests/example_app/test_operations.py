@@ -117,7 +117,6 @@ def test_configuration_comes_from_the_environment(tmp_path: Any) -> None:
         "TIERED_STATE_HOT_URL": "redis://cache:6379/0",
         "CREDIT_SESSION_TTL_SECONDS": "60",
         "FLASK_SECRET_KEY": "s3cret",
-        "TIERED_STATE_UNKNOWN": "x",
         "HOME": "/root",
     }
     assert from_environment(environ) == {
@@ -125,6 +124,11 @@ def test_configuration_comes_from_the_environment(tmp_path: Any) -> None:
         "CREDIT_SESSION_TTL_SECONDS": "60",
         "SECRET_KEY": "s3cret",
     }
+    # A misspelt setting is refused, not ignored (it would keep the default).
+    with pytest.raises(
+        ConfigurationError, match=r"TIERED_STATE_HOT_ULR \(did you mean TIERED_STATE_HOT_URL\?\)"
+    ):
+        from_environment({**environ, "TIERED_STATE_HOT_ULR": "redis://cache:6379/0"})
 
 
 def test_the_environment_selects_the_backends(
@@ -161,6 +165,6 @@ def test_environment_variables_alone_move_the_app_onto_the_services(
         client = admin_client(app)
         body = {"email": "env@example.com", "full_name": "Env", "country": "NL"}
         assert client.post("/api/users", json=body).status_code == 201
-        assert "HOT <code>redis</code>" in client.get("/").get_data(as_text=True)
+        assert "HOT <code>redis://" in client.get("/").get_data(as_text=True)
     finally:
         get_app_state(app).close()
