@@ -193,11 +193,14 @@ def transition_worker(
 
     manager.outbox.rows_for = logged_rows_for  # type: ignore[method-assign]
     errors: list[str] = []
+    # The count is shared memory without a lock of its own (new_counter): this process's
+    # threads take turns through a lock of this process, which a SIGKILL takes with it.
+    counting = threading.Lock()
 
     def run(mine: Sequence[str]) -> None:
         rng = random.Random()
         while True:
-            with attempted.get_lock():
+            with counting:
                 if attempted.value >= target:
                     return
                 attempted.value += 1
@@ -282,4 +285,7 @@ def new_event() -> Any:
 
 
 def new_counter() -> Any:
-    return CONTEXT.Value("i", 0)
+    """A count in shared memory, written by one process at a time and read by the test.
+    Without a lock: ``multiprocessing.Value``'s lock, held by a process the test SIGKILLs
+    (between two ``+= 1``), stays held for ever and hangs every later reader."""
+    return CONTEXT.RawValue("i", 0)
