@@ -166,7 +166,7 @@ def _echo_tokens(tokens: dict[str, str]) -> None:
     for actor, token in tokens.items():
         click.echo(f"  {actor:<6} token         {token}")
     click.echo(
-        "  Browser: any user name, a token as the password. curl: -H 'Authorization: Bearer "
+        "  Browser: paste a token on the /app/ login page. curl: -H 'Authorization: Bearer "
         "<token>'."
     )
 
