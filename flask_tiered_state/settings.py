@@ -504,6 +504,19 @@ def _retired_message(config: Mapping[str, Any], retired: list[str]) -> str:
     )
 
 
+def _described(
+    unknown: list[str], suggest: Callable[[str], str | None]
+) -> tuple[str, dict[str, str]]:
+    """The unknown names, each with the key ``suggest(name)`` says it may mean, for an
+    error's text; and those suggestions by name, for its details."""
+    suggestions = {name: key for name in unknown if (key := suggest(name)) is not None}
+    described = "; ".join(
+        f"{name} (did you mean {suggestions[name]}?)" if name in suggestions else name
+        for name in unknown
+    )
+    return described, suggestions
+
+
 def check_unknown_keys(config: Mapping[str, Any]) -> None:
     """Refuse ``TIERED_STATE_*`` keys of ``config`` that are not settings (typos).
 
@@ -523,15 +536,12 @@ def check_unknown_keys(config: Mapping[str, Any]) -> None:
             details={"key": retired[0], "retired": retired},
         )
     names = [setting.name for setting in SETTINGS]
-    suggestions: dict[str, str] = {}
-    for key in unknown:
+
+    def suggest(key: str) -> str | None:
         match = _closest(key[len(CONFIG_PREFIX) :].upper(), names)
-        if match is not None:
-            suggestions[key] = CONFIG_PREFIX + match
-    described = "; ".join(
-        f"{key} (did you mean {suggestions[key]}?)" if key in suggestions else key
-        for key in unknown
-    )
+        return None if match is None else CONFIG_PREFIX + match
+
+    described, suggestions = _described(unknown, suggest)
     raise ConfigurationError(
         f"Unknown setting(s) in app.config: {described}. A misspelt key would silently keep "
         f"the default, so it is refused: rename or remove it. The TIERED_STATE_* settings "
@@ -585,14 +595,9 @@ def config_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             unknown.append(name)
     if unknown:
         unknown.sort()
-        suggestions = {
-            name: key
-            for name in unknown
-            if (key := _suggested_key(name.upper().removeprefix("FLASK_")[len(CONFIG_PREFIX) :]))
-        }
-        described = "; ".join(
-            f"{name} (did you mean {suggestions[name]}?)" if name in suggestions else name
-            for name in unknown
+        described, suggestions = _described(
+            unknown,
+            lambda name: _suggested_key(name.upper().removeprefix("FLASK_")[len(CONFIG_PREFIX) :]),
         )
         raise ConfigurationError(
             f"Unknown environment variable(s): {described}. A misspelt TIERED_STATE_* variable "
