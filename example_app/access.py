@@ -14,6 +14,10 @@ session counts for the browser's pages only -- ``/app``, ``/`` and the dashboard
 forms are CSRF-protected -- never under ``/api``, where a request must carry its token
 itself as before.
 
+The actors are also the roles of a role map (:data:`ROLE_PERMISSIONS`), so that
+``flask state --as viewer ...`` and ``manager.acting_as("viewer")`` keep a command to what
+the viewer token may do over HTTP: read.
+
 The tokens come from ``CREDIT_API_TOKENS`` (``{"admin": "...", "viewer": "..."}``, in the
 configuration or as JSON in the environment variable), else from ``api_tokens.json`` in
 the instance folder, created with random tokens (mode 0600) the first time the app is
@@ -38,11 +42,13 @@ from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
 from flask_tiered_state.errors import AccessDeniedError, ConfigurationError
+from flask_tiered_state.roles import RoleBasedAccess
 
 from .http import API_PREFIX
 
 __all__ = [
     "ACTORS",
+    "ROLE_PERMISSIONS",
     "SECRET_KEY_FILE",
     "SESSION_KEY",
     "TOKENS_FILE",
@@ -53,6 +59,19 @@ __all__ = [
 
 #: The actors a token may stand for, and whether they may change anything.
 ACTORS = {"admin": True, "viewer": False}
+#: What each actor may do as a role of ``flask state --as`` and ``acting_as``: the admin
+#: everything, the viewer what its token may do over HTTP (read states, their history,
+#: the dashboard's pages, the operations' lists and checks).
+ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "admin": ("*",),
+    "viewer": (
+        "states.list", "states.read", "states.history", "states.diff", "health", "openapi",
+        "dashboard.index", "dashboard.states", "dashboard.state", "dashboard.events",
+        "dashboard.tiers", "dashboard.health", "dashboard.backups", "stats", "events.list",
+        "timers.list", "audit.verify", "backups.list", "backups.verify", "checkpoints.list",
+        "checkpoints.verify",
+    ),
+}  # fmt: skip
 #: The tokens' file in the instance folder.
 TOKENS_FILE = "api_tokens.json"
 #: The secret key's file in the instance folder (when no SECRET_KEY is configured).
@@ -138,13 +157,31 @@ def _is_api(path: str) -> bool:
 
 
 class TokenAccess:
-    """The access-control hook: ``hook(request, action)`` -> the actor, or a refusal.
+    """The access-control hook: ``hook(request, action)`` -> the actor, or a refusal; and
+    the role map of the actors (:data:`ROLE_PERMISSIONS`), which the extension gives the
+    manager for ``acting_as`` and ``flask state --as``.
 
     :param tokens: the token of each actor (:data:`ACTORS`).
     """
 
     def __init__(self, tokens: Mapping[str, str]) -> None:
         self._tokens = tuple((actor, _digest(token)) for actor, token in tokens.items())
+        self._roles = RoleBasedAccess(ROLE_PERMISSIONS, identity=self.actor_of)
+
+    # -- the role map (flask_tiered_state.domain.acting.RoleMap) ---------------------------
+
+    @property
+    def role_names(self) -> tuple[str, ...]:
+        """The actors, as roles."""
+        return self._roles.role_names
+
+    def allows(self, role: str, action: str) -> bool:
+        """Whether the actor ``role`` may do ``action`` under ``acting_as``."""
+        return self._roles.allows(role, action)
+
+    def permissions(self, role: str) -> tuple[str, ...]:
+        """The permissions of the actor ``role`` (:data:`ROLE_PERMISSIONS`)."""
+        return self._roles.permissions(role)
 
     def __repr__(self) -> str:  # shown by `flask state stats`: never the tokens
         return f"<TokenAccess of {', '.join(actor for actor, _ in self._tokens)}>"

@@ -17,6 +17,10 @@ seed-demo`` seeds it, so an example may use what an earlier one on its page made
   matches any time, and a backup's or checkpoint's id any id, which then stands for
   it in the commands that follow). It must exit with 0, or 1 when an ``Error:`` line is
   shown, 2 when a ``Usage:`` line is, or with what an ``echo $?`` after it shows.
+- ``sqlite3 instance/... "SQL"`` runs the SQL on the demo's SQLite database (the WARM
+  tier's file of its instance folder), as the ``sqlite3`` shell does: a change made
+  behind the application's back. The rows it selects print as the shell prints them
+  (``|`` between the columns).
 - ``export NAME=value`` sets a variable of the later commands; ``# ...`` is a comment.
 
 A block that cannot run against the demo is preceded by a comment ``.. not-run: why``;
@@ -28,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +291,7 @@ class Demo:
 
     def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.monkeypatch = monkeypatch
+        self.folder = folder
         monkeypatch.setattr(Flask, "auto_find_instance_path", lambda app: str(folder))
         self.variables: dict[str, str] = {}
         self.ids: dict[str, str] = {}
@@ -328,6 +334,8 @@ class Demo:
             return []
         if words[0] == "curl":
             return self._curl(words[1:], command.output)
+        if words[0] == "sqlite3":
+            return self._sqlite(words[1:], command.output)
         if words[0] == "flask":
             status = None
             if following is not None and following.text == "echo $?":
@@ -381,6 +389,16 @@ class Demo:
         if shown:
             problems += json_problems(parse_pattern(shown), response.get_json())
         return problems
+
+    def _sqlite(self, words: list[str], output: list[str]) -> list[str]:
+        path, sql = words
+        if not path.startswith("instance/"):
+            return [f"the example opens another database than the demo's: {path}"]
+        with sqlite3.connect(self.folder.parent / path) as connection:
+            rows = connection.execute(sql).fetchall()
+        connection.close()
+        printed = ["|".join("" if v is None else str(v) for v in row) for row in rows]
+        return lines_problems(output, printed)
 
     def _flask(self, words: list[str], output: list[str], status: int | None) -> list[str]:
         if words[:1] == ["--app"]:

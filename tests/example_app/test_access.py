@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from example_app import create_app
 from example_app.access import TOKENS_FILE, load_tokens
-from flask_tiered_state.errors import ConfigurationError
+from flask_tiered_state.errors import AccessDeniedError, ConfigurationError
 from flask_tiered_state.extension import get_app_state
 
 from .conftest import ADMIN, TOKENS, VIEWER, active_user, error, ok
@@ -137,3 +137,28 @@ def test_a_newline_in_the_path_of_a_500_forges_no_log_line(
     written = "\n".join(handler.format(r) for r in caplog.records if r.levelno >= logging.ERROR)
     assert "Exception on /api/users/x\\nFORGED admin logged in [GET]" in written
     assert not any(line.startswith("FORGED") for line in written.splitlines())
+
+
+def test_the_actors_are_the_roles_of_acting_as_and_flask_state_as(credit_app: Flask) -> None:
+    """The token hook is the manager's role map too: the viewer reads, the admin changes,
+    under ``acting_as`` and ``flask state --as`` alike; a refusal changes nothing."""
+    manager = get_app_state(credit_app).manager
+    assert manager.roles is credit_app.config["TIERED_STATE_ACCESS_CONTROL"]
+    flag = {"data": {"key": "beta", "description": "Beta pages", "rollout_percentage": 0}}
+    manager.register_state("feature-x", "feature", flag)
+    with manager.acting_as("viewer"):
+        assert (manager.get_state("feature-x") or {}).get("version") == 1
+        assert manager.get_state_history("feature-x")
+        with pytest.raises(AccessDeniedError, match=r"Role 'viewer' may not do 'states\.register'"):
+            manager.register_state("feature-y", "feature", flag)
+    runner = credit_app.test_cli_runner()
+    refused = runner.invoke(args=["state", "--as", "viewer", "transition", "feature-x", "suspend"])
+    assert refused.exit_code == 1, refused.output
+    assert "may not do 'states.transition.suspend'" in refused.output
+    assert (manager.get_state("feature-x") or {}).get("status") == "created"
+    done = runner.invoke(args=["state", "--as", "admin", "transition", "feature-x", "activate"])
+    assert done.exit_code == 0, done.output
+    assert manager.get_state_history("feature-x")[-1]["actor"] == "admin"
+    unknown = runner.invoke(args=["state", "--as", "support", "show", "feature-x"])
+    assert unknown.exit_code == 2
+    assert "the app's roles are: admin, viewer." in unknown.output
