@@ -1643,6 +1643,8 @@ def backup_verify(backup_id: str, destination: str | None, as_json: bool) -> Non
         if enc["states"]
         else ""
     )
+    if enc.get("plaintext"):
+        encrypted += f"; {enc['plaintext']} written before encryption (plaintext)"
     if not report["ok"]:
         raise click.ClickException(
             f"Backup {backup_id} failed verification: {count(len(report['problems']), 'problem')}."

@@ -31,7 +31,7 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, EncryptedFieldError, EncryptionKeyError
@@ -294,6 +294,18 @@ class RecordCipher:
     def paths_of(self, type_name: object) -> tuple[tuple[str, ...], ...]:
         """The encrypted paths of a type (by name); () for unknown types."""
         return self.types.encrypted_paths(type_name)
+
+    def holds_ciphertext(self, record: Mapping[str, Any]) -> bool:
+        """Whether a stored record has an encrypted field: False for a type that encrypts
+        nothing, an erased record, and one written before its type encrypted fields (its
+        values are plaintext and read as they are)."""
+        for path in self.paths_of(record.get("type")):
+            node: Any = record
+            for step in path:
+                node = node.get(step) if isinstance(node, Mapping) else None
+            if isinstance(node, str) and node.startswith(TOKEN_PREFIX):
+                return True
+        return False
 
     def check_search(self, type_names: Iterable[str], paths: Iterable[Sequence[str]]) -> None:
         """Refuse filters on fields the types keep encrypted.

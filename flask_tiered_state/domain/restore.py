@@ -300,7 +300,7 @@ class RecordRestorer:
                 stored_new=new,
             )
             built.append((plan, old, new))
-            if key_states.get(state_id) == "missing":
+            if key_states.get(state_id) == "missing" and self.cipher.holds_ciphertext(record):
                 result.missing_keys.append(state_id)
             plans.append(plan)
         if built:  # the records as callers and events see them
@@ -331,7 +331,9 @@ class RecordRestorer:
 
     def _key_states(self, ids: Sequence[str], specs: Mapping[str, StateTypeSpec]) -> dict[str, str]:
         """``{state_id: "live" | "erased" | "missing"}`` of the states whose type
-        encrypts fields (the others have no data key); erased states of any type count."""
+        encrypts fields (the others have no data key); erased states of any type count.
+        A "missing" one written before its type encrypted fields holds no ciphertext and
+        needs no key (:meth:`RecordCipher.holds_ciphertext`)."""
         if self.data_keys is None or not ids:
             return {}
         t = self.data_keys.table

@@ -1038,6 +1038,9 @@ class _KeyCheck:
         self.missing: list[str] = []
         self.unreadable: list[str] = []
         self.counts = {"erased": 0, "missing_keys": 0, "unreadable": 0}
+        #: States of a type that encrypts fields, written before it did (no data key, no
+        #: encrypted field): read as they are, not a problem.
+        self.plaintext = 0
 
     def check(self, records: Sequence[Any]) -> None:
         manager = self.manager
@@ -1047,10 +1050,12 @@ class _KeyCheck:
         encrypted = [r for r in records if isinstance(r, dict) and cipher.paths_of(r.get("type"))]
         if not encrypted:
             return
-        self.states += len(encrypted)
         data_keys = manager.data_keys
         if data_keys is None:
-            self._note("missing_keys", self.missing, [r["state_id"] for r in encrypted])
+            sealed = [r["state_id"] for r in encrypted if cipher.holds_ciphertext(r)]
+            self.states += len(sealed)
+            self.plaintext += len(encrypted) - len(sealed)
+            self._note("missing_keys", self.missing, sealed)
             return
         t = data_keys.table
         ids = [r["state_id"] for r in encrypted]
@@ -1062,7 +1067,11 @@ class _KeyCheck:
         erased = [state_id for state_id, wrapped in rows if wrapped is None]
         self._note("erased", self.erased, erased)
         known = {state_id for state_id, _ in rows}
-        self._note("missing_keys", self.missing, [i for i in ids if i not in known])
+        keyless = [r for r in encrypted if r["state_id"] not in known]
+        missing = [r["state_id"] for r in keyless if cipher.holds_ciphertext(r)]
+        self._note("missing_keys", self.missing, missing)
+        self.plaintext += len(keyless) - len(missing)
+        self.states += len(encrypted) - (len(keyless) - len(missing))
         openable = [r for r in encrypted if r["state_id"] in live]
         try:
             cipher.open_many(openable)
@@ -1084,6 +1093,7 @@ class _KeyCheck:
             "checked": self.manager is not None,
             "states": self.states,
             "readable": self.readable,
+            "plaintext": self.plaintext,
             **self.counts,
             "erased_ids": self.erased,
             "missing_key_ids": self.missing,

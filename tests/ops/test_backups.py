@@ -485,6 +485,30 @@ def test_verify_checks_the_keys_and_reports_erased_states(
         other.close()
 
 
+def test_states_written_before_their_type_encrypted_fields_are_no_problem(
+    store: Any, manager: StateManager, backups: BackupManager
+) -> None:
+    """A type that starts encrypting a field: its older states stay plaintext, with no
+    data key, until written again. Verify counts them as plaintext (not "no data key"),
+    and a restore does not warn that they come back without one."""
+    manager.register_state_type("member")  # encrypts nothing yet
+    for number in range(3):
+        manager.register_state(f"m-{number}", "member", {"data": {"pin": f"{number}"}})
+    manager.register_state_type("member", encrypted_fields=["data.pin"])
+    manager.update_state("m-0", {"data": {"pin": "sealed now"}})  # gets a data key
+    backup_id = backups.create_backup()["backup_id"]
+
+    report = backups.verify_backup(backup_id)
+    assert report["ok"], report["problems"]
+    encryption = report["encryption"]
+    assert (encryption["states"], encryption["readable"], encryption["plaintext"]) == (1, 1, 2)
+
+    wipe(manager, history=False)
+    restored = backups.restore_backup(backup_id, dry_run=False)
+    assert restored["missing_keys"] == 0 and not restored["errors"]
+    assert [state(manager, f"m-{n}")["data"]["pin"] for n in range(3)] == ["sealed now", "1", "2"]
+
+
 def test_bad_arguments_are_refused(manager: StateManager, tmp_path: Path) -> None:
     backups = BackupManager(manager=manager, destination=tmp_path)
     with pytest.raises(InvalidRequestError, match="Unknown tier 'lukewarm'"):
