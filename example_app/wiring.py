@@ -145,7 +145,10 @@ def configure(manager: StateManager, *, session_ttl_seconds: int) -> None:
         home_tier=StateCategory.HOT,
         hot_ttl_seconds=session_ttl_seconds,
     )
-    manager.register_state_type(StateType.USER, schema=UserSchema)
+    # With master keys (TIERED_STATE_ENCRYPTION_KEYS) a user's name is kept encrypted at
+    # rest; names written before the keys were set stay readable as they are.
+    encrypted = ["name", "data.full_name"] if manager.data_keys is not None else None
+    manager.register_state_type(StateType.USER, schema=UserSchema, encrypted_fields=encrypted)
     manager.register_state_type(
         StateType.TRANSACTION, schema=TransactionSchema, lifecycle=billing.TRANSACTION_LIFECYCLE
     )

@@ -21,6 +21,10 @@ seed-demo`` seeds it, so an example may use what an earlier one on its page made
   tier's file of its instance folder), as the ``sqlite3`` shell does: a change made
   behind the application's back. The rows it selects print as the shell prints them
   (``|`` between the columns).
+- ``dd if=/dev/zero of=instance/... bs=1 seek=N count=M conv=notrunc`` overwrites ``M``
+  bytes at offset ``N`` of a file of the instance folder with zeros: a damaged file.
+- After either of these the app is built again, as the next ``flask`` command would be
+  in a process of its own, so that no copy cached in memory hides the change.
 - ``export NAME=value`` sets a variable of the later commands; ``# ...`` is a comment.
 
 A block that cannot run against the demo is preceded by a comment ``.. not-run: why``;
@@ -47,6 +51,7 @@ from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import get_app_state
 from flask_tiered_state.settings import SETTINGS
 
+from ..conftest import s3_client
 from .support import DOCS
 
 PAGES = ("rest-api", "cli")
@@ -54,7 +59,11 @@ TOKENS = {"admin": "admin-token-of-the-docs-examples", "viewer": "viewer-token-o
 ELLIPSIS = "..."
 _BLOCK_RE = re.compile(r"^(?P<indent> *)\.\. code-block:: console\s*$")
 _NOT_RUN_RE = re.compile(r"^ *\.\. not-run: *(?P<reason>.*)$")
-_MORE = "\u2026more"  # a bare ``...`` in an object or a list, after parsing
+_MORE = "\u2026more"
+#: The S3 server of ``make run-services`` (moto's), which the test's moto server stands for;
+#: the examples' bucket is that of ``make run-services`` too.
+DEMO_S3 = "http://127.0.0.1:9100"
+DEMO_BUCKET = "credit-demo"  # a bare ``...`` in an object or a list, after parsing
 #: A backup's or checkpoint's id: made when it is taken, so the docs' ids stand for the
 #: ones printed in their place, in the outputs and the commands that follow.
 ARCHIVE_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}")
@@ -289,8 +298,11 @@ class Demo:
     """The demo app on the embedded defaults, its instance folder in ``folder``, seeded
     as ``flask --app example_app:create_app seed-demo`` seeds it."""
 
-    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self, folder: Path, monkeypatch: pytest.MonkeyPatch, s3_endpoint_url: str = DEMO_S3
+    ) -> None:
         self.monkeypatch = monkeypatch
+        self.s3_endpoint_url = s3_endpoint_url
         self.folder = folder
         monkeypatch.setattr(Flask, "auto_find_instance_path", lambda app: str(folder))
         self.variables: dict[str, str] = {}
@@ -306,8 +318,18 @@ class Demo:
     def configure(self, name: str, value: str) -> None:
         """An exported setting: the app is built again with it, on the same data."""
         self.monkeypatch.setenv(name, value)
+        self.reload()
+
+    def reload(self) -> None:
+        """Build the app again, on the same data (a new process would)."""
         self.close()
         self.app = create_app({"TESTING": True})
+
+    def instance_file(self, path: str) -> Path:
+        """A path of the docs (``instance/...``) as the demo's file."""
+        if not path.startswith("instance/"):
+            raise ValueError(f"the example uses another file than the demo's: {path}")
+        return self.folder.parent / path
 
     def run(self, commands: list[Command], where: str) -> list[str]:
         """Run the commands in order; what went otherwise than documented."""
@@ -334,8 +356,12 @@ class Demo:
             return []
         if words[0] == "curl":
             return self._curl(words[1:], command.output)
-        if words[0] == "sqlite3":
-            return self._sqlite(words[1:], command.output)
+        if words[0] in ("sqlite3", "dd"):
+            problems = (self._sqlite if words[0] == "sqlite3" else self._dd)(
+                words[1:], command.output
+            )
+            self.reload()
+            return problems
         if words[0] == "flask":
             status = None
             if following is not None and following.text == "echo $?":
@@ -344,6 +370,7 @@ class Demo:
         return [f"the test does not know the command {words[0]!r}"]
 
     def _expand(self, text: str) -> str:
+        text = text.replace(DEMO_S3, self.s3_endpoint_url)
         for shown, made in self.ids.items():
             text = text.replace(shown, made)
         for name, value in self.variables.items():
@@ -392,13 +419,23 @@ class Demo:
 
     def _sqlite(self, words: list[str], output: list[str]) -> list[str]:
         path, sql = words
-        if not path.startswith("instance/"):
-            return [f"the example opens another database than the demo's: {path}"]
-        with sqlite3.connect(self.folder.parent / path) as connection:
+        with sqlite3.connect(self.instance_file(path)) as connection:
             rows = connection.execute(sql).fetchall()
         connection.close()
         printed = ["|".join("" if v is None else str(v) for v in row) for row in rows]
         return lines_problems(output, printed)
+
+    def _dd(self, words: list[str], output: list[str]) -> list[str]:
+        options = dict(word.partition("=")[::2] for word in words)
+        if options.pop("if", None) != "/dev/zero" or options.pop("conv", None) != "notrunc":
+            return ["the test runs dd if=/dev/zero ... conv=notrunc only"]
+        options.pop("status", None)
+        if options.pop("bs", "1") != "1" or set(options) != {"of", "seek", "count"}:
+            return ["the test runs dd with bs=1, of=, seek= and count= only"]
+        with self.instance_file(options["of"]).open("r+b") as file:
+            file.seek(int(options["seek"]))
+            file.write(bytes(int(options["count"])))
+        return lines_problems(output, [])
 
     def _flask(self, words: list[str], output: list[str], status: int | None) -> list[str]:
         if words[:1] == ["--app"]:
@@ -424,14 +461,27 @@ class Demo:
 
 
 @pytest.fixture
-def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Demo]:
-    """A freshly seeded demo; the environment's settings left out, the tokens known."""
+def demo_bucket(s3_endpoint_url: str) -> Iterator[str]:
+    """The bucket of ``make run-services`` on the test's moto server, removed afterwards."""
+    client = s3_client(s3_endpoint_url)
+    client.create_bucket(Bucket=DEMO_BUCKET)
+    yield s3_endpoint_url
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=DEMO_BUCKET):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=DEMO_BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=DEMO_BUCKET)
+
+
+@pytest.fixture
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_bucket: str) -> Iterator[Demo]:
+    """A freshly seeded demo; the environment's settings left out, the tokens known, the
+    S3 bucket of ``make run-services`` on the test's moto server."""
     for setting in SETTINGS:
         monkeypatch.delenv(setting.key, raising=False)
     for key in ("CREDIT_SESSION_TTL_SECONDS", "CREDIT_SEED_USERS", "CREDIT_SEED_TRANSACTIONS"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("CREDIT_API_TOKENS", json.dumps(TOKENS))
-    instance = Demo(tmp_path / "instance", monkeypatch)
+    instance = Demo(tmp_path / "instance", monkeypatch, demo_bucket)
     yield instance
     instance.close()
 
