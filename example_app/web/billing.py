@@ -22,7 +22,7 @@ from ..schemas import (
     FailPaymentRequest,
     ReasonRequest,
 )
-from .common import actor, attempt, manager, page, web
+from .common import actor, attempt, manager, page, submit, web
 from .forms import FailPaymentForm, PayForm, ReasonForm, SubscribeForm, load
 from .users import PER_PAGE, render_user
 
@@ -70,29 +70,29 @@ def _to_user(user_id: str) -> ResponseReturnValue:
 @web.post("/users/<user_id>/subscriptions")
 def subscribe(user_id: str) -> ResponseReturnValue:
     form = SubscribeForm(prefix="subscribe")
-    body = load(form, CreateSubscriptionRequest(), {"user_id": user_id})
-    if body is None:
-        return render_user(user_id, 422, subscribe_form=form)
-    attempt(
-        lambda: rules.create_subscription(manager(), body, actor=actor()),
-        "Subscribed: the subscription starts with its first successful payment (Pay).",
+    return submit(
         form,
+        CreateSubscriptionRequest(),
+        lambda body: rules.create_subscription(manager(), body, actor=actor()),
+        "Subscribed: the subscription starts with its first successful payment (Pay).",
+        extra={"user_id": user_id},
+        again=lambda status: render_user(user_id, status, subscribe_form=form),
+        then=lambda _: _to_user(user_id),
     )
-    return _to_user(user_id)
 
 
 @web.post("/users/<user_id>/payments")
 def pay_one_off(user_id: str) -> ResponseReturnValue:
     form = PayForm(prefix="pay")
-    body = load(form, CreatePaymentRequest(), {"user_id": user_id})
-    if body is None:
-        return render_user(user_id, 422, pay_form=form)
-    attempt(
-        lambda: rules.create_payment(manager(), body, actor=actor()),
-        "Payment created, pending: make it succeed or fail.",
+    return submit(
         form,
+        CreatePaymentRequest(),
+        lambda body: rules.create_payment(manager(), body, actor=actor()),
+        "Payment created, pending: make it succeed or fail.",
+        extra={"user_id": user_id},
+        again=lambda status: render_user(user_id, status, pay_form=form),
+        then=lambda _: _to_user(user_id),
     )
-    return _to_user(user_id)
 
 
 @web.post("/subscriptions/<subscription_id>/pay")
@@ -143,9 +143,14 @@ def payment(transaction_id: str) -> ResponseReturnValue:
     return render_payment(transaction_id)
 
 
+def _from_payment_page() -> bool:
+    """The button was on the payment's page (not on its user's)."""
+    return request.form.get("back") == "payment"
+
+
 def _after(transaction: dict[str, object]) -> ResponseReturnValue:
     """Back to the page the button was on: the payment's, or its user's."""
-    if request.form.get("back") == "payment":
+    if _from_payment_page():
         return redirect(url_for("web.payment", transaction_id=transaction["state_id"]))
     data = transaction["data"]
     assert isinstance(data, dict)
@@ -165,18 +170,25 @@ def succeed(transaction_id: str) -> ResponseReturnValue:
 @web.post("/payments/<transaction_id>/fail")
 def fail(transaction_id: str) -> ResponseReturnValue:
     transaction = get_typed(manager(), transaction_id, TRANSACTION)
+    user_id = transaction["data"]["user_id"]
     form = _fail_form(transaction_id)
-    body = load(form, FailPaymentRequest())
-    if body is None:
-        if request.form.get("back") == "payment":
-            return render_payment(transaction_id, 422, form)
-        user_id = transaction["data"]["user_id"]
-        return render_user(user_id, 422, failing=(transaction_id, form))
-    failed = attempt(
-        lambda: rules.fail_payment(manager(), transaction_id, body["reason"], actor=actor()),
+
+    def again(status: int) -> ResponseReturnValue:
+        if _from_payment_page():
+            return render_payment(transaction_id, status, form)
+        return render_user(user_id, status, failing=(transaction_id, form))
+
+    def then(_: object) -> ResponseReturnValue:
+        user = manager().get_state(user_id)
+        if user is not None and user["status"] == "suspended":
+            flash("The billing rules suspended the user: see the notifications.", "ok")
+        return _after(transaction)
+
+    return submit(
+        form,
+        FailPaymentRequest(),
+        lambda body: rules.fail_payment(manager(), transaction_id, body["reason"], actor=actor()),
         "The payment failed.",
+        again=again,
+        then=then,
     )
-    user = manager().get_state(transaction["data"]["user_id"])
-    if failed is not None and user is not None and user["status"] == "suspended":
-        flash("The billing rules suspended the user: see the notifications.", "ok")
-    return _after(transaction)

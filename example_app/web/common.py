@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask.typing import ResponseReturnValue
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
+from marshmallow import Schema
 from werkzeug.exceptions import HTTPException, Unauthorized
 from wtforms import ValidationError as FormValidationError
 
@@ -19,9 +20,19 @@ from flask_tiered_state.extension import get_app_state
 
 from ..billing import TRANSACTION_LABELS
 from ..schemas import PLANS
-from .forms import domain_errors
+from .forms import domain_errors, load
 
-__all__ = ["URL_PREFIX", "actor", "attempt", "dashboard_url", "guard", "manager", "page", "web"]
+__all__ = [
+    "URL_PREFIX",
+    "actor",
+    "attempt",
+    "dashboard_url",
+    "guard",
+    "manager",
+    "page",
+    "submit",
+    "web",
+]
 
 #: Where the pages live.
 URL_PREFIX = "/app"
@@ -85,25 +96,65 @@ def page(template: str, http_status: int = 200, /, **context: Any) -> ResponseRe
     return render_template(f"web/{template}", **context), http_status
 
 
-def attempt(action: Callable[[], T], done: str, form: FlaskForm | None = None) -> T | None:
-    """Run a domain action; flash ``done``, or the refusal's message (a broken rule, a
-    transition the state's status does not allow, ...). The messages of a
-    :class:`ValidationError` go on ``form``'s fields when there is one. Failures of the
-    store itself (5xx) are not refusals: they propagate."""
+class _Refused:
+    """What :func:`_try` gives for a refused action (its message is flashed)."""
+
+
+_REFUSED = _Refused()
+
+
+def _try(
+    action: Callable[[], T], done: str | Callable[[T], str], form: FlaskForm | None
+) -> T | _Refused:
     try:
         result = action()
     except ValidationError as exc:
         if form is not None:
             domain_errors(form, exc)
         flash(exc.message, "error")
-        return None
+        return _REFUSED
     except TieredStateError as exc:
         if exc.http_status >= 500:
             raise
         flash(exc.message, "error")
-        return None
-    flash(done, "ok")
+        return _REFUSED
+    flash(done if isinstance(done, str) else done(result), "ok")
     return result
+
+
+def attempt(action: Callable[[], T], done: str, form: FlaskForm | None = None) -> T | None:
+    """Run a domain action; flash ``done``, or the refusal's message (a broken rule, a
+    transition the state's status does not allow, ...). The messages of a
+    :class:`ValidationError` go on ``form``'s fields when there is one. Failures of the
+    store itself (5xx) are not refusals: they propagate."""
+    result = _try(action, done, form)
+    return None if isinstance(result, _Refused) else result
+
+
+def submit(
+    form: FlaskForm,
+    schema: Schema,
+    action: Callable[[dict[str, Any]], T],
+    done: str | Callable[[T], str],
+    *,
+    again: Callable[[int], ResponseReturnValue],
+    then: Callable[[T], ResponseReturnValue],
+    extra: dict[str, Any] | None = None,
+) -> ResponseReturnValue:
+    """The POST of a form, Post/Redirect/Get: the form's values checked as the JSON API
+    checks its body (:func:`~.forms.load` with ``schema``; ``extra``: values the form
+    does not carry, such as the user's id), then ``action(body)`` as :func:`attempt`
+    runs it (``done``: the message, or a function of the result that makes it).
+
+    Done: ``then(result)``, a redirect. Refused, by the form or by the domain:
+    ``again(422)``, the page that holds ``form`` rendered with it, so it shows what was
+    typed and each field's message (the refusal's message is flashed as well)."""
+    body = load(form, schema, extra)
+    if body is not None:
+        result = _try(lambda: action(body), done, form)
+        if not isinstance(result, _Refused):
+            return then(result)
+    return again(422)
 
 
 def _error_page(status: int, title: str, message: str) -> ResponseReturnValue:

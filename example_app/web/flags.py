@@ -9,8 +9,8 @@ from .. import accounts
 from .. import features as flags
 from ..core import user_id_for
 from ..schemas import CreateFeatureRequest, LoginRequest, RolloutRequest
-from .common import actor, attempt, manager, page, web
-from .forms import CreateFeatureForm, OpenSessionForm, RolloutForm, load
+from .common import actor, attempt, manager, page, submit, web
+from .forms import CreateFeatureForm, OpenSessionForm, RolloutForm
 
 __all__ = [
     "close_session",
@@ -69,31 +69,28 @@ def features() -> ResponseReturnValue:
 @web.post("/features")
 def create_feature() -> ResponseReturnValue:
     form = CreateFeatureForm(prefix="create")
-    body = load(form, CreateFeatureRequest())
-    if body is None:
-        return render_features(422, create_form=form)
-    created = attempt(
-        lambda: flags.create_feature(manager(), body, actor=actor()),
-        "Flag created (off until enabled).",
+    return submit(
         form,
+        CreateFeatureRequest(),
+        lambda body: flags.create_feature(manager(), body, actor=actor()),
+        "Flag created (off until enabled).",
+        again=lambda status: render_features(status, create_form=form),
+        then=lambda _: redirect(url_for("web.features")),
     )
-    if created is None and form.errors:
-        return render_features(422, create_form=form)
-    return redirect(url_for("web.features"))
 
 
 @web.post("/features/<key>/rollout")
 def rollout(key: str) -> ResponseReturnValue:
+    flags.get_feature(manager(), key)  # an unknown flag is a 404, not a form error
     form = RolloutForm(prefix=f"rollout-{key}")
-    body = load(form, RolloutRequest())
-    if body is None:
-        flags.get_feature(manager(), key)  # an unknown flag is a 404, not a form error
-        return render_features(422, failed_rollout=(key, form))
-    attempt(
-        lambda: flags.set_rollout(manager(), key, body["rollout_percentage"], actor=actor()),
-        f"{key}: rollout set to {body['rollout_percentage']}%.",
+    return submit(
+        form,
+        RolloutRequest(),
+        lambda body: flags.set_rollout(manager(), key, body["rollout_percentage"], actor=actor()),
+        lambda flag: f"{key}: rollout set to {flag['data']['rollout_percentage']}%.",
+        again=lambda status: render_features(status, failed_rollout=(key, form)),
+        then=lambda _: redirect(url_for("web.features")),
     )
-    return redirect(url_for("web.features"))
 
 
 @web.post("/features/<key>/enable")
@@ -128,11 +125,10 @@ def sessions(form: OpenSessionForm | None = None, status: int = 200) -> Response
 @web.post("/sessions")
 def open_session() -> ResponseReturnValue:
     form = OpenSessionForm()
-    body = load(form, LoginRequest())
-    if body is None:
-        return sessions(form, 422)
-    opened = attempt(
-        lambda: accounts.login(
+    return submit(
+        form,
+        LoginRequest(),
+        lambda body: accounts.login(
             manager(),
             body["email"],
             ttl_seconds=_ttl(),
@@ -140,10 +136,9 @@ def open_session() -> ResponseReturnValue:
             remote_addr=request.remote_addr,
         ),
         "Logged in: a SESSION state in the HOT tier, gone when its TTL runs out.",
+        again=lambda status: sessions(form, status),
+        then=lambda opened: redirect(url_for("web.session_page", session_id=opened["state_id"])),
     )
-    if opened is None:
-        return sessions(form, 409)
-    return redirect(url_for("web.session_page", session_id=opened["state_id"]))
 
 
 @web.get("/sessions/<session_id>")

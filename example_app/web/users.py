@@ -14,7 +14,7 @@ from ..core import user_id_for
 from ..features import evaluate, list_features
 from ..schemas import ReasonRequest, RegisterUserRequest, SuspendRequest
 from ..wiring import NOTIFICATION
-from .common import actor, attempt, manager, page, web
+from .common import actor, attempt, manager, page, submit, web
 from .forms import (
     FailPaymentForm,
     PayForm,
@@ -22,7 +22,6 @@ from .forms import (
     RegisterForm,
     SubscribeForm,
     SuspendForm,
-    load,
 )
 
 __all__ = [
@@ -74,18 +73,16 @@ def users() -> ResponseReturnValue:
 @web.route("/users/new", methods=["GET", "POST"])
 def register() -> ResponseReturnValue:
     form = RegisterForm()
-    if request.method == "POST":
-        body = load(form, RegisterUserRequest())
-        if body is not None:
-            user = attempt(
-                lambda: accounts.register_user(manager(), body, actor=actor()),
-                "Registered. Verify the email address to activate the user.",
-                form,
-            )
-            if user is not None:
-                return redirect(url_for("web.user", user_id=user["state_id"]))
-        return page("register.html", 422, form=form)
-    return page("register.html", form=form)
+    if request.method == "GET":
+        return page("register.html", form=form)
+    return submit(
+        form,
+        RegisterUserRequest(),
+        lambda body: accounts.register_user(manager(), body, actor=actor()),
+        "Registered. Verify the email address to activate the user.",
+        again=lambda status: page("register.html", status, form=form),
+        then=lambda user: redirect(url_for("web.user", user_id=user["state_id"])),
+    )
 
 
 def owned(user_id: str, state_type: object, order_by: str) -> list[dict[str, Any]]:
@@ -156,25 +153,24 @@ def verify(user_id: str) -> ResponseReturnValue:
 @web.post("/users/<user_id>/suspend")
 def suspend(user_id: str) -> ResponseReturnValue:
     form = SuspendForm(prefix="suspend")
-    body = load(form, SuspendRequest())
-    if body is None:
-        return render_user(user_id, 422, suspend_form=form)
-    attempt(
-        lambda: accounts.suspend_user(manager(), user_id, body["reason"], actor=actor()),
-        "The user is suspended.",
+    return submit(
         form,
+        SuspendRequest(),
+        lambda body: accounts.suspend_user(manager(), user_id, body["reason"], actor=actor()),
+        "The user is suspended.",
+        again=lambda status: render_user(user_id, status, suspend_form=form),
+        then=lambda _: _back(user_id),
     )
-    return _back(user_id)
 
 
 @web.post("/users/<user_id>/resume")
 def resume(user_id: str) -> ResponseReturnValue:
     form = ReasonForm(prefix="resume")
-    body = load(form, ReasonRequest())
-    if body is None:
-        return render_user(user_id, 422, resume_form=form)
-    attempt(
-        lambda: accounts.resume_user(manager(), user_id, body["reason"], actor=actor()),
+    return submit(
+        form,
+        ReasonRequest(),
+        lambda body: accounts.resume_user(manager(), user_id, body["reason"], actor=actor()),
         "The user is active again.",
+        again=lambda status: render_user(user_id, status, resume_form=form),
+        then=lambda _: _back(user_id),
     )
-    return _back(user_id)

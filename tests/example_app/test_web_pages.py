@@ -9,15 +9,20 @@ refused with a 400 page, and nothing answers a 500.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from html import unescape
 from pathlib import Path
 from typing import Any
 
+import marshmallow
 import pytest
 from flask import Flask
 
-from example_app import create_app
+from example_app import accounts, create_app
 from example_app.core import user_id_for
 from flask_tiered_state.domain.manager import StateManager
+from flask_tiered_state.domain.model import StateType
+from flask_tiered_state.errors import ValidationError
 from flask_tiered_state.extension import get_app_state
 
 from .conftest import TOKENS, active_user, admin_client, ok
@@ -68,6 +73,46 @@ def field_errors(page: str) -> list[str]:
 
 def flashes(page: str) -> list[str]:
     return re.findall(r'<p class="flash flash-\w+" role="status">([^<]+)</p>', page)
+
+
+def field_html(page: str, field_id: str) -> str:
+    """One field of a form as the page shows it: its label, input and messages."""
+    label = f'<label for="{re.escape(field_id)}">'
+    found = re.search(rf'<div class="field[^"]*" data-field="\w+">\s*{label}.*?</div>', page, re.S)
+    assert found is not None, f"no field {field_id} on the page"
+    return found.group(0)
+
+
+def refused_field(page: str, field_id: str) -> tuple[list[str], str]:
+    """A field's messages, and the value it shows (what was typed, or the option
+    chosen), checking it is marked invalid."""
+    html = field_html(page, field_id)
+    assert 'class="field invalid"' in html and 'aria-invalid="true"' in html, html
+    return [unescape(message) for message in field_errors(html)], typed(page, field_id)
+
+
+def typed(page: str, field_id: str) -> str:
+    """The value a field shows: its input's value, or its select's chosen option."""
+    html = field_html(page, field_id)
+    found = re.search(r'<option selected value="([^"]*)"', html) or re.search(
+        rf'<input[^>]* id="{re.escape(field_id)}"[^>]* value="([^"]*)"', html
+    )
+    assert found is not None, html
+    return found.group(1)
+
+
+def rule(
+    field: str, message: str, breaks: Callable[[dict[str, Any]], bool]
+) -> Callable[[dict[str, Any]], bool]:
+    """A rule of the domain (a validator of a whole state): the states it ``breaks``
+    are refused with ``message`` on ``field``."""
+
+    def check(state: dict[str, Any]) -> bool:
+        if breaks(state):
+            raise marshmallow.ValidationError({field: [message]})
+        return True
+
+    return check
 
 
 @pytest.fixture
@@ -320,8 +365,9 @@ def test_login_sessions_from_the_page(browser: Browser, credit_app: Flask) -> No
     browser.get("/app/sessions")
     bad = browser.submit("/app/sessions", {"email": "nobody"}, 422)
     assert field_errors(bad) == ["Not a valid email address."]
-    unknown = browser.submit("/app/sessions", {"email": "nobody@example.com"}, 409)
+    unknown = browser.submit("/app/sessions", {"email": "nobody@example.com"}, 422)
     assert "No user with id" in " ".join(flashes(unknown))
+    assert typed(unknown, "email") == "nobody@example.com"
     active_user(admin_client(credit_app))
     page = browser.submit("/app/sessions", {"email": "ada@example.com"})
     (session_id,) = re.findall(r'<code id="session-id">(sess-[0-9a-f]+)</code>', page)
@@ -330,6 +376,172 @@ def test_login_sessions_from_the_page(browser: Browser, credit_app: Flask) -> No
     assert found.headers["Location"] == f"/app/sessions/{session_id}"
     browser.submit(f"/app/sessions/{session_id}/close")
     browser.get(f"/app/sessions/{session_id}", 404)
+
+
+# -- a refused form is shown again: 422, what was typed, each field's message ----------
+
+NO_TRIAL = "The team plan has no free trial."
+
+
+def test_a_subscription_the_domain_refuses_keeps_the_form(
+    browser: Browser, credit_app: Flask, manager: StateManager
+) -> None:
+    team_trial = rule(
+        "trial_days",
+        NO_TRIAL,
+        lambda s: s["data"]["plan"] == "team" and s["data"]["trial_ends_at"] is not None,
+    )
+    manager.register_validator(StateType.SUBSCRIPTION, team_trial)
+    url = f"/app/users/{active_user(admin_client(credit_app))['state_id']}"
+    browser.get(url)
+    form = {"subscribe-plan": "team", "subscribe-billing_cycle": "yearly",
+            "subscribe-currency": "GBP", "subscribe-trial_days": "14"}  # fmt: skip
+    refused = browser.submit(f"{url}/subscriptions", form, 422)
+    assert refused_field(refused, "subscribe-trial_days") == ([NO_TRIAL], "14")
+    chosen = [typed(refused, f"subscribe-{name}") for name in ("plan", "billing_cycle", "currency")]
+    assert chosen == ["team", "yearly", "GBP"]
+    assert "failed validation" in " ".join(flashes(refused))
+    assert "No subscription." in refused
+
+    done = browser.post(f"{url}/subscriptions", {**form, "subscribe-trial_days": "0"})
+    assert done.status_code == 302 and done.headers["Location"] == f"{url}#billing"
+    # A refusal without field messages (one live subscription per user) keeps the form too.
+    again = browser.submit(f"{url}/subscriptions", {**form, "subscribe-plan": "basic"}, 422)
+    assert "already has subscription" in " ".join(flashes(again))
+    assert typed(again, "subscribe-plan") == "basic"
+
+
+ONE_OFF_LIMIT = "A one-off payment is at most 500.00; subscribe for more."
+
+
+def test_a_one_off_payment_the_domain_refuses_keeps_the_form(
+    browser: Browser, credit_app: Flask, manager: StateManager
+) -> None:
+    limit = rule(
+        "amount_cents",
+        ONE_OFF_LIMIT,
+        lambda s: s["data"]["kind"] == "one_off" and s["data"]["amount_cents"] > 50_000,
+    )
+    manager.register_validator(StateType.TRANSACTION, limit)
+    url = f"/app/users/{active_user(admin_client(credit_app))['state_id']}"
+    browser.get(url)
+    form = {"pay-amount_cents": "60000", "pay-currency": "GBP", "pay-description": "a sofa"}
+    refused = browser.submit(f"{url}/payments", form, 422)
+    assert refused_field(refused, "pay-amount_cents") == ([ONE_OFF_LIMIT], "60000")
+    assert (typed(refused, "pay-currency"), typed(refused, "pay-description")) == ("GBP", "a sofa")
+    assert "failed validation" in " ".join(flashes(refused))
+    assert "No payment." in refused
+
+    done = browser.post(f"{url}/payments", {**form, "pay-amount_cents": "45000"})
+    assert done.status_code == 302 and done.headers["Location"] == f"{url}#billing"
+    assert len(_payment_ids(browser.get(url), "succeed")) == 1
+
+
+TICKET = "Name the support ticket, e.g. 'fraud check #123'."
+WHO = "Say who cleared the suspension."
+
+
+def test_a_suspension_or_resumption_the_domain_refuses_keeps_the_form(
+    browser: Browser, credit_app: Flask, manager: StateManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticket = rule(
+        "reason",
+        TICKET,
+        lambda s: s["status"] == "suspended" and "#" not in s["data"]["suspended_reason"],
+    )
+    manager.register_validator(StateType.USER, ticket)
+    user_id = active_user(admin_client(credit_app))["state_id"]
+    url = f"/app/users/{user_id}"
+    browser.get(url)
+    refused = browser.submit(f"{url}/suspend", {"suspend-reason": "fraud"}, 422)
+    assert refused_field(refused, "suspend-reason") == ([TICKET], "fraud")
+    assert "failed validation" in " ".join(flashes(refused))
+    assert 'class="status status-active"' in refused
+
+    done = browser.post(f"{url}/suspend", {"suspend-reason": "fraud check #12"})
+    assert done.status_code == 302 and done.headers["Location"] == url
+
+    def who_cleared(*_args: Any, **_kwargs: Any) -> dict[str, Any]:
+        raise ValidationError("The resumption was refused.", {"reason": [WHO]})
+
+    with monkeypatch.context() as patch:
+        patch.setattr(accounts, "resume_user", who_cleared)
+        refused = browser.submit(f"{url}/resume", {"resume-reason": "cleared"}, 422)
+    assert refused_field(refused, "resume-reason") == ([WHO], "cleared")
+    assert "The resumption was refused." in flashes(refused)
+    assert 'class="status status-suspended"' in refused
+
+    done = browser.post(f"{url}/resume", {"resume-reason": "cleared by Bob"})
+    assert done.status_code == 302 and done.headers["Location"] == url
+    # A page gone stale (the user was resumed meanwhile): the page as it is now, 422.
+    stale = browser.submit(f"{url}/resume", {"resume-reason": "cleared"}, 422)
+    assert flashes(stale) and 'class="status status-active"' in stale
+    assert ok(admin_client(credit_app).get(f"/api/users/{user_id}"))["status"] == "active"
+
+
+DECLINE_CODE = "Give the processor's decline code, e.g. 'card declined (05)'."
+
+
+def test_a_failure_the_domain_refuses_keeps_the_form_on_either_page(
+    browser: Browser, credit_app: Flask, manager: StateManager
+) -> None:
+    api = admin_client(credit_app)
+    user_id = active_user(api)["state_id"]
+    body = {"user_id": user_id, "amount_cents": 1234}
+    txn = ok(api.post("/api/payments", json=body), 201)["state_id"]
+    code = rule(
+        "reason",
+        DECLINE_CODE,
+        lambda s: s["status"] == "expired" and "(" not in s["data"]["failure_reason"],
+    )
+    manager.register_validator(StateType.TRANSACTION, code)
+    reason = f"fail-{txn}-reason"
+    browser.get(f"/app/payments/{txn}")
+    refused = browser.submit(
+        f"/app/payments/{txn}/fail", {reason: "card declined", "back": "payment"}, 422
+    )
+    assert refused_field(refused, reason) == ([DECLINE_CODE], "card declined")
+    assert "<h1>Payment 12.34 EUR" in refused and "failed validation" in " ".join(flashes(refused))
+    from_user_page = browser.submit(f"/app/payments/{txn}/fail", {reason: "declined"}, 422)
+    assert refused_field(from_user_page, reason) == ([DECLINE_CODE], "declined")
+    assert f'action="/app/users/{user_id}/subscriptions"' in from_user_page
+
+    form = {reason: "card declined (05)", "back": "payment"}
+    done = browser.post(f"/app/payments/{txn}/fail", form)
+    assert done.status_code == 302 and done.headers["Location"] == f"/app/payments/{txn}"
+
+
+EARLY = "At most 50% before the flag is enabled."
+
+
+def test_a_flag_the_domain_refuses_keeps_the_form(
+    browser: Browser, credit_app: Flask, manager: StateManager
+) -> None:
+    early = rule(
+        "rollout_percentage",
+        EARLY,
+        lambda s: s["status"] == "created" and s["data"]["rollout_percentage"] > 50,
+    )
+    manager.register_validator(StateType.FEATURE, early)
+    browser.get("/app/features")
+    created = {"create-key": "new-checkout", "create-description": "the new checkout",
+               "create-rollout_percentage": "0"}  # fmt: skip
+    browser.submit("/app/features", created)
+    field = "rollout-new-checkout-rollout_percentage"
+    refused = browser.submit("/app/features/new-checkout/rollout", {field: "80"}, 422)
+    assert refused_field(refused, field) == ([EARLY], "80")
+    assert "failed validation" in " ".join(flashes(refused))
+    done = browser.post("/app/features/new-checkout/rollout", {field: "40"})
+    assert done.status_code == 302 and done.headers["Location"] == "/app/features"
+    assert "new-checkout: rollout set to 40%." in flashes(browser.get("/app/features"))
+
+    # The key is taken: the form is shown again with what was typed (no field message).
+    twice = browser.submit("/app/features", {**created, "create-description": "again"}, 422)
+    assert "already exists" in " ".join(flashes(twice))
+    assert (typed(twice, "create-key"), typed(twice, "create-description")) == (
+        "new-checkout",
+        "again",
+    )
 
 
 def test_an_app_with_a_hook_of_its_own_needs_no_login(tmp_path: Path) -> None:
