@@ -20,6 +20,7 @@ form: integers as decimal digits, booleans as ``true/false``, ``1/0``, ``yes/no`
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from flask.cli import FlaskGroup, NoAppException, ScriptInfo
 
 from . import setting_values as values
 from .domain.audit import HistorySealer
@@ -649,13 +651,34 @@ class CommandLineConfigurationError(ConfigurationError, click.ClickException):  
         click.ClickException.__init__(self, message)
 
 
+class _ListingConfigurationError(CommandLineConfigurationError, NoAppException):  # type: ignore[misc]
+    """The same error while ``flask --help`` lists the commands: Flask's
+    ``FlaskGroup.list_commands`` prints the traceback of any error from loading the app
+    but a :class:`~flask.cli.NoAppException`, of which it prints the message alone. It
+    is raised there only: ``FlaskGroup.get_command`` (``flask <command>``) takes a
+    ``NoAppException`` to mean "no such command"."""
+
+    # Should it ever reach click: one line and status 1, not UsageError's usage and 2.
+    exit_code = 1
+    show = click.ClickException.show
+
+
 def _loading_from_flask_cli() -> bool:
     """Whether the ``flask`` command (or a test CLI runner) is running: a click context
     with Flask's :class:`~flask.cli.ScriptInfo` is active."""
-    from flask.cli import ScriptInfo
-
     context = click.get_current_context(silent=True)
     return context is not None and context.find_object(ScriptInfo) is not None
+
+
+def _listing_flask_commands() -> bool:
+    """Whether the app is being loaded by ``FlaskGroup.list_commands`` (``flask --help``)."""
+    listing = FlaskGroup.list_commands.__code__
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code is listing:
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextmanager
@@ -663,7 +686,8 @@ def one_line_configuration_errors() -> Iterator[None]:
     """Under the ``flask`` command, a :class:`~flask_tiered_state.errors.ConfigurationError`
     raised in the block (or the decorated app factory) is shown as one line -- ``Error:``
     and the message naming the key, the value and what is expected -- with exit status 1
-    instead of Flask's traceback. Elsewhere (a WSGI server, tests) it propagates unchanged.
+    instead of Flask's traceback (``flask --help`` prints the line, then the commands it
+    has without the app). Elsewhere (a WSGI server, tests) it propagates unchanged.
     ``init_app`` applies it to the extension's own settings; decorate an app factory to
     cover the app's other checks too::
 
@@ -677,6 +701,10 @@ def one_line_configuration_errors() -> Iterator[None]:
     except CommandLineConfigurationError:
         raise
     except ConfigurationError as exc:
+        # Listing the commands (``flask --help``, shell completion) is the flask command
+        # too, even where no click context is active (completion).
+        if _listing_flask_commands():
+            raise _ListingConfigurationError(exc) from None
         if not _loading_from_flask_cli():
             raise
         raise CommandLineConfigurationError(exc) from None

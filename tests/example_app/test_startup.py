@@ -59,11 +59,36 @@ BAD_VALUE = "TIERED_STATE_CACHE_MAX_ENTRIES is 0; expected an integer >= 1."
 
 
 @pytest.mark.parametrize(
-    "command", [["seed-demo"], ["run", "--port", "0"], ["state", "stats"], ["api-tokens"]]
+    "command",
+    [
+        ["seed-demo"],
+        ["run", "--port", "0"],
+        ["routes"],
+        ["state", "stats"],
+        ["api-tokens"],
+    ],
 )
 def test_a_bad_setting_is_one_line_and_exit_status_1(tmp_path: Path, command: list[str]) -> None:
     result = flask(tmp_path, *command, env={"TIERED_STATE_CACHE_MAX_ENTRIES": "0"})
     assert_one_line(result, BAD_VALUE)
+
+
+def test_flask_help_with_a_bad_setting_is_the_one_line_then_the_commands(tmp_path: Path) -> None:
+    # Flask lists the commands it has without the app, as for an app it cannot import.
+    result = flask(tmp_path, "--help", env={"TIERED_STATE_CACHE_MAX_ENTRIES": "0"})
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr == f"Error: {BAD_VALUE}\n\n", result.stderr
+    assert result.returncode == 0 and "Commands:" in result.stdout
+    assert " routes " in result.stdout and " seed-demo " not in result.stdout
+
+
+def test_with_good_settings_help_lists_the_apps_commands_and_they_run(tmp_path: Path) -> None:
+    listed = flask(tmp_path, "--help")
+    assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+    assert " seed-demo " in listed.stdout and " state " in listed.stdout
+    for command in (["routes"], ["state", "stats"], ["state", "--help"]):
+        result = flask(tmp_path, *command)
+        assert result.returncode == 0 and "Error" not in result.stderr, (command, result)
 
 
 def test_a_misspelt_variable_and_a_bad_app_setting_are_one_line_too(tmp_path: Path) -> None:
