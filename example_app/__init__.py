@@ -32,6 +32,7 @@ from flask_tiered_state.settings import one_line_configuration_errors
 from .access import TokenAccess, load_secret_key, load_tokens
 from .cli import archive_command, banner_command, reset_command, seed_command, tokens_command
 from .config import DEFAULTS, environment, session_ttl
+from .crm import crm_url
 from .http import API_PREFIX, install_json_http_errors
 from .views import api, pages
 from .views.common import CREDIT_KEY
@@ -61,7 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         tokens = load_tokens(app.config, app.instance_path)
         app.config["TIERED_STATE_ACCESS_CONTROL"] = TokenAccess(tokens)
 
-    credit = CreditSystem(session_ttl_seconds=session_ttl(app.config))
+    credit = CreditSystem(session_ttl_seconds=session_ttl(app.config), crm_url=crm_url(app.config))
     app.extensions[CREDIT_KEY] = credit
     # The types, validators and callbacks are registered on every manager the extension
     # builds (the first, and a new one after TieredState.close) before its first use,

@@ -16,8 +16,9 @@ does).
 
 ``CREDIT_SESSION_TTL_SECONDS`` sets the lifetime of login sessions,
 ``CREDIT_API_TOKENS`` the access tokens (JSON, ``{"admin": "...", "viewer": "..."}``;
-see :mod:`example_app.access`) and ``FLASK_SECRET_KEY`` the secret key (without it, a
-random key kept in ``instance/secret_key``).
+see :mod:`example_app.access`), ``CREDIT_CRM_URL`` where users' suspensions are sent
+(:mod:`example_app.crm`; unset: nowhere) and ``FLASK_SECRET_KEY`` the secret key
+(without it, a random key kept in ``instance/secret_key``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ _APP_KEYS = (
     "CREDIT_SEED_USERS",
     "CREDIT_SEED_TRANSACTIONS",
     "CREDIT_API_TOKENS",
+    "CREDIT_CRM_URL",
 )
 
 

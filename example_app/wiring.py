@@ -16,6 +16,9 @@ Three ways of reacting to changes are shown:
   payment and a notice when a subscription ends, each recorded once per ``event_id``,
   and :func:`example_app.terms.keep_end_scheduled` on every subscription event, which
   keeps the timer that ends the trial or the paid period in step with the record;
+- with ``CREDIT_CRM_URL`` set, every suspension and resumption of a user is sent to a
+  CRM by an asynchronous callback (:mod:`example_app.crm`), which fails and is retried
+  while the CRM does not answer;
 - blinker signals (``flask_tiered_state.signals``): ``state-transitioned`` records a
   notification when a user or a subscription is suspended, with the transition's
   reason (the signal's ``event``), connected for this manager only.
@@ -34,7 +37,7 @@ from flask_tiered_state.domain.model import StateTransition, StateType
 from flask_tiered_state.errors import StateAlreadyExistsError
 from flask_tiered_state.storage.base import StateCategory
 
-from . import billing, terms
+from . import billing, crm, terms
 from .core import event_notification_id, iso, notification_id, utc_now
 from .schemas import (
     FeatureSchema,
@@ -66,13 +69,15 @@ class CreditSystem:
     """The app's part of ``app.extensions["credit_system"]``.
 
     :param session_ttl_seconds: lifetime of a login session in the HOT tier.
+    :param crm_url: where users' suspensions and resumptions are sent (None: nowhere).
     """
 
     session_ttl_seconds: int
+    crm_url: str | None = None
 
     def setup(self, manager: StateManager) -> None:
         """Configure a newly built manager (the extension's setup function)."""
-        configure(manager, session_ttl_seconds=self.session_ttl_seconds)
+        configure(manager, session_ttl_seconds=self.session_ttl_seconds, crm_url=self.crm_url)
 
 
 def notify(
@@ -136,7 +141,9 @@ def _subscription_suspended(sender: Any, **kwargs: Any) -> None:
         )
 
 
-def configure(manager: StateManager, *, session_ttl_seconds: int) -> None:
+def configure(
+    manager: StateManager, *, session_ttl_seconds: int, crm_url: str | None = None
+) -> None:
     """Register the credit system's types, validators, callbacks and receivers."""
     manager.register_state_type(NOTIFICATION, schema=NotificationSchema)
     manager.register_state_type(
@@ -219,3 +226,20 @@ def configure(manager: StateManager, *, session_ttl_seconds: int) -> None:
             asynchronous=True,
             key=ASYNC_KEYS["end"],
         )
+    if crm_url is not None:
+        url = crm_url
+
+        def sync_crm(
+            state_id: str, old: Any, new: dict[str, Any], transition: StateTransition,
+            *, event_id: str,
+        ) -> None:  # fmt: skip
+            crm.push_user_change(url, new, transition.value, event_id)
+
+        for transition in (StateTransition.SUSPEND, StateTransition.RESUME):
+            manager.register_callback(
+                event_name(StateType.USER.value, transition),
+                sync_crm,
+                asynchronous=True,
+                key=crm.CRM_KEY,
+                max_attempts=crm.MAX_ATTEMPTS,
+            )

@@ -16,7 +16,10 @@ seed-demo`` seeds it, so an example may use what an earlier one on its page made
   text, a line of ``...`` any lines; runs of spaces count as one; a time shown
   matches any time, and a backup's or checkpoint's id any id, which then stands for
   it in the commands that follow). It must exit with 0, or 1 when an ``Error:`` line is
-  shown, 2 when a ``Usage:`` line is, or with what an ``echo $?`` after it shows.
+  shown, 2 when a ``Usage:`` line is, or with what an ``echo $?`` after it shows. A
+  line ``^C`` is Ctrl-C: SIGINT is sent to the command once it handles the signal, a
+  second and a half later (a ``dispatch --report-every 1`` has printed its totals by
+  then).
 - ``sqlite3 instance/... "SQL"`` runs the SQL on the demo's SQLite database (the WARM
   tier's file of its instance folder), as the ``sqlite3`` shell does: a change made
   behind the application's back. The rows it selects print as the shell prints them
@@ -34,9 +37,13 @@ the reason is required, and everything else runs.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +66,13 @@ TOKENS = {"admin": "admin-token-of-the-docs-examples", "viewer": "viewer-token-o
 ELLIPSIS = "..."
 _BLOCK_RE = re.compile(r"^(?P<indent> *)\.\. code-block:: console\s*$")
 _NOT_RUN_RE = re.compile(r"^ *\.\. not-run: *(?P<reason>.*)$")
-_MORE = "\u2026more"
+_MORE = "\u2026more"  # a bare ``...`` in an object or a list, after parsing
 #: The S3 server of ``make run-services`` (moto's), which the test's moto server stands for;
 #: the examples' bucket is that of ``make run-services`` too.
 DEMO_S3 = "http://127.0.0.1:9100"
-DEMO_BUCKET = "credit-demo"  # a bare ``...`` in an object or a list, after parsing
+DEMO_BUCKET = "credit-demo"
+#: A line of an example's output: the terminal's echo of Ctrl-C.
+CTRL_C = "^C"
 #: A backup's or checkpoint's id: made when it is taken, so the docs' ids stand for the
 #: ones printed in their place, in the outputs and the commands that follow.
 ARCHIVE_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}")
@@ -442,6 +451,9 @@ class Demo:
             if words[1] != "example_app:create_app":
                 return [f"the example runs another app than the demo: {words[1]}"]
             words = words[2:]
+        if CTRL_C in output:
+            output = [line for line in output if line != CTRL_C]
+            _interrupt_once_handled()
         result = self.app.test_cli_runner().invoke(args=words, prog_name="flask")
         if status is None:
             status = 0
@@ -458,6 +470,24 @@ class Demo:
         self.ids.update(archive_ids(output, printed))
         shown = [self._expand(line) for line in output]
         return problems + lines_problems(shown, printed)
+
+
+def _interrupt_once_handled(after: float = 1.5, wait: float = 60.0) -> None:
+    """Ctrl-C: SIGINT to this process ``after`` seconds after the command (running in
+    this main thread) set its own SIGINT handler -- never while the test's is in place."""
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + wait
+        while signal.getsignal(signal.SIGINT) is before:
+            if time.monotonic() > deadline:
+                return  # the command never handled it: it fails on its own
+            time.sleep(0.02)
+        time.sleep(after)
+        if signal.getsignal(signal.SIGINT) is not before:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, name="ctrl-c", daemon=True).start()
 
 
 @pytest.fixture
@@ -478,7 +508,12 @@ def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_bucket: str) -> I
     S3 bucket of ``make run-services`` on the test's moto server."""
     for setting in SETTINGS:
         monkeypatch.delenv(setting.key, raising=False)
-    for key in ("CREDIT_SESSION_TTL_SECONDS", "CREDIT_SEED_USERS", "CREDIT_SEED_TRANSACTIONS"):
+    for key in (
+        "CREDIT_SESSION_TTL_SECONDS",
+        "CREDIT_SEED_USERS",
+        "CREDIT_SEED_TRANSACTIONS",
+        "CREDIT_CRM_URL",
+    ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("CREDIT_API_TOKENS", json.dumps(TOKENS))
     instance = Demo(tmp_path / "instance", monkeypatch, demo_bucket)

@@ -31,7 +31,12 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     ./instance/api_tokens.json or ./instance/secret_key."""
     for setting in SETTINGS:
         monkeypatch.delenv(setting.key, raising=False)
-    for key in ("CREDIT_SESSION_TTL_SECONDS", "CREDIT_SEED_USERS", "CREDIT_SEED_TRANSACTIONS"):
+    for key in (
+        "CREDIT_SESSION_TTL_SECONDS",
+        "CREDIT_SEED_USERS",
+        "CREDIT_SEED_TRANSACTIONS",
+        "CREDIT_CRM_URL",
+    ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("CREDIT_API_TOKENS", json.dumps(TOKENS))
     monkeypatch.setenv("FLASK_SECRET_KEY", "secret-key-of-the-example-app-tests-0123456789")
