@@ -305,7 +305,7 @@ class StateRepositoryCoordinator:
             if not requests:
                 return 0
             try:
-                stored = self.place_copies(requests)
+                stored = self.place_copies(requests, where_absent=True)  # HOT lacked them
             except TierUnavailableError as exc:
                 self.tier_failed(HOT, exc)
                 return 0
@@ -314,10 +314,20 @@ class StateRepositoryCoordinator:
         self.count_movements("auto_promotions", placed)
         return placed
 
-    def place_copies(self, requests: Sequence[WriteRequest]) -> set[str]:
+    def place_copies(
+        self, requests: Sequence[WriteRequest], *, where_absent: bool = False
+    ) -> set[str]:
         """Write HOT copies where HOT lacks the key or holds an older version (never over
         a value as new or newer: a HOT home another process wrote meanwhile stays); the
-        keys written."""
+        keys written.
+
+        :param where_absent: only where HOT lacks the key, for keys found absent from HOT
+            (a promotion): a value there now was written meanwhile, and a HOT-home write
+            numbers its value afresh, so its version may be below the copy's.
+        """
+        hot: Any = self.hot
+        if where_absent and hasattr(hot, "add_copies"):
+            return set(hot.add_copies(requests))
         return set(self.hot.store_copies(requests))
 
     def settle_hot_copies(self, sources: Sequence[StoredValue]) -> int:

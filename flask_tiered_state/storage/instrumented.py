@@ -145,6 +145,11 @@ class InstrumentedRepository(_Timed):
                 len(keys) if keys else None,
             )
 
+        if hasattr(inner, "add_copies"):
+            self.add_copies = lambda items: self._run(
+                "store_many", lambda: extra.add_copies(items), len(items)
+            )
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

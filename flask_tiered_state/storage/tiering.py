@@ -103,8 +103,9 @@ class StateTierManager:
     def promote_many(self, keys: Sequence[str], *, ttl_seconds: int | None = None) -> int:
         """Place verified HOT copies of ``keys`` (one round trip per tier per chunk).
 
-        A copy never replaces a value in HOT as new or newer, and a copy whose source
-        changed while it was placed is taken back (see :ref:`invalidation`).
+        A copy never replaces a value HOT got after the key was located (a HOT-home
+        write numbers its value afresh, so even one with a lower version), and a copy
+        whose source changed while it was placed is taken back (see :ref:`invalidation`).
 
         :returns: how many keys got a HOT copy.
         :raises TierUnavailableError: when the HOT tier is down.
@@ -126,7 +127,8 @@ class StateTierManager:
                 for s in sources
             ]
             try:
-                written = coordinator.place_copies(requests)
+                # located outside HOT: HOT lacked them, so whatever is there now is newer
+                written = coordinator.place_copies(requests, where_absent=True)
                 sources = [s for s in sources if s.key in written]
                 verified = self._verified(HOT, sources, written) if sources else {}
                 placed = [s for s in sources if s.key in verified]

@@ -103,6 +103,12 @@ class FaultyRepository:
         self._enter("store_copies", [i.key for i in items])
         return self.inner.store_copies(items)
 
+    def add_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        self._enter("add_copies", [i.key for i in items])
+        inner: Any = self.inner
+        result: dict[str, StateMetadata] = inner.add_copies(items)
+        return result
+
     def delete_unchanged(self, copies: Sequence[StoredValue], **publish: Any) -> list[str]:
         self._enter("delete_unchanged", [c.key for c in copies])
         inner: Any = self.inner

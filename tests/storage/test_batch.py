@@ -137,7 +137,7 @@ def test_batch_promote_copies_and_verifies_in_one_round_trip_each(
         repo.reset()
     keys = [f"k{i}" for i in range(100)] + ["archived", "absent"]
     assert store.batch_promote(keys, ttl_seconds=90) == 100  # k0 was already in HOT
-    assert hot.calls == {"fetch_many": 2, "store_copies": 1}  # locate, copy, read back
+    assert hot.calls == {"fetch_many": 2, "add_copies": 1}  # locate, copy, read back
     assert warm.calls == {"fetch_many": 1} and cold.calls == {"fetch_many": 1}
     copies = hot.inner.fetch_many(keys)
     assert len(copies) == 101 and copies["k5"].metadata.ttl_seconds == 90

@@ -290,7 +290,7 @@ def test_deferred_announcements_are_kept_merged_and_bounded() -> None:
 
 
 class Interleaved(FaultyRepository):
-    """A Redis HOT tier whose ``hooks["store_copies"]`` runs just before copies are
+    """A Redis HOT tier whose ``hooks["add_copies"]`` runs just before copies are
     placed: another store's change lands between this store's read and its placing."""
 
 
@@ -332,9 +332,9 @@ def test_a_copy_placed_while_another_store_changes_the_value_is_removed(
     a, (b, hot) = make_store(), b_store
     a.set("k", 1)
     settled(b, 1)
-    hot.hooks["store_copies"] = meanwhile(lambda: a.set("k", 2))  # commits, drops HOT, announces
+    hot.hooks["add_copies"] = meanwhile(lambda: a.set("k", 2))  # commits, drops HOT, announces
     assert b.get("k") == 1  # B read 1 before A's change...
-    assert hot.calls["store_copies"] == 1
+    assert hot.calls["add_copies"] == 1
     assert hot.inner.fetch("k") is None  # ...but its copy of 1 did not outlive the change
     assert b.movements()["auto_promotions"] == 0
     assert make_store().get("k") == 2
@@ -342,7 +342,7 @@ def test_a_copy_placed_while_another_store_changes_the_value_is_removed(
     # The same race on an explicit promotion.
     a.set("p", 1)
     settled(b, 3)
-    hot.hooks["store_copies"] = meanwhile(lambda: a.set("p", 3))
+    hot.hooks["add_copies"] = meanwhile(lambda: a.set("p", 3))
     assert b.promote_to_hot("p") is False
     assert hot.inner.fetch("p") is None and make_store().get("p") == 3
 
@@ -353,7 +353,7 @@ def test_placing_a_copy_never_overwrites_a_hot_home_written_meanwhile(
     a, (b, hot) = make_store(), b_store
     a.set("k", {"warm": 1})
     settled(b, 1)
-    hot.hooks["store_copies"] = meanwhile(
+    hot.hooks["add_copies"] = meanwhile(
         lambda: a.set("k", {"hot": 2}, category=HOT, ttl_seconds=60)
     )
     assert b.get("k") == {"warm": 1}

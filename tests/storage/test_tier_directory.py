@@ -333,6 +333,39 @@ def test_a_hot_home_write_racing_the_making_of_a_lower_copy_leaves_none_to_resur
     assert other.get(key) is None and store.get(key) is None
 
 
+@pytest.mark.parametrize("promotion", ["promote_to_hot", "read"])
+def test_a_promotion_never_overwrites_a_hot_home_write_made_after_it_looked(
+    open_store: Callable[..., TieredStore], promotion: str
+) -> None:
+    """A promotion finds the key absent from HOT and its copy in COLD (version 5); another
+    process then writes the key HOT-home, which numbers it afresh (version 1, HOT had
+    none). The copy, though of a higher version, must not replace that newer value (it
+    did: the race test's lost writes)."""
+    store, other = open_store(promote_after_accesses=1), open_store()
+    key = "k:1"
+    for round_ in range(5):
+        store.set(key, {"round": round_}, category=HOT, ttl_seconds=600)
+    assert store.demote_to_cold(key)
+    assert store.get_repositories().cold.fetch(key).metadata.version == 5  # type: ignore[union-attr]
+    written: list[int] = []
+
+    def other_writes_hot() -> None:
+        if not written:
+            written.append(other.set(key, {"round": 99}, category=HOT, ttl_seconds=600).version)
+
+    _after(store.coordinator, "locate_many" if promotion == "promote_to_hot" else "locate",
+           other_writes_hot)  # fmt: skip
+    store.cache.clear()
+    if promotion == "promote_to_hot":
+        assert not store.promote_to_hot(key)
+    else:
+        assert store.get(key) == {"round": 4}  # read before the write: the COLD value
+    assert written == [1]
+    assert copies(store, key)[HOT] == '{"round":99}'
+    store.cache.clear()
+    assert store.get(key) == {"round": 99} and other.get(key) == {"round": 99}
+
+
 def test_a_hot_home_write_right_after_a_transaction_commits_leaves_none_to_resurface(
     open_store: Callable[..., TieredStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:

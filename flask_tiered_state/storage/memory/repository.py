@@ -160,6 +160,23 @@ class MemoryStateRepository:
                     )
         return stored
 
+    def add_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        """Store each item only where the key is absent (see the Redis repository's
+        ``add_copies``)."""
+        for item in items:
+            check_write(item.key, item.value, item.version, item.ttl_seconds)
+            check_version(item.version)
+        stored: dict[str, StateMetadata] = {}
+        with self._lock:
+            now = self._clock()
+            for item in items:
+                if self._live(item.key, now) is None:
+                    assert item.version is not None
+                    stored[item.key] = self._put(
+                        item.key, item.value, item.version, item.ttl_seconds, now
+                    )
+        return stored
+
     def delete_unchanged(self, copies: Sequence[StoredValue]) -> list[str]:
         validate_keys([c.key for c in copies])
         deleted = []

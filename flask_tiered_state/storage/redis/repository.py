@@ -474,6 +474,37 @@ class RedisStateRepository:
                     results[p.key] = p.metadata(self.category, p.version or 0)
         return results
 
+    def add_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        """Store each item (with its version) only where the key is absent (``SET NX``,
+        one pipeline): the copies of a promotion, whose keys were found absent from HOT.
+        Whatever is there now was written meanwhile and stays, whatever its version: a
+        HOT-home write numbers its value afresh when the key had none in HOT, so an older
+        copy may carry a higher version (:meth:`store_copies` would overwrite it).
+        Returns the metadata of the items stored."""
+        prepared: list[EncodedWrite] = []
+        for item in items:
+            if item.version is None:
+                raise InvalidRequestError(
+                    f"add_copies needs the version of every copy; {item.key!r} has none.",
+                    details={"key": item.key},
+                )
+            check_version(item.version)
+            prepared.append(self._prepare(item.key, item.value, item.version, item.ttl_seconds))
+        if not prepared:
+            return {}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for p in prepared:
+                pipe.set(p.name, p.payload(p.version or 0), nx=True, ex=p.ttl)
+            replies = pipe.execute()
+        except RedisError as exc:
+            raise self._unavailable(f"write {len(items)} copies", exc) from exc
+        return {
+            p.key: p.metadata(self.category, p.version or 0)
+            for p, done in zip(prepared, replies, strict=True)
+            if done
+        }
+
     # -- conditional deletes, announced ----------------------------------------
 
     def delete_and_publish(
