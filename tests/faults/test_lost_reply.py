@@ -226,3 +226,56 @@ def test_a_retry_with_the_idempotency_key_after_a_failure_with_the_database_away
         retried = writer.update_state("u", {"data": {"credit": "charge-43"}}, idempotency_key="c43")
     assert not call.replayed and retried["version"] == 2
     assert [r["transition"] for r in setup.get_state_history("u")] == ["create", "update"]
+
+
+BATCH = [f"b{n}" for n in range(20)]
+
+
+def _batch_with_hot_copies(make: Callable[..., StateManager]) -> tuple[StateManager, StateManager]:
+    """A writer reaching PostgreSQL through the proxy, and another process that has every
+    state of :data:`BATCH` cached at version 1, each with a HOT copy (an hour to live)."""
+    writer, other = make(proxied=True), make()
+    writer.batch_set_state({i: {"type": "user", "data": {"n": 0}} for i in BATCH})
+    assert all(writer.promote_to_hot(i) for i in BATCH)
+    assert all(version(other, i) == 1 for i in BATCH)
+    return writer, other
+
+
+def test_lost_commit_reply_of_a_batch_is_resolved_for_every_state(
+    make: Callable[..., StateManager], pg_proxy: FaultProxy
+) -> None:
+    """A batch update's COMMIT commits and its reply is lost: the caller is told every
+    state's new version, no process reads an old one from a HOT copy, and each state has
+    one history row per version."""
+    writer, other = _batch_with_hot_copies(make)
+    pg_proxy.drop_reply_to(b"COMMIT")
+    done = writer.batch_update_state({i: {"data": {"n": "lost-batch"}} for i in BATCH})
+    assert pg_proxy.dropped_replies == 1
+    assert {i: r["version"] for i, r in done.items()} == dict.fromkeys(BATCH, 2)
+    seen = eventually(
+        lambda: all(version(other, i) == 2 for i in BATCH), "the other process sees all"
+    )
+    print(f"\nlost reply (batch of {len(BATCH)}): other process current after {seen * 1000:.1f} ms")
+    fresh = make()
+    assert fresh.batch_get_state(BATCH).keys() == set(BATCH)
+    assert {r["version"] for r in fresh.batch_get_state(BATCH).values()} == {2}
+    assert all(fresh.history.count(i) == 2 for i in BATCH)
+    assert_consistent(make, BATCH[0], 2)
+
+
+def test_a_batch_whose_statement_never_committed_changes_no_state(
+    make: Callable[..., StateManager], pg_proxy: FaultProxy
+) -> None:
+    """The connection breaks inside the batch's transaction, before COMMIT: the caller
+    gets an error, and every process reads every state at version 1 (all or nothing)."""
+    writer, other = _batch_with_hot_copies(make)
+    pg_proxy.drop_reply_to(b"never-committed-batch")
+    with pytest.raises(TierUnavailableError) as caught:
+        writer.batch_update_state({i: {"data": {"n": "never-committed-batch"}} for i in BATCH})
+    assert not isinstance(caught.value, OutcomeUnknownError)
+    assert pg_proxy.dropped_replies == 1
+    fresh = make()
+    assert {r["version"] for r in fresh.batch_get_state(BATCH).values()} == {1}
+    assert all(version(p, i) == 1 for p in (writer, other) for i in BATCH)
+    assert all(fresh.history.count(i) == 1 for i in BATCH)
+    assert_consistent(make, BATCH[-1], 1)

@@ -258,6 +258,23 @@ def run_workers(
     return results
 
 
+def partitioned_batch_writer(
+    servers: Servers, state_ids: list[str], ready: Any, go: Any, out: Any
+) -> None:
+    """:func:`partitioned_writer` with one ``batch_update_state`` of every state: reports
+    ``({state_id: acknowledged version}, monotonic time of the acknowledgement)``."""
+    manager = open_manager(servers)
+    records = manager.batch_get_state(state_ids)
+    assert records.keys() == set(state_ids)
+    ready.set()
+    go.wait()
+    updated = manager.batch_update_state(
+        {i: {"data": {"count": records[i]["data"]["count"] + 1}} for i in state_ids}
+    )
+    out.put(({i: r["version"] for i, r in updated.items()}, time.monotonic()))
+    time.sleep(3600)
+
+
 def partitioned_writer(servers: Servers, state_id: str, ready: Any, go: Any, out: Any) -> None:
     """Reads ``state_id`` (caching it), says ``ready``, waits for ``go``, then updates it
     once and reports ``(acknowledged version, monotonic time of the acknowledgement)``;
