@@ -17,6 +17,7 @@ from typing import Any
 
 from flask_tiered_state import StateManager
 from flask_tiered_state.errors import ConcurrencyError, TierUnavailableError
+from flask_tiered_state.storage.base import StateCategory
 from flask_tiered_state.storage.factory import build_store
 from tests.conftest import s3_url
 
@@ -272,6 +273,19 @@ def partitioned_batch_writer(
         {i: {"data": {"count": records[i]["data"]["count"] + 1}} for i in state_ids}
     )
     out.put(({i: r["version"] for i, r in updated.items()}, time.monotonic()))
+    time.sleep(3600)
+
+
+def partitioned_warm_writer(servers: Servers, key: str, ready: Any, go: Any, out: Any) -> None:
+    """Opens a store, says ``ready``, waits for ``go``, writes ``key`` WARM-home (the
+    test has cut it off from Redis by then: its tier-directory mark and HOT drop are
+    refused), reports the monotonic time of the acknowledgement, then idles until
+    killed."""
+    manager = open_manager(servers)
+    ready.set()
+    go.wait()
+    manager.store.set(key, {"writer": "warm"}, category=StateCategory.WARM)
+    out.put(time.monotonic())
     time.sleep(3600)
 
 
