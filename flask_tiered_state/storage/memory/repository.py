@@ -145,6 +145,18 @@ class MemoryStateRepository:
         return deleted
 
     def store_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        return self._put_copies(items, over_older=True)
+
+    def add_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
+        """Store each item only where the key is absent (see the Redis repository's
+        ``add_copies``)."""
+        return self._put_copies(items, over_older=False)
+
+    def _put_copies(
+        self, items: Sequence[WriteRequest], *, over_older: bool
+    ) -> dict[str, StateMetadata]:
+        """Store each item where the key is absent, or (``over_older``) holds an older
+        version."""
         for item in items:
             check_write(item.key, item.value, item.version, item.ttl_seconds)
             check_version(item.version)
@@ -154,24 +166,7 @@ class MemoryStateRepository:
             for item in items:
                 current = self._live(item.key, now)
                 assert item.version is not None
-                if current is None or current[1].version < item.version:
-                    stored[item.key] = self._put(
-                        item.key, item.value, item.version, item.ttl_seconds, now
-                    )
-        return stored
-
-    def add_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
-        """Store each item only where the key is absent (see the Redis repository's
-        ``add_copies``)."""
-        for item in items:
-            check_write(item.key, item.value, item.version, item.ttl_seconds)
-            check_version(item.version)
-        stored: dict[str, StateMetadata] = {}
-        with self._lock:
-            now = self._clock()
-            for item in items:
-                if self._live(item.key, now) is None:
-                    assert item.version is not None
+                if current is None or (over_older and current[1].version < item.version):
                     stored[item.key] = self._put(
                         item.key, item.value, item.version, item.ttl_seconds, now
                     )

@@ -438,20 +438,27 @@ class RedisStateRepository:
                 for p in chunk:
                     results[p.key] = p.metadata(self.category, p.version or 0)
 
+    def _prepare_copies(self, items: Sequence[WriteRequest], what: str) -> list[EncodedWrite]:
+        """The copies encoded, each with its version (required: a copy keeps its
+        source's)."""
+        prepared = []
+        for item in items:
+            if item.version is None:
+                raise InvalidRequestError(
+                    f"{what} needs the version of every copy; {item.key!r} has none.",
+                    details={"key": item.key},
+                )
+            check_version(item.version)
+            prepared.append(self._prepare(item.key, item.value, item.version, item.ttl_seconds))
+        return prepared
+
     def store_copies(self, items: Sequence[WriteRequest]) -> dict[str, StateMetadata]:
         """Store each item (with its version) where the key is absent or holds an older
         version, atomically per key (one Lua call per chunk): how copies are placed, so
         that a value another process wrote meanwhile is never overwritten by an older
         copy. Returns the metadata of the items stored."""
         groups: dict[int | None, list[EncodedWrite]] = {}
-        for item in items:
-            if item.version is None:
-                raise InvalidRequestError(
-                    f"store_copies needs the version of every copy; {item.key!r} has none.",
-                    details={"key": item.key},
-                )
-            check_version(item.version)
-            prepared = self._prepare(item.key, item.value, item.version, item.ttl_seconds)
+        for prepared in self._prepare_copies(items, "store_copies"):
             groups.setdefault(prepared.ttl, []).append(prepared)
         results: dict[str, StateMetadata] = {}
         try:
@@ -481,15 +488,7 @@ class RedisStateRepository:
         HOT-home write numbers its value afresh when the key had none in HOT, so an older
         copy may carry a higher version (:meth:`store_copies` would overwrite it).
         Returns the metadata of the items stored."""
-        prepared: list[EncodedWrite] = []
-        for item in items:
-            if item.version is None:
-                raise InvalidRequestError(
-                    f"add_copies needs the version of every copy; {item.key!r} has none.",
-                    details={"key": item.key},
-                )
-            check_version(item.version)
-            prepared.append(self._prepare(item.key, item.value, item.version, item.ttl_seconds))
+        prepared = self._prepare_copies(items, "add_copies")
         if not prepared:
             return {}
         try:
