@@ -308,7 +308,7 @@ class RecoveryHandler:
             hot.delete_many(broken_hot)
         if not wanted:
             return
-        self._place(wanted)
+        self._place(wanted, absent={s.key for s in wanted if s.key not in in_hot})
         placed = hot.fetch_many([s.key for s in wanted])
         for source in wanted:
             copy = placed.get(source.key)
@@ -326,20 +326,31 @@ class RecoveryHandler:
         report.recovered[source.key] = tier
         report.by_tier[tier] = report.by_tier.get(tier, 0) + 1
 
-    def _place(self, sources: Sequence[StoredValue]) -> None:
+    def _place(self, sources: Sequence[StoredValue], *, absent: set[str]) -> None:
+        """Place HOT copies of ``sources``: over an older version where HOT held one, and
+        only where HOT still lacks the key for the keys in ``absent`` (HOT lacked them
+        when looked at: a value there now was written meanwhile, and a HOT-home write
+        numbers its value afresh, so its version may be below the copy's)."""
         ttl = self.hot_ttl_seconds
         requests = [
             WriteRequest(s.key, s.value, version=s.metadata.version, ttl_seconds=ttl)
             for s in sources
         ]
+        fresh = [r for r in requests if r.key in absent]
+        older = [r for r in requests if r.key not in absent]
         store = None if self.manager is None else getattr(self.manager, "store", None)
         coordinator = getattr(store, "coordinator", None)
         if coordinator is None:
-            self.repositories.hot.store_copies(requests)
+            hot: Any = self.repositories.hot
+            if fresh:
+                (hot.add_copies if hasattr(hot, "add_copies") else hot.store_copies)(fresh)
+            if older:
+                hot.store_copies(older)
             return
         keys = [s.key for s in sources]
         with coordinator.locked(keys):
-            written = coordinator.place_copies(requests)
+            written = coordinator.place_copies(fresh, where_absent=True) if fresh else set()
+            written |= coordinator.place_copies(older) if older else set()
             coordinator.settle_hot_copies([s for s in sources if s.key in written])
             coordinator.announce(keys)
 

@@ -180,6 +180,40 @@ def test_without_a_manager_copies_go_straight_to_hot(
     check_recovered(manager, below)
 
 
+@pytest.mark.parametrize("with_manager", [True, False])
+def test_recovery_never_overwrites_a_hot_home_write_made_after_it_looked(
+    manager: StateManager, with_manager: bool
+) -> None:
+    """A key HOT lacks, with a COLD copy at version 5: a HOT-home write lands between the
+    recovery's look and its placing, numbered afresh (version 1). The copy, though of a
+    higher version, must not replace it: it is reported superseded."""
+    store = manager.store
+    for n in range(5):
+        store.set("limits_hot", {"max": n}, category=StateCategory.HOT, ttl_seconds=900)
+    assert store.demote_to_cold("limits_hot")
+    repositories = manager.get_repositories()
+    handler = RecoveryHandler(
+        repositories, ["limits_hot"], manager=manager if with_manager else None,
+        hot_ttl_seconds=900,
+    )  # fmt: skip
+    fetch = handler._fetch
+    written: list[int] = []
+
+    def then_another_process_writes(*args: Any, **kwargs: Any) -> Any:
+        found = fetch(*args, **kwargs)
+        if args[0] is repositories.cold and not written:
+            other = repositories.hot.store("limits_hot", json.dumps({"max": 99}), ttl_seconds=900)
+            written.append(other.version)
+        return found
+
+    handler._fetch = then_another_process_writes  # type: ignore[method-assign]
+    report = handler.recover_critical_state()
+    assert written == [1]
+    assert report.superseded == ["limits_hot"] and report.recovered == {}
+    hit = repositories.hot.fetch("limits_hot")
+    assert hit is not None and json.loads(hit.value) == {"max": 99}
+
+
 # -- the Flask side: the automatic recovery and the command ---------------------------------
 
 
