@@ -14,8 +14,10 @@ pass, through direct tier access:
    corrupt copy is read again key by key, and the corrupt copy is reported and skipped
    for the next tier's);
 3. the newest verified copy of each key HOT lacks (or holds at an older version) is
-   placed in HOT -- ``store_copies`` with the version carried over and the HOT TTL, one
-   round trip per chunk, never over a value as new or newer -- and read back: a copy
+   placed in HOT -- with the version carried over and the HOT TTL, one round trip per
+   chunk: only where HOT still lacks the key for a key it lacked (``add_copies``: a
+   HOT-home write made meanwhile is numbered afresh, maybe below the copy), never over a
+   value as new or newer for a key it held older (``store_copies``) -- and read back: a copy
    counts as recovered when HOT holds it with the source's version and checksum. Given
    the manager, the copies are placed as the store places its promotions (under the
    keys' locks, re-checked against their sources afterwards, other processes' caches
