@@ -34,6 +34,7 @@ from flask_tiered_state.errors import ConfigurationError
 from flask_tiered_state.settings import TieredStateSettings, config_from_environment
 
 __all__ = [
+    "APP_KEYS",
     "DEFAULTS",
     "backends",
     "environment",
@@ -58,7 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "CREDIT_SEED_TRANSACTIONS": 3000,
 }
 
-_APP_KEYS = (
+#: The app's own keys read from the environment (besides the extension's settings).
+APP_KEYS = (
     "CREDIT_SESSION_TTL_SECONDS",
     "CREDIT_SEED_USERS",
     "CREDIT_SEED_TRANSACTIONS",
@@ -74,7 +76,7 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     :raises ConfigurationError: a ``TIERED_STATE_*`` variable is not a setting.
     """
     config = config_from_environment(environ)
-    for key in _APP_KEYS:
+    for key in APP_KEYS:
         if key in environ:
             config[key] = environ[key]
     if "FLASK_SECRET_KEY" in environ:

@@ -56,9 +56,9 @@ from flask import Flask
 from example_app import create_app
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import get_app_state
-from flask_tiered_state.settings import SETTINGS
 
 from ..conftest import s3_client
+from ..example_app.conftest import demo_environment
 from .support import DOCS
 
 PAGES = ("rest-api", "cli")
@@ -506,16 +506,7 @@ def demo_bucket(s3_endpoint_url: str) -> Iterator[str]:
 def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_bucket: str) -> Iterator[Demo]:
     """A freshly seeded demo; the environment's settings left out, the tokens known, the
     S3 bucket of ``make run-services`` on the test's moto server."""
-    for setting in SETTINGS:
-        monkeypatch.delenv(setting.key, raising=False)
-    for key in (
-        "CREDIT_SESSION_TTL_SECONDS",
-        "CREDIT_SEED_USERS",
-        "CREDIT_SEED_TRANSACTIONS",
-        "CREDIT_CRM_URL",
-    ):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("CREDIT_API_TOKENS", json.dumps(TOKENS))
+    demo_environment(monkeypatch, TOKENS)
     instance = Demo(tmp_path / "instance", monkeypatch, demo_bucket)
     yield instance
     instance.close()

@@ -4,7 +4,7 @@ PostgreSQL + S3 (moto server) chosen by configuration alone."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from example_app import create_app
+from example_app.config import APP_KEYS
 from flask_tiered_state.domain.manager import StateManager
 from flask_tiered_state.extension import get_app_state
 from flask_tiered_state.settings import SETTINGS
@@ -29,17 +30,17 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """create_app reads TIERED_STATE_* from the environment; tests choose their own. The
     tokens and the secret key come from the environment too, so no test writes
     ./instance/api_tokens.json or ./instance/secret_key."""
-    for setting in SETTINGS:
-        monkeypatch.delenv(setting.key, raising=False)
-    for key in (
-        "CREDIT_SESSION_TTL_SECONDS",
-        "CREDIT_SEED_USERS",
-        "CREDIT_SEED_TRANSACTIONS",
-        "CREDIT_CRM_URL",
-    ):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("CREDIT_API_TOKENS", json.dumps(TOKENS))
+    demo_environment(monkeypatch, TOKENS)
     monkeypatch.setenv("FLASK_SECRET_KEY", "secret-key-of-the-example-app-tests-0123456789")
+
+
+def demo_environment(monkeypatch: pytest.MonkeyPatch, tokens: Mapping[str, str]) -> None:
+    """The environment ``create_app`` reads, for a test: none of the extension's
+    settings or the app's own keys (``APP_KEYS``) from the caller's shell, and ``tokens``
+    as the demo's tokens."""
+    for name in (*(setting.key for setting in SETTINGS), *APP_KEYS):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CREDIT_API_TOKENS", json.dumps(dict(tokens)))
 
 
 def admin_client(app: Flask) -> FlaskClient:
