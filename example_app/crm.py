@@ -37,19 +37,15 @@ def crm_url(config: Mapping[str, Any]) -> str | None:
     value = config.get("CREDIT_CRM_URL")
     if value is None or value == "":
         return None
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if (
-        not isinstance(value, str)
-        or parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-    ):
-        raise ConfigurationError(
-            f"CREDIT_CRM_URL is {value!r}; expected an http:// or https:// URL, or nothing "
-            "(no CRM sync).",
-            details={"key": "CREDIT_CRM_URL"},
-        )
-    return value
+    if isinstance(value, str):
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return value
+    raise ConfigurationError(
+        f"CREDIT_CRM_URL is {value!r}; expected an http:// or https:// URL, or nothing "
+        "(no CRM sync).",
+        details={"key": "CREDIT_CRM_URL"},
+    )
 
 
 def push_user_change(url: str, user: Mapping[str, Any], transition: str, event_id: str) -> None:
