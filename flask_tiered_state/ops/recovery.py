@@ -58,6 +58,7 @@ from ..storage.base import (
     WriteRequest,
     fetch_readable,
 )
+from ..storage.coordinator import store_hot_copies
 from ..storage.keys import validate_pattern
 
 if TYPE_CHECKING:
@@ -343,16 +344,13 @@ class RecoveryHandler:
         store = None if self.manager is None else getattr(self.manager, "store", None)
         coordinator = getattr(store, "coordinator", None)
         if coordinator is None:
-            hot: Any = self.repositories.hot
-            if fresh:
-                (hot.add_copies if hasattr(hot, "add_copies") else hot.store_copies)(fresh)
-            if older:
-                hot.store_copies(older)
+            store_hot_copies(self.repositories.hot, fresh, where_absent=True)
+            store_hot_copies(self.repositories.hot, older, where_absent=False)
             return
         keys = [s.key for s in sources]
         with coordinator.locked(keys):
-            written = coordinator.place_copies(fresh, where_absent=True) if fresh else set()
-            written |= coordinator.place_copies(older) if older else set()
+            written = coordinator.place_copies(fresh, where_absent=True)
+            written |= coordinator.place_copies(older)
             coordinator.settle_hot_copies([s for s in sources if s.key in written])
             coordinator.announce(keys)
 

@@ -50,7 +50,15 @@ from .tiering import TierPromotionPolicy
 if TYPE_CHECKING:
     from .tier_directory import DirectoryAnswer, TierDirectory
 
-__all__ = ["COLD", "DROPS", "HOT", "WARM", "StateRepositoryCoordinator", "stale_fence"]
+__all__ = [
+    "COLD",
+    "DROPS",
+    "HOT",
+    "WARM",
+    "StateRepositoryCoordinator",
+    "stale_fence",
+    "store_hot_copies",
+]
 
 HOT, WARM, COLD = StateCategory.HOT, StateCategory.WARM, StateCategory.COLD
 _STRIPES = 64
@@ -75,6 +83,25 @@ def stale_fence(written: StoredValue, *, versioned: bool) -> StaleCopy:
     if versioned:
         return StaleCopy(metadata.version)
     return StaleCopy(metadata.version, metadata.checksum, metadata.stored_at)
+
+
+def store_hot_copies(
+    hot: StateRepository, requests: Sequence[WriteRequest], *, where_absent: bool
+) -> set[str]:
+    """Write HOT copies where HOT lacks the key or holds an older version (never over a
+    value as new or newer); the keys written.
+
+    :param where_absent: only where HOT lacks the key (``add_copies``, where the HOT
+        repository has it), for keys found absent from HOT: a value there now was written
+        meanwhile, and a HOT-home write numbers its value afresh, so its version may be
+        below the copy's.
+    """
+    if not requests:
+        return set()
+    extra: Any = hot
+    if where_absent and hasattr(extra, "add_copies"):
+        return set(extra.add_copies(requests))
+    return set(hot.store_copies(requests))
 
 
 class StateRepositoryCoordinator:
@@ -317,18 +344,9 @@ class StateRepositoryCoordinator:
     def place_copies(
         self, requests: Sequence[WriteRequest], *, where_absent: bool = False
     ) -> set[str]:
-        """Write HOT copies where HOT lacks the key or holds an older version (never over
-        a value as new or newer: a HOT home another process wrote meanwhile stays); the
-        keys written.
-
-        :param where_absent: only where HOT lacks the key, for keys found absent from HOT
-            (a promotion): a value there now was written meanwhile, and a HOT-home write
-            numbers its value afresh, so its version may be below the copy's.
-        """
-        hot: Any = self.hot
-        if where_absent and hasattr(hot, "add_copies"):
-            return set(hot.add_copies(requests))
-        return set(self.hot.store_copies(requests))
+        """:func:`store_hot_copies` on this HOT tier (``where_absent`` for keys found
+        absent from HOT, as a promotion's)."""
+        return store_hot_copies(self.hot, requests, where_absent=where_absent)
 
     def settle_hot_copies(self, sources: Sequence[StoredValue]) -> int:
         """After HOT copies of ``sources`` were placed: remove those whose source changed
