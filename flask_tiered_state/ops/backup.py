@@ -1070,8 +1070,9 @@ class _KeyCheck:
         keyless = [r for r in encrypted if r["state_id"] not in known]
         missing = [r["state_id"] for r in keyless if cipher.holds_ciphertext(r)]
         self._note("missing_keys", self.missing, missing)
-        self.plaintext += len(keyless) - len(missing)
-        self.states += len(encrypted) - (len(keyless) - len(missing))
+        plaintext = len(keyless) - len(missing)
+        self.plaintext += plaintext
+        self.states += len(encrypted) - plaintext
         openable = [r for r in encrypted if r["state_id"] in live]
         try:
             cipher.open_many(openable)
